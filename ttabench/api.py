@@ -1,0 +1,280 @@
+"""The contracts between the ttabench host and its plugins.
+
+Four kinds of plugin register through entry points (see ``ttabench.registry``):
+
+- ``ttabench.suites``: a factory ``(data_dir: Path | None, **options) -> Suite``;
+- ``ttabench.models``: a factory ``(arg: str | None, *, cache_dir: Path, num_classes: int | None)
+  -> LoadedModel`` (a model spec ``"timm:resnet50"`` calls the ``timm`` source with ``"resnet50"``);
+- ``ttabench.adapters``: an ``Adapter`` subclass, constructed as ``cls(model, **params)``;
+- ``ttabench.estimators``: an ``Estimator`` subclass, constructed as ``cls(**params)``.
+
+Images travel as ``uint8`` tensors of shape (N, 3, H, W). Models take ``float32`` in [0, 1]
+(``to_unit_float``) and own their normalization. Accuracies are fractions in [0, 1] everywhere
+in code; reports show percentage points.
+
+Data flow of one cell (see ``ttabench.runner.execute``):
+
+1. one forward pass of the frozen source model (eval mode, running statistics) over the split
+   gives ``Outputs`` that feed the ``source`` target and every ``StaticEstimator``;
+2. one pass with test-batch normalization statistics gives the ``bn`` target;
+3. one adaptation trajectory (seeded stream, probe = first ``probe_size`` images of the stream)
+   feeds every ``TrajectoryEstimator`` at the checkpoints it asks for, and gives the ``adapted``
+   target (online accuracy of the adapted model). Adaptation stops at the last step needed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+Role = Literal["eval", "calibration"]
+Target = Literal["source", "bn", "adapted"]
+TARGETS: tuple[Target, ...] = ("source", "bn", "adapted")
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] to float32 in [0, 1]; float input is returned as float32."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a suite.
+
+    ``dataset`` groups splits for the per-dataset average (the paper's rule: splits of one
+    dataset are averaged first, then every dataset weighs the same), e.g. ``"fog"`` for
+    ``"fog-5"``. ``role`` says whether the split is scored (``eval``) or used to fit
+    score-to-accuracy maps (``calibration``).
+    """
+
+    name: str
+    dataset: str
+    severity: int | None
+    role: Role
+
+
+class Suite(ABC):
+    """A set of labelled target splits, plus an optional clean labelled validation split."""
+
+    name: ClassVar[str]
+    num_classes: int
+    #: Logit indices the model's outputs are restricted to (ImageNet-R/A's 200 classes), or None.
+    class_subset: list[int] | None = None
+
+    @abstractmethod
+    def splits(self) -> list[SplitSpec]:
+        """Every split in the suite's fixed, recorded order."""
+
+    @abstractmethod
+    def dataset(self, split: SplitSpec) -> Dataset:
+        """Items are ``(uint8 tensor (3, H, W), int label)``; may stream from disk."""
+
+    def source_val(self) -> Dataset | None:
+        """A clean labelled validation set from the training distribution, or None."""
+        return None
+
+    @abstractmethod
+    def record(self) -> dict[str, Any]:
+        """Protocol facts for the cell record: data location, split order, preprocessing..."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run classifier and the facts a cell records about it.
+
+    ``module`` maps float images in [0, 1] of shape (N, 3, H, W) to logits (N, num_classes)
+    and applies its own normalization (``preprocessing`` records the constants).
+    ``classifier`` names the final ``nn.Linear`` whose input is the penultimate embedding.
+    """
+
+    module: nn.Module
+    num_classes: int
+    model_id: str
+    weights_hash: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    classifier: str | None = None
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+class Adapter(nn.Module, ABC):
+    """Test-time adaptation of a model.
+
+    Calling the adapter on a batch performs one adaptation step and returns the logits of that
+    forward pass (the online predictions). ``predict`` evaluates the current weights without
+    updating anything (for probe snapshots). ``reset`` restores the pretrained state, model and
+    optimizer.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One adaptation step on float images in [0, 1]; returns that pass's logits."""
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the current model without adapting (normalization as the adapter sets it)."""
+        return self.model(x)
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Restore the pretrained state of the model and the optimizer."""
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters as actually used (resolved defaults), recorded in every cell."""
+        return {}
+
+    def counters(self) -> dict[str, Any]:
+        """Running counters a user can read (samples kept per filter, steps since reset...)."""
+        return {}
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+@dataclass
+class Outputs:
+    """One model's outputs on a whole split, in dataset order.
+
+    ``labels`` is None for target data handed to estimators (they never see target labels);
+    ``features`` holds penultimate embeddings when an estimator asked for them.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class EstimateResult:
+    """What an estimator returns for one cell.
+
+    ``value``: for ``kind == "direct"`` an accuracy in [0, 1]; for ``kind == "score"`` the raw
+    score that a fitted map turns into an accuracy. ``estimate``: an accuracy in [0, 1] when
+    the estimator can give one itself (always for direct ones; for score ones when a
+    calibration was supplied). ``scores``: further named scores a map can be fitted on (e.g.
+    the flip count at every checkpoint). ``extras``: JSON-serialisable details.
+    """
+
+    value: float
+    estimate: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Estimator(ABC):
+    """A label-free accuracy estimator.
+
+    Class attributes declare what it is: ``target`` is the accuracy it estimates (``source``,
+    ``bn`` or ``adapted``), ``kind`` is ``"direct"`` or ``"score"`` (score + fitted map), and
+    ``needs`` lists what it needs from the host: ``"source_val"`` (labelled clean outputs),
+    ``"features"`` (penultimate embeddings), ``"temperature"`` (a temperature fitted on
+    source_val is applied to all logits it sees).
+    """
+
+    name: ClassVar[str]
+    target: ClassVar[Target] = "source"
+    kind: ClassVar[Literal["direct", "score"]] = "direct"
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def params(self) -> dict[str, Any]:
+        """Parameters as used, recorded in every cell (including a calibration id if any)."""
+        return {}
+
+
+class StaticEstimator(Estimator):
+    """Needs only the source model's outputs on the target split (and on source val)."""
+
+    @abstractmethod
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        """Estimate from the target outputs (labels hidden) and the labelled source-val outputs."""
+
+
+@dataclass(frozen=True)
+class TrajectoryPlan:
+    """What a trajectory estimator asks of the adaptation run.
+
+    ``checkpoints``: steps at which the probe is snapshotted; 0 means before the first update,
+    k means after k updates. ``probe_size``: images from the start of the seeded stream.
+    ``chunk``: probe images per no-grad forward pass (batch statistics depend on it).
+    """
+
+    probe_size: int
+    checkpoints: tuple[int, ...]
+    chunk: int = 100
+
+
+@dataclass
+class TrajectoryContext:
+    """Facts the host hands a trajectory estimator when it computes.
+
+    ``probe_source_logits``: the frozen source model's eval-mode logits (running statistics) on
+    the probe images (taken from the static pass, no extra forward). ``probe_size``: the
+    number of probe images actually used (smaller than asked when the split is small).
+    """
+
+    num_classes: int
+    steps_run: int
+    probe_size: int
+    probe_source_logits: torch.Tensor
+    dataset_size: int
+
+
+class TrajectoryEstimator(Estimator):
+    """Observes one adaptation trajectory: probe snapshots and, optionally, every step."""
+
+    @abstractmethod
+    def plan(self) -> TrajectoryPlan:
+        """The probe size and the checkpoints this estimator needs."""
+
+    @abstractmethod
+    def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
+        """Receive the adapter's ``predict`` logits on the probe at a checkpoint."""
+
+    def on_step(self, step: int, x: torch.Tensor, logits: torch.Tensor, adapter: Adapter) -> None:
+        """Called after adaptation step ``step`` (1-based) with the batch and its logits."""
+
+    @abstractmethod
+    def compute(self, context: TrajectoryContext) -> EstimateResult:
+        """The estimate once the trajectory has reached the last checkpoint."""
+
+    def reset(self) -> None:
+        """Forget everything observed; called before each cell."""
+
+
+__all__ = [
+    "Adapter",
+    "EstimateResult",
+    "Estimator",
+    "LoadedModel",
+    "Outputs",
+    "Role",
+    "SplitSpec",
+    "StaticEstimator",
+    "Suite",
+    "TARGETS",
+    "Target",
+    "TrajectoryContext",
+    "TrajectoryEstimator",
+    "TrajectoryPlan",
+    "to_unit_float",
+]
