@@ -230,6 +230,7 @@ class TrajectoryContext:
     ``probe_source_logits``: the frozen source model's eval-mode logits (running statistics) on
     the probe images (taken from the static pass, no extra forward). ``probe_size``: the
     number of probe images actually used (smaller than asked when the split is small).
+    ``model_id``: the model's id, so a calibration fitted for another model can be refused.
     """
 
     num_classes: int
@@ -237,6 +238,7 @@ class TrajectoryContext:
     probe_size: int
     probe_source_logits: torch.Tensor
     dataset_size: int
+    model_id: str | None = None
 
 
 class TrajectoryEstimator(Estimator):

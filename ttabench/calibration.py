@@ -6,7 +6,7 @@ calibration used outside what it was fitted for unless forced.
 
 File schema (``schema: "ttabench.calibration/1"``)::
 
-    {"schema": ..., "id": "rn50-v1-wf-quadratic", "estimator": "enigma",
+    {"schema": ..., "id": "rn50-v1-wf-quadratic", "estimator": "wf",
      "input": "weighted_flips", "degree": 2,
      "coefficients": [a2, a1, a0],          # highest power first, as numpy.poly1d
      "output": "percent" | "fraction",      # unit of f's output
@@ -117,6 +117,13 @@ def fit_polynomial(
     if len(x) <= degree:
         raise TTABenchError(
             f"a degree-{degree} fit needs at least {degree + 1} calibration points, got {len(x)}"
+        )
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise TTABenchError("calibration points contain NaN or infinite values")
+    if len(np.unique(x)) <= degree:
+        raise TTABenchError(
+            f"a degree-{degree} fit needs at least {degree + 1} distinct scores; the score takes "
+            f"{len(np.unique(x))} distinct value(s) on the calibration splits"
         )
     coef = np.polyfit(x, y, degree)
     if not monotone_decreasing:

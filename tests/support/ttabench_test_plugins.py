@@ -1,0 +1,136 @@
+"""Plugins used only by the runner tests: they count, record, break and fail on purpose."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttabench.api import (
+    Adapter,
+    EstimateResult,
+    LoadedModel,
+    Outputs,
+    StaticEstimator,
+    TrajectoryContext,
+    TrajectoryEstimator,
+    TrajectoryPlan,
+)
+from ttabench.models.tiny import load_tiny_cnn
+from ttabench.suites.tiny import TinySuite
+
+RECORD: dict[str, list] = {"static": [], "snapshots": [], "steps": []}
+
+
+class RecordingStatic(StaticEstimator):
+    """Direct estimator returning the mean max-softmax; remembers every Outputs it saw."""
+
+    name = "recording-static"
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        RECORD["static"].append(target)
+        value = float(target.logits.softmax(1).max(1).values.mean())
+        return EstimateResult(value=value, estimate=value)
+
+
+class RecordingTrajectory(TrajectoryEstimator):
+    """Flip count between step 0 and the last checkpoint; remembers the snapshot steps."""
+
+    name = "recording-trajectory"
+    target = "bn"
+    kind = "score"
+
+    def __init__(self, probe_size: int = 64, checkpoints: tuple[int, ...] = (0, 5),
+                 small_probe: str = "error") -> None:
+        self.probe_size, self.checkpoints, self.small_probe = probe_size, tuple(checkpoints), small_probe
+        self.snaps: dict[int, torch.Tensor] = {}
+
+    def params(self) -> dict[str, Any]:
+        return {"probe_size": self.probe_size, "checkpoints": list(self.checkpoints)}
+
+    def plan(self) -> TrajectoryPlan:
+        return TrajectoryPlan(self.probe_size, self.checkpoints, chunk=32)
+
+    def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
+        RECORD["snapshots"].append(step)
+        self.snaps[step] = probe_logits.argmax(1)
+
+    def on_step(self, step, x, logits, adapter) -> None:
+        RECORD["steps"].append(step)
+
+    def compute(self, context: TrajectoryContext) -> EstimateResult:
+        last = max(self.snaps)
+        flips = float((self.snaps[0] != self.snaps[last]).sum())
+        return EstimateResult(value=flips, extras={"probe_size": context.probe_size,
+                                                   "steps_run": context.steps_run})
+
+    def reset(self) -> None:
+        self.snaps = {}
+
+
+class NoisyAdapter(Adapter):
+    """Updates the classifier bias with seeded noise at every step (a deterministic stand-in
+    for a real adapter, so flips happen)."""
+
+    name = "noisy"
+
+    def __init__(self, model: nn.Module, scale: float = 0.5) -> None:
+        super().__init__(model.eval())
+        self.scale = scale
+        self.start = {k: v.clone() for k, v in model.state_dict().items()}
+        self.generator = torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.model(x)
+            bias = self.model.net.fc.bias
+            bias.add_(self.scale * torch.randn(bias.shape, generator=self.generator))
+        return logits
+
+    def reset(self) -> None:
+        self.model.load_state_dict(self.start)
+
+    def params(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+
+class FailingTiny(TinySuite):
+    """The tiny suite, with one split that kills its worker process on the first attempt
+    (``crash_split``, while the ``marker`` file does not exist yet) and one that always raises
+    (``fail_split``)."""
+
+    name = "failing-tiny"
+
+    def __init__(self, data_dir=None, crash_split: str = "", fail_split: str = "",
+                 marker: str = "", n_examples: int = 256) -> None:
+        super().__init__(data_dir, n_examples=n_examples)
+        self.crash_split, self.fail_split, self.marker = crash_split, fail_split, marker
+
+    def dataset(self, split):
+        if split.name == self.crash_split and not Path(self.marker).exists():
+            Path(self.marker).write_text("killed once")
+            os._exit(1)
+        if split.name == self.fail_split:
+            raise RuntimeError("injected failure")
+        return super().dataset(split)
+
+
+def nan_model(arg: str | None = None, *, cache_dir=None, num_classes=None) -> LoadedModel:
+    """tiny-cnn whose classifier outputs NaN."""
+    loaded = load_tiny_cnn()
+    with torch.no_grad():
+        loaded.module.net.fc.bias.fill_(float("nan"))
+    loaded.model_id = "nan-model"
+    return loaded
+
+
+def ten_class_model(arg: str | None = None, *, cache_dir=None, num_classes=None) -> LoadedModel:
+    """tiny-cnn with a 10-way head: does not fit the 4-class tiny suite."""
+    loaded = load_tiny_cnn()
+    loaded.module.net.fc = nn.Linear(16, 10)
+    loaded.num_classes = 10
+    loaded.model_id = "ten-class"
+    return loaded

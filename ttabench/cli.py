@@ -1,0 +1,215 @@
+"""The ``ttabench`` command line: a click group whose subcommands are resolved lazily.
+
+``ls`` and ``validate`` live here. ``run``, ``estimate``, ``fit`` and ``leaderboard`` are named
+by ``module:attr`` in ``BUILTIN_COMMANDS`` and imported only when invoked, and every entry point
+of group ``ttabench.commands`` adds a subcommand. A subcommand that fails to import becomes a
+stub that prints one ``error:`` line.
+
+Errors: a TTABenchError prints ``error: <message>`` on one line on stderr and exits 2; Ctrl-C
+exits 130; any other exception prints ``error: <Type>: <message>`` and exits 1. ``--debug``
+prints the traceback first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from ttabench import __version__, registry
+from ttabench.errors import TTABenchError
+
+BUILTIN_COMMANDS: dict[str, str] = {
+    "run": "ttabench.runner.command:run",
+    "estimate": "ttabench.runner.command:estimate",
+    "fit": "ttabench.scoring.command:fit",
+    "leaderboard": "ttabench.scoring.command:leaderboard",
+}
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _broken_command(name: str, error: TTABenchError) -> click.Command:
+    """A stand-in for a subcommand that failed to import: invoking it reports why."""
+
+    def fail(**_: Any) -> None:
+        raise error
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(unavailable) {error}",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+class LazyGroup(click.Group):
+    """A group that resolves ``BUILTIN_COMMANDS`` and plugin commands only when asked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugin_names = registry.names("commands")
+        return sorted({*self.commands, *BUILTIN_COMMANDS, *plugin_names})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in BUILTIN_COMMANDS:
+            return self._import_builtin(cmd_name)
+        if cmd_name in registry.names("commands"):
+            try:
+                return registry.get("commands", cmd_name)
+            except TTABenchError as exc:
+                return _broken_command(cmd_name, exc)
+        return None
+
+    def _import_builtin(self, cmd_name: str) -> click.Command:
+        target = BUILTIN_COMMANDS[cmd_name]
+        module_name, _, attr = target.partition(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{command!r} is not a click.Command")
+        except Exception as exc:  # a half-installed host must still run its other commands
+            message = " ".join(str(exc).split())
+            error = TTABenchError(
+                f"command '{cmd_name}' ({target}) failed to load: {type(exc).__name__}: {message}"
+            )
+            return _broken_command(cmd_name, error)
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0]
+        unknown = self.get_command(ctx, name) is None and not name.startswith("-")
+        if unknown and not ctx.resilient_parsing:
+            raise registry.unknown_error("command", name, self.list_commands(ctx))
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:  # `ttabench ls | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+        except TTABenchError as exc:
+            _report(str(exc), debug)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            _report("interrupted", debug)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            _report(f"{type(exc).__name__}: {' '.join(str(exc).split())}", debug)
+            ctx.exit(1)
+
+
+def _report(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    click.echo(f"error: {message}", err=True)
+
+
+@click.group(cls=LazyGroup)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="[KIND=]MODULE:ATTR",
+    help="Register a plugin explicitly (repeatable); KIND is needed for plain functions.",
+)
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+@click.version_option(version=__version__, prog_name="ttabench")
+def main(plugins: tuple[str, ...], debug: bool) -> None:
+    """ttabench: test-time adaptation benchmark with label-free accuracy estimators."""
+    for spec in plugins:
+        registry.add_plugin_spec(spec)
+
+
+def _cell(value: str | None) -> str:
+    return "-" if value is None else value
+
+
+@main.command("ls")
+@click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def ls(kind: str | None, as_json: bool) -> None:
+    """List plugins (of KIND: adapters, estimators, suites, models, commands) and their status."""
+    plugins = registry.list_plugins(registry.normalize_kind(kind) if kind else None, load=True)
+    if as_json:
+        keys = ("kind", "name", "target", "distribution", "version", "status")
+        rows = [{key: getattr(p, key) for key in keys} for p in plugins]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("name", "kind", "target", "distribution", "version", "status")
+    table = [header] + [
+        (p.name, p.kind, p.target, _cell(p.distribution), _cell(p.version), p.status)
+        for p in plugins
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+def _resolve_for_validation(plugin: str) -> tuple[str, str, Any]:
+    """``kind:name``, a bare name, or ``module:attr`` -> (kind, label, loaded object)."""
+    prefix, sep, rest = plugin.partition(":")
+    if sep:
+        try:
+            kind = registry.normalize_kind(prefix)
+        except TTABenchError:
+            info = registry.add_plugin(None, plugin)
+            return info.kind, plugin, registry.get(info.kind, info.name)
+        return kind, f"{kind}:{rest}", registry.get(kind, rest)
+    kinds = [kind for kind in registry.KINDS if plugin in registry.names(kind)]
+    if len(kinds) > 1:
+        choices = ", ".join(f"{k}:{plugin}" for k in kinds)
+        raise TTABenchError(f"'{plugin}' names plugins of several kinds; use one of: {choices}")
+    if not kinds:
+        every = sorted({n for kind in registry.KINDS for n in registry.names(kind)})
+        raise registry.unknown_error("plugin", plugin, every)
+    return kinds[0], f"{kinds[0]}:{plugin}", registry.get(kinds[0], plugin)
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise TTABenchError(f"--param '{text}' is not KEY=VALUE")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+@main.command("validate")
+@click.argument("plugin")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter for the plugin (VALUE parsed as JSON when it can be); repeatable.",
+)
+def validate(plugin: str, params: tuple[str, ...]) -> None:
+    """Run the conformance checks on PLUGIN (KIND:NAME, NAME or MODULE:ATTR)."""
+    from ttabench.testing import run_all
+
+    kind, label, obj = _resolve_for_validation(plugin)
+    results = run_all(kind, obj, **dict(_parse_param(p) for p in params))
+    for name, ok, message in results:
+        click.echo(f"{'ok  ' if ok else 'FAIL'}  {name}" + (f": {message}" if message else ""))
+    failed = sum(not ok for _, ok, _ in results)
+    if failed:
+        click.echo(f"{label}: {failed} check(s) failed", err=True)
+        click.get_current_context().exit(1)
+    click.echo(f"{label}: all {len(results)} checks passed")

@@ -1,0 +1,154 @@
+"""Direct baseline estimators of the source model's accuracy: AC, DoC, ATC, COT, COTT.
+
+Each returns an accuracy fraction (``value == estimate``) computed by the pure functions in
+``ttabench.estimators.functional``. The ``+ts`` variants fit one temperature T by NLL on the
+labelled source-validation outputs and divide both the source-val and the target logits by T
+before estimating; they do this themselves (``"temperature"`` in ``needs`` says so, the host
+hands them unscaled logits), and report T in ``extras``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ttabench.api import EstimateResult, Outputs, StaticEstimator
+from ttabench.errors import TTABenchError
+from ttabench.estimators import functional
+
+
+def require_source_val(name: str, source_val: Outputs | None) -> Outputs:
+    """The labelled source-val outputs, or a clear error when the host passed none."""
+    if source_val is None or source_val.labels is None:
+        raise TTABenchError(
+            f"estimator {name!r} needs a labelled source-validation split; "
+            "use a suite that provides one or drop this estimator"
+        )
+    return source_val
+
+
+def _direct(accuracy: float) -> EstimateResult:
+    return EstimateResult(value=accuracy, estimate=accuracy)
+
+
+class AverageConfidence(StaticEstimator):
+    """AC: the mean maximum softmax probability on the target split."""
+
+    name = "ac"
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        return _direct(functional.average_confidence(target.logits))
+
+
+class DifferenceOfConfidences(StaticEstimator):
+    """DoC: source-val accuracy minus the drop in average confidence from val to target."""
+
+    name = "doc"
+    needs = frozenset({"source_val"})
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        val = require_source_val(self.name, source_val)
+        return _direct(functional.doc(val.logits, val.labels, target.logits))
+
+
+class ATCMaxConf(StaticEstimator):
+    """ATC with the max-confidence score: threshold matched to the val error."""
+
+    name = "atc-mc"
+    needs = frozenset({"source_val"})
+    score = "maxconf"
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        val = require_source_val(self.name, source_val)
+        return _direct(functional.atc(val.logits, val.labels, target.logits, score=self.score))
+
+    def params(self) -> dict[str, Any]:
+        return {"score": self.score}
+
+
+class ATCNegEntropy(ATCMaxConf):
+    """ATC with the negative-entropy score ``sum_k p_k log p_k``."""
+
+    name = "atc-ne"
+    score = "negentropy"
+
+
+class COT(StaticEstimator):
+    """COT: one minus the optimal-transport cost from target predictions to the label marginal.
+
+    ``source_marginal``: the source label distribution (K numbers summing to 1); uniform when
+    not given.
+    """
+
+    name = "cot"
+
+    def __init__(self, source_marginal: list[float] | None = None) -> None:
+        self.source_marginal = source_marginal
+
+    def _marginal(self) -> torch.Tensor | None:
+        return None if self.source_marginal is None else torch.tensor(self.source_marginal)
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        return _direct(functional.cot(target.logits, self._marginal()))
+
+    def params(self) -> dict[str, Any]:
+        return {"source_marginal": self.source_marginal or "uniform"}
+
+
+class COTT(COT):
+    """COTT: the fraction of target samples whose transport cost stays under a threshold
+    matched to the source-val error."""
+
+    name = "cott"
+    needs = frozenset({"source_val"})
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        val = require_source_val(self.name, source_val)
+        return _direct(functional.cott(val.logits, val.labels, target.logits, self._marginal()))
+
+
+class _TemperatureScaled(StaticEstimator):
+    """Mixin: fit T on source val, divide val and target logits by T, run the plain estimator."""
+
+    needs = frozenset({"source_val", "temperature"})
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        val = require_source_val(self.name, source_val)
+        temperature = functional.fit_temperature(val.logits, val.labels)
+        result = super().estimate(
+            Outputs(logits=target.logits / temperature),
+            Outputs(logits=val.logits / temperature, labels=val.labels),
+        )
+        result.extras["temperature"] = temperature
+        return result
+
+
+class AverageConfidenceTS(_TemperatureScaled, AverageConfidence):
+    """AC after temperature scaling."""
+
+    name = "ac+ts"
+
+
+class DifferenceOfConfidencesTS(_TemperatureScaled, DifferenceOfConfidences):
+    """DoC after temperature scaling."""
+
+    name = "doc+ts"
+
+
+class ATCMaxConfTS(_TemperatureScaled, ATCMaxConf):
+    """ATC-MC after temperature scaling."""
+
+    name = "atc-mc+ts"
+
+
+class ATCNegEntropyTS(_TemperatureScaled, ATCNegEntropy):
+    """ATC-NE after temperature scaling."""
+
+    name = "atc-ne+ts"
+
+
+class COTTS(_TemperatureScaled, COT):
+    """COT after temperature scaling."""
+
+    name = "cot+ts"

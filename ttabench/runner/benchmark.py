@@ -1,0 +1,275 @@
+"""A benchmark: the resolved run specification, its planned cells, and executing them.
+
+``Benchmark`` loads the suite, the model and the plugins once (per process), plans the cells
+(every selected split x adapter x seed), and executes one cell by its plan. Executors
+(``run_local`` here, ``ttabench.runner.ray_executor`` for a cluster) decide where cells run;
+results are always written by the process that owns the output folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ttabench import registry
+from ttabench.api import Estimator, Outputs, Suite, TrajectoryEstimator
+from ttabench.errors import TTABenchError
+from ttabench.paths import cache_dir
+from ttabench.runner.cells import (
+    CELL_SCHEMA,
+    CellPlan,
+    cell_path,
+    environment_record,
+    in_shard,
+    is_finished,
+    protocol_key,
+    read_cell,
+)
+from ttabench.runner.execute import CellInputs, run_cell, seed_everything
+from ttabench.runner.passes import source_pass
+from ttabench.runner.store import write_json_atomic
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a benchmark run; plain data, so it can travel to workers."""
+
+    suite: str
+    model: str
+    adapters: list[str]
+    estimators: list[str]
+    suite_options: dict[str, Any] = field(default_factory=dict)
+    adapter_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = 64
+    steps: int = 0
+    splits: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
+    data_dir: str | None = None
+    device: str | None = None
+    num_workers: int = 0
+    plugins: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` if given, else CUDA when present, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_model_matches_suite(model_classes: int, suite: Suite, model_id: str) -> None:
+    """Refuse, before any work, a model whose class count does not fit the suite."""
+    if suite.class_subset is not None:
+        if max(suite.class_subset) >= model_classes:
+            raise TTABenchError(
+                f"model {model_id} has {model_classes} classes but suite {suite.name!r} needs "
+                f"class indices up to {max(suite.class_subset)}"
+            )
+    elif model_classes != suite.num_classes:
+        raise TTABenchError(
+            f"model {model_id} has {model_classes} classes but suite {suite.name!r} has "
+            f"{suite.num_classes}; pick a model trained for this suite"
+        )
+
+
+def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
+    cls = registry.get(kind, name)
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise TTABenchError(f"{kind[:-1]} {name!r}: bad parameters {params}: {err}") from None
+
+
+class Benchmark:
+    """A loaded run: suite, model, plugins, and the planned cells."""
+
+    def __init__(self, spec: RunSpec, show_progress: bool = False) -> None:
+        self.spec = spec
+        self.show_progress = show_progress
+        self.device = resolve_device(spec.device)
+        self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
+        self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
+                                         num_classes=self.suite.num_classes)
+        check_model_matches_suite(self.model.num_classes, self.suite, self.model.model_id)
+        self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
+        self.estimators: dict[str, Estimator] = {
+            name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
+            for name in spec.estimators
+        }
+        self.counters: dict[str, int] = {}
+        self._source_val: Outputs | None = None
+        self._source_val_done = False
+
+    # ------------------------------------------------------------------ planning
+    def selected_splits(self) -> list:
+        """The suite's splits narrowed by ``splits`` glob patterns and ``severities``."""
+        out = []
+        for split in self.suite.splits():
+            if self.spec.splits and not any(
+                fnmatch.fnmatch(split.name, p) or fnmatch.fnmatch(split.dataset, p)
+                for p in self.spec.splits
+            ):
+                continue
+            if self.spec.severities and split.severity not in self.spec.severities \
+                    and split.severity is not None:
+                continue
+            out.append(split)
+        if not out:
+            raise TTABenchError(
+                f"no split of suite {self.suite.name!r} matches --splits {self.spec.splits} "
+                f"--severities {self.spec.severities}; available: "
+                + ", ".join(s.name for s in self.suite.splits()[:20])
+            )
+        return out
+
+    def protocol(self, split, adapter: str, seed: int) -> dict[str, Any]:
+        """The protocol record of one cell (what its key hashes)."""
+        return {
+            "suite": {"name": self.suite.name, "options": self.spec.suite_options,
+                      "record": self.suite.record()},
+            "split": asdict(split),
+            "model": {"spec": self.spec.model, "id": self.model.model_id,
+                      "weights_hash": self.model.weights_hash,
+                      "num_classes": self.model.num_classes,
+                      "preprocessing": self.model.preprocessing},
+            "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
+                        "plugin": asdict(registry.info("adapters", adapter))},
+            "estimators": {name: {"params": est.params(),
+                                  "plugin": asdict(registry.info("estimators", name))}
+                           for name, est in sorted(self.estimators.items())},
+            "batch_size": self.spec.batch_size,
+            "steps": self.spec.steps,
+            "seed": seed,
+            "device_type": self.device.type,
+            "torch": torch.__version__,
+        }
+
+    def plan(self) -> list[CellPlan]:
+        """Every cell of the run, in a fixed order (split, adapter, seed)."""
+        cells = []
+        for split in self.selected_splits():
+            for adapter in self.spec.adapters:
+                for seed in self.spec.seeds:
+                    protocol = self.protocol(split, adapter, seed)
+                    cells.append(CellPlan(split, seed, protocol, protocol_key(protocol)))
+        return cells
+
+    # ------------------------------------------------------------------ execution
+    def source_val(self) -> Outputs | None:
+        """Labelled source-validation outputs, computed once per process when needed."""
+        needed = any("source_val" in est.needs for est in self.estimators.values())
+        if not needed or self._source_val_done:
+            return self._source_val
+        self._source_val_done = True
+        dataset = self.suite.source_val()
+        if dataset is None:
+            return None
+        want = any("features" in est.needs for est in self.estimators.values())
+        seed_everything(0)
+        result = source_pass(self.model.module.to(self.device), dataset, self.device,
+                             classifier=self.model.classifier, want_features=want,
+                             class_subset=self.suite.class_subset,
+                             what="the source model on source-validation data")
+        self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
+        return self._source_val
+
+    def execute(self, plan: CellPlan) -> dict[str, Any]:
+        """Run one cell and return its finished result dict (schema ``ttabench.cell/1``)."""
+        adapter = plan.protocol["adapter"]["name"]
+        inputs = CellInputs(
+            suite=self.suite, split=plan.split, model=self.model,
+            adapter_cls=self.adapter_classes[adapter],
+            adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
+            estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
+            steps=self.spec.steps, device=self.device, source_val=self.source_val(),
+            num_workers=self.spec.num_workers, show_progress=self.show_progress,
+            counters=self.counters,
+        )
+        out = run_cell(inputs)
+        estimators: dict[str, Any] = {}
+        for name, est in self.estimators.items():
+            if name in out["skipped"]:
+                estimators[name] = {"skipped": out["skipped"][name]}
+                continue
+            result = out["results"][name]
+            estimators[name] = {
+                "target": est.target, "kind": est.kind, "value": result.value,
+                "estimate": result.estimate, "scores": result.scores, "extras": result.extras,
+                "params": est.params(), "plugin": plan.protocol["estimators"][name]["plugin"],
+                "trajectory": isinstance(est, TrajectoryEstimator),
+            }
+        return self._cell(plan, "ok", None, 1, {
+            "n_examples": out["n_examples"], "targets": out["targets"],
+            "estimators": estimators, "adaptation": out["adaptation"], "timings": out["timings"],
+        })
+
+    def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
+              body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": CELL_SCHEMA, "key": plan.key, "status": status, "error": error,
+            "attempts": attempts, "suite": self.suite.name, "model": self.spec.model,
+            "adapter": plan.protocol["adapter"]["name"], "seed": plan.seed,
+            "split": asdict(plan.split), "protocol": plan.protocol,
+            "environment": environment_record(self.device), **body,
+        }
+
+    def failed(self, plan: CellPlan, error: str, attempts: int) -> dict[str, Any]:
+        """The record of a cell that failed: kept so the leaderboard can list it."""
+        return self._cell(plan, "failed", error, attempts, {"targets": {}, "estimators": {}})
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: the message of a TTABenchError, else ``Type: message`` and where it arose."""
+    if isinstance(err, TTABenchError):
+        return str(err)
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(err).__name__}: {err}{where}".replace("\n", " ")
+
+
+def pending_cells(plans: list[CellPlan], output: Path, shard: tuple[int, int] | None) -> list[CellPlan]:
+    """Cells of this shard without a finished result in ``output``."""
+    return [p for p in plans if in_shard(p.key, shard) and not is_finished(output, p.key)]
+
+
+def run_local(bench: Benchmark, plans: list[CellPlan], output: Path, retries: int = 0,
+              progress: bool = True) -> dict[str, int]:
+    """Execute cells one after another in this process, writing each result atomically.
+
+    A cell that raises is retried ``retries`` times, then recorded as failed with its one-line
+    error; the other cells go on. Ctrl-C stops after nothing more than the cell in flight is
+    lost (finished cells are already on disk).
+    """
+    counts = {"ok": 0, "failed": 0}
+    bar = tqdm(plans, desc="cells", unit="cell", disable=not progress)
+    for plan in bar:
+        bar.set_postfix_str(f"{plan.split.name} {plan.protocol['adapter']['name']} s{plan.seed}")
+        for attempt in range(1, retries + 2):
+            try:
+                cell = bench.execute(plan)
+                break
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # recorded, never lost: the run goes on
+                cell = bench.failed(plan, describe_error(err), attempt)
+        write_json_atomic(cell_path(output, plan.key), cell)
+        counts[cell["status"]] += 1
+    return counts
+
+
+def collect_cells(output: Path, plans: list[CellPlan]) -> list[dict[str, Any]]:
+    """The result files of the planned cells that exist in ``output``."""
+    cells = []
+    for plan in plans:
+        cell = read_cell(cell_path(output, plan.key))
+        if cell is not None:
+            cells.append(cell)
+    return cells

@@ -1,0 +1,281 @@
+"""``ttabench run`` and ``ttabench estimate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ttabench import registry
+from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
+from ttabench.errors import TTABenchError
+from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells, run_local
+from ttabench.runner.cells import parse_shard
+from ttabench.runner.config import RunConfig, load_config
+from ttabench.runner.store import write_json_atomic
+
+
+def _names(values: tuple[str, ...]) -> list[str]:
+    """Repeatable and comma-separated option values, in order, without duplicates."""
+    out: list[str] = []
+    for value in values:
+        for name in str(value).split(","):
+            if name.strip() and name.strip() not in out:
+                out.append(name.strip())
+    return out
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def choose_adapters(cli: list[str], config: RunConfig, estimators: list[str]) -> list[str]:
+    """``--adapter``, else ``[run].adapter``, else the first trajectory estimator's
+    ``default_adapter``, else ``source`` (no adaptation)."""
+    if cli:
+        return cli
+    if config.run.get("adapter"):
+        return [str(a) for a in _as_list(config.run["adapter"])]
+    for name in estimators:
+        default = getattr(registry.get("estimators", name), "default_adapter", None)
+        if default:
+            return [default]
+    return ["source"]
+
+
+def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: tuple[str, ...] = (),
+               suite: str | None = None, model: str | None = None, seed: tuple[int, ...] = (),
+               splits: tuple[str, ...] = (), severities: tuple[int, ...] = (),
+               n_examples: int | None = None, steps: int | None = None,
+               batch_size: int | None = None, data_dir: str | None = None,
+               device: str | None = None, baselines: bool = True, workers: int = 0) -> RunSpec:
+    """Merge command-line options over the configuration into a ``RunSpec``."""
+    run = config.run
+    estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
+    if baselines:
+        estimators += [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
+    if not estimators and not adapter and not run.get("adapter"):
+        raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
+    adapters = choose_adapters(_names(adapter), config, estimators)
+    suite_name = suite or run["suite"]
+    suite_options = config.section("suite", suite_name)
+    if n_examples is not None:
+        suite_options["n_examples"] = n_examples
+    return RunSpec(
+        suite=suite_name,
+        model=model or run["model"],
+        adapters=adapters,
+        estimators=estimators,
+        suite_options=suite_options,
+        adapter_params={name: config.section("adapter", name) for name in adapters},
+        estimator_params={name: config.section("estimator", name) for name in estimators},
+        seeds=list(seed) or [int(s) for s in _as_list(run.get("seeds", [0]))],
+        batch_size=int(batch_size or run.get("batch_size", 64)),
+        steps=int(steps if steps is not None else run.get("steps", 0)),
+        splits=_names(splits) or [str(s) for s in _as_list(run.get("splits"))],
+        severities=list(severities) or [int(s) for s in _as_list(run.get("severities"))],
+        data_dir=data_dir or run.get("data_dir"),
+        device=device or run.get("device"),
+        num_workers=workers,
+    )
+
+
+def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo) -> None:
+    """Score the finished cells, write the leaderboard files and print the summary."""
+    from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
+
+    ok = [c for c in cells if c.get("status") == "ok"]
+    if not ok:
+        echo("no finished cells to score")
+        return
+    board = build_leaderboard(cells, n_boot=n_boot)
+    paths = write_leaderboard(board, output)
+    echo(format_console(board))
+    echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+common_options = [
+    click.option("--estimator", "-e", multiple=True, help="Estimator(s) to score; repeatable or comma list."),
+    click.option("--adapter", "-a", multiple=True, help="Adapter(s); default: the estimator's preferred one."),
+    click.option("--model", "-m", default=None, help="Model spec, e.g. mnist-cnn, timm:resnet50, path.pt."),
+    click.option("--seed", type=int, multiple=True, help="Seed(s); repeatable."),
+    click.option("--steps", type=int, default=None, help="Adaptation steps (0: the last checkpoint needed)."),
+    click.option("--batch-size", type=int, default=None, help="Stream batch size (default 64)."),
+    click.option("--data-dir", default=None, help="Dataset root (else $TTABENCH_DATA_DIR)."),
+    click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
+    click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml)."),
+    click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
+]
+
+
+def with_options(options):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+@click.command()
+@with_options(common_options)
+@click.option("--suite", "-s", default=None, help="Suite name (see `ttabench ls suites`).")
+@click.option("--splits", multiple=True, help="Split or dataset glob(s), e.g. 'fog-*,clean'.")
+@click.option("--severities", type=int, multiple=True, help="Keep only these severities.")
+@click.option("--n-examples", type=int, default=None, help="Images per split.")
+@click.option("--output", "-o", default=None, help="Run folder (cells/, leaderboard files).")
+@click.option("--shard", default=None, help="Run only shard i of n (i/n, 1-based).")
+@click.option("--quick", is_flag=True, help="Apply the config's [quick] table: a smoke run.")
+@click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
+@click.option("--retries", type=int, default=0, help="Retries of a failing cell before it is recorded failed.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
+@click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
+@click.option("--workers", type=int, default=0, help="Data-loading worker processes.")
+@click.option("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
+        suite, splits, severities, n_examples, output, shard, quick, no_baselines, retries,
+        executor, ray_address, workers, n_boot) -> None:
+    """Run cells (model x suite split x adapter x estimators x seed) and score them."""
+    started = time.perf_counter()
+    config = load_config(config_path, quick=quick, overrides=list(sets))
+    spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
+                      seed=seed, splits=splits, severities=severities, n_examples=n_examples,
+                      steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
+                      baselines=not no_baselines, workers=workers)
+    spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
+    if executor == "ray" and spec.device is None:
+        gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
+        spec.device = "cuda" if gpus > 0 else "cpu"
+    out = Path(output or config.run.get("output") or "runs/default")
+    if quick and not output:
+        out = out.with_name(out.name + "-quick")
+    shard_of = parse_shard(shard)
+    click.echo(f"config: {config.source}; suite {spec.suite}, model {spec.model}, "
+               f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}")
+    t = time.perf_counter()
+    bench = Benchmark(spec, show_progress=True)
+    setup_time = time.perf_counter() - t
+    plans = bench.plan()
+    todo = pending_cells(plans, out, shard_of)
+    click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
+               + (f" (shard {shard})" if shard else "") + f"; output {out}")
+    t = time.perf_counter()
+    if executor == "ray":
+        from ttabench.runner.ray_executor import run_ray
+
+        ray_options = config.data.get("executor", {}).get("ray", {})
+        counts = run_ray(spec, todo, out, retries=retries, address=ray_address,
+                         options=ray_options, bench=bench)
+    else:
+        counts = run_local(bench, todo, out, retries=retries)
+    cells_time = time.perf_counter() - t
+    t = time.perf_counter()
+    cells = collect_cells(out, plans)
+    finish_run(out, cells, n_boot)
+    phases = {"setup (suite + model)": setup_time, "cells": cells_time,
+              "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
+    for key in ("source_pass", "bn_pass", "static_estimators", "adaptation"):
+        phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in cells
+                                      if c.get("status") == "ok" and c["key"] in {p.key for p in todo})
+    write_json_atomic(out / "run.json", {"spec": spec.__dict__, "config": config.source,
+                                         "overrides": config.overrides, "cells": len(plans),
+                                         "ran": counts, "phases_seconds": phases})
+    failed = [c for c in cells if c.get("status") == "failed"]
+    if failed:
+        raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0]['split']['name']}: "
+                            f"{failed[0]['error']} (results of the others are in {out})")
+
+
+class FolderSuite(Suite):
+    """One unlabelled folder as a single-split suite (labels are -1, never used)."""
+
+    name = "folder"
+
+    def __init__(self, dataset, num_classes: int, root: str) -> None:
+        self._dataset, self.num_classes, self.root = dataset, num_classes, root
+
+    def splits(self) -> list[SplitSpec]:
+        return [SplitSpec("folder", "folder", None, "eval")]
+
+    def dataset(self, split: SplitSpec):
+        return self._dataset
+
+    def record(self) -> dict[str, Any]:
+        return {"suite": self.name, "root": self.root, "n": len(self._dataset),
+                "skipped_files": getattr(self._dataset, "skipped_files", 0)}
+
+
+@click.command()
+@with_options(common_options)
+@click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
+@click.option("--image-size", type=int, default=224, help="Center-crop size.")
+@click.option("--resize", type=int, default=256, help="Resize shorter side before the crop.")
+@click.option("--calibration", default=None, help="Calibration id or file for a score estimator.")
+@click.option("--bootstrap", type=int, default=5, help="Repeats over seeds for the interval.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
+             sets, data, image_size, resize, calibration, bootstrap, as_json) -> None:
+    """Label-free accuracy estimate for one model on one folder of unlabelled images."""
+    from ttabench.runner.execute import CellInputs, run_cell
+    from ttabench.suites.images import UnlabelledFolder
+
+    config = load_config(config_path, overrides=list(sets))
+    names = _names(estimator)
+    if len(names) != 1:
+        raise TTABenchError("estimate takes exactly one --estimator")
+    name = names[0]
+    if calibration:
+        config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
+    spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
+                      steps=steps, batch_size=batch_size, device=device, baselines=False)
+    from ttabench.paths import cache_dir
+    from ttabench.runner.benchmark import _instantiate, resolve_device
+
+    dev = resolve_device(spec.device)
+    loaded = registry.load_model(spec.model, cache_dir=cache_dir())
+    folder = UnlabelledFolder(data, image_size=image_size, resize=resize)
+    suite = FolderSuite(folder, loaded.num_classes, str(data))
+    est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
+    if "source_val" in est.needs:
+        raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
+                            "use an estimator that does not (see `ttabench ls estimators`)")
+    adapter_name = spec.adapters[0]
+    seeds = [spec.seeds[0] + i for i in range(max(1, bootstrap))]
+    values, estimates = [], []
+    for s in seeds:
+        out = run_cell(CellInputs(
+            suite=suite, split=suite.splits()[0], model=loaded,
+            adapter_cls=registry.get("adapters", adapter_name),
+            adapter_params=spec.adapter_params.get(adapter_name, {}), estimators={name: est},
+            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
+            show_progress=not as_json, labelled=False))
+        result = out["results"][name]
+        values.append(result.value)
+        estimates.append(result.estimate)
+    if estimates[0] is None:
+        raise TTABenchError(
+            f"{name} gave a score ({values[0]:.4g}) but has no calibration to turn it into an "
+            f"accuracy; pass --calibration ID|FILE (see `ttabench fit`)")
+    report = {
+        "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
+        "target": est.target, "data": str(data), "n_images": len(folder),
+        "skipped_files": getattr(folder, "skipped_files", 0),
+        "estimate": estimates[0], "score": values[0], "seeds": seeds,
+        "interval": [float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))],
+        "estimates": estimates, "params": est.params(),
+        "trajectory": isinstance(est, TrajectoryEstimator),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        lo, hi = report["interval"]
+        click.echo(f"{name}: estimated {est.target} accuracy {100 * estimates[0]:.2f}% "
+                   f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
+                   f"on {len(folder)} images of {data}")
+    sys.stdout.flush()

@@ -1,0 +1,138 @@
+"""The run configuration: ``plugins.toml`` plus command-line overrides.
+
+``plugins.toml`` is the roster a run compares and the parameters it uses::
+
+    [run]
+    suite = "mnist-c"            # suite name (ttabench.suites)
+    model = "mnist-cnn"          # model spec (ttabench.models), e.g. "timm:resnet50"
+    adapter = "rdumb"            # optional; default: the estimator's preferred adapter
+    estimators = ["..."]         # estimators under test when --estimator is not given
+    baselines = ["ac", "cot"]    # always scored on the same cells
+    seeds = [0]
+    batch_size = 64
+    steps = 0                    # 0: stop at the last checkpoint any estimator needs
+    output = "runs/default"
+
+    [suite.mnist-c]              # keyword options of the suite factory
+    [adapter.rdumb]              # keyword parameters of the adapter
+    [estimator.NAME]             # keyword parameters of an estimator
+    [quick]                      # overrides applied by --quick: same layout as above
+    [executor.ray]               # resources per cell for --executor ray
+
+``--set section.name.key=value`` overrides any leaf (value parsed as TOML, else a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttabench.errors import TTABenchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG = "plugins.toml"
+
+DEFAULTS: dict[str, Any] = {
+    "run": {
+        "suite": "tiny",
+        "model": "tiny-cnn",
+        "adapter": None,
+        "estimators": [],
+        "baselines": [],
+        "seeds": [0],
+        "batch_size": 64,
+        "steps": 0,
+        "output": "runs/default",
+    },
+    "suite": {},
+    "adapter": {},
+    "estimator": {},
+    "executor": {},
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``extra`` wins on leaves."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax if it parses (``3``, ``0.5``, ``[0, 100]``, ``true``),
+    else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place."""
+    if "=" not in assignment:
+        raise TTABenchError(f"--set expects section.key=value, got {assignment!r}")
+    path, text = assignment.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if len(keys) < 2:
+        raise TTABenchError(f"--set expects section.key=value, got {assignment!r}")
+    node = config
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise TTABenchError(f"--set {path}: {key!r} is not a section")
+    node[keys[-1]] = parse_value(text.strip())
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of a run and where it came from."""
+
+    data: dict[str, Any]
+    source: str = "built-in defaults"
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> dict[str, Any]:
+        return self.data["run"]
+
+    def section(self, kind: str, name: str) -> dict[str, Any]:
+        """Parameters of one plugin: ``[suite.NAME]``, ``[adapter.NAME]``, ``[estimator.NAME]``."""
+        value = self.data.get(kind, {}).get(name, {})
+        if not isinstance(value, dict):
+            raise TTABenchError(f"[{kind}.{name}] in {self.source} must be a table")
+        return dict(value)
+
+
+def load_config(
+    path: str | Path | None = None, quick: bool = False, overrides: list[str] | None = None
+) -> RunConfig:
+    """Built-in defaults, then the TOML file (``path`` or ./plugins.toml when present), then
+    its ``[quick]`` table when ``quick``, then ``--set`` overrides."""
+    data = copy.deepcopy(DEFAULTS)
+    source = "built-in defaults"
+    file = Path(path) if path else Path(DEFAULT_CONFIG)
+    if path and not file.exists():
+        raise TTABenchError(f"config file not found: {file}")
+    if file.exists():
+        try:
+            data = _merge(data, tomllib.loads(file.read_text()))
+        except tomllib.TOMLDecodeError as err:
+            raise TTABenchError(f"{file} is not valid TOML: {err}") from None
+        source = str(file)
+    quick_table = data.pop("quick", {})
+    if quick:
+        data = _merge(data, quick_table)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return RunConfig(data=data, source=source, overrides=list(overrides or []))

@@ -1,0 +1,271 @@
+"""Executing one cell: (model, suite split, adapter, estimators, seed) -> one result dict.
+
+The order of work (see ``ttabench.api`` for the contracts):
+
+1. the source pass: frozen model, eval mode, dataset order -> ``source`` accuracy, and the
+   ``Outputs`` handed to every static estimator (labels withheld);
+2. the ``bn`` pass: the same weights with test-batch statistics, over the first epoch of the
+   seeded stream in batches of ``batch_size``;
+3. the trajectory: the adapter steps through the seeded stream; the probe (the first
+   ``probe_size`` stream images) is snapshotted with ``adapter.predict`` in chunks at each
+   checkpoint any trajectory estimator asked for; the online predictions give the
+   ``adapted`` accuracy. Adaptation stops at the last step any estimator needs (or at
+   ``steps`` when given and larger).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ttabench.api import (
+    Adapter,
+    Estimator,
+    LoadedModel,
+    Outputs,
+    SplitSpec,
+    StaticEstimator,
+    Suite,
+    TrajectoryContext,
+    TrajectoryEstimator,
+    to_unit_float,
+)
+from ttabench.errors import TTABenchError
+from ttabench.runner.passes import (
+    accuracy,
+    batch_statistics_copy,
+    check_finite,
+    has_batch_norm,
+    restrict,
+    source_pass,
+)
+from ttabench.runner.stream import first_epoch, gather, stream_indices
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class CellInputs:
+    """Everything one cell needs, already loaded."""
+
+    suite: Suite
+    split: SplitSpec
+    model: LoadedModel
+    adapter_cls: type[Adapter]
+    adapter_params: dict[str, Any]
+    estimators: dict[str, Estimator]
+    seed: int
+    batch_size: int
+    steps: int
+    device: torch.device
+    source_val: Outputs | None = None
+    num_workers: int = 0
+    show_progress: bool = False
+    labelled: bool = True
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def _count(inputs: CellInputs, name: str) -> None:
+    inputs.counters[name] = inputs.counters.get(name, 0) + 1
+
+
+class _Batches:
+    """Serves stream batches from in-memory images or by reading the dataset."""
+
+    def __init__(self, dataset: Dataset, images: torch.Tensor | None, labels: torch.Tensor,
+                 num_workers: int) -> None:
+        self.dataset, self.images, self.labels, self.num_workers = dataset, images, labels, num_workers
+
+    def batches(self, index_batches: list[torch.Tensor]):
+        if self.images is not None:
+            for idx in index_batches:
+                yield self.images[idx], self.labels[idx]
+            return
+        loader = DataLoader(self.dataset, batch_sampler=[i.tolist() for i in index_batches],
+                            num_workers=self.num_workers)
+        yield from loader
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.images is not None:
+            return self.images[indices], self.labels[indices]
+        return gather(self.dataset, indices)
+
+
+@torch.no_grad()
+def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
+                class_subset: list[int] | None) -> float:
+    """Accuracy of the batch-statistics model over the first stream epoch, in batches of
+    ``batch_size`` (a final batch of one image is merged into the one before)."""
+    order = first_epoch(n, inputs.seed)
+    chunks = list(torch.split(order, inputs.batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    bn_model = batch_statistics_copy(model)
+    correct = 0
+    for x, y in batches.batches(chunks):
+        logits = restrict(bn_model(to_unit_float(x).to(inputs.device)), class_subset)
+        check_finite(logits, "the batch-statistics model")
+        correct += int((logits.argmax(1).cpu() == y).sum())
+    _count(inputs, "bn_pass")
+    return correct / sum(len(c) for c in chunks)
+
+
+def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
+                trajectory: dict[str, TrajectoryEstimator]) -> dict[str, Any]:
+    """Run the adapter along the seeded stream, feeding every trajectory estimator."""
+    class_subset = inputs.suite.class_subset
+    plans = {name: est.plan() for name, est in trajectory.items()}
+    probe_size = max((p.probe_size for p in plans.values()), default=0)
+    chunks = {p.chunk for p in plans.values() if p.probe_size}
+    if len(chunks) > 1:
+        raise TTABenchError(f"trajectory estimators ask for different probe chunks {sorted(chunks)}")
+    chunk = chunks.pop() if chunks else 100
+    wanted: dict[int, list[str]] = {}
+    for name, plan in plans.items():
+        for step in plan.checkpoints:
+            wanted.setdefault(int(step), []).append(name)
+    steps = max([inputs.steps, *wanted.keys()])
+    if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
+        steps = n // inputs.batch_size
+    if probe_size > n:
+        small = [name for name, p in plans.items()
+                 if p.probe_size > n and getattr(trajectory[name], "small_probe", "error") != "rescale"]
+        if small:
+            raise TTABenchError(
+                f"split {inputs.split.name!r} has {n} images, fewer than the probe size "
+                f"{probe_size} of {', '.join(small)}; lower probe_size or set small_probe='rescale'"
+            )
+    probe_idx = first_epoch(n, inputs.seed)[: min(probe_size, n)]
+    probe_images, _ = batches.take(probe_idx) if probe_size else (None, None)
+
+    model = copy.deepcopy(inputs.model.module).to(inputs.device)
+    adapter = inputs.adapter_cls(model, **inputs.adapter_params)
+    for est in trajectory.values():
+        est.reset()
+
+    def snapshot(step: int) -> None:
+        if step not in wanted or probe_images is None:
+            return
+        parts = [restrict(adapter.predict(to_unit_float(part).to(inputs.device)), class_subset)
+                 for part in torch.split(probe_images, chunk)]
+        logits = torch.cat(parts).float().cpu()
+        check_finite(logits, f"the adapted model at step {step}")
+        _count(inputs, "snapshot")
+        for name in wanted[step]:
+            trajectory[name].on_snapshot(step, logits)
+
+    snapshot(0)
+    correct = seen = 0
+    index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps))
+    progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
+                    disable=not inputs.show_progress)
+    for step, (x, y) in enumerate(batches.batches(index_batches), start=1):
+        x = to_unit_float(x).to(inputs.device)
+        raw = adapter(x)
+        logits = restrict(raw, class_subset)
+        check_finite(logits, f"the adapter at step {step}")
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        seen += len(y)
+        for est in trajectory.values():
+            est.on_step(step, x, logits, adapter)
+        snapshot(step)
+        progress.update(1)
+    progress.close()
+    _count(inputs, "trajectory")
+    context = TrajectoryContext(
+        num_classes=source_logits.shape[1],
+        steps_run=steps,
+        probe_size=len(probe_idx),
+        probe_source_logits=source_logits[probe_idx],
+        dataset_size=n,
+        model_id=inputs.model.model_id,
+    )
+    return {
+        "adapted": correct / seen if seen else None,
+        "steps": steps,
+        "probe_size": len(probe_idx),
+        "results": {name: est.compute(context) for name, est in trajectory.items()},
+        "adapter_params": adapter.params(),
+        "adapter_counters": adapter.counters(),
+    }
+
+
+def _skip_reason(est: Estimator, inputs: CellInputs) -> str | None:
+    if "source_val" in est.needs and inputs.source_val is None:
+        return f"needs a labelled source-validation split; suite {inputs.suite.name!r} has none"
+    if "features" in est.needs and inputs.model.classifier is None:
+        return "needs penultimate features; the model exposes no classifier layer"
+    return None
+
+
+def run_cell(inputs: CellInputs) -> dict[str, Any]:
+    """Execute one cell and return its targets, estimator results, adapter facts and timings."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    seed_everything(inputs.seed)
+    dataset = inputs.suite.dataset(inputs.split)
+    n = len(dataset)
+    if n == 0:
+        raise TTABenchError(f"split {inputs.split.name!r} is empty")
+    skipped = {name: reason for name, est in inputs.estimators.items()
+               if (reason := _skip_reason(est, inputs))}
+    active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
+    want_features = any("features" in est.needs for est in active.values())
+    module = inputs.model.module.to(inputs.device)
+
+    t = time.perf_counter()
+    split_pass = source_pass(module, dataset, inputs.device, classifier=inputs.model.classifier,
+                             want_features=want_features, class_subset=inputs.suite.class_subset,
+                             num_workers=inputs.num_workers)
+    _count(inputs, "source_pass")
+    labels = split_pass.labels
+    timings["source_pass"] = time.perf_counter() - t
+    batches = _Batches(dataset, split_pass.images, labels, inputs.num_workers)
+    targets: dict[str, float | None] = {"source": None, "bn": None}
+    t = time.perf_counter()
+    if inputs.labelled:
+        targets["source"] = accuracy(split_pass.outputs.logits, labels)
+        targets["bn"] = (bn_accuracy(module, batches, n, inputs, inputs.suite.class_subset)
+                         if has_batch_norm(module) else targets["source"])
+    timings["bn_pass"] = time.perf_counter() - t
+
+    results: dict[str, Any] = {}
+    t = time.perf_counter()
+    for name, est in active.items():
+        if isinstance(est, StaticEstimator):
+            results[name] = est.estimate(split_pass.outputs, inputs.source_val)
+    timings["static_estimators"] = time.perf_counter() - t
+
+    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
+    adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
+                                  "adapter_params": {}, "adapter_counters": {}}
+    t = time.perf_counter()
+    if trajectory or inputs.steps:
+        adaptation = _trajectory(inputs, batches, n, split_pass.outputs.logits, trajectory)
+        results.update(adaptation.pop("results"))
+    timings["adaptation"] = time.perf_counter() - t
+    adapted = adaptation.pop("adapted")
+    targets["adapted"] = adapted if inputs.labelled else None
+    timings["total"] = time.perf_counter() - start
+    return {
+        "n_examples": n,
+        "targets": targets,
+        "results": results,
+        "skipped": skipped,
+        "adaptation": adaptation,
+        "timings": timings,
+    }

@@ -1,0 +1,128 @@
+"""Forward passes over a split: the frozen source model, and the batch-statistics model.
+
+One pass of the frozen source model (eval mode, running statistics) per split yields the
+logits (and penultimate features when asked) that feed the ``source`` target and every static
+estimator. The ``bn`` target uses the same weights normalizing with test-batch statistics, the
+model Weighted Flips' first snapshot sees.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ttabench.api import Outputs, to_unit_float
+from ttabench.errors import TTABenchError
+
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class SplitPass:
+    """The source pass over one split: outputs (labels kept apart) and the images when the
+    split was small enough to keep in memory (uint8)."""
+
+    outputs: Outputs
+    labels: torch.Tensor
+    images: torch.Tensor | None
+
+
+def restrict(logits: torch.Tensor, class_subset: list[int] | None) -> torch.Tensor:
+    """Keep only the logits of ``class_subset`` (ImageNet-R/A's 200 classes), else all."""
+    return logits if class_subset is None else logits[:, class_subset]
+
+
+def check_finite(logits: torch.Tensor, what: str) -> None:
+    """One-line error when a model produced NaN or infinite logits."""
+    if not torch.isfinite(logits).all():
+        raise TTABenchError(f"{what} produced NaN or infinite logits; the model or input is broken")
+
+
+class FeatureHook:
+    """Captures the input of a module (the classifier head) on every forward call."""
+
+    def __init__(self, model: nn.Module, classifier: str | None) -> None:
+        self.features: list[torch.Tensor] = []
+        self.handle = None
+        if classifier is not None:
+            module = model.get_submodule(classifier)
+            self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self.features.append(inputs[0].detach().flatten(1).float().cpu())
+
+    def close(self) -> torch.Tensor | None:
+        if self.handle is not None:
+            self.handle.remove()
+        return torch.cat(self.features) if self.features else None
+
+
+@torch.no_grad()
+def source_pass(
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    *,
+    classifier: str | None = None,
+    want_features: bool = False,
+    class_subset: list[int] | None = None,
+    batch_size: int = 256,
+    keep_images_bytes: int = 2 << 30,
+    num_workers: int = 0,
+    what: str = "the source model",
+) -> SplitPass:
+    """Frozen model in eval mode over the split in dataset order.
+
+    Keeps the uint8 images too when the split takes at most ``keep_images_bytes`` (so the
+    adaptation stream need not decode them again).
+    """
+    model.eval()
+    hook = FeatureHook(model, classifier if want_features else None)
+    logits, labels, images = [], [], []
+    keep = len(dataset) > 0
+    try:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        for x, y in loader:
+            if keep:
+                images.append(x)
+                if len(images) * x[0].numel() * batch_size > keep_images_bytes:
+                    keep, images = False, []
+            out = restrict(model(to_unit_float(x).to(device)), class_subset).float().cpu()
+            logits.append(out)
+            labels.append(torch.as_tensor(y, dtype=torch.long))
+    finally:
+        features = hook.close()
+    if not logits:
+        raise TTABenchError("the split is empty")
+    all_logits = torch.cat(logits)
+    check_finite(all_logits, what)
+    return SplitPass(
+        outputs=Outputs(logits=all_logits, labels=None, features=features),
+        labels=torch.cat(labels),
+        images=torch.cat(images) if keep and images else None,
+    )
+
+
+def batch_statistics_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm layers always normalize with the current batch's
+    statistics (running statistics dropped), in eval mode too."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if isinstance(module, NORM_TYPES):
+            module.track_running_stats = False
+            module.running_mean = None
+            module.running_var = None
+    return copied.eval()
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, NORM_TYPES) for m in model.modules())
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy as a fraction."""
+    return float((logits.argmax(1) == labels).float().mean())

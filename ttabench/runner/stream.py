@@ -1,0 +1,60 @@
+"""The seeded test stream an adapter sees, and the probe taken from its start.
+
+Protocol (the reference protocol of Weighted Flips, with its pitfalls fixed):
+
+- epoch ``e`` visits the split in the order ``randperm(N)`` drawn from a generator seeded with
+  ``seed``; epochs are drawn one after another from the same generator, so the whole stream is
+  fixed by ``(N, seed)``;
+- batches of ``batch_size``, ``drop_last``: an epoch gives ``N // batch_size`` batches, and the
+  stream replays further epochs until the requested number of steps is reached;
+- the probe is the first ``probe_size`` images of the first epoch (they are also used for
+  adaptation). It is stored as the dataset gives it (uint8), a quarter of a float32 copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset
+
+from ttabench.errors import TTABenchError
+
+
+def stream_order(n: int, seed: int, epochs: int) -> torch.Tensor:
+    """Dataset indices of ``epochs`` consecutive seeded permutations of ``range(n)``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
+
+
+def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
+    """Index batches of the seeded stream: ``steps`` batches of ``batch_size``, drop_last per
+    epoch, replaying epochs as needed."""
+    if n < batch_size:
+        raise TTABenchError(
+            f"the split has {n} images, fewer than one batch of {batch_size}; lower --batch-size"
+        )
+    per_epoch = n // batch_size
+    epochs = -(-steps // per_epoch) if steps > 0 else 0
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for b in range(per_epoch):
+            if step == steps:
+                return
+            yield order[b * batch_size : (b + 1) * batch_size]
+            step += 1
+
+
+def first_epoch(n: int, seed: int) -> torch.Tensor:
+    """The order of the first epoch of the stream (the probe is its start)."""
+    return stream_order(n, seed, 1)
+
+
+def gather(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the images and labels of ``dataset`` at ``indices`` (images keep their dtype)."""
+    items = [dataset[int(i)] for i in indices]
+    images = torch.stack([torch.as_tensor(item[0]) for item in items])
+    labels = torch.as_tensor([int(item[1]) for item in items], dtype=torch.long)
+    return images, labels

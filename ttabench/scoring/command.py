@@ -1,0 +1,153 @@
+"""CLI commands ``ttabench leaderboard`` and ``ttabench fit`` (loaded lazily by the CLI group).
+
+Errors are raised as TTABenchError; the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ttabench.errors import TTABenchError
+from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
+from ttabench.scoring.maps import TARGETS, VALUE, fit_map, protocol_facts, record, role, score_of, truth
+from ttabench.scoring.metrics import mae_by_dataset
+
+
+@click.command("leaderboard")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for the leaderboard files (default: the first DIR).")
+@click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Bootstrap resamples for the confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: int) -> None:
+    """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
+
+    Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
+    .json, pairs.csv and scatter.png, and prints the summary.
+    """
+    cells = load_cells(list(dirs))
+    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed)
+    out_dir = output or dirs[0]
+    paths = write_leaderboard(lb, out_dir)
+    click.echo(format_console(lb), nl=False)
+    click.echo(f"wrote {len(paths)} files to {out_dir}")
+
+
+def _only(cells: list[dict[str, Any]], field: str, wanted: str | None, option: str) -> list[dict[str, Any]]:
+    """Cells whose ``field`` is ``wanted``; with no choice, insist the cells agree on it."""
+    found = sorted({str(c.get(field)) for c in cells})
+    if wanted is not None:
+        if wanted not in found:
+            raise TTABenchError(f"no cells with {field} {wanted!r}; found: {', '.join(found)}")
+        return [c for c in cells if str(c.get(field)) == wanted]
+    if len(found) > 1:
+        raise TTABenchError(
+            f"the cells come from several {field}s ({', '.join(found)}); choose one with {option}"
+        )
+    return cells
+
+
+def _select_points(
+    cells: list[dict[str, Any]], estimator: str, score: str, target: str | None,
+    splits: str, model: str | None, adapter: str | None,
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, list[str], str]:
+    """The labelled cells, scores, accuracies and datasets a fit uses, and the target."""
+    ok = [c for c in cells if c.get("status") == "ok"]
+    if not ok:
+        raise TTABenchError("no finished cells in these folders (every cell failed)")
+    names = sorted({n for c in ok for n in c.get("estimators", {})})
+    if estimator not in names:
+        raise TTABenchError(
+            f"estimator {estimator!r} is not in these cells; found: {', '.join(names) or 'none'}"
+        )
+    ok = _only(ok, "model", model, "--model")
+    ok = _only(ok, "adapter", adapter, "--adapter")
+    recs = [r for c in ok if (r := record(c, estimator)) is not None]
+    if not recs:
+        reasons = sorted({str(c["estimators"][estimator]["skipped"]) for c in ok
+                          if estimator in c.get("estimators", {})})
+        raise TTABenchError(f"estimator {estimator!r} was skipped in every cell: {'; '.join(reasons)}")
+    if score != VALUE and not any(score_of(r, score) is not None for r in recs):
+        recorded = sorted({s for r in recs for s in (r.get("scores") or {})})
+        raise TTABenchError(
+            f"estimator {estimator!r} records no score {score!r}; recorded: "
+            f"{', '.join(recorded) or 'none'}"
+        )
+    target = target or str(recs[0].get("target", "source"))
+    pool = ok if splits == "all" else [c for c in ok if role(c) == "calibration"]
+    if not pool:
+        raise TTABenchError(
+            "no calibration-role cells in these folders; run calibration splits or pass --splits all"
+        )
+    chosen, xs, ys, datasets = [], [], [], []
+    for cell in pool:
+        rec = record(cell, estimator)
+        x = score_of(rec, score) if rec is not None else None
+        y = truth(cell, target)
+        if x is not None and y is not None:
+            chosen.append(cell)
+            xs.append(x)
+            ys.append(y)
+            datasets.append(str(cell["split"].get("dataset")))
+    return chosen, np.asarray(xs), np.asarray(ys), datasets, target
+
+
+@click.command("fit")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--estimator", required=True, help="Estimator whose score is mapped.")
+@click.option("--score", default=VALUE, show_default=True,
+              help="Which score: the estimator's value, or a name from its scores (e.g. wf@200).")
+@click.option("--degree", type=click.Choice(["1", "2", "3"]), default="2", show_default=True)
+@click.option("--monotone", is_flag=True, help="Constrain the map to be non-increasing.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default=None,
+              help="Accuracy to fit (default: the estimator's declared target).")
+@click.option("--splits", type=click.Choice(["calibration", "all"]), default="calibration",
+              show_default=True, help="Fit on calibration-role cells only, or on every labelled cell.")
+@click.option("--model", default=None, help="Use only cells of this model.")
+@click.option("--adapter", default=None, help="Use only cells of this adapter.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Calibration JSON file.")
+@click.option("--id", "cal_id", default=None, help="Calibration id (default: derived from the fit).")
+def fit(
+    dirs: tuple[Path, ...], estimator: str, score: str, degree: str, monotone: bool,
+    target: str | None, splits: str, model: str | None, adapter: str | None, output: Path,
+    cal_id: str | None,
+) -> None:
+    """Fit a score-to-accuracy map for an estimator on labelled cells of run folders (DIR...).
+
+    Writes a calibration JSON (polynomial, fraction output) that an estimator can load; it
+    records the model, suite, steps and probe size it was fitted for.
+    """
+    deg = int(degree)
+    cells = load_cells(list(dirs))
+    chosen, x, y, datasets, target = _select_points(
+        cells, estimator, score, target, splits, model, adapter
+    )
+    if len(x) <= deg:
+        raise TTABenchError(
+            f"too few points: {len(x)} labelled {'' if splits == 'all' else 'calibration '}cells "
+            f"with a {score!r} score and a {target} accuracy; a degree-{deg} map needs at least "
+            f"{deg + 1}"
+        )
+    date = datetime.now(timezone.utc).date().isoformat()
+    provenance = (
+        f"ttabench fit on {len(x)} {'labelled' if splits == 'all' else 'calibration'} cells "
+        f"({len(set(datasets))} datasets) from {', '.join(map(str, dirs))} on {date}"
+        + (" (monotone)" if monotone else "")
+    )
+    cal = fit_map(
+        x, y, deg, estimator=estimator, input=score, target=target,
+        fitted_for=protocol_facts(chosen, estimator, score), provenance=provenance,
+        monotone=monotone, id=cal_id,
+    )
+    cal.save(output)
+    fitted = np.asarray(cal(x))
+    click.echo(
+        f"wrote {output}: degree-{deg} map of {estimator} {score} to {target} accuracy from "
+        f"{len(x)} points; MAE on them {mae_by_dataset(fitted, y, datasets):.2f} pp"
+    )

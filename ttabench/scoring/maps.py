@@ -1,0 +1,390 @@
+"""Leaderboard entries from finished cells, fitting score-to-accuracy maps where needed.
+
+Cells passed to ``build_entries`` are the finished (``status: ok``) cells of one group (one
+suite, model and adapter). Each estimator found in them becomes one or more entries:
+
+- a direct estimator (``kind: direct``) is scored as is: its ``estimate`` (or ``value``);
+- a score estimator whose cells carry their own ``estimate`` (run with a calibration file)
+  gets an entry ``"<est>"`` scored as is;
+- every score estimator also gets ``"<est> (lin)"`` and ``"<est> (quad)"``: polynomial maps of
+  degree 1 and 2 from its ``value`` to accuracy, fitted on the calibration-role cells and
+  applied to the eval-role cells. Fairness rule: every score estimator's maps are fitted on
+  exactly the same calibration cells (those on which every mapped estimator has a score and
+  the target's truth is known), with the same degrees;
+- a score estimator whose cells carry alternative ``scores`` (e.g. ``"wf@100"``) also gets
+  ``"<est>[best] (lin|quad)"``: the score name with the lowest leave-one-out MAE on the
+  calibration cells (declared target) is chosen, never looking at eval cells.
+
+Maps are fitted against each target's truth (source, bn, adapted) so every entry can be scored
+against every target; an entry's declared target is its estimator's. Estimators skipped in
+every eval cell, and maps that cannot be fitted, are returned as ``Skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ttabench.calibration import Calibration, fit_polynomial
+from ttabench.errors import TTABenchError
+from ttabench.scoring.metrics import mae_by_dataset
+
+# The accuracy targets a cell records; the same names as ``ttabench.api.TARGETS`` (not
+# imported, so that scoring stays free of torch).
+TARGETS: tuple[str, ...] = ("source", "bn", "adapted")
+DEGREES: tuple[tuple[int, str], ...] = ((1, "lin"), (2, "quad"))
+MAP_NAMES = {1: "linear", 2: "quadratic"}
+VALUE = "value"  # input name of a map fitted on an estimator's main ``value``
+
+
+@dataclass
+class Entry:
+    """One leaderboard entry: estimates (fractions) per target, keyed by eval cell key."""
+
+    name: str
+    estimator: str
+    map: str  # "direct", "own" (the estimator's own calibration), "linear", "quadratic"
+    declared: str
+    input: str | None = None  # the score a map reads: "value" or a name from ``scores``
+    estimates: dict[str, dict[str, float]] = field(default_factory=dict)
+    maps: dict[str, Calibration] = field(default_factory=dict)
+    calibration_keys: dict[str, list[str]] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry that could not be scored, with why (shown in the leaderboard)."""
+
+    name: str
+    estimator: str
+    reason: str
+    n_cells: int
+
+
+def role(cell: dict[str, Any]) -> str:
+    """``"calibration"`` or ``"eval"`` (any other role is scored as eval)."""
+    return "calibration" if cell["split"].get("role") == "calibration" else "eval"
+
+
+def record(cell: dict[str, Any], estimator: str) -> dict[str, Any] | None:
+    """The estimator's record in a cell; ``None`` if it is absent or was skipped."""
+    rec = cell.get("estimators", {}).get(estimator)
+    if rec is None or "skipped" in rec:
+        return None
+    return rec
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def score_of(rec: dict[str, Any], name: str) -> float | None:
+    """The record's ``value`` (name ``"value"``) or one of its ``scores``; ``None`` if absent."""
+    if name == VALUE:
+        return _finite(rec.get("value"))
+    return _finite((rec.get("scores") or {}).get(name))
+
+
+def direct_estimate(rec: dict[str, Any]) -> float | None:
+    """An accuracy the estimator gave itself: ``estimate``, else ``value`` for direct ones."""
+    own = _finite(rec.get("estimate"))
+    if own is None and rec.get("kind") == "direct":
+        own = _finite(rec.get("value"))
+    return own
+
+
+def truth(cell: dict[str, Any], target: str) -> float | None:
+    """True accuracy of a cell for a target (fraction), ``None`` if not recorded."""
+    return _finite((cell.get("targets") or {}).get(target))
+
+
+def protocol_facts(
+    cells: list[dict[str, Any]], estimator: str, score: str = VALUE, strict: bool = True
+) -> dict[str, Any]:
+    """What a map fitted on these cells is tied to: model, suite, steps, probe size.
+
+    ``steps`` comes from a score name ending in ``@N`` (e.g. ``"wf@200"``), else from the
+    estimator's ``estimate_at`` param when it is one number; ``probe_size`` from its params.
+    Several suites are recorded joined by ``+``. If the cells disagree on another fact, raise
+    TTABenchError (``strict``) or leave that fact out.
+    """
+    facts: dict[str, set[Any]] = {"model": set(), "suite": set(), "steps": set(), "probe_size": set()}
+    at = re.search(r"@(\d+)$", score) if score != VALUE else None
+    for cell in cells:
+        facts["model"].add(cell.get("model"))
+        facts["suite"].add(cell.get("suite"))
+        params = (record(cell, estimator) or {}).get("params") or {}
+        steps = params.get("estimate_at")
+        if isinstance(steps, list) and len(steps) == 1:
+            steps = steps[0]
+        if at is not None:
+            facts["steps"].add(int(at.group(1)))
+        elif isinstance(steps, int):
+            facts["steps"].add(steps)
+        if isinstance(params.get("probe_size"), int):
+            facts["probe_size"].add(params["probe_size"])
+    result: dict[str, Any] = {}
+    for key, values in facts.items():
+        values.discard(None)
+        if key == "suite" and len(values) > 1:
+            result[key] = "+".join(sorted(values))
+        elif len(values) > 1 and strict:
+            raise TTABenchError(
+                f"the cells disagree on {key} ({', '.join(map(str, sorted(values)))}); "
+                f"select cells of one protocol"
+            )
+        elif len(values) == 1:
+            result[key] = values.pop()
+    return result
+
+
+def fit_map(
+    x: np.ndarray,
+    y: np.ndarray,
+    degree: int,
+    *,
+    estimator: str,
+    input: str,
+    target: str,
+    fitted_for: dict[str, Any],
+    provenance: str,
+    monotone: bool = False,
+    id: str | None = None,
+) -> Calibration:
+    """Least-squares polynomial map ``accuracy (fraction) = p(score)`` as a Calibration."""
+    coefficients = fit_polynomial(np.asarray(x), np.asarray(y), degree, monotone_decreasing=monotone)
+    return Calibration(
+        id=id or f"{estimator}-{input}-{MAP_NAMES.get(degree, f'degree{degree}')}-{target}",
+        estimator=estimator,
+        input=input,
+        coefficients=coefficients,
+        output="fraction",
+        target=target,
+        fitted_for=fitted_for,
+        provenance=provenance,
+    )
+
+
+def loo_mae(x: np.ndarray, y: np.ndarray, datasets: list[str], degree: int) -> float:
+    """Leave-one-out MAE (pp, per-dataset averaged) of a degree-``degree`` polynomial map.
+
+    Point i is predicted by the map fitted on all other points, clipped to [0, 1].
+    """
+    preds = np.empty(len(x))
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        coef = np.polyfit(x[keep], y[keep], degree)
+        preds[i] = np.clip(np.polyval(coef, x[i]), 0.0, 1.0)
+    return mae_by_dataset(preds, y, datasets)
+
+
+def _estimators(cells: list[dict[str, Any]]) -> list[str]:
+    return sorted({name for cell in cells for name in cell.get("estimators", {})})
+
+
+def _skip_reasons(cells: list[dict[str, Any]], estimator: str) -> Counter[str]:
+    reasons: Counter[str] = Counter()
+    for cell in cells:
+        rec = cell.get("estimators", {}).get(estimator)
+        if rec is not None and "skipped" in rec:
+            reasons[str(rec["skipped"])] += 1
+    return reasons
+
+
+class _Builder:
+    """Builds the entries of one group of cells (see the module docstring)."""
+
+    def __init__(self, cells: list[dict[str, Any]]):
+        self.cells = cells
+        self.eval = [c for c in cells if role(c) == "eval"]
+        self.calib = [c for c in cells if role(c) == "calibration"]
+        self.entries: list[Entry] = []
+        self.skipped: list[Skipped] = []
+
+    def build(self) -> tuple[list[Entry], list[Skipped]]:
+        mapped: list[tuple[str, str, str]] = []  # (estimator, declared target, note)
+        for name in _estimators(self.cells):
+            recs = [rec for c in self.eval if (rec := record(c, name)) is not None]
+            reasons = _skip_reasons(self.eval, name)
+            if not recs:
+                reason = reasons.most_common(1)[0][0] if reasons else "not run on any eval cell"
+                self.skipped.append(Skipped(name, name, reason, sum(reasons.values())))
+                continue
+            note = ""
+            if reasons:
+                reason, count = reasons.most_common(1)[0]
+                note = f"skipped in {sum(reasons.values())} eval cells: {reason}"
+                self.skipped.append(Skipped(name, name, reason, count))
+            declared = str(recs[0].get("target", "source"))
+            if recs[0].get("kind") == "direct":
+                if not self._add_direct(name, declared, "direct", note):
+                    self.skipped.append(Skipped(name, name, "no estimate in any eval cell", 0))
+                continue
+            self._add_direct(name, declared, "own", note)
+            mapped.append((name, declared, note))
+        self._add_maps(mapped)
+        return self.entries, self.skipped
+
+    def _add_direct(self, name: str, declared: str, kind: str, note: str) -> bool:
+        estimates = {}
+        for cell in self.eval:
+            rec = record(cell, name)
+            value = direct_estimate(rec) if rec is not None else None
+            if value is not None:
+                estimates[cell["key"]] = value
+        if not estimates:
+            return False
+        self.entries.append(
+            Entry(name, name, kind, declared, estimates={t: estimates for t in TARGETS}, note=note)
+        )
+        return True
+
+    def _calibration_keys(self, mapped: list[tuple[str, str, str]]) -> list[str]:
+        """Calibration cells on which every mapped estimator (that has any score there) has one."""
+        present = [
+            name for name, _, _ in mapped
+            if any(score_of(r, VALUE) is not None for c in self.calib if (r := record(c, name)))
+        ]
+        keys = []
+        for cell in self.calib:
+            recs = [record(cell, name) for name in present]
+            if all(r is not None and score_of(r, VALUE) is not None for r in recs):
+                keys.append(cell["key"])
+        return keys
+
+    def _add_maps(self, mapped: list[tuple[str, str, str]]) -> None:
+        common = set(self._calibration_keys(mapped))
+        calib = [c for c in self.calib if c["key"] in common]
+        for name, declared, note in mapped:
+            if not calib:
+                reason = (
+                    "no calibration cell carries its score: nothing to fit a map on" if self.calib
+                    else "no calibration-role cells: run the suite's calibration splits to fit a map"
+                )
+                for _, label in DEGREES:
+                    self.skipped.append(Skipped(f"{name} ({label})", name, reason, 0))
+                continue
+            for degree, label in DEGREES:
+                self._add_map(f"{name} ({label})", name, declared, VALUE, degree, calib, note)
+            self._add_best(name, declared, calib, note)
+
+    def _points(
+        self, cells: list[dict[str, Any]], name: str, score: str, target: str
+    ) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+        keys, xs, ys, datasets = [], [], [], []
+        for cell in cells:
+            rec = record(cell, name)
+            x = score_of(rec, score) if rec is not None else None
+            y = truth(cell, target)
+            if x is not None and y is not None:
+                keys.append(cell["key"])
+                xs.append(x)
+                ys.append(y)
+                datasets.append(str(cell["split"].get("dataset")))
+        return keys, np.asarray(xs), np.asarray(ys), datasets
+
+    def _add_map(
+        self, entry_name: str, name: str, declared: str, score: str, degree: int,
+        calib: list[dict[str, Any]], note: str,
+    ) -> None:
+        entry = Entry(entry_name, name, MAP_NAMES[degree], declared, input=score, note=note)
+        for target in TARGETS:
+            keys, x, y, _ = self._points(calib, name, score, target)
+            if len(keys) <= degree:
+                if target == declared:
+                    self.skipped.append(Skipped(
+                        entry_name, name,
+                        f"{len(keys)} calibration cells with a score and a {target} accuracy; "
+                        f"a degree-{degree} map needs at least {degree + 1}",
+                        len(keys),
+                    ))
+                    return
+                continue
+            try:
+                cal = fit_map(
+                    x, y, degree, estimator=name, input=score, target=target,
+                    fitted_for=protocol_facts(calib, name, score, strict=False),
+                    provenance=f"least squares on {len(keys)} calibration cells (leaderboard)",
+                )
+            except TTABenchError as err:  # e.g. a score constant on the calibration cells
+                if target == declared:
+                    self.skipped.append(Skipped(entry_name, name, str(err), len(keys)))
+                    return
+                continue
+            entry.maps[target] = cal
+            entry.calibration_keys[target] = keys
+            entry.estimates[target] = {}
+            for cell in self.eval:
+                rec = record(cell, name)
+                value = score_of(rec, score) if rec is not None else None
+                if value is not None:
+                    entry.estimates[target][cell["key"]] = float(cal(value))
+        self.entries.append(entry)
+
+    def _add_best(self, name: str, declared: str, calib: list[dict[str, Any]], note: str) -> None:
+        """``<est>[best] (lin|quad)``: the alternative score chosen on calibration cells only."""
+        cells = [c for c in calib if truth(c, declared) is not None]
+        candidates: set[str] | None = None
+        for cell in cells:
+            rec = record(cell, name) or {}
+            names = {s for s in (rec.get("scores") or {}) if score_of(rec, s) is not None}
+            candidates = names if candidates is None else candidates & names
+        if not candidates:
+            return
+        for degree, label in DEGREES:
+            entry_name = f"{name}[best] ({label})"
+            if len(cells) < degree + 2:
+                self.skipped.append(Skipped(
+                    entry_name, name,
+                    f"{len(cells)} calibration cells; choosing a score by leave-one-out needs "
+                    f"at least {degree + 2}",
+                    len(cells),
+                ))
+                continue
+            chosen = select_score(cells, name, sorted(candidates), declared, degree)
+            self._add_map(entry_name, name, declared, chosen, degree, calib, note)
+
+
+def select_score(
+    calib: list[dict[str, Any]], estimator: str, candidates: list[str], target: str, degree: int
+) -> str:
+    """The candidate score with the lowest leave-one-out MAE against ``target`` on ``calib``.
+
+    Only calibration cells are read; ties go to the first name in sorted order.
+    """
+    best: tuple[float, str] | None = None
+    for score in sorted(candidates):
+        x, y, datasets = [], [], []
+        for cell in calib:
+            rec = record(cell, estimator)
+            value = score_of(rec, score) if rec is not None else None
+            acc = truth(cell, target)
+            if value is not None and acc is not None:
+                x.append(value)
+                y.append(acc)
+                datasets.append(str(cell["split"].get("dataset")))
+        if len(x) < degree + 2:
+            continue
+        mae = loo_mae(np.asarray(x), np.asarray(y), datasets, degree)
+        if best is None or mae < best[0]:
+            best = (mae, score)
+    if best is None:
+        raise TTABenchError(f"no score of {estimator!r} has enough calibration cells to choose from")
+    return best[1]
+
+
+def build_entries(cells: list[dict[str, Any]]) -> tuple[list[Entry], list[Skipped]]:
+    """Entries and skipped entries of one group of finished cells (see the module docstring)."""
+    return _Builder(cells).build()

@@ -1,0 +1,254 @@
+"""``imagenetc``: ImageNet-C (Hendrycks & Dietterich, 2019) streamed from its image folders.
+
+Layout under ``data_dir`` (``--data-dir``, ``$TTABENCH_DATA_DIR`` or the cache)::
+
+    ImageNet-C/<corruption>/<severity>/<wnid>/<file>.JPEG          15 corruptions (eval)
+    ImageNet-C/extra/<corruption>/<severity>/<wnid>/<file>.JPEG    4 holdout ones (calibration;
+                                                                   also accepted at top level)
+    ImageNet/val/<wnid>/<file>.JPEG                                clean val (option val_dir)
+
+Published at https://zenodo.org/records/2235448 (ImageNet-C) and image-net.org (ImageNet val).
+
+Two modes:
+
+- ``mode="5000"`` (default): robustbench's protocol, the 5,000 files listed in robustbench's
+  ``helper_files/imagenet_test_image_ids.txt`` (lines ``<wnid>/<file>``), in that order; the
+  first ``n_examples`` when given. The index logic is robustbench's ``CustomImageFolder``
+  re-implemented to stream: robustbench's ``load_imagenetc`` decodes all 5,000 into one tensor.
+- ``mode="full"``: every image of the 50,000-image folders, ImageFolder-style (class folders in
+  sorted order, files sorted); ``n_examples`` then takes a seeded (seed 0) random subset, kept
+  in index order.
+
+Labels are indices among the sorted 1,000 wnid folders, which must all exist (robustbench
+indexes the folders that exist, so a partial copy would silently shift labels). Splits: the
+15 corruptions in the canonical order (or the order given) x severities (``eval``), then the
+holdout corruptions present on disk x severities (``calibration``), then ``clean``
+(``calibration``) when the val folder exists; the val folder is also the labelled source-val
+split. The ImageNet-C files are 224 px already; any other size gets Resize(256) +
+CenterCrop(224) (recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ttabench.api import SplitSpec, Suite
+from ttabench.errors import TTABenchError
+from ttabench.paths import data_dir as resolve_data_dir
+from ttabench.suites.images import (
+    ImageFileDataset,
+    ImageTransform,
+    check_on_corrupt,
+    imagenet_wnids,
+    list_images,
+    robustbench_helper_file,
+    screened_dataset,
+)
+from ttabench.suites.npy_layout import (
+    CORRUPTIONS,
+    HOLDOUT,
+    parse_names,
+    parse_optional_int,
+    parse_severities,
+)
+
+MODES: tuple[str, ...] = ("5000", "full")
+LIST_FILE = "imagenet_test_image_ids.txt"
+IMAGENET_C_URL = "https://zenodo.org/records/2235448"
+IMAGENET_URL = "https://image-net.org"
+LAYOUT = "<data_dir>/ImageNet-C/<corruption>/<severity>/<wnid>/<file>.JPEG"
+
+
+def robustbench_image_list() -> list[str]:
+    """robustbench's 5,000 ``<wnid>/<file>`` lines, in file order."""
+    text = robustbench_helper_file(LIST_FILE).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def check_class_folders(root: Path, wnids: list[str], hint: str) -> None:
+    """Raise unless ``root`` holds a folder for each of the 1,000 ImageNet wnids."""
+    if not root.is_dir():
+        raise TTABenchError(f"missing folder {root}; expected layout {hint}")
+    present = {entry.name for entry in os.scandir(root) if entry.is_dir()}
+    missing = [w for w in wnids if w not in present]
+    if missing:
+        raise TTABenchError(
+            f"{root} has {len(wnids) - len(missing)} of the 1000 ImageNet class folders "
+            f"(missing {missing[0]} and {len(missing) - 1} more); labels are indices among the "
+            f"sorted 1000 wnid folders, so all must exist (expected layout {hint})"
+        )
+
+
+class ImageNetC(Suite):
+    """ImageNet-C from disk, robustbench's 5,000-image protocol or the full 50,000 per split.
+
+    Options: ``corruptions`` (some of the 15, comma-separated or a list, in the order given),
+    ``severities``, ``n_examples``, ``mode`` (``"5000"`` or ``"full"``), ``val_dir`` (clean
+    ImageNet val, default ``<data_dir>/ImageNet/val`` when it exists), ``on_corrupt`` (``"skip"`` or
+    ``"error"``, see ``ttabench.suites.images``).
+    """
+
+    name = "imagenetc"
+    num_classes = 1000
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        corruptions: str | list[str] | None = None,
+        severities: str | int | list[int] | None = None,
+        n_examples: int | None = None,
+        mode: str = "5000",
+        val_dir: str | Path | None = None,
+        on_corrupt: str = "skip",
+    ) -> None:
+        self.data_dir = resolve_data_dir(data_dir)
+        self.root = self.data_dir / "ImageNet-C"
+        self.mode = str(mode)
+        if self.mode not in MODES:
+            raise TTABenchError(f"imagenetc mode must be one of {', '.join(MODES)}, got '{mode}'")
+        self.corruptions = parse_names(corruptions, CORRUPTIONS, CORRUPTIONS)
+        self.severities = parse_severities(severities)
+        self.n_examples = parse_optional_int(n_examples, "n_examples")
+        limit = 5000 if self.mode == "5000" else 50000
+        if self.n_examples is not None and self.n_examples > limit:
+            raise TTABenchError(f"n_examples must be in 1..{limit} in mode {self.mode}")
+        self.on_corrupt = check_on_corrupt(on_corrupt)
+        self.transform = ImageTransform(224, 256, only_if_needed=True)
+        default_val = self.data_dir / "ImageNet" / "val"
+        if val_dir is not None and not Path(val_dir).is_dir():
+            raise TTABenchError(
+                f"ImageNet val folder {val_dir} not found; expected <val_dir>/<wnid>/<file>.JPEG "
+                f"(ImageNet val is published at {IMAGENET_URL})"
+            )
+        self.val_dir = Path(val_dir) if val_dir is not None else (
+            default_val if default_val.is_dir() else None
+        )
+        self._folders: dict[str, Path] = {}
+        for corruption in self.corruptions:
+            for severity in self.severities:
+                folder = self.root / corruption / str(severity)
+                if not folder.is_dir():
+                    raise TTABenchError(
+                        f"ImageNet-C not found: missing {folder}; expected {LAYOUT} "
+                        f"(download ImageNet-C from {IMAGENET_C_URL} and pass --data-dir)"
+                    )
+                self._folders[f"{corruption}-{severity}"] = folder
+        self.holdouts: list[str] = []
+        for corruption in HOLDOUT:
+            base = self._holdout_base(corruption)
+            if base is None:
+                continue
+            self.holdouts.append(corruption)
+            for severity in self.severities:
+                self._folders[f"{corruption}-{severity}"] = base / str(severity)
+        self._datasets: dict[str, ImageFileDataset] = {}
+        self._wnids: list[str] | None = None
+
+    def _holdout_base(self, corruption: str) -> Path | None:
+        """``ImageNet-C/extra/<c>`` or ``ImageNet-C/<c>`` if it has every requested severity."""
+        for base in (self.root / "extra" / corruption, self.root / corruption):
+            if all((base / str(s)).is_dir() for s in self.severities):
+                return base
+        return None
+
+    def splits(self) -> list[SplitSpec]:
+        out = [
+            SplitSpec(f"{c}-{s}", c, s, "eval") for c in self.corruptions for s in self.severities
+        ]
+        out += [
+            SplitSpec(f"{c}-{s}", c, s, "calibration")
+            for c in self.holdouts
+            for s in self.severities
+        ]
+        if self.val_dir is not None:
+            out.append(SplitSpec("clean", "clean", None, "calibration"))
+        return out
+
+    def wnids(self) -> list[str]:
+        """The sorted 1000 ImageNet wnids (label = position)."""
+        if self._wnids is None:
+            self._wnids = imagenet_wnids()
+        return self._wnids
+
+    def dataset(self, split: SplitSpec) -> Dataset:
+        if split.name not in self._datasets:
+            if split.name == "clean" and self.val_dir is not None:
+                folder = self.val_dir
+            elif split.name in self._folders:
+                folder = self._folders[split.name]
+            else:
+                raise TTABenchError(f"imagenetc has no split '{split.name}'")
+            self._datasets[split.name] = self._index(folder, f"imagenetc split {split.name}")
+        return self._datasets[split.name]
+
+    def source_val(self) -> Dataset | None:
+        if self.val_dir is None:
+            return None
+        return self.dataset(SplitSpec("clean", "clean", None, "calibration"))
+
+    def _index(self, folder: Path, where: str) -> ImageFileDataset:
+        """Paths and labels of one split folder (see the module docstring for both modes)."""
+        wnids = self.wnids()
+        check_class_folders(folder, wnids, LAYOUT)
+        label_of = {w: i for i, w in enumerate(wnids)}
+        if self.mode == "5000":
+            lines = robustbench_image_list()[: self.n_examples]
+            paths = [folder / line for line in lines]
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                raise TTABenchError(
+                    f"{len(missing)} of the {len(paths)} files of robustbench's 5000-image list "
+                    f"are missing in {folder} (e.g. {missing[0]}); the ImageNet-C copy is "
+                    f"incomplete (download it from {IMAGENET_C_URL})"
+                )
+            labels = [label_of[line.split("/")[0]] for line in lines]
+        else:
+            paths, labels = [], []
+            for wnid in wnids:
+                files = list_images(folder / wnid)
+                paths += files
+                labels += [label_of[wnid]] * len(files)
+            if not paths:
+                raise TTABenchError(f"no image files in {folder}; expected {LAYOUT}")
+            if self.n_examples is not None and self.n_examples < len(paths):
+                keep = np.sort(
+                    np.random.default_rng(0).choice(len(paths), self.n_examples, replace=False)
+                )
+                paths = [paths[i] for i in keep]
+                labels = [labels[i] for i in keep]
+        return screened_dataset(paths, labels, self.transform, self.on_corrupt, where)
+
+    @property
+    def skipped_files(self) -> dict[str, int]:
+        """Unreadable files left out, per split indexed so far."""
+        return {name: ds.skipped_files for name, ds in self._datasets.items()}
+
+    def record(self) -> dict[str, Any]:
+        image_list = robustbench_helper_file(LIST_FILE).read_bytes()
+        return {
+            "suite": self.name,
+            "data_dir": str(self.data_dir),
+            "mode": self.mode,
+            "image_list": (
+                f"robustbench helper_files/{LIST_FILE} sha256:"
+                f"{hashlib.sha256(image_list).hexdigest()[:16]}"
+                if self.mode == "5000"
+                else "all files, ImageFolder order"
+            ),
+            "n_examples": self.n_examples,
+            "corruption_order": list(self.corruptions),
+            "holdout_corruptions": list(self.holdouts),
+            "severities": list(self.severities),
+            "order": [s.name for s in self.splits()],
+            "val_dir": None if self.val_dir is None else str(self.val_dir),
+            "labels": "index among the sorted 1000 ImageNet wnids",
+            "preprocessing": {**self.transform.record(), "image_size": 224},
+            "on_corrupt": self.on_corrupt,
+            "skipped_files": self.skipped_files,
+        }

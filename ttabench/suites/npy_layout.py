@@ -1,0 +1,329 @@
+"""Reader of the CIFAR-10-C on-disk layout, shared by ``cifar10c``, ``cifar100c`` and ``mnist-c``.
+
+Layout of one suite folder ``<root>``::
+
+    <root>/<corruption>.npy    uint8 (5 * n, H, W, 3), NHWC; severity s = rows [(s-1)*n, s*n)
+    <root>/labels.npy          integer (5 * n,); n = len(labels) // 5
+    <root>/clean.npy           optional uint8 (m, H, W, 3): uncorrupted labelled images
+    <root>/clean_labels.npy    optional integer (m,)
+    <root>/source_val.npy      optional uint8 (k, H, W, 3): labelled source-validation images
+    <root>/source_val_labels.npy
+
+Splits are ``<corruption>-<severity>``: the 15 corruptions (canonical order below) are scored
+(role ``eval``); the four holdout corruptions (speckle_noise, gaussian_blur, spatter, saturate)
+and ``clean`` become ``calibration`` splits when their files exist. ``source_val()`` is
+``source_val.npy`` when present, else ``clean.npy`` (for CIFAR-10-C: put the CIFAR-10 test set
+there), else None.
+
+Arrays are opened with ``np.load(mmap_mode="r")``: a split reads only its own rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ttabench.api import SplitSpec, Suite
+from ttabench.errors import TTABenchError
+from ttabench.paths import DATA_ENV, data_dir as resolve_data_dir
+
+#: The usual order of the 15 evaluation corruptions (continual adaptation depends on it).
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+#: The four extra corruptions of Hendrycks & Dietterich, used for calibration only.
+HOLDOUT: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+CLEAN = "clean"
+
+
+# --------------------------------------------------------------------------- option parsing
+
+
+def parse_names(value: Any, default: tuple[str, ...], known: tuple[str, ...]) -> list[str]:
+    """A list or comma string of corruption names (None -> ``default``); unknown ones are errors."""
+    if value is None or value == "":
+        return list(default)
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise TTABenchError(
+            f"unknown corruption(s) {', '.join(unknown)}; choose from: {', '.join(known)}"
+        )
+    return names
+
+
+def parse_severities(value: Any) -> list[int]:
+    """``None`` -> 1..5; an int, a list of ints, or a comma string such as ``"1,3,5"``."""
+    if value is None or value == "":
+        return list(SEVERITIES)
+    if isinstance(value, str):
+        items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, int):
+        items = [value]
+    else:
+        items = list(value)
+    try:
+        severities = [int(v) for v in items]
+    except ValueError:
+        raise TTABenchError(f"severities must be integers 1-5, got '{value}'") from None
+    if not severities or any(s not in SEVERITIES for s in severities):
+        raise TTABenchError(f"severities must be integers 1-5, got '{value}'")
+    return severities
+
+
+def parse_optional_int(value: Any, what: str) -> int | None:
+    """``None``/``"none"``/``""`` -> None, else a positive int (strings accepted)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise TTABenchError(f"{what} must be a positive integer, got '{value}'") from None
+    if number <= 0:
+        raise TTABenchError(f"{what} must be a positive integer, got '{value}'")
+    return number
+
+
+def parse_bool(value: Any, what: str) -> bool:
+    """A bool, or one of the strings true/false/1/0/yes/no/on/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise TTABenchError(f"{what} must be true or false, got '{value}'")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class ArrayRows(Dataset):
+    """Rows ``[start, start + length)`` of a memory-mapped NHWC uint8 array and its labels.
+
+    Items are ``(uint8 tensor (3, H, W), int label)``. The files are opened lazily (memory-mapped)
+    so the dataset pickles cheaply into DataLoader workers.
+    """
+
+    def __init__(self, images: Path, labels: Path, start: int, length: int) -> None:
+        self.images_path = Path(images)
+        self.labels_path = Path(labels)
+        self.start = int(start)
+        self.length = int(length)
+        self._images: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._images is None or self._labels is None:
+            self._images = np.load(self.images_path, mmap_mode="r")
+            self._labels = np.load(self.labels_path, mmap_mode="r")
+        return self._images, self._labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        images, labels = self._open()
+        row = self.start + index
+        image = torch.from_numpy(np.ascontiguousarray(images[row].transpose(2, 0, 1)))
+        return image, int(labels[row])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole split at once: uint8 (N, 3, H, W) and int64 (N,) numpy arrays (a copy)."""
+        images, labels = self._open()
+        block = slice(self.start, self.start + self.length)
+        return (
+            np.ascontiguousarray(images[block].transpose(0, 3, 1, 2)),
+            np.asarray(labels[block], dtype=np.int64),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_images"] = state["_labels"] = None
+        return state
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a .npy file, reading its header only."""
+    array = np.load(path, mmap_mode="r")
+    return tuple(array.shape), array.dtype
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+class CorruptionArraySuite(Suite):
+    """A corruption benchmark stored in the CIFAR-10-C layout (see the module docstring).
+
+    Options (strings accepted, as the CLI passes them): ``corruptions`` (list or comma string,
+    default the canonical 15), ``severities`` (1-5), ``n_examples`` (first n of every severity
+    block and of the clean/source-val files), ``holdout`` (add the holdout corruptions and
+    ``clean`` as calibration splits when their files exist).
+    """
+
+    name = "corruption-arrays"
+    num_classes = 10
+    #: Folder under the data directory and how to get the data (used in error messages).
+    folder = "CORRUPTIONS"
+    published_at = ""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        corruptions: Any = None,
+        severities: Any = None,
+        n_examples: Any = None,
+        holdout: Any = True,
+    ) -> None:
+        self.root = self._root(data_dir)
+        self.corruptions = parse_names(corruptions, CORRUPTIONS, CORRUPTIONS)
+        self.severities = parse_severities(severities)
+        self.n_examples = parse_optional_int(n_examples, "n_examples")
+        self.holdout = parse_bool(holdout, "holdout")
+        self._check_layout()
+        labels_shape, _ = _header(self.root / "labels.npy")
+        if len(labels_shape) != 1 or labels_shape[0] % 5 or labels_shape[0] == 0:
+            raise TTABenchError(
+                f"{self.root / 'labels.npy'} must hold 5*n labels (one block per severity), "
+                f"got shape {labels_shape}"
+            )
+        self.n_per_severity = labels_shape[0] // 5
+        self.holdout_present = (
+            [c for c in HOLDOUT if (self.root / f"{c}.npy").is_file()] if self.holdout else []
+        )
+        self.has_clean = (self.root / "clean.npy").is_file() and (
+            self.root / "clean_labels.npy"
+        ).is_file()
+        self.image_shape = self._check_arrays()
+
+    # ----------------------------------------------------------------- layout checks
+
+    def _root(self, data_dir: str | Path | None) -> Path:
+        return resolve_data_dir(data_dir) / self.folder
+
+    def _layout_error(self, missing: str) -> TTABenchError:
+        where = f"; the data is published at {self.published_at}" if self.published_at else ""
+        return TTABenchError(
+            f"{self.name}: {missing} not found; expected <data_dir>/{self.folder}/<corruption>.npy "
+            f"and labels.npy (here {self.root}); point at the data folder with --data-dir or "
+            f"{DATA_ENV}{where}"
+        )
+
+    def _check_layout(self) -> None:
+        """Raise the one-line layout error when the folder or a needed file is missing."""
+        if not self.root.is_dir():
+            raise self._layout_error(f"folder {self.root}")
+        needed = ["labels.npy"] + [f"{c}.npy" for c in self.corruptions]
+        missing = [name for name in needed if not (self.root / name).is_file()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise self._layout_error(shown)
+
+    def _check_arrays(self) -> tuple[int, int]:
+        """Every used array is uint8 NHWC with 3 channels and 5*n rows; returns (H, W)."""
+        size: tuple[int, int] | None = None
+        files = [f"{c}.npy" for c in self.corruptions + self.holdout_present]
+        files += ["clean.npy"] if self.has_clean else []
+        for name in files:
+            shape, dtype = _header(self.root / name)
+            rows_ok = name == "clean.npy" or shape[0] == 5 * self.n_per_severity
+            if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or not rows_ok:
+                raise TTABenchError(
+                    f"{self.root / name} must be uint8 (5*{self.n_per_severity}, H, W, 3) NHWC, "
+                    f"got {dtype} {shape}"
+                )
+            if size is None:
+                size = (shape[1], shape[2])
+            elif size != (shape[1], shape[2]):
+                raise TTABenchError(f"{self.root / name}: image size {shape[1:3]} != {size}")
+        assert size is not None
+        return size
+
+    # ----------------------------------------------------------------- Suite API
+
+    def splits(self) -> list[SplitSpec]:
+        """The 15 (or chosen) corruptions x severities, then holdout x severities, then clean."""
+        out = [
+            SplitSpec(f"{c}-{s}", c, s, "eval") for c in self.corruptions for s in self.severities
+        ]
+        out += [
+            SplitSpec(f"{c}-{s}", c, s, "calibration")
+            for c in self.holdout_present
+            for s in self.severities
+        ]
+        if self.holdout and self.has_clean:
+            out.append(SplitSpec(CLEAN, CLEAN, None, "calibration"))
+        return out
+
+    def _take(self, available: int) -> int:
+        return available if self.n_examples is None else min(self.n_examples, available)
+
+    def dataset(self, split: SplitSpec) -> ArrayRows:
+        """Rows of the split's severity block (first ``n_examples`` of it)."""
+        if split.dataset == CLEAN:
+            if not self.has_clean:
+                raise TTABenchError(f"{self.name}: no clean.npy in {self.root}")
+            rows = _header(self.root / "clean.npy")[0][0]
+            return ArrayRows(
+                self.root / "clean.npy", self.root / "clean_labels.npy", 0, self._take(rows)
+            )
+        known = self.corruptions + self.holdout_present
+        if split.dataset not in known or split.severity not in self.severities:
+            raise TTABenchError(f"{self.name}: unknown split '{split.name}'")
+        n = self.n_per_severity
+        return ArrayRows(
+            self.root / f"{split.dataset}.npy",
+            self.root / "labels.npy",
+            (split.severity - 1) * n,
+            self._take(n),
+        )
+
+    def source_val(self) -> ArrayRows | None:
+        """``source_val.npy`` if present, else ``clean.npy`` if present, else None."""
+        for stem, labels in (("source_val", "source_val_labels"), ("clean", "clean_labels")):
+            images_path, labels_path = self.root / f"{stem}.npy", self.root / f"{labels}.npy"
+            if images_path.is_file() and labels_path.is_file():
+                rows = _header(images_path)[0][0]
+                return ArrayRows(images_path, labels_path, 0, self._take(rows))
+        return None
+
+    def record(self) -> dict[str, Any]:
+        source_val = self.source_val()
+        return {
+            "suite": self.name,
+            "root": str(self.root),
+            "layout": "CIFAR-10-C (<corruption>.npy NHWC uint8, labels.npy, 5 severity blocks)",
+            "order": [s.name for s in self.splits()],
+            "corruptions": list(self.corruptions),
+            "severities": list(self.severities),
+            "holdout": list(self.holdout_present),
+            "clean_split": self.holdout and self.has_clean,
+            "n_per_severity": self.n_per_severity,
+            "n_examples": self.n_examples,
+            "image_size": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "source_val": None if source_val is None else source_val.images_path.name,
+        }

@@ -1,0 +1,287 @@
+"""Weighted Flips estimators: the score is how many probe predictions adaptation flips.
+
+The host runs one adaptation trajectory (RDumb unless the user names another adapter) and
+hands each estimator the adapter's ``predict`` logits on the probe at the planned checkpoints.
+Those snapshots see the model with test-batch normalization statistics, so the flips track the
+accuracy of the batch-statistics model: ``WeightedFlips`` declares target ``bn``.
+
+Probe smaller than requested (a split with fewer images than ``probe_size``): refused by the
+runner with a one-line error unless ``small_probe="rescale"``; then the flip scores
+are rescaled to the requested probe size, ``score * requested / actual``, the paper's own rule
+for a 100-image probe ("multiply WF by 10 and use the 1000-image f"). The factor is recorded in
+``extras["rescale"]``.
+
+Confidences are max softmax probabilities computed in float64 at temperature 1 (see
+``ttabench_enigma.flips`` on why a temperature would matter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ttabench.api import EstimateResult, TrajectoryContext, TrajectoryEstimator, TrajectoryPlan
+from ttabench.calibration import Calibration
+from ttabench.errors import TTABenchError
+from ttabench_enigma.calibrations import load_calibration
+from ttabench_enigma.flips import flip_curve
+
+#: The reference protocol (oripress/EntropyEnigma): probe 1000, snapshots at 0 and 990, chunks
+#: of 100. The batch size (64) and the adapter are the runner's.
+REFERENCE = {"probe_size": 1000, "checkpoints": (0, 990), "estimate_at": 990, "chunk": 100}
+
+
+class WeightedFlips(TrajectoryEstimator):
+    """WF at ``estimate_at`` (a score; a calibration maps it to an accuracy).
+
+    Parameters: ``probe_size`` images from the start of the stream; ``checkpoints`` (step 0 is
+    always added); ``estimate_at`` (default: the last checkpoint) gives ``value``; ``weighted``
+    (False: the plain flip count); ``calibration`` (a shipped id or a JSON path: then
+    ``estimate = f(value)`` as a fraction, after checking the calibration's input score, steps,
+    probe size, number of classes and, when the context carries a ``model_id``, the model,
+    unless ``force_calibration``); ``chunk`` probe
+    images per forward pass; ``faithful`` refuses anything but the reference protocol.
+    ``scores`` holds ``wf@k`` and ``u@k`` for every checkpoint ``k > 0``.
+    """
+
+    name: ClassVar[str] = "enigma"
+    target = "bn"
+    kind = "score"
+    #: The adapter the runner uses when the user names none.
+    default_adapter: ClassVar[str] = "rdumb"
+
+    def __init__(
+        self,
+        probe_size: int = 1000,
+        checkpoints: Iterable[int] = (0, 990),
+        estimate_at: int | None = None,
+        weighted: bool = True,
+        calibration: str | Path | None = None,
+        force_calibration: bool = False,
+        chunk: int = 100,
+        faithful: bool = False,
+        small_probe: str = "error",
+    ) -> None:
+        if small_probe not in ("error", "rescale"):
+            raise TTABenchError(
+                f"{self.name}: small_probe must be 'error' or 'rescale', got {small_probe!r}"
+            )
+        self.small_probe = small_probe
+        if not isinstance(probe_size, int) or probe_size < 1:
+            raise TTABenchError(
+                f"{self.name}: probe_size must be a positive integer, got {probe_size!r}"
+            )
+        if not isinstance(chunk, int) or chunk < 1:
+            raise TTABenchError(f"{self.name}: chunk must be a positive integer, got {chunk!r}")
+        given = [] if isinstance(checkpoints, (str, bytes)) else list(checkpoints)
+        valid = all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in given)
+        steps = sorted({0, *given}) if valid else []
+        if len(steps) < 2:
+            raise TTABenchError(
+                f"{self.name}: checkpoints must be non-negative integers with at least one > 0, "
+                f"got {checkpoints!r}"
+            )
+        estimate_at = steps[-1] if estimate_at is None else estimate_at
+        if estimate_at not in steps or estimate_at == 0:
+            raise TTABenchError(
+                f"{self.name}: estimate_at={estimate_at!r} must be one of the checkpoints > 0 "
+                f"{steps[1:]}"
+            )
+        self.probe_size = probe_size
+        self.checkpoints = tuple(steps)
+        self.estimate_at = estimate_at
+        self.weighted = bool(weighted)
+        self.chunk = chunk
+        self.faithful = bool(faithful)
+        self.force_calibration = bool(force_calibration)
+        if self.faithful:
+            used = {
+                "probe_size": probe_size,
+                "checkpoints": self.checkpoints,
+                "estimate_at": estimate_at,
+                "chunk": chunk,
+            }
+            wrong = {k: v for k, v in used.items() if v != REFERENCE[k]}
+            if wrong:
+                raise TTABenchError(
+                    f"{self.name}: faithful=True is the reference protocol {REFERENCE}, "
+                    f"but got {wrong}; drop faithful or those parameters"
+                )
+        self.calibration_arg = None if calibration is None else str(calibration)
+        self.calibration: Calibration | None = None
+        if calibration is not None:
+            self.calibration = load_calibration(calibration)
+            self._check_calibration({})
+        self._snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def score_input(self) -> str:
+        """The calibration ``input`` this estimator's ``value`` matches."""
+        return "weighted_flips" if self.weighted else "flips"
+
+    def params(self) -> dict[str, Any]:
+        cal = self.calibration
+        return {
+            "probe_size": self.probe_size,
+            "checkpoints": list(self.checkpoints),
+            "estimate_at": self.estimate_at,
+            "weighted": self.weighted,
+            "calibration": None if cal is None else cal.id,
+            "calibration_source": self.calibration_arg,
+            "calibration_coefficients": None if cal is None else list(cal.coefficients),
+            "force_calibration": self.force_calibration,
+            "chunk": self.chunk,
+            "faithful": self.faithful,
+            "small_probe": self.small_probe,
+        }
+
+    def plan(self) -> TrajectoryPlan:
+        return TrajectoryPlan(self.probe_size, self.checkpoints, self.chunk)
+
+    def reset(self) -> None:
+        self._snapshots = {}
+
+    def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
+        """Keep argmax class and max softmax probability per probe image at a planned step."""
+        if step not in self.checkpoints:
+            return
+        if probe_logits.ndim != 2:
+            raise TTABenchError(
+                f"{self.name}: probe logits must be (n, classes), got shape "
+                f"{tuple(probe_logits.shape)}"
+            )
+        conf, pred = torch.softmax(probe_logits.detach().double(), dim=1).max(dim=1)
+        self._snapshots[step] = (pred.cpu(), conf.cpu())
+
+    # ------------------------------------------------------------------ computing
+
+    def _check_calibration(self, run_facts: dict[str, Any]) -> None:
+        """Refuse a calibration fitted for another score or protocol unless forced."""
+        cal = self.calibration
+        if cal is None or self.force_calibration:
+            return
+        if cal.input != self.score_input:
+            raise TTABenchError(
+                f"calibration {cal.id!r} maps {cal.input!r} but {self.name} produces "
+                f"{self.score_input!r}; use a matching calibration or force_calibration=True"
+            )
+        cal.check({"steps": self.estimate_at, "probe_size": self.probe_size, **run_facts})
+
+    def _flip_scores(self, context: TrajectoryContext) -> tuple[dict[str, float], dict[str, Any]]:
+        """Rescaled ``wf@k``/``u@k`` scores and the raw flip curve in ``extras``."""
+        missing = [k for k in self.checkpoints if k not in self._snapshots]
+        if missing:
+            raise TTABenchError(
+                f"{self.name}: no probe snapshot at step(s) {missing} (the trajectory ran "
+                f"{context.steps_run} steps); the runner must reach every planned checkpoint"
+            )
+        pred0, conf0 = self._snapshots[0]
+        n = len(pred0)
+        if n != context.probe_size or n > self.probe_size:
+            raise TTABenchError(
+                f"{self.name}: got {n} probe images but the context says {context.probe_size} "
+                f"(requested {self.probe_size})"
+            )
+        rescale = self.probe_size / n
+        curve = flip_curve(pred0, conf0, {k: self._snapshots[k][0] for k in self.checkpoints[1:]})
+        scores: dict[str, float] = {}
+        for k, c in curve.items():
+            scores[f"wf@{k}"] = c["wf"] * rescale
+            scores[f"u@{k}"] = c["u"] * rescale
+        extras = {
+            "flip_curve": [{"step": k, "wf": c["wf"], "u": c["u"]} for k, c in curve.items()],
+            "probe_size": n,
+            "probe_size_requested": self.probe_size,
+            "rescale": rescale,
+        }
+        return scores, extras
+
+    def _result(
+        self,
+        value: float,
+        scores: dict[str, float],
+        extras: dict[str, Any],
+        context: TrajectoryContext,
+    ) -> EstimateResult:
+        estimate = None
+        if self.calibration is not None:
+            self._check_calibration(
+                {"num_classes": context.num_classes, "model": getattr(context, "model_id", None)}
+            )
+            estimate = float(self.calibration(value))
+            extras["calibration"] = {
+                "id": self.calibration.id,
+                "target": self.calibration.target,
+                "forced": self.force_calibration,
+            }
+        return EstimateResult(value=float(value), estimate=estimate, scores=scores, extras=extras)
+
+    def compute(self, context: TrajectoryContext) -> EstimateResult:
+        scores, extras = self._flip_scores(context)
+        value = scores[f"{'wf' if self.weighted else 'u'}@{self.estimate_at}"]
+        return self._result(value, scores, extras, context)
+
+
+class UnweightedFlips(WeightedFlips):
+    """The plain flip count U at ``estimate_at`` (``WeightedFlips`` with ``weighted=False``)."""
+
+    name: ClassVar[str] = "enigma-unweighted"
+
+    def __init__(self, **params: Any) -> None:
+        if "weighted" in params:
+            raise TTABenchError(
+                "enigma-unweighted takes no 'weighted' parameter; use enigma instead"
+            )
+        super().__init__(weighted=False, **params)
+
+
+class WeightedFlipsSource(WeightedFlips):
+    """A score for the frozen eval-mode (source) model's accuracy.
+
+    Flips only see the batch-statistics model; the frozen model with running statistics can
+    collapse (one class for everything) while the batch-statistics model is fine. So the
+    score also uses ``a``, the agreement rate on the probe between the frozen model's
+    predictions and the step-0 batch-statistics predictions::
+
+        value = (1 - WF / WF_max) * a,   WF_max = (n + 1) / 2   (n for unweighted flips)
+
+    Reasoning: ``1 - WF / WF_max`` is a normalized non-flip mass, a proxy that rises with the
+    bn accuracy; and acc_source >= P(frozen agrees with bn, bn correct) = acc_bn *
+    P(agree | bn correct), which is about acc_bn * a when agreement does not depend on whether
+    the bn prediction is right. A collapsed frozen model agrees on about 1/classes of the probe
+    and scores near 0. ``value`` is a score: a calibration (input ``wf_agreement``) maps it.
+    """
+
+    name: ClassVar[str] = "enigma-source"
+    target = "source"
+
+    @property
+    def score_input(self) -> str:
+        return "wf_agreement"
+
+    def compute(self, context: TrajectoryContext) -> EstimateResult:
+        scores, extras = self._flip_scores(context)
+        pred0 = self._snapshots[0][0]
+        n = len(pred0)
+        source_logits = context.probe_source_logits
+        if source_logits.ndim != 2 or len(source_logits) != n:
+            raise TTABenchError(
+                f"{self.name}: probe_source_logits must be ({n}, classes), got shape "
+                f"{tuple(source_logits.shape)}"
+            )
+        agreement = float((source_logits.argmax(dim=1).cpu() == pred0).double().mean())
+        raw = next(c for c in extras["flip_curve"] if c["step"] == self.estimate_at)
+        flips, flips_max = (raw["wf"], (n + 1) / 2) if self.weighted else (raw["u"], float(n))
+        value = (1.0 - flips / flips_max) * agreement
+        key = "wf" if self.weighted else "u"
+        scores.update({key: scores[f"{key}@{self.estimate_at}"], "agreement": agreement})
+        extras["agreement"] = agreement
+        return self._result(value, scores, extras, context)
+
+
+__all__ = ["REFERENCE", "UnweightedFlips", "WeightedFlips", "WeightedFlipsSource"]
