@@ -190,5 +190,5 @@ def test_full_build_shapes(tmp_path: Path) -> None:
         array = np.load(root / f"{name}.npy", mmap_mode="r")
         assert array.shape == (10_000, 32, 32, 3) and array.dtype == np.uint8
     assert np.load(root / "labels.npy").shape == (10_000,)
-    assert len(suite.source_val()) == 5 and len(suite.dataset(suite.splits()[-1])) == 5
+    assert len(suite.source_val()) == 500 and len(suite.dataset(suite.splits()[-1])) == 5
     assert suite.record()["files_hash"] == MNISTC(tmp_path).record()["files_hash"]

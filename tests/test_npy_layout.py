@@ -97,6 +97,15 @@ def test_holdout_off_and_missing_holdout_files(tmp_path: Path) -> None:
     assert all(s.role == "eval" for s in CIFAR10C(tmp_path, holdout="false").splits())
 
 
+def test_source_val_file_wins_and_is_not_shortened(tmp_path: Path) -> None:
+    root = make_layout(tmp_path)
+    np.save(root / "source_val.npy", np.stack([_pixels(100, 0, i) for i in range(9)]))
+    np.save(root / "source_val_labels.npy", np.arange(9, dtype=np.int64))
+    source_val = CIFAR10C(tmp_path, n_examples=2).source_val()
+    assert len(source_val) == 9 and source_val[8][0][:, 0, 0].tolist() == [100, 0, 8]
+    assert source_val[8][1] == 8
+
+
 def test_string_options_and_n_examples(tmp_path: Path) -> None:
     make_layout(tmp_path)
     suite = CIFAR10C(str(tmp_path), corruptions="fog, snow", severities="2,5", n_examples="3",

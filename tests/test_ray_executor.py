@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from ttabench import registry
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, run_local
@@ -24,10 +25,13 @@ PLUGINS = ["adapters=ttabench_test_plugins:NoisyAdapter",
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ["PYTHONPATH"] = SUPPORT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"  # Ray's workers run one thread per CPU; so does the driver
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    torch.set_num_threads(threads)
 
 
 def make_spec(**kw) -> RunSpec:

@@ -140,7 +140,7 @@ def test_probe_larger_than_split_is_refused_unless_rescaling_is_allowed():
 
 
 def test_class_count_mismatch_is_refused_before_any_work():
-    with pytest.raises(TTABenchError, match="10 classes but suite 'tiny' has 4"):
+    with pytest.raises(TTABenchError, match="10 classes but suite tiny has 4"):
         Benchmark(spec(model="ten-class"))
 
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, Suite, TrajectoryEstimator
+from ttabench.api import Estimator, Outputs, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.cells import (
@@ -34,6 +34,7 @@ from ttabench.runner.cells import (
 from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import source_pass
 from ttabench.runner.store import write_json_atomic
+from ttabench.suites.images import check_num_classes
 
 
 @dataclass
@@ -65,27 +66,19 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def check_model_matches_suite(model_classes: int, suite: Suite, model_id: str) -> None:
-    """Refuse, before any work, a model whose class count does not fit the suite."""
-    if suite.class_subset is not None:
-        if max(suite.class_subset) >= model_classes:
-            raise TTABenchError(
-                f"model {model_id} has {model_classes} classes but suite {suite.name!r} needs "
-                f"class indices up to {max(suite.class_subset)}"
-            )
-    elif model_classes != suite.num_classes:
-        raise TTABenchError(
-            f"model {model_id} has {model_classes} classes but suite {suite.name!r} has "
-            f"{suite.num_classes}; pick a model trained for this suite"
-        )
-
-
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
     cls = registry.get(kind, name)
     try:
         return cls(**params)
     except TypeError as err:
         raise TTABenchError(f"{kind[:-1]} {name!r}: bad parameters {params}: {err}") from None
+
+
+def _plugin_record(kind: str, name: str) -> dict[str, Any]:
+    """Name, kind, object path, distribution and version of a plugin (not its load status)."""
+    record = asdict(registry.info(kind, name))
+    record.pop("status", None)
+    return record
 
 
 class Benchmark:
@@ -98,7 +91,7 @@ class Benchmark:
         self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
                                          num_classes=self.suite.num_classes)
-        check_model_matches_suite(self.model.num_classes, self.suite, self.model.model_id)
+        check_num_classes(self.suite, self.model)
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         self.estimators: dict[str, Estimator] = {
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
@@ -141,9 +134,9 @@ class Benchmark:
                       "num_classes": self.model.num_classes,
                       "preprocessing": self.model.preprocessing},
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
-                        "plugin": asdict(registry.info("adapters", adapter))},
+                        "plugin": _plugin_record("adapters", adapter)},
             "estimators": {name: {"params": est.params(),
-                                  "plugin": asdict(registry.info("estimators", name))}
+                                  "plugin": _plugin_record("estimators", name)}
                            for name, est in sorted(self.estimators.items())},
             "batch_size": self.spec.batch_size,
             "steps": self.spec.steps,

@@ -157,7 +157,7 @@ class ArrayRows(Dataset):
         block = slice(self.start, self.start + self.length)
         return (
             np.ascontiguousarray(images[block].transpose(0, 3, 1, 2)),
-            np.asarray(labels[block], dtype=np.int64),
+            np.array(labels[block], dtype=np.int64),
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -180,7 +180,7 @@ class CorruptionArraySuite(Suite):
 
     Options (strings accepted, as the CLI passes them): ``corruptions`` (list or comma string,
     default the canonical 15), ``severities`` (1-5), ``n_examples`` (first n of every severity
-    block and of the clean/source-val files), ``holdout`` (add the holdout corruptions and
+    block and of the clean split), ``holdout`` (add the holdout corruptions and
     ``clean`` as calibration splits when their files exist).
     """
 
@@ -302,12 +302,12 @@ class CorruptionArraySuite(Suite):
         )
 
     def source_val(self) -> ArrayRows | None:
-        """``source_val.npy`` if present, else ``clean.npy`` if present, else None."""
+        """``source_val.npy`` if present, else ``clean.npy`` if present, else None (all rows:
+        ``n_examples`` shortens the target splits only)."""
         for stem, labels in (("source_val", "source_val_labels"), ("clean", "clean_labels")):
             images_path, labels_path = self.root / f"{stem}.npy", self.root / f"{labels}.npy"
             if images_path.is_file() and labels_path.is_file():
-                rows = _header(images_path)[0][0]
-                return ArrayRows(images_path, labels_path, 0, self._take(rows))
+                return ArrayRows(images_path, labels_path, 0, _header(images_path)[0][0])
         return None
 
     def record(self) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Running the drift metrics along one long entropy-minimization trajectory.
 
-The stream is the host's (``ttabench.runner.stream``): the split shuffled with a seed, cut into
-batches of 64 with the last incomplete batch dropped, and replayed for as many epochs as the
-steps need; the probe is the start of its first epoch. At step 0 (before any update) and every ``every`` steps, a
-labelled probe goes through ``adapter.predict`` in fixed chunks of 100 images; one forward
-pass per chunk gives both the logits and the penultimate embeddings (a forward pre-hook on the
-classifier records its input).
+The stream is the host's (``ttabench.runner.stream``): the split shuffled with a seed, cut
+into batches of 64 with the last incomplete batch dropped, and replayed for as many epochs as
+the steps need; the probe is the start of its first epoch. At step 0 (before any update) and
+every ``every`` steps, the labelled probe goes through ``adapter.predict`` in fixed chunks of
+100 images; one forward pass per chunk gives both the logits and the penultimate embeddings
+(a forward pre-hook on the classifier records its input).
 
 ``exclusion_experiment`` repeats the paper's test of "confident means correct": adapt on a
 stream from which every image the source model already classifies correctly is removed.
@@ -76,8 +76,9 @@ def stack_dataset(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """All items of a ``(uint8 image, label)`` dataset as (images (N, 3, H, W), labels (N,))."""
     if len(dataset) == 0:
         raise TTABenchError("the split is empty; pick another split")
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(list(images)), torch.as_tensor(labels, dtype=torch.int64)
+    items = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([torch.as_tensor(image) for image, _ in items])
+    return images, torch.as_tensor([int(label) for _, label in items], dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------- forward passes
