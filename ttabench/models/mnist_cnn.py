@@ -180,7 +180,7 @@ def train_mnist_cnn(
     if config.n_train is not None:
         images, labels = images[: config.n_train], labels[: config.n_train]
     x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255
-    y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y_all = torch.from_numpy(np.array(labels, dtype=np.int64))
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(seed)

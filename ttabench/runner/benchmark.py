@@ -57,6 +57,7 @@ class RunSpec:
     device: str | None = None
     num_workers: int = 0
     plugins: list[str] = field(default_factory=list)
+    threads: int | None = None
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -88,6 +89,8 @@ class Benchmark:
         self.spec = spec
         self.show_progress = show_progress
         self.device = resolve_device(spec.device)
+        if spec.threads:
+            torch.set_num_threads(int(spec.threads))
         self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
                                          num_classes=self.suite.num_classes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import click
 import numpy as np
+import torch
 
 from ttabench import registry
 from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
@@ -55,7 +57,8 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                splits: tuple[str, ...] = (), severities: tuple[int, ...] = (),
                n_examples: int | None = None, steps: int | None = None,
                batch_size: int | None = None, data_dir: str | None = None,
-               device: str | None = None, baselines: bool = True, workers: int = 0) -> RunSpec:
+               device: str | None = None, baselines: bool = True, workers: int = 0,
+               threads: int | None = None) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
@@ -84,6 +87,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         data_dir=data_dir or run.get("data_dir"),
         device=device or run.get("device"),
         num_workers=workers,
+        threads=threads or run.get("threads"),
     )
 
 
@@ -112,6 +116,8 @@ common_options = [
     click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
     click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml)."),
     click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
+    click.option("--threads", type=int, default=None,
+                 help="CPU threads per process (default [run].threads, 1 in plugins.toml)."),
 ]
 
 
@@ -137,17 +143,19 @@ def with_options(options):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
 @click.option("--workers", type=int, default=0, help="Data-loading worker processes.")
+@click.option("--jobs", "-j", type=int, default=None,
+              help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        suite, splits, severities, n_examples, output, shard, quick, no_baselines, retries,
-        executor, ray_address, workers, n_boot) -> None:
+        threads, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
+        retries, executor, ray_address, workers, jobs, n_boot) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them."""
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
-                      baselines=not no_baselines, workers=workers)
+                      baselines=not no_baselines, workers=workers, threads=threads)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
@@ -173,7 +181,15 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         counts = run_ray(spec, todo, out, retries=retries, address=ray_address,
                          options=ray_options, bench=bench)
     else:
-        counts = run_local(bench, todo, out, retries=retries)
+        jobs = int(jobs if jobs is not None else config.run.get("jobs", 1))
+        if jobs == 0:  # auto: one process per core on the CPU, one on an accelerator
+            jobs = (os.cpu_count() or 1) if bench.device.type == "cpu" else 1
+        if jobs > 1 and len(todo) > 1:
+            from ttabench.runner.pool import run_pool
+
+            counts = run_pool(bench, spec, todo, out, jobs=min(jobs, len(todo)), retries=retries)
+        else:
+            counts = run_local(bench, todo, out, retries=retries)
     cells_time = time.perf_counter() - t
     t = time.perf_counter()
     cells = collect_cells(out, plans)
@@ -220,7 +236,7 @@ class FolderSuite(Suite):
 @click.option("--bootstrap", type=int, default=5, help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, data, image_size, resize, calibration, bootstrap, as_json) -> None:
+             sets, threads, data, image_size, resize, calibration, bootstrap, as_json) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images."""
     from ttabench.runner.execute import CellInputs, run_cell
     from ttabench.suites.images import UnlabelledFolder
@@ -233,7 +249,10 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     if calibration:
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
     spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
-                      steps=steps, batch_size=batch_size, device=device, baselines=False)
+                      steps=steps, batch_size=batch_size, device=device, baselines=False,
+                      threads=threads)
+    if spec.threads:
+        torch.set_num_threads(int(spec.threads))
     from ttabench.paths import cache_dir
     from ttabench.runner.benchmark import _instantiate, resolve_device
 

@@ -11,6 +11,8 @@
     seeds = [0]
     batch_size = 64
     steps = 0                    # 0: stop at the last checkpoint any estimator needs
+    threads = 1                  # CPU threads per process
+    jobs = 0                     # cells in parallel processes; 0: one per CPU core
     output = "runs/default"
 
     [suite.mnist-c]              # keyword options of the suite factory
@@ -49,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "seeds": [0],
         "batch_size": 64,
         "steps": 0,
+        "threads": None,
+        "jobs": 1,
         "output": "runs/default",
     },
     "suite": {},

@@ -23,36 +23,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ttabench import registry
 from ttabench.errors import TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, describe_error
+from ttabench.runner.worker import benchmark_for, execute_cell
 from ttabench.runner.cells import CellPlan, cell_path
 from ttabench.runner.store import write_json_atomic
-
-_WORKER_BENCHMARKS: dict[str, Benchmark] = {}
-
-
-def _benchmark_for(spec_data: dict[str, Any]) -> Benchmark:
-    """The worker process's Benchmark for this spec, built on first use and then reused."""
-    import json
-
-    key = json.dumps(spec_data, sort_keys=True, default=str)
-    if key not in _WORKER_BENCHMARKS:
-        for plugin in spec_data.get("plugins", []):
-            registry.add_plugin_spec(plugin)
-        _WORKER_BENCHMARKS[key] = Benchmark(RunSpec(**spec_data))
-    return _WORKER_BENCHMARKS[key]
-
-
-def execute_remote(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
-    """Body of the Ray task: find the planned cell by its key and execute it."""
-    bench = _benchmark_for(spec_data)
-    plans = {plan.key: plan for plan in bench.plan()}
-    if key not in plans:
-        raise TTABenchError(f"cell {key} is not in the worker's plan: the spec differs between "
-                            "driver and worker (versions, data or device)")
-    return bench.execute(plans[key])
-
 
 def _import_ray():
     try:
@@ -76,7 +51,7 @@ def run_ray(spec: RunSpec, plans: list[CellPlan], output: Path, retries: int = 0
         elif "num_cpus_total" in options:
             init["num_cpus"] = int(options["num_cpus_total"])
         ray.init(**init)
-    task = ray.remote(execute_remote).options(
+    task = ray.remote(execute_cell).options(
         num_cpus=float(options.get("num_cpus", 1)),
         num_gpus=float(options.get("num_gpus", 0)),
         max_retries=retries,
@@ -94,7 +69,7 @@ def run_ray(spec: RunSpec, plans: list[CellPlan], output: Path, retries: int = 0
                 cell = ray.get(done[0])
             except Exception as err:  # the task failed after its retries: record it
                 cause = getattr(err, "cause", None) or err
-                failure = bench or _benchmark_for(spec_data)
+                failure = bench or benchmark_for(spec_data)
                 cell = failure.failed(plan, describe_error(cause), retries + 1)
             write_json_atomic(cell_path(output, plan.key), cell)
             counts[cell["status"]] += 1
