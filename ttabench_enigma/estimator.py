@@ -213,7 +213,7 @@ class WeightedFlips(TrajectoryEstimator):
             self._check_calibration(
                 {"num_classes": context.num_classes, "model": getattr(context, "model_id", None)}
             )
-            estimate = float(self.calibration(value))
+            estimate = float(self.calibration(value + 1))
             extras["calibration"] = {
                 "id": self.calibration.id,
                 "target": self.calibration.target,

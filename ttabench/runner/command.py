@@ -208,6 +208,14 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                             f"{failed[0]['error']} (results of the others are in {out})")
 
 
+def seed_interval(estimates: list[float]) -> list[float]:
+    """The 2.5th and 97.5th percentiles of the per-seed estimates, each rounded outward to an
+    observed estimate (numpy's ``lower`` and ``higher`` methods): with fewer than 40 seeds this
+    is their range, so it always contains every estimate, the reported one included."""
+    return [float(np.percentile(estimates, 2.5, method="lower")),
+            float(np.percentile(estimates, 97.5, method="higher"))]
+
+
 class FolderSuite(Suite):
     """One unlabelled folder as a single-split suite (labels are -1, never used)."""
 
@@ -275,18 +283,18 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
         result = out["results"][name]
+        if result.estimate is None:  # known after the first seed: do not run the others
+            raise TTABenchError(
+                f"{name} gave a score ({result.value:.4g}) but has no calibration to turn it "
+                f"into an accuracy; pass --calibration ID|FILE (see `ttabench fit`)")
         values.append(result.value)
         estimates.append(result.estimate)
-    if estimates[0] is None:
-        raise TTABenchError(
-            f"{name} gave a score ({values[0]:.4g}) but has no calibration to turn it into an "
-            f"accuracy; pass --calibration ID|FILE (see `ttabench fit`)")
     report = {
         "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
         "target": est.target, "data": str(data), "n_images": len(folder),
         "skipped_files": getattr(folder, "skipped_files", 0),
         "estimate": estimates[0], "score": values[0], "seeds": seeds,
-        "interval": [float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))],
+        "interval": seed_interval(estimates),
         "estimates": estimates, "params": est.params(),
         "trajectory": isinstance(est, TrajectoryEstimator),
     }
@@ -294,7 +302,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         click.echo(json.dumps(report, indent=2))
     else:
         lo, hi = report["interval"]
+        skipped = report["skipped_files"]
         click.echo(f"{name}: estimated {est.target} accuracy {100 * estimates[0]:.2f}% "
                    f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
-                   f"on {len(folder)} images of {data}")
+                   f"on {len(folder)} images of {data}"
+                   + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
     sys.stdout.flush()

@@ -3,8 +3,9 @@
 Each worker process builds the Benchmark once (``ttabench.runner.worker``) and runs one cell
 at a time with ``threads`` intra-op threads; the driver writes every result atomically as it
 arrives. Cells are independent and seeded, so the results equal a sequential run's. A cell
-that raises is retried ``retries`` times, then recorded as failed; when a worker process dies,
-the cells it was running count an attempt and the pool is rebuilt for the rest.
+that raises is retried ``retries`` times, then recorded as failed with the one-line error made
+in its worker; when a worker process dies, every cell in flight counts an attempt, and the pool
+is rebuilt for those and the rest.
 """
 
 from __future__ import annotations
@@ -17,10 +18,26 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ttabench.errors import TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, describe_error
 from ttabench.runner.cells import CellPlan, cell_path
 from ttabench.runner.store import write_json_atomic
 from ttabench.runner.worker import execute_cell
+
+
+#: The error recorded for a cell whose worker process died (every cell in flight then counts an
+#: attempt: which one killed the process is not known).
+WORKER_DIED = ("a worker process died while this cell was in flight (killed, out of memory or a "
+               "crash in native code); rerun to retry it, or run with --jobs 1 to isolate it")
+
+
+def _execute(spec_data: dict, key: str) -> dict:
+    """``execute_cell`` in a worker; an error is re-raised as its one-line description, made
+    there, because the traceback it names does not cross the process boundary."""
+    try:
+        return execute_cell(spec_data, key)
+    except Exception as err:
+        raise TTABenchError(describe_error(err)) from None
 
 
 def run_pool(bench: Benchmark, spec: RunSpec, plans: list[CellPlan], output: Path, jobs: int,
@@ -36,25 +53,32 @@ def run_pool(bench: Benchmark, spec: RunSpec, plans: list[CellPlan], output: Pat
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             running: dict[Future, CellPlan] = {}
             broken = False
-            while (queue or running) and not broken:
-                while queue and len(running) < 2 * jobs:
+            # after a worker died, submit nothing more: settle every cell in flight (a broken
+            # pool fails them all at once), then rebuild the pool for the requeued ones
+            while running or (queue and not broken):
+                while queue and not broken and len(running) < 2 * jobs:
                     plan = queue.pop(0)
                     attempts[plan.key] += 1
-                    running[pool.submit(execute_cell, data, plan.key)] = plan
+                    running[pool.submit(_execute, data, plan.key)] = plan
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan = running.pop(future)
                     try:
                         cell = future.result()
-                    except Exception as err:  # a raising cell, or a worker that died
-                        broken = broken or isinstance(err, BrokenProcessPool)
+                    except BrokenProcessPool:
+                        broken = True
+                        error = WORKER_DIED
+                    except Exception as err:  # a raising cell: its one line from the worker
+                        error = describe_error(err)
+                    else:
+                        error = None
+                    if error is not None:
                         if attempts[plan.key] <= retries:
                             queue.append(plan)
                             continue
-                        cell = bench.failed(plan, describe_error(err), attempts[plan.key])
+                        cell = bench.failed(plan, error, attempts[plan.key])
                     write_json_atomic(cell_path(output, plan.key), cell)
                     counts[cell["status"]] += 1
                     bar.update(1)
-            queue = list(running.values()) + queue if broken else queue
     bar.close()
     return counts
