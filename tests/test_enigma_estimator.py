@@ -69,7 +69,9 @@ def test_value_and_curve_equal_weighted_flips() -> None:
     expected = {k: plain_snapshot(snaps[k])[0] for k in (100, 300)}
     for k, pred in expected.items():
         assert result.scores[f"wf@{k}"] == pytest.approx(weighted_flips(pred0, conf0, pred), rel=1e-12)
-        assert result.scores[f"u@{k}"] == float(np.sum(pred0 != pred))
+        curve = {c["step"]: c for c in result.extras["flip_curve"]}
+        assert curve[k]["u"] == float(np.sum(pred0 != pred))
+        assert f"u@{k}" not in result.scores
     assert result.value == result.scores["wf@100"]
     assert result.estimate is None
     assert result.extras["probe_size"] == n and result.extras["rescale"] == 1.0
@@ -106,7 +108,8 @@ def test_probe_smaller_than_requested_is_rescaled() -> None:
     pred0, conf0 = plain_snapshot(snaps[0])
     pred1 = plain_snapshot(snaps[990])[0]
     assert result.value == pytest.approx(10 * weighted_flips(pred0, conf0, pred1), rel=1e-12)
-    assert result.scores["u@990"] == pytest.approx(10 * float(np.sum(pred0 != pred1)))
+    unweighted = drive(UnweightedFlips(), snaps, context(n))
+    assert unweighted.scores["u@990"] == pytest.approx(10 * float(np.sum(pred0 != pred1)))
     assert result.extras["rescale"] == 10.0
     assert result.extras["probe_size"] == 100 and result.extras["probe_size_requested"] == 1000
     assert result.extras["flip_curve"][0]["wf"] == pytest.approx(weighted_flips(pred0, conf0, pred1))
@@ -189,16 +192,17 @@ def test_source_variant_on_constructed_inputs() -> None:
     assert est.target == "source" and est.kind == "score"
     result = drive(est, snaps, context(n, source_logits))
     wf = weighted_flips(pred0, conf0, pred1)
-    assert result.scores["agreement"] == pytest.approx(0.7)
-    assert result.scores["wf"] == pytest.approx(wf)
+    assert result.extras["agreement"] == pytest.approx(0.7)
+    assert result.extras["flip_scores"]["wf@990"] == pytest.approx(wf)
     assert result.value == pytest.approx((1 - wf / ((n + 1) / 2)) * 0.7, rel=1e-12)
+    assert result.scores == {"wfa@990": result.value}
 
     # a collapsed frozen model (one class for all) agrees only where bn predicts that class
     collapsed = torch.zeros(n, k)
     collapsed[:, 3] = 9.0
     result = drive(est, snaps, context(n, collapsed))
     share = float(np.mean(pred0 == 3))
-    assert result.scores["agreement"] == pytest.approx(share)
+    assert result.extras["agreement"] == pytest.approx(share)
     assert result.value == pytest.approx((1 - wf / ((n + 1) / 2)) * share, rel=1e-12)
 
     # no flips and full agreement: the score is 1

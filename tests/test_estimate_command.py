@@ -27,6 +27,8 @@ from ttabench.runner.command import FolderSuite
 from ttabench.runner.execute import CellInputs, run_cell
 from ttabench.suites.tiny import make_images
 
+pytestmark = pytest.mark.filterwarnings("ignore::ttabench.suites.images.CorruptImageWarning")
+
 N_IMAGES = 300
 COEFFICIENTS = [-0.001, -0.01, 0.9]  # accuracy = 0.9 - 0.01 s - 0.001 s^2 (fraction)
 SMALL = ["--set", "estimator.enigma.probe_size=64", "--set", "estimator.enigma.checkpoints=[0, 5]",

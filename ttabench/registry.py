@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -278,9 +279,15 @@ def list_plugins(kind: str | None = None, load: bool = True) -> list[PluginInfo]
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    """importlib.metadata's top-level-package map (slow: read once per process)."""
+    return importlib.metadata.packages_distributions()
+
+
 def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
     top = module_name.split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top, [])
+    dists = _packages_distributions().get(top, [])
     if not dists:
         return None, None
     return dists[0], importlib.metadata.version(dists[0])

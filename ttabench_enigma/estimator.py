@@ -173,7 +173,8 @@ class WeightedFlips(TrajectoryEstimator):
         cal.check({"steps": self.estimate_at, "probe_size": self.probe_size, **run_facts})
 
     def _flip_scores(self, context: TrajectoryContext) -> tuple[dict[str, float], dict[str, Any]]:
-        """Rescaled ``wf@k``/``u@k`` scores and the raw flip curve in ``extras``."""
+        """Rescaled ``wf@k`` (weighted) or ``u@k`` (unweighted) scores, one per checkpoint, and
+        the raw flip curve (both kinds) in ``extras``."""
         missing = [k for k in self.checkpoints if k not in self._snapshots]
         if missing:
             raise TTABenchError(
@@ -189,10 +190,8 @@ class WeightedFlips(TrajectoryEstimator):
             )
         rescale = self.probe_size / n
         curve = flip_curve(pred0, conf0, {k: self._snapshots[k][0] for k in self.checkpoints[1:]})
-        scores: dict[str, float] = {}
-        for k, c in curve.items():
-            scores[f"wf@{k}"] = c["wf"] * rescale
-            scores[f"u@{k}"] = c["u"] * rescale
+        kind = "wf" if self.weighted else "u"
+        scores = {f"{kind}@{k}": c[kind] * rescale for k, c in curve.items()}
         extras = {
             "flip_curve": [{"step": k, "wf": c["wf"], "u": c["u"]} for k, c in curve.items()],
             "probe_size": n,
@@ -213,7 +212,7 @@ class WeightedFlips(TrajectoryEstimator):
             self._check_calibration(
                 {"num_classes": context.num_classes, "model": getattr(context, "model_id", None)}
             )
-            estimate = float(self.calibration(value + 1))
+            estimate = float(self.calibration(value))
             extras["calibration"] = {
                 "id": self.calibration.id,
                 "target": self.calibration.target,
@@ -275,13 +274,13 @@ class WeightedFlipsSource(WeightedFlips):
                 f"{tuple(source_logits.shape)}"
             )
         agreement = float((source_logits.argmax(dim=1).cpu() == pred0).double().mean())
-        raw = next(c for c in extras["flip_curve"] if c["step"] == self.estimate_at)
-        flips, flips_max = (raw["wf"], (n + 1) / 2) if self.weighted else (raw["u"], float(n))
-        value = (1.0 - flips / flips_max) * agreement
-        key = "wf" if self.weighted else "u"
-        scores.update({key: scores[f"{key}@{self.estimate_at}"], "agreement": agreement})
+        kind, flips_max = ("wf", (n + 1) / 2) if self.weighted else ("u", float(n))
+        combined = {f"{kind}a@{c['step']}": (1.0 - c[kind] / flips_max) * agreement
+                    for c in extras["flip_curve"]}
         extras["agreement"] = agreement
-        return self._result(value, scores, extras, context)
+        extras["flip_scores"] = scores
+        value = combined[f"{kind}a@{self.estimate_at}"]
+        return self._result(value, combined, extras, context)
 
 
 __all__ = ["REFERENCE", "UnweightedFlips", "WeightedFlips", "WeightedFlipsSource"]

@@ -251,6 +251,7 @@ def run_local(bench: Benchmark, plans: list[CellPlan], output: Path, retries: in
         for attempt in range(1, retries + 2):
             try:
                 cell = bench.execute(plan)
+                cell["attempts"] = attempt
                 break
             except KeyboardInterrupt:
                 raise

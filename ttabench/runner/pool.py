@@ -56,7 +56,7 @@ def run_pool(bench: Benchmark, spec: RunSpec, plans: list[CellPlan], output: Pat
             # after a worker died, submit nothing more: settle every cell in flight (a broken
             # pool fails them all at once), then rebuild the pool for the requeued ones
             while running or (queue and not broken):
-                while queue and not broken and len(running) < 2 * jobs:
+                while queue and not broken and len(running) < jobs:
                     plan = queue.pop(0)
                     attempts[plan.key] += 1
                     running[pool.submit(_execute, data, plan.key)] = plan
@@ -65,6 +65,7 @@ def run_pool(bench: Benchmark, spec: RunSpec, plans: list[CellPlan], output: Pat
                     plan = running.pop(future)
                     try:
                         cell = future.result()
+                        cell["attempts"] = attempts[plan.key]
                     except BrokenProcessPool:
                         broken = True
                         error = WORKER_DIED
