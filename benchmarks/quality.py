@@ -4,7 +4,8 @@ Runs (each a normal ``ttabench run`` into runs/quality-*, resumable):
 
 - ``rdumb``: the default protocol of plugins.toml with the enigma variants that share its
   trajectory (enigma = WF, enigma-unweighted, enigma-source) and every baseline; the dense
-  checkpoints give the ``[best]`` entries (step chosen on calibration splits only);
+  checkpoints of plugins.toml give the ``[best]`` entries (step chosen on calibration splits
+  only);
 - ``tent``: the same estimators with Tent instead of RDumb;
 - ``faithful`` (``--faithful``): the reference protocol (probe 1,000, snapshots at 0 and 990)
   on severities 1, 3, 5 (it costs five times the default run).
@@ -32,17 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TTABENCH = [sys.executable, "-m", "ttabench"]
 VARIANTS = ["enigma", "enigma-unweighted", "enigma-source"]
-DENSE = "[0, 25, 50, 75, 100, 150, 200]"
 BASELINE_PREFIXES = ("ac", "doc", "atc", "cot", "nuclear", "mano", "mde", "dispersion")
 
 
 def run(name: str, extra: list[str]) -> Path:
     out = ROOT / "runs" / f"quality-{name}"
-    sets = []
-    for variant in VARIANTS:
-        sets += ["--set", f"estimator.{variant}.checkpoints={DENSE}",
-                 "--set", f"estimator.{variant}.estimate_at=200"]
-    cmd = [*TTABENCH, "run", "-e", ",".join(VARIANTS), *sets, "-o", str(out), *extra]
+    cmd = [*TTABENCH, "run", "-e", ",".join(VARIANTS), "-o", str(out), *extra]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out

@@ -226,3 +226,26 @@ def test_killed_run_restarts_and_finishes_every_cell_exactly_once(tmp_path):
     after = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
     assert len(after) == 6
     assert all(after[name] == content for name, content in done_before.items())
+
+
+def test_fitted_calibration_is_accepted_by_the_estimator_it_was_fitted_for(tmp_path):
+    from ttabench.calibration import Calibration
+    from ttabench_enigma import WeightedFlips
+
+    params = {"enigma": {"probe_size": 64, "checkpoints": [0, 5]}}
+    bench = Benchmark(spec(estimators=["enigma"], adapters=["rdumb"], estimator_params=params,
+                           adapter_params={"rdumb": {"lr": 0.5}}))
+    plans = bench.plan()
+    run_local(bench, plans, tmp_path / "run", progress=False)
+    out = tmp_path / "f.json"
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "run"), "--estimator", "enigma",
+                                       "--degree", "1", "--splits", "all", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    cal = Calibration.load(out)
+    assert cal.input == "weighted_flips"
+    assert cal.fitted_for["model"] == "tiny-cnn:0" and cal.fitted_for["steps"] == 5
+    assert cal.fitted_for["probe_size"] == 64
+    # accepted for the same protocol, refused for another step count
+    WeightedFlips(probe_size=64, checkpoints=(0, 5), calibration=str(out))
+    with pytest.raises(TTABenchError, match="steps"):
+        WeightedFlips(probe_size=64, checkpoints=(0, 6), calibration=str(out))

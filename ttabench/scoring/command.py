@@ -140,8 +140,12 @@ def fit(
         f"({len(set(datasets))} datasets) from {', '.join(map(str, dirs))} on {date}"
         + (" (monotone)" if monotone else "")
     )
+    # the calibration's input: what the estimator calls its value (e.g. "weighted_flips"),
+    # or the named score the map was fitted on
+    declared = {(c["estimators"].get(estimator) or {}).get("input") for c in chosen} - {None}
+    map_input = declared.pop() if score == VALUE and len(declared) == 1 else score
     cal = fit_map(
-        x, y, deg, estimator=estimator, input=score, target=target,
+        x, y, deg, estimator=estimator, input=map_input, target=target,
         fitted_for=protocol_facts(chosen, estimator, score), provenance=provenance,
         monotone=monotone, id=cal_id,
     )

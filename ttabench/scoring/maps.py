@@ -123,7 +123,8 @@ def protocol_facts(
     facts: dict[str, set[Any]] = {"model": set(), "suite": set(), "steps": set(), "probe_size": set()}
     at = re.search(r"@(\d+)$", score) if score != VALUE else None
     for cell in cells:
-        facts["model"].add(cell.get("model"))
+        model = cell.get("protocol", {}).get("model", {}).get("id") or cell.get("model")
+        facts["model"].add(model)
         facts["suite"].add(cell.get("suite"))
         params = (record(cell, estimator) or {}).get("params") or {}
         steps = params.get("estimate_at")
