@@ -137,7 +137,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`python benchmarks/drift_sweep.py --suite {s['suite']} --model {s['model']} "
         f"--splits '{s['splits']}' --steps {s['steps']} --every {s['every']} "
-        f"--probe-size {s['probe_size']}` ({report['elapsed_s']:.0f} s on "
+        f"--probe-size {s['probe_size']}"
+        + (f" --lr {s['lr']}" if s["lr"] is not None else "")
+        + f" --exclusion-steps {s['exclusion_steps']}` ({report['elapsed_s']:.0f} s on "
         f"{s['threads']} CPU threads). Trajectories without reset; probe = first "
         f"{s['probe_size']} images of the seeded stream; phase boundary = step of peak "
         "probe accuracy.",
