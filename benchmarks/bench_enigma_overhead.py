@@ -2,7 +2,7 @@
 
 Two ratios, each measured in one run (interleaved repeats, median):
 
-1. overhead = time(full enigma trajectory: probe gathering, the step-0 and step-990 snapshots
+1. overhead = time(full enigma trajectory (order alternated between repeats): probe gathering, the step-0 and step-990 snapshots
    in chunks of 100, the adapter's 990 steps, online accuracy, NaN checks, WF) /
    time(the adapter's 990 steps alone on the same stream). Target <= 1.05. It also checks that
    no step beyond the last checkpoint is computed (the adapter's step counter).
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--split", default="fog-3")
     parser.add_argument("--steps", type=int, default=990)
     parser.add_argument("--probe-size", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     suite = registry.make_suite(args.suite)
@@ -99,15 +99,18 @@ def main() -> None:
     params: dict = {}
     plain, full, steps_seen = [], [], []
     for repeat in range(args.repeats):
-        seed_everything(repeat)
-        t, counted = adapter_only(loaded, adapter_cls, params, images, n, 0, args.steps, device)
-        plain.append(t)
-        est = estimator_cls(probe_size=args.probe_size, checkpoints=(0, args.steps))
-        seed_everything(repeat)
-        t, out = full_estimate(loaded, suite, split, adapter_cls, params, est, images, labels, n,
-                               0, args.steps, device)
-        full.append(t)
-        steps_seen.append(out["adapter_counters"].get("total_steps"))
+        order = ("plain", "full") if repeat % 2 == 0 else ("full", "plain")  # alternate
+        for which in order:
+            seed_everything(repeat)
+            if which == "plain":
+                plain.append(adapter_only(loaded, adapter_cls, params, images, n, 0,
+                                          args.steps, device)[0])
+                continue
+            est = estimator_cls(probe_size=args.probe_size, checkpoints=(0, args.steps))
+            t, out = full_estimate(loaded, suite, split, adapter_cls, params, est, images,
+                                   labels, n, 0, args.steps, device)
+            full.append(t)
+            steps_seen.append(out["adapter_counters"].get("total_steps"))
         print(f"repeat {repeat}: adapter {plain[-1]:.2f}s, full enigma {full[-1]:.2f}s", flush=True)
     ratio = statistics.median(f / p for f, p in zip(full, plain))
     memory = probe_memory(args.probe_size)
