@@ -31,7 +31,6 @@ from ttabench.api import (
     TARGETS,
     Adapter,
     EstimateResult,
-    Estimator,
     LoadedModel,
     Outputs,
     SplitSpec,

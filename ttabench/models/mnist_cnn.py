@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ttabench.api import LoadedModel
 from ttabench.errors import TTABenchError
 from ttabench.models.base import NormalizedModel, weights_hash
 from ttabench.paths import DATA_ENV, cache_dir as default_cache_dir
+from ttabench.runner.store import atomic_file
 from ttabench.suites.mnistc import DEFAULT_SEED, ensure_base, suite_root
 
 NUM_CLASSES = 10
@@ -213,18 +213,6 @@ def _data_root(cache_dir: Path) -> Path:
     return suite_root(os.environ.get(DATA_ENV) or cache_dir / "data", DEFAULT_SEED)
 
 
-def _save_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def trained_network(seed: int, cache_dir: Path, config: TrainConfig = TrainConfig()) -> MnistCNN:
     """The network for ``seed``, from ``<cache_dir>/models/mnist-cnn-<seed>.pt`` or trained
     (building mnist-c's clean arrays if needed) and cached."""
@@ -243,7 +231,8 @@ def trained_network(seed: int, cache_dir: Path, config: TrainConfig = TrainConfi
     images = np.load(root / "train.npy")
     labels = np.load(root / "train_labels.npy")
     net = train_mnist_cnn(images, labels, seed=seed, config=config)
-    _save_atomic(path, {"state_dict": net.state_dict(), "config": asdict(config), "seed": seed})
+    with atomic_file(path) as handle:
+        torch.save({"state_dict": net.state_dict(), "config": asdict(config), "seed": seed}, handle)
     return net
 
 

@@ -1,19 +1,23 @@
-"""Atomic JSON files: every result file is written to a temp file and renamed into place."""
+"""Atomic files: every result file is written to a temp file and renamed into place."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that a reader sees the old file or the whole new one.
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Open a binary handle whose content replaces ``path`` only once the block succeeds.
 
-    The text goes to a temp file in the same folder, is flushed and fsynced, then renamed over
-    ``path`` (``os.replace`` is atomic on POSIX). A crash leaves at most a stray ``.tmp`` file,
+    The bytes go to a temp file in the same folder, are flushed and fsynced, then the temp
+    file is renamed over ``path`` (``os.replace`` is atomic on POSIX), so a reader sees the old
+    file or the whole new one. A crash or an exception leaves at most a stray ``.tmp`` file,
     which nothing reads.
     """
     path = Path(path)
@@ -21,12 +25,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o644)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes | str) -> None:
+    """Write bytes (or UTF-8 text) to ``path`` atomically."""
+    with atomic_file(path) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON (no NaN) to ``path`` atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
+from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.maps import TARGETS, Entry, build_entries, role, truth
 
@@ -471,23 +470,6 @@ def format_console(lb: Leaderboard) -> str:
 # ----------------------------------------------------------------------------- files
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write bytes or text so a reader sees the old file or the whole new one (temp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def scatter_png(lb: Leaderboard) -> bytes:
     """Estimated vs true accuracy (%), one panel per group, one colour per estimator.
 
@@ -541,6 +523,6 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
     }
     paths = []
     for name, data in files.items():
-        write_atomic(out_dir / name, data)
+        write_bytes_atomic(out_dir / name, data)
         paths.append(out_dir / name)
     return paths

@@ -33,7 +33,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from multiprocessing import get_context
@@ -44,7 +43,7 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
-from ttabench.runner.store import write_json_atomic
+from ttabench.runner.store import atomic_file, write_json_atomic
 from ttabench.suites.corruptions import CONSTANTS, corrupt
 from ttabench.suites.npy_layout import CORRUPTIONS, HOLDOUT, SEVERITIES, CorruptionArraySuite
 
@@ -120,18 +119,9 @@ def base_arrays(seed: int = DEFAULT_SEED) -> dict[str, tuple[np.ndarray, np.ndar
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> tuple[str, int]:
-    """Write ``array`` to ``path`` via a temp file + rename; returns (sha256 hex, bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``array`` to ``path`` atomically; returns (sha256 hex, bytes)."""
+    with atomic_file(path) as handle:
+        np.save(handle, array)
     return file_sha256(path), path.stat().st_size
 
 
