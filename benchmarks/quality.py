@@ -7,6 +7,8 @@ Runs (each a normal ``ttabench run`` into runs/quality-*, resumable):
   checkpoints of plugins.toml give the ``[best]`` entries (step chosen on calibration splits
   only);
 - ``tent``: the same estimators with Tent instead of RDumb;
+- ``ts``: ``enigma+ts`` (WF with step-0 confidences temperature-scaled, T fitted on the
+  labelled source-validation split) on the RDumb trajectory;
 - ``faithful`` (``--faithful``): the reference protocol (probe 1,000, snapshots at 0 and 990)
   on severities 1, 3, 5 (it costs five times the default run).
 
@@ -41,9 +43,9 @@ VARIANTS = ["enigma", "enigma-unweighted", "enigma-source"]
 BASELINE_PREFIXES = ("ac", "doc", "atc", "cot", "nuclear", "mano", "mde", "dispersion")
 
 
-def run(name: str, extra: list[str]) -> Path:
+def run(name: str, extra: list[str], estimators: list[str] = VARIANTS) -> Path:
     out = ROOT / "runs" / f"quality-{name}"
-    cmd = [*TTABENCH, "run", "-e", ",".join(VARIANTS), "-o", str(out), *extra]
+    cmd = [*TTABENCH, "run", "-e", ",".join(estimators), "-o", str(out), *extra]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out
@@ -149,6 +151,8 @@ def main() -> None:
     runs = [("rdumb", run("rdumb", []))]
     if not args.skip_tent:
         runs.append(("tent", run("tent", ["-a", "tent", "--no-baselines"])))
+    runs.append(("rdumb, temperature-scaled WF",
+                 run("ts", ["--no-baselines"], ["enigma+ts"])))
     if args.faithful:
         out = ROOT / "runs" / "quality-faithful"
         cmd = [*TTABENCH, "run", "-e", "enigma", "--set", "estimator.enigma.faithful=true",

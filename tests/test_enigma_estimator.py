@@ -11,7 +11,12 @@ import torch
 from ttabench.api import TrajectoryContext, TrajectoryPlan
 from ttabench.errors import TTABenchError
 from ttabench_enigma.calibrations import load_calibration
-from ttabench_enigma.estimator import UnweightedFlips, WeightedFlips, WeightedFlipsSource
+from ttabench_enigma.estimator import (
+    UnweightedFlips,
+    WeightedFlips,
+    WeightedFlipsSource,
+    WeightedFlipsTS,
+)
 from ttabench_enigma.flips import weighted_flips
 
 CLASSES = 10
@@ -225,9 +230,41 @@ def test_deterministic() -> None:
         assert first.extras == second.extras
 
 
-@pytest.mark.parametrize("cls", [WeightedFlips, UnweightedFlips, WeightedFlipsSource])
+@pytest.mark.parametrize("cls", [WeightedFlips, UnweightedFlips, WeightedFlipsSource, WeightedFlipsTS])
 def test_conformance_kit(cls) -> None:
     from ttabench.testing import check_estimator
 
     # a short trajectory keeps the kit fast (the defaults would replay 990 steps four times)
     check_estimator(cls, probe_size=64, checkpoints=(0, 3, 6))
+
+
+def test_temperature_scaled_variant_ranks_scaled_confidences() -> None:
+    from dataclasses import replace
+
+    from ttabench.api import Outputs
+    from ttabench.estimators.functional import fit_temperature
+    from ttabench_enigma.estimator import WeightedFlipsTS
+
+    n = 400
+    snaps = {0: logits_for(n, 21) * 3, 990: logits_for(n, 22)}
+    # over-confident validation logits: the fitted temperature is well above 1
+    g = torch.Generator().manual_seed(5)
+    val_logits = torch.randn(300, CLASSES, generator=g) * 8
+    val_labels = torch.where(torch.rand(300, generator=g) < 0.5, val_logits.argmax(1),
+                             torch.randint(0, CLASSES, (300,), generator=g))
+    temperature = fit_temperature(val_logits, val_labels)
+    assert temperature > 1.5
+    ctx = replace(context(n), source_val=Outputs(val_logits, val_labels))
+    result = drive(WeightedFlipsTS(probe_size=n), snaps, ctx)
+    # independent computation: numpy softmax of z0 / T, then the reference's weighting
+    pred0, _ = plain_snapshot(snaps[0])
+    _, conf_t = plain_snapshot(snaps[0] / temperature)
+    pred1, _ = plain_snapshot(snaps[990])
+    assert result.value == pytest.approx(weighted_flips(pred0, conf_t, pred1), rel=1e-9)
+    assert result.extras["temperature"] == pytest.approx(temperature)
+    plain = drive(WeightedFlips(probe_size=n), snaps, context(n))
+    assert plain.extras["temperature"] == 1.0
+    assert result.value != pytest.approx(plain.value, rel=1e-6)  # the ranks did change
+    assert WeightedFlipsTS.needs >= {"source_val"}
+    with pytest.raises(TTABenchError, match="source-validation"):
+        drive(WeightedFlipsTS(probe_size=n), snaps, context(n))

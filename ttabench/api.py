@@ -231,6 +231,7 @@ class TrajectoryContext:
     the probe images (taken from the static pass, no extra forward). ``probe_size``: the
     number of probe images actually used (smaller than asked when the split is small).
     ``model_id``: the model's id, so a calibration fitted for another model can be refused.
+    ``source_val``: the labelled source-validation outputs, for estimators that need them.
     """
 
     num_classes: int
@@ -239,6 +240,7 @@ class TrajectoryContext:
     probe_source_logits: torch.Tensor
     dataset_size: int
     model_id: str | None = None
+    source_val: Outputs | None = None
 
 
 class TrajectoryEstimator(Estimator):

@@ -306,6 +306,8 @@ def _trajectory_estimate(estimator: TrajectoryEstimator, seed: int) -> EstimateR
         probe_size=n_probe,
         probe_source_logits=base.clone(),
         dataset_size=len(stream),
+        source_val=(_outputs(*_images(128, seed=1), features=False)
+                    if "source_val" in estimator.needs else None),
     )
     return estimator.compute(context)
 

@@ -10,7 +10,12 @@ Library use (the shape tent, EATA and SAR users know)::
 
 from ttabench_enigma.adapters import EATA, ETA, RDumb, Tent, softmax_entropy
 from ttabench_enigma.calibrations import list_calibrations, load_calibration
-from ttabench_enigma.estimator import UnweightedFlips, WeightedFlips, WeightedFlipsSource
+from ttabench_enigma.estimator import (
+    UnweightedFlips,
+    WeightedFlips,
+    WeightedFlipsSource,
+    WeightedFlipsTS,
+)
 from ttabench_enigma.flips import flip_curve, weighted_flips
 from ttabench_enigma.norm import collect_params, configure_model
 
@@ -24,6 +29,7 @@ __all__ = [
     "UnweightedFlips",
     "WeightedFlips",
     "WeightedFlipsSource",
+    "WeightedFlipsTS",
     "collect_params",
     "configure_model",
     "flip_curve",

@@ -116,6 +116,7 @@ class WeightedFlips(TrajectoryEstimator):
             self.calibration = load_calibration(calibration)
             self._check_calibration({})
         self._snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._logits0: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ protocol
 
@@ -145,6 +146,7 @@ class WeightedFlips(TrajectoryEstimator):
 
     def reset(self) -> None:
         self._snapshots = {}
+        self._logits0 = None
 
     def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
         """Keep argmax class and max softmax probability per probe image at a planned step."""
@@ -155,8 +157,15 @@ class WeightedFlips(TrajectoryEstimator):
                 f"{self.name}: probe logits must be (n, classes), got shape "
                 f"{tuple(probe_logits.shape)}"
             )
-        conf, pred = torch.softmax(probe_logits.detach().double(), dim=1).max(dim=1)
-        self._snapshots[step] = (pred.cpu(), conf.cpu())
+        logits = probe_logits.detach().double().cpu()
+        conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+        self._snapshots[step] = (pred, conf)
+        if step == 0:
+            self._logits0 = logits
+
+    def temperature(self, context: TrajectoryContext) -> float:
+        """The temperature of the step-0 confidences that weight the flips (1: none)."""
+        return 1.0
 
     # ------------------------------------------------------------------ computing
 
@@ -182,6 +191,9 @@ class WeightedFlips(TrajectoryEstimator):
                 f"{context.steps_run} steps); the runner must reach every planned checkpoint"
             )
         pred0, conf0 = self._snapshots[0]
+        temperature = self.temperature(context)
+        if temperature != 1.0:  # argmax is unchanged; the confidence ranks can change (K > 2)
+            conf0 = torch.softmax(self._logits0 / temperature, dim=1).max(dim=1).values
         n = len(pred0)
         if n != context.probe_size or n > self.probe_size:
             raise TTABenchError(
@@ -197,6 +209,7 @@ class WeightedFlips(TrajectoryEstimator):
             "probe_size": n,
             "probe_size_requested": self.probe_size,
             "rescale": rescale,
+            "temperature": temperature,
         }
         return scores, extras
 
@@ -283,4 +296,26 @@ class WeightedFlipsSource(WeightedFlips):
         return self._result(value, combined, extras, context)
 
 
-__all__ = ["REFERENCE", "UnweightedFlips", "WeightedFlips", "WeightedFlipsSource"]
+class WeightedFlipsTS(WeightedFlips):
+    """WF whose step-0 confidences are temperature-scaled before ranking (``enigma+ts``).
+
+    One temperature ``T = argmin_T NLL(softmax(z / T), y)`` is fitted on the labelled
+    source-validation outputs of the frozen model in eval mode (the reference code fitted it
+    with the model left in train mode). Predictions, hence flips, do not depend on T; the
+    weights ``rank(max softmax(z0 / T)) / n`` can, with more than two classes. Reported as a
+    separate entry; needs the suite's labelled validation split.
+    """
+
+    name: ClassVar[str] = "enigma+ts"
+    needs = frozenset({"source_val", "temperature"})
+
+    def temperature(self, context: TrajectoryContext) -> float:
+        from ttabench.estimators.functional import fit_temperature
+
+        val = context.source_val
+        if val is None or val.labels is None:
+            raise TTABenchError(f"{self.name} needs labelled source-validation outputs")
+        return float(fit_temperature(val.logits, val.labels))
+
+
+__all__ = ["REFERENCE", "UnweightedFlips", "WeightedFlips", "WeightedFlipsSource", "WeightedFlipsTS"]

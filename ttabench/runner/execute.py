@@ -193,6 +193,7 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         probe_source_logits=source_logits[probe_idx],
         dataset_size=n,
         model_id=inputs.model.model_id,
+        source_val=inputs.source_val,
     )
     return {
         "adapted": correct / seen if seen else None,
