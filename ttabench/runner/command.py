@@ -196,9 +196,10 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     finish_run(out, cells, n_boot)
     phases = {"setup (suite + model)": setup_time, "cells": cells_time,
               "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
+    todo_keys = {p.key for p in todo}
+    ran = [c for c in cells if c.get("status") == "ok" and c["key"] in todo_keys]
     for key in ("source_pass", "bn_pass", "static_estimators", "adaptation"):
-        phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in cells
-                                      if c.get("status") == "ok" and c["key"] in {p.key for p in todo})
+        phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in ran)
     write_json_atomic(out / "run.json", {"spec": spec.__dict__, "config": config.source,
                                          "overrides": config.overrides, "cells": len(plans),
                                          "ran": counts, "phases_seconds": phases})

@@ -21,10 +21,12 @@ from torch.utils.data import Dataset
 from ttabench.errors import TTABenchError
 
 
-def stream_order(n: int, seed: int, epochs: int) -> torch.Tensor:
-    """Dataset indices of ``epochs`` consecutive seeded permutations of ``range(n)``."""
+def epochs(n: int, seed: int) -> Iterator[torch.Tensor]:
+    """The stream's epochs: consecutive ``randperm(n)`` draws from one generator seeded with
+    ``seed``, without end."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
+    while True:
+        yield torch.randperm(n, generator=generator)
 
 
 def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
@@ -35,11 +37,8 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[t
             f"the split has {n} images, fewer than one batch of {batch_size}; lower --batch-size"
         )
     per_epoch = n // batch_size
-    epochs = -(-steps // per_epoch) if steps > 0 else 0
-    generator = torch.Generator().manual_seed(seed)
     step = 0
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
+    for order in epochs(n, seed):
         for b in range(per_epoch):
             if step == steps:
                 return
@@ -49,7 +48,7 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[t
 
 def first_epoch(n: int, seed: int) -> torch.Tensor:
     """The order of the first epoch of the stream (the probe is its start)."""
-    return stream_order(n, seed, 1)
+    return next(epochs(n, seed))
 
 
 def gather(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

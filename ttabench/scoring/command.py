@@ -14,7 +14,16 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
-from ttabench.scoring.maps import TARGETS, VALUE, fit_map, protocol_facts, record, role, score_of, truth
+from ttabench.scoring.maps import (
+    TARGETS,
+    VALUE,
+    fit_map,
+    labelled_points,
+    protocol_facts,
+    record,
+    role,
+    score_of,
+)
 from ttabench.scoring.metrics import mae_by_dataset
 
 
@@ -85,17 +94,7 @@ def _select_points(
         raise TTABenchError(
             "no calibration-role cells in these folders; run calibration splits or pass --splits all"
         )
-    chosen, xs, ys, datasets = [], [], [], []
-    for cell in pool:
-        rec = record(cell, estimator)
-        x = score_of(rec, score) if rec is not None else None
-        y = truth(cell, target)
-        if x is not None and y is not None:
-            chosen.append(cell)
-            xs.append(x)
-            ys.append(y)
-            datasets.append(str(cell["split"].get("dataset")))
-    return chosen, np.asarray(xs), np.asarray(ys), datasets, target
+    return (*labelled_points(pool, estimator, score, target), target)
 
 
 @click.command("fit")

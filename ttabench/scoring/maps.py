@@ -110,6 +110,24 @@ def truth(cell: dict[str, Any], target: str) -> float | None:
     return _finite((cell.get("targets") or {}).get(target))
 
 
+def labelled_points(
+    cells: list[dict[str, Any]], estimator: str, score: str, target: str
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, list[str]]:
+    """The cells where ``estimator`` has a finite ``score`` and ``target`` is known, with the
+    scores, the true accuracies and each cell's dataset, in cell order."""
+    chosen, xs, ys, datasets = [], [], [], []
+    for cell in cells:
+        rec = record(cell, estimator)
+        x = score_of(rec, score) if rec is not None else None
+        y = truth(cell, target)
+        if x is not None and y is not None:
+            chosen.append(cell)
+            xs.append(x)
+            ys.append(y)
+            datasets.append(str(cell["split"].get("dataset")))
+    return chosen, np.asarray(xs), np.asarray(ys), datasets
+
+
 def protocol_facts(
     cells: list[dict[str, Any]], estimator: str, score: str = VALUE, strict: bool = True
 ) -> dict[str, Any]:
@@ -367,18 +385,10 @@ def select_score(
     """
     best: tuple[float, str] | None = None
     for score in sorted(candidates):
-        x, y, datasets = [], [], []
-        for cell in calib:
-            rec = record(cell, estimator)
-            value = score_of(rec, score) if rec is not None else None
-            acc = truth(cell, target)
-            if value is not None and acc is not None:
-                x.append(value)
-                y.append(acc)
-                datasets.append(str(cell["split"].get("dataset")))
+        _, x, y, datasets = labelled_points(calib, estimator, score, target)
         if len(x) < degree + 2:
             continue
-        mae = loo_mae(np.asarray(x), np.asarray(y), datasets, degree)
+        mae = loo_mae(x, y, datasets, degree)
         if best is None or mae < best[0]:
             best = (mae, score)
     if best is None:
