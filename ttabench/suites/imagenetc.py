@@ -53,6 +53,7 @@ from ttabench.suites.images import (
 from ttabench.suites.npy_layout import (
     CORRUPTIONS,
     HOLDOUT,
+    corruption_splits,
     parse_names,
     parse_optional_int,
     parse_severities,
@@ -158,17 +159,8 @@ class ImageNetC(Suite):
         return None
 
     def splits(self) -> list[SplitSpec]:
-        out = [
-            SplitSpec(f"{c}-{s}", c, s, "eval") for c in self.corruptions for s in self.severities
-        ]
-        out += [
-            SplitSpec(f"{c}-{s}", c, s, "calibration")
-            for c in self.holdouts
-            for s in self.severities
-        ]
-        if self.val_dir is not None:
-            out.append(SplitSpec("clean", "clean", None, "calibration"))
-        return out
+        return corruption_splits(self.corruptions, self.holdouts, self.severities,
+                                 clean=self.val_dir is not None)
 
     def wnids(self) -> list[str]:
         """The sorted 1000 ImageNet wnids (label = position)."""

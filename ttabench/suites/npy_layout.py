@@ -21,6 +21,7 @@ Arrays are opened with ``np.load(mmap_mode="r")``: a split reads only its own ro
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,19 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 # --------------------------------------------------------------------------- the suite
 
 
+def corruption_splits(
+    corruptions: Sequence[str], holdouts: Sequence[str], severities: Sequence[int], clean: bool
+) -> list[SplitSpec]:
+    """The splits of a corruption suite, in the recorded order: every evaluation corruption x
+    severity (``"<corruption>-<severity>"``, role eval), then every holdout corruption x
+    severity (role calibration), then ``clean`` (calibration) when present."""
+    out = [SplitSpec(f"{c}-{s}", c, s, "eval") for c in corruptions for s in severities]
+    out += [SplitSpec(f"{c}-{s}", c, s, "calibration") for c in holdouts for s in severities]
+    if clean:
+        out.append(SplitSpec(CLEAN, CLEAN, None, "calibration"))
+    return out
+
+
 class CorruptionArraySuite(Suite):
     """A corruption benchmark stored in the CIFAR-10-C layout (see the module docstring).
 
@@ -266,17 +280,8 @@ class CorruptionArraySuite(Suite):
 
     def splits(self) -> list[SplitSpec]:
         """The 15 (or chosen) corruptions x severities, then holdout x severities, then clean."""
-        out = [
-            SplitSpec(f"{c}-{s}", c, s, "eval") for c in self.corruptions for s in self.severities
-        ]
-        out += [
-            SplitSpec(f"{c}-{s}", c, s, "calibration")
-            for c in self.holdout_present
-            for s in self.severities
-        ]
-        if self.holdout and self.has_clean:
-            out.append(SplitSpec(CLEAN, CLEAN, None, "calibration"))
-        return out
+        return corruption_splits(self.corruptions, self.holdout_present, self.severities,
+                                 clean=self.holdout and self.has_clean)
 
     def _take(self, available: int) -> int:
         return available if self.n_examples is None else min(self.n_examples, available)
