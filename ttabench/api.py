@@ -17,9 +17,15 @@ Data flow of one cell (see ``ttabench.runner.execute``):
 1. one forward pass of the frozen source model (eval mode, running statistics) over the split
    gives ``Outputs`` that feed the ``source`` target and every ``StaticEstimator``;
 2. one pass with test-batch normalization statistics gives the ``bn`` target;
-3. one adaptation trajectory (seeded stream, probe = first ``probe_size`` images of the stream)
-   feeds every ``TrajectoryEstimator`` at the checkpoints it asks for, and gives the ``adapted``
-   target (online accuracy of the adapted model). Adaptation stops at the last step needed.
+3. one adaptation trajectory (seeded stream; probe = the first ``probe_size`` images of the
+   stream, or of a separate shuffled pass, see ``TrajectoryPlan.probe_draw``) feeds every
+   ``TrajectoryEstimator`` at the checkpoints it asks for, and gives the ``adapted`` target
+   (online accuracy of the adapted model). Adaptation stops at the last step needed.
+
+Labels are logit indices (of the restricted logits when ``Suite.class_subset`` is set), except
+for a suite with ``label_sets``: then label ``y`` is correct for a prediction ``p`` iff ``p`` is
+in ``label_sets[y]`` (ObjectNet's and ImageNet-D's many-to-one class maps, ImageNet-Hard's
+multi-label images). A label of -1 is never correct (a dataset without the model's classes).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 Role = Literal["eval", "calibration"]
+#: How the probe is drawn (``TrajectoryPlan.probe_draw``; see ``ttabench.runner.stream``).
+PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 Target = Literal["source", "bn", "adapted"]
 TARGETS: tuple[Target, ...] = ("source", "bn", "adapted")
 
@@ -70,6 +78,9 @@ class Suite(ABC):
     num_classes: int
     #: Logit indices the model's outputs are restricted to (ImageNet-R/A's 200 classes), or None.
     class_subset: list[int] | None = None
+    #: When labels are not logit indices: label ``y`` is correct for a prediction ``p`` iff
+    #: ``p in label_sets[y]``; None: iff ``p == y``. Either way a label of -1 is never correct.
+    label_sets: list[tuple[int, ...]] | None = None
 
     @abstractmethod
     def splits(self) -> list[SplitSpec]:
@@ -86,6 +97,11 @@ class Suite(ABC):
     @abstractmethod
     def record(self) -> dict[str, Any]:
         """Protocol facts for the cell record: data location, split order, preprocessing..."""
+
+    def size(self, split: SplitSpec) -> int:
+        """Images in a split, for planning (``ttabench run --dry-run``); folder suites count
+        files without reading them (unreadable files are left out only when indexed)."""
+        return len(self.dataset(split))
 
 
 # --------------------------------------------------------------------------- models
@@ -214,13 +230,17 @@ class TrajectoryPlan:
     """What a trajectory estimator asks of the adaptation run.
 
     ``checkpoints``: steps at which the probe is snapshotted; 0 means before the first update,
-    k means after k updates. ``probe_size``: images from the start of the seeded stream.
-    ``chunk``: probe images per no-grad forward pass (batch statistics depend on it).
+    k means after k updates. ``probe_size``: images taken for the probe. ``chunk``: probe images
+    per no-grad forward pass (batch statistics depend on it). ``probe_draw`` (see
+    ``ttabench.runner.stream``): ``"stream"`` takes the probe from the start of the adaptation
+    stream; ``"reference"`` from a separate shuffled pass drawn before the stream's epochs, as
+    the reference implementation of Weighted Flips does.
     """
 
     probe_size: int
     checkpoints: tuple[int, ...]
     chunk: int = 100
+    probe_draw: str = "stream"
 
 
 @dataclass
@@ -232,6 +252,8 @@ class TrajectoryContext:
     number of probe images actually used (smaller than asked when the split is small).
     ``model_id``: the model's id, so a calibration fitted for another model can be refused.
     ``source_val``: the labelled source-validation outputs, for estimators that need them.
+    ``num_classes`` is the width of the logits the estimator sees (200 on ImageNet-R's subset);
+    ``model_num_classes`` the model's own output count (1000 there).
     """
 
     num_classes: int
@@ -241,6 +263,7 @@ class TrajectoryContext:
     dataset_size: int
     model_id: str | None = None
     source_val: Outputs | None = None
+    model_num_classes: int | None = None
 
 
 class TrajectoryEstimator(Estimator):
@@ -271,6 +294,7 @@ __all__ = [
     "Estimator",
     "LoadedModel",
     "Outputs",
+    "PROBE_DRAWS",
     "Role",
     "SplitSpec",
     "StaticEstimator",

@@ -11,6 +11,14 @@ are rescaled to the requested probe size, ``score * requested / actual``, the pa
 for a 100-image probe ("multiply WF by 10 and use the 1000-image f"). The factor is recorded in
 ``extras["rescale"]``.
 
+Limited memory (the paper's ablation): a 100-image probe with ``flip_scale=10`` multiplies the
+flip scores by 10 so the 1,000-image f applies; a calibration is checked against the effective
+probe size ``probe_size * flip_scale``.
+
+Probe draw: ``probe_draw="stream"`` (the default) takes the probe from the start of the
+adaptation stream; ``"reference"`` from a separate shuffled pass, as the reference code does
+(see ``ttabench.runner.stream``). ``faithful=True`` uses the reference draw.
+
 Confidences are max softmax probabilities computed in float64 at temperature 1 (see
 ``ttabench_enigma.flips`` on why a temperature would matter).
 """
@@ -23,15 +31,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from ttabench.api import EstimateResult, TrajectoryContext, TrajectoryEstimator, TrajectoryPlan
+from ttabench.api import (
+    PROBE_DRAWS,
+    EstimateResult,
+    TrajectoryContext,
+    TrajectoryEstimator,
+    TrajectoryPlan,
+)
 from ttabench.calibration import Calibration
 from ttabench.errors import TTABenchError
 from ttabench_enigma.calibrations import load_calibration
 from ttabench_enigma.flips import flip_curve
 
-#: The reference protocol (oripress/EntropyEnigma): probe 1000, snapshots at 0 and 990, chunks
-#: of 100. The batch size (64) and the adapter are the runner's.
-REFERENCE = {"probe_size": 1000, "checkpoints": (0, 990), "estimate_at": 990, "chunk": 100}
+#: The reference protocol (oripress/EntropyEnigma): probe 1000 drawn from a separate shuffled
+#: pass, snapshots at 0 and 990, chunks of 100. The batch size (64) and the adapter are the
+#: runner's.
+REFERENCE = {"probe_size": 1000, "checkpoints": (0, 990), "estimate_at": 990, "chunk": 100,
+             "probe_draw": "reference", "flip_scale": 1.0}
 
 
 class WeightedFlips(TrajectoryEstimator):
@@ -43,8 +59,10 @@ class WeightedFlips(TrajectoryEstimator):
     ``estimate = f(value)`` as a fraction, after checking the calibration's input score, steps,
     probe size, number of classes and, when the context carries a ``model_id``, the model,
     unless ``force_calibration``); ``chunk`` probe
-    images per forward pass; ``faithful`` refuses anything but the reference protocol.
-    ``scores`` holds ``wf@k`` and ``u@k`` for every checkpoint ``k > 0``.
+    images per forward pass; ``faithful`` refuses anything but the reference protocol;
+    ``probe_draw`` (``"stream"``, or ``"reference"``, the default when faithful);
+    ``flip_scale`` multiplies the flip scores (10 with a 100-image probe: the paper's
+    limited-memory rule). ``scores`` holds ``wf@k`` and ``u@k`` for every checkpoint ``k > 0``.
     """
 
     name: ClassVar[str] = "enigma"
@@ -64,12 +82,26 @@ class WeightedFlips(TrajectoryEstimator):
         chunk: int = 100,
         faithful: bool = False,
         small_probe: str = "error",
+        probe_draw: str | None = None,
+        flip_scale: float = 1.0,
     ) -> None:
         if small_probe not in ("error", "rescale"):
             raise TTABenchError(
                 f"{self.name}: small_probe must be 'error' or 'rescale', got {small_probe!r}"
             )
         self.small_probe = small_probe
+        probe_draw = ("reference" if faithful else "stream") if probe_draw is None else probe_draw
+        if probe_draw not in PROBE_DRAWS:
+            raise TTABenchError(
+                f"{self.name}: probe_draw must be one of {', '.join(PROBE_DRAWS)}, "
+                f"got {probe_draw!r}"
+            )
+        self.probe_draw = probe_draw
+        if isinstance(flip_scale, bool) or not isinstance(flip_scale, (int, float)) \
+                or not flip_scale > 0:
+            raise TTABenchError(f"{self.name}: flip_scale must be a positive number, "
+                                f"got {flip_scale!r}")
+        self.flip_scale = float(flip_scale)
         if not isinstance(probe_size, int) or probe_size < 1:
             raise TTABenchError(
                 f"{self.name}: probe_size must be a positive integer, got {probe_size!r}"
@@ -103,6 +135,8 @@ class WeightedFlips(TrajectoryEstimator):
                 "checkpoints": self.checkpoints,
                 "estimate_at": estimate_at,
                 "chunk": chunk,
+                "probe_draw": probe_draw,
+                "flip_scale": self.flip_scale,
             }
             wrong = {k: v for k, v in used.items() if v != REFERENCE[k]}
             if wrong:
@@ -139,10 +173,12 @@ class WeightedFlips(TrajectoryEstimator):
             "chunk": self.chunk,
             "faithful": self.faithful,
             "small_probe": self.small_probe,
+            "probe_draw": self.probe_draw,
+            "flip_scale": self.flip_scale,
         }
 
     def plan(self) -> TrajectoryPlan:
-        return TrajectoryPlan(self.probe_size, self.checkpoints, self.chunk)
+        return TrajectoryPlan(self.probe_size, self.checkpoints, self.chunk, self.probe_draw)
 
     def reset(self) -> None:
         self._snapshots = {}
@@ -179,7 +215,9 @@ class WeightedFlips(TrajectoryEstimator):
                 f"calibration {cal.id!r} maps {cal.input!r} but {self.name} produces "
                 f"{self.score_input!r}; use a matching calibration or force_calibration=True"
             )
-        cal.check({"steps": self.estimate_at, "probe_size": self.probe_size, **run_facts})
+        probe = self.probe_size * self.flip_scale
+        cal.check({"steps": self.estimate_at,
+                   "probe_size": int(probe) if float(probe).is_integer() else probe, **run_facts})
 
     def _flip_scores(self, context: TrajectoryContext) -> tuple[dict[str, float], dict[str, Any]]:
         """Rescaled ``wf@k`` (weighted) or ``u@k`` (unweighted) scores, one per checkpoint, and
@@ -200,7 +238,7 @@ class WeightedFlips(TrajectoryEstimator):
                 f"{self.name}: got {n} probe images but the context says {context.probe_size} "
                 f"(requested {self.probe_size})"
             )
-        rescale = self.probe_size / n
+        rescale = self.probe_size / n * self.flip_scale
         curve = flip_curve(pred0, conf0, {k: self._snapshots[k][0] for k in self.checkpoints[1:]})
         kind = "wf" if self.weighted else "u"
         scores = {f"{kind}@{k}": c[kind] * rescale for k, c in curve.items()}
@@ -222,9 +260,9 @@ class WeightedFlips(TrajectoryEstimator):
     ) -> EstimateResult:
         estimate = None
         if self.calibration is not None:
-            self._check_calibration(
-                {"num_classes": context.num_classes, "model": getattr(context, "model_id", None)}
-            )
+            # the model's own class count: a 1000-class model's f holds on a 200-class subset
+            classes = context.model_num_classes or context.num_classes
+            self._check_calibration({"num_classes": classes, "model": context.model_id})
             estimate = float(self.calibration(value))
             extras["calibration"] = {
                 "id": self.calibration.id,

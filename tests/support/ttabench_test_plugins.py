@@ -134,3 +134,56 @@ def ten_class_model(arg: str | None = None, *, cache_dir=None, num_classes=None)
     loaded.num_classes = 10
     loaded.model_id = "ten-class"
     return loaded
+
+
+class IndexReader(nn.Module):
+    """A 1000-class BatchNorm net for fabricated ImageNet-style trees: a small conv path plus
+    a fixed read-out that decodes the class an image's flat colour encodes (R, G: the label in
+    base 32), so predictions are mostly right and adaptation has something to move."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+        self.fc = nn.Linear(8, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, g = x[:, 0].mean((1, 2)) * 255, x[:, 1].mean((1, 2)) * 255
+        code = ((r - 4) / 8).round() + 32 * ((g - 4) / 8).round()
+        prior = -0.5 * (torch.arange(1000, device=x.device)[None] - code[:, None]).abs()
+        return self.fc(self.features(x)) + prior
+
+
+def fake_rn50(arg: str | None = None, *, cache_dir=None, num_classes=None) -> LoadedModel:
+    """``IndexReader`` under the id of the torchvision ResNet-50 V1, so that the calibrations
+    shipped for that model are checked against it (class count, steps, probe size)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = IndexReader().eval()
+    return LoadedModel(module=net, num_classes=1000,
+                       model_id="torchvision:resnet50/IMAGENET1K_V1", weights_hash="fake-rn50",
+                       preprocessing={"input_size": 16}, classifier="fc")
+
+
+class RecordingAdapter(Adapter):
+    """Records the images it adapts on and the probe images it predicts (their first pixel's
+    blue value encodes the item index), and never changes the model."""
+
+    name = "recording"
+    seen: dict[str, list[int]] = {"probe": [], "stream": []}
+
+    @staticmethod
+    def ids(x: torch.Tensor) -> list[int]:
+        return [int(v) for v in (x[:, 2, 0, 0] * 255).round().tolist()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        RecordingAdapter.seen["stream"] += self.ids(x)
+        return self.model(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        RecordingAdapter.seen["probe"] += self.ids(x)
+        return self.model(x)
+
+    def reset(self) -> None:
+        pass

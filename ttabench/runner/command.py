@@ -146,9 +146,11 @@ def with_options(options):
 @click.option("--jobs", "-j", type=int, default=None,
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
-        retries, executor, ray_address, workers, jobs, n_boot) -> None:
+        retries, executor, ray_address, workers, jobs, n_boot, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them."""
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
@@ -170,6 +172,11 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     bench = Benchmark(spec, show_progress=True)
     setup_time = time.perf_counter() - t
     plans = bench.plan()
+    if dry_run:
+        from ttabench.runner.dry_run import describe
+
+        click.echo("\n".join(describe(bench, plans)))
+        return
     todo = pending_cells(plans, out, shard_of)
     click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
                + (f" (shard {shard})" if shard else "") + f"; output {out}")

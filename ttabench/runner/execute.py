@@ -7,7 +7,8 @@ The order of work (see ``ttabench.api`` for the contracts):
 2. the ``bn`` pass: the same weights with test-batch statistics, over the first epoch of the
    seeded stream in batches of ``batch_size``;
 3. the trajectory: the adapter steps through the seeded stream; the probe (the first
-   ``probe_size`` stream images) is snapshotted with ``adapter.predict`` in chunks at each
+   ``probe_size`` images of the first draw, see ``ttabench.runner.stream`` for the two probe
+   draws) is snapshotted with ``adapter.predict`` in chunks at each
    checkpoint any trajectory estimator asked for; the online predictions give the
    ``adapted`` accuracy. Adaptation stops at the last step any estimator needs (or at
    ``steps`` when given and larger).
@@ -44,11 +45,12 @@ from ttabench.runner.passes import (
     accuracy,
     batch_statistics_copy,
     check_finite,
+    correct,
     has_batch_norm,
     restrict,
     source_pass,
 )
-from ttabench.runner.stream import first_epoch, gather, stream_indices
+from ttabench.runner.stream import first_epoch, gather, stream_indices, stream_start
 
 
 def seed_everything(seed: int) -> None:
@@ -115,13 +117,13 @@ def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
     if len(chunks) > 1 and len(chunks[-1]) < 2:
         chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
     bn_model = batch_statistics_copy(model)
-    correct = 0
+    right = 0
     for x, y in batches.batches(chunks):
         logits = restrict(bn_model(to_unit_float(x).to(inputs.device)), class_subset)
         check_finite(logits, "the batch-statistics model")
-        correct += int((logits.argmax(1).cpu() == y).sum())
+        right += int(correct(logits, y, inputs.suite.label_sets).sum())
     _count(inputs, "bn_pass")
-    return correct / sum(len(c) for c in chunks)
+    return right / sum(len(c) for c in chunks)
 
 
 def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
@@ -134,6 +136,11 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     if len(chunks) > 1:
         raise TTABenchError(f"trajectory estimators ask for different probe chunks {sorted(chunks)}")
     chunk = chunks.pop() if chunks else 100
+    draws = {p.probe_draw for p in plans.values() if p.probe_size}
+    if len(draws) > 1:
+        raise TTABenchError(f"trajectory estimators ask for different probe draws {sorted(draws)}")
+    probe_draw = draws.pop() if draws else "stream"
+    start = stream_start(probe_draw)
     wanted: dict[int, list[str]] = {}
     for name, plan in plans.items():
         for step in plan.checkpoints:
@@ -169,8 +176,8 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
             trajectory[name].on_snapshot(step, logits)
 
     snapshot(0)
-    correct = seen = 0
-    index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps))
+    right = seen = 0
+    index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps, start))
     progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(batches.batches(index_batches), start=1):
@@ -178,7 +185,7 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         raw = adapter(x)
         logits = restrict(raw, class_subset)
         check_finite(logits, f"the adapter at step {step}")
-        correct += int((logits.argmax(1).cpu() == y).sum())
+        right += int(correct(logits, y, inputs.suite.label_sets).sum())
         seen += len(y)
         for est in trajectory.values():
             est.on_step(step, x, logits, adapter)
@@ -194,11 +201,13 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         dataset_size=n,
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
+        model_num_classes=inputs.model.num_classes,
     )
     return {
-        "adapted": correct / seen if seen else None,
+        "adapted": right / seen if seen else None,
         "steps": steps,
         "probe_size": len(probe_idx),
+        "probe_draw": probe_draw,
         "results": {name: est.compute(context) for name, est in trajectory.items()},
         "adapter_params": adapter.params(),
         "adapter_counters": adapter.counters(),
@@ -239,7 +248,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     targets: dict[str, float | None] = {"source": None, "bn": None}
     t = time.perf_counter()
     if inputs.labelled:
-        targets["source"] = accuracy(split_pass.outputs.logits, labels)
+        targets["source"] = accuracy(split_pass.outputs.logits, labels, inputs.suite.label_sets)
         targets["bn"] = (bn_accuracy(module, batches, n, inputs, inputs.suite.class_subset)
                          if has_batch_norm(module) else targets["source"])
     timings["bn_pass"] = time.perf_counter() - t
@@ -253,7 +262,8 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
 
     trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
-                                  "adapter_params": {}, "adapter_counters": {}}
+                                  "probe_draw": None, "adapter_params": {},
+                                  "adapter_counters": {}}
     t = time.perf_counter()
     if trajectory or inputs.steps:
         adaptation = _trajectory(inputs, batches, n, split_pass.outputs.logits, trajectory)

@@ -123,6 +123,22 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, NORM_TYPES) for m in model.modules())
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy as a fraction."""
-    return float((logits.argmax(1) == labels).float().mean())
+def correct(logits: torch.Tensor, labels: torch.Tensor,
+            label_sets: list[tuple[int, ...]] | None = None) -> torch.Tensor:
+    """Whether each top-1 prediction is right (bool, on the CPU): ``argmax == label``, or with
+    ``label_sets`` ``argmax in label_sets[label]``; a label of -1 is never right."""
+    predicted = logits.argmax(1).cpu()
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    if label_sets is None:
+        return (predicted == labels) & (labels >= 0)
+    table = torch.zeros(len(label_sets) + 1, logits.shape[1], dtype=torch.bool)
+    for row, members in enumerate(label_sets):
+        table[row, list(members)] = True
+    rows = torch.where(labels >= 0, labels, torch.full_like(labels, len(label_sets)))
+    return table[rows, predicted]
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor,
+             label_sets: list[tuple[int, ...]] | None = None) -> float:
+    """Top-1 accuracy as a fraction (see ``correct``)."""
+    return float(correct(logits, labels, label_sets).float().mean())

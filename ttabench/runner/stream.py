@@ -7,8 +7,17 @@ Protocol (the reference protocol of Weighted Flips, with its pitfalls fixed):
   fixed by ``(N, seed)``;
 - batches of ``batch_size``, ``drop_last``: an epoch gives ``N // batch_size`` batches, and the
   stream replays further epochs until the requested number of steps is reached;
-- the probe is the first ``probe_size`` images of the first epoch (they are also used for
-  adaptation). It is stored as the dataset gives it (uint8), a quarter of a float32 copy.
+- the probe is the first ``probe_size`` images of the first draw (``first_epoch``); it is
+  stored as the dataset gives it (uint8), a quarter of a float32 copy. Two draws (the
+  ``probe_draw`` of a ``TrajectoryPlan``):
+
+  - ``"stream"``: the adaptation stream starts with that same draw, so the probe is also the
+    stream's first images;
+  - ``"reference"``: the reference implementation's draw. Its probe is the start of a separate
+    shuffled pass over the loader (``get_unlabeled_subset`` in the reference main.py
+    breaks off a fresh shuffled epoch after 1,000 images), and adaptation then iterates the
+    loader anew, each pass a fresh permutation. Here the probe is the first draw and the stream
+    starts at the second, so the probe images are adapted on wherever the later epochs put them.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset
 
+from ttabench.api import PROBE_DRAWS
 from ttabench.errors import TTABenchError
 
 
@@ -29,16 +39,28 @@ def epochs(n: int, seed: int) -> Iterator[torch.Tensor]:
         yield torch.randperm(n, generator=generator)
 
 
-def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
+def stream_start(probe_draw: str) -> int:
+    """The draw the adaptation stream starts at: 0 for ``"stream"``, 1 for ``"reference"``."""
+    if probe_draw not in PROBE_DRAWS:
+        raise TTABenchError(
+            f"probe_draw must be one of {', '.join(PROBE_DRAWS)}, got {probe_draw!r}"
+        )
+    return PROBE_DRAWS.index(probe_draw)
+
+
+def stream_indices(n: int, seed: int, batch_size: int, steps: int,
+                   start: int = 0) -> Iterator[torch.Tensor]:
     """Index batches of the seeded stream: ``steps`` batches of ``batch_size``, drop_last per
-    epoch, replaying epochs as needed."""
+    epoch, replaying epochs as needed, from draw ``start`` of ``epochs(n, seed)`` on."""
     if n < batch_size:
         raise TTABenchError(
             f"the split has {n} images, fewer than one batch of {batch_size}; lower --batch-size"
         )
     per_epoch = n // batch_size
     step = 0
-    for order in epochs(n, seed):
+    for draw, order in enumerate(epochs(n, seed)):
+        if draw < start:
+            continue
         for b in range(per_epoch):
             if step == steps:
                 return
@@ -47,7 +69,7 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[t
 
 
 def first_epoch(n: int, seed: int) -> torch.Tensor:
-    """The order of the first epoch of the stream (the probe is its start)."""
+    """The first draw of ``epochs(n, seed)`` (the probe is its start)."""
     return next(epochs(n, seed))
 
 

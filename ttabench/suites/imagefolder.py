@@ -1,25 +1,26 @@
 """``imagefolder``: any ImageFolder-style dataset (ImageNet-R, -A, -V2, -Sketch, ImageNet-D...).
 
 Layout: ``<root>/<class folder>/**/<image>`` for one split, or ``<root>/<split>/<class
-folder>/**/<image>`` with ``splits="a,b"``. Images are found recursively inside each class
-folder (jpg, jpeg, png, bmp, webp, any letter case), sorted; preprocessing is Resize(resize) +
-CenterCrop(image_size) for every image (recorded).
+folder>/**/<image>`` with ``splits="a,b"`` (``<root>/<split>/<split_subdir>/<class folder>`` with
+``split_subdir``, e.g. the backgrounds challenge's ``<variant>/val``). Images are found
+recursively inside each class folder (jpg, jpeg, png, bmp, webp, any letter case), sorted;
+preprocessing is an optional border crop (``border`` pixels off each side, ObjectNet's frame),
+then Resize(resize) + CenterCrop(image_size) for every image (recorded).
 
-Class maps (how a class folder name becomes a model class index):
+Class maps (option ``class_map``; ``ttabench.suites.class_maps`` describes each):
+``imagenet`` (wnid folders; fewer than 1000 restrict the logits to the classes present),
+``imagenet-1k`` (wnid folders, always all 1000 logits), ``index`` (folders named 0..999, the
+label is the name: ImageNet-V2), ``sorted`` (torchvision's rule; refuses integer-named folders
+unless ``integer_names="sorted"``), ``mapped`` (a many-to-one map file, ``class_map_file``),
+``objectnet`` (ObjectNet's mapping files), ``none`` (no class of the model: accuracy 0) and
+``per-image`` (``labels_file`` lists each image's correct classes; the images are those it
+names, anywhere below the split folder).
 
-- ``class_map="imagenet"``: folder names are ImageNet wnids; a wnid's model index is its
-  position among the sorted 1000 ImageNet wnids. When the folders cover all 1000 classes,
-  labels are those indices. When they cover fewer (ImageNet-R and -A have 200), the suite sets
-  ``class_subset`` to the sorted model indices of the wnids present (the union over all
-  splits), the host restricts logits to those columns, and labels are positions in the subset.
-  ``num_classes`` stays the model's output count (1000).
-- ``class_map="sorted"``: torchvision's ImageFolder rule: label = position of the folder name
-  among the sorted folder names (union over all splits). ``num_classes`` defaults to the number
-  of folders.
-
-``source_val`` names a folder of the same layout holding the labelled clean validation split
-(e.g. ImageNet val); for a class-subset suite it keeps only the subset's classes, labelled as
-positions in the subset.
+``dataset`` names the group of every split for the per-dataset average (default: each split
+its own). ``source_val`` names a folder holding the labelled clean validation split: ImageNet
+val (wnid folders) labelled with the model's indices, or with positions in the subset for a
+class-subset suite (other classes left out); with ``class_map="sorted"`` its folders use the
+suite's own map.
 """
 
 from __future__ import annotations
@@ -33,16 +34,21 @@ from torch.utils.data import Dataset
 from ttabench.api import Role, SplitSpec, Suite
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
+from ttabench.suites.class_maps import (
+    CLASS_MAPS,
+    ClassMap,
+    build_class_map,
+    imagenet_val_labels,
+    per_image_labels,
+)
 from ttabench.suites.images import (
     ImageFileDataset,
     ImageTransform,
     check_on_corrupt,
-    imagenet_wnids,
-    list_images,
+    class_folder_files,
     screened_dataset,
 )
 
-CLASS_MAPS: tuple[str, ...] = ("imagenet", "sorted")
 ROLES: tuple[str, ...] = ("eval", "calibration")
 
 
@@ -55,10 +61,12 @@ class ImageFolderSuite(Suite):
     """Labelled image folders as a suite; see the module docstring for layout and class maps.
 
     Options: ``root`` (required; relative paths are taken under ``data_dir``), ``splits``
-    (comma-separated sub-folders, or a list), ``name`` (suite name recorded; default the root
-    folder's name), ``image_size`` (224), ``resize`` (256; 0 or None: center crop only),
-    ``num_classes``, ``class_map`` (``"imagenet"`` or ``"sorted"``), ``role`` (``"eval"``),
-    ``source_val`` (a folder), ``on_corrupt`` (``"skip"`` or ``"error"``).
+    (comma-separated sub-folders, or a list), ``split_subdir``, ``name`` (suite name recorded;
+    default the root folder's name), ``dataset`` (the splits' group), ``image_size`` (224),
+    ``resize`` (256; 0 or None: center crop only), ``border`` (0), ``num_classes``,
+    ``class_map`` (default ``"imagenet"``), ``class_map_file``, ``labels_file``,
+    ``integer_names``, ``role`` (``"eval"``), ``source_val`` (a folder), ``on_corrupt``
+    (``"skip"`` or ``"error"``).
     """
 
     name = "imagefolder"
@@ -76,6 +84,12 @@ class ImageFolderSuite(Suite):
         role: str = "eval",
         source_val: str | Path | None = None,
         on_corrupt: str = "skip",
+        split_subdir: str | None = None,
+        dataset: str | None = None,
+        border: int = 0,
+        class_map_file: str | Path | None = None,
+        labels_file: str | Path | None = None,
+        integer_names: str = "refuse",
     ) -> None:
         if root is None:
             raise TTABenchError("suite imagefolder needs the option root=<folder of class folders>")
@@ -91,27 +105,45 @@ class ImageFolderSuite(Suite):
             )
         if role not in ROLES:
             raise TTABenchError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
+        if integer_names not in ("refuse", "sorted"):
+            raise TTABenchError(f"integer_names must be 'refuse' or 'sorted', got {integer_names!r}")
         self.class_map = class_map
         self.role: Role = role  # type: ignore[assignment]
         self.suite_name = name or self.root.name
+        self.group = dataset
         self.on_corrupt = check_on_corrupt(on_corrupt)
-        self.transform = ImageTransform(int(image_size), int(resize) if resize else None)
+        self.transform = ImageTransform(int(image_size), int(resize) if resize else None,
+                                        border=int(border))
         names = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else splits
         self._split_dirs: dict[str, Path] = {}
         for split in names or []:
-            folder = self.root / split
+            folder = self.root / split / (split_subdir or "")
             if not folder.is_dir():
                 raise TTABenchError(f"split folder {folder} not found (splits={splits})")
             self._split_dirs[split] = folder
         if not self._split_dirs:
-            self._split_dirs[self.suite_name] = self.root
+            self._split_dirs[self.suite_name] = self.root / (split_subdir or "")
         self.source_val_dir = None if source_val is None else self._locate(data_dir, source_val)
         if self.source_val_dir is not None and not self.source_val_dir.is_dir():
             raise TTABenchError(f"source_val folder {self.source_val_dir} not found")
-        folders = sorted({c for d in self._split_dirs.values() for c in class_folders(d)})
-        if not folders:
-            raise TTABenchError(f"no class folders in {self.root}; expected <root>/<class>/<image>")
-        self._label_of, self.num_classes, self.class_subset = self._class_map(folders, num_classes)
+        self.class_map_file = None if class_map_file is None else self._locate(data_dir,
+                                                                               class_map_file)
+        self.labels_file = None if labels_file is None else self._locate(data_dir, labels_file)
+        self._per_image: dict[str, int] = {}
+        if class_map == "per-image":
+            self.map = self._per_image_map(num_classes)
+        else:
+            folders = sorted({c for d in self._split_dirs.values() for c in class_folders(d)})
+            if not folders:
+                raise TTABenchError(
+                    f"no class folders in {self.root}; expected <root>/<class>/<image>"
+                )
+            self.map = build_class_map(class_map, folders, self.root, num_classes=num_classes,
+                                       class_map_file=self.class_map_file,
+                                       integer_names=integer_names)
+        self.num_classes = self.map.num_classes
+        self.class_subset = self.map.class_subset
+        self.label_sets = self.map.label_sets
         self._datasets: dict[str, ImageFileDataset] = {}
 
     @staticmethod
@@ -119,70 +151,58 @@ class ImageFolderSuite(Suite):
         folder = Path(folder).expanduser()
         return folder if folder.is_absolute() else resolve_data_dir(data_dir) / folder
 
-    def _class_map(
-        self, folders: list[str], num_classes: int | None
-    ) -> tuple[dict[str, int], int, list[int] | None]:
-        """Label of each class folder name, the model's class count, and the subset (or None)."""
-        if self.class_map == "sorted":
-            total = len(folders) if num_classes is None else int(num_classes)
-            if len(folders) > total:
-                raise TTABenchError(
-                    f"{self.root} has {len(folders)} class folders but num_classes={total}"
-                )
-            return {f: i for i, f in enumerate(folders)}, total, None
-        wnids = imagenet_wnids()
+    def _per_image_map(self, num_classes: int | None) -> ClassMap:
+        if self.labels_file is None:
+            raise TTABenchError("class_map=per-image needs labels_file=<JSON of image -> classes>")
         total = 1000 if num_classes is None else int(num_classes)
-        if total != 1000:
-            raise TTABenchError(f"class_map=imagenet needs num_classes=1000, got {total}")
-        index = {w: i for i, w in enumerate(wnids)}
-        unknown = [f for f in folders if f not in index]
-        if unknown:
-            raise TTABenchError(
-                f"class folder '{unknown[0]}' in {self.root} is not an ImageNet wnid "
-                f"({len(unknown)} such folders); use class_map=sorted for other datasets"
-            )
-        if len(folders) == 1000:
-            return index, 1000, None
-        subset = sorted(index[f] for f in folders)
-        position = {model_index: i for i, model_index in enumerate(subset)}
-        return {f: position[index[f]] for f in folders}, 1000, subset
+        self._per_image, label_sets = per_image_labels(self.labels_file, total)
+        return ClassMap("per-image", {}, total, None, label_sets)
 
     def splits(self) -> list[SplitSpec]:
-        return [SplitSpec(name, name, None, self.role) for name in self._split_dirs]
+        return [SplitSpec(name, self.group or name, None, self.role) for name in self._split_dirs]
 
     def dataset(self, split: SplitSpec) -> Dataset:
         if split.name not in self._split_dirs:
             raise TTABenchError(f"suite {self.suite_name} has no split '{split.name}'")
         if split.name not in self._datasets:
-            self._datasets[split.name] = self._index(self._split_dirs[split.name], split.name)
+            paths, labels = self._files(self._split_dirs[split.name])
+            self._datasets[split.name] = self._screened(paths, labels, split.name)
         return self._datasets[split.name]
+
+    def size(self, split: SplitSpec) -> int:
+        if split.name in self._datasets:
+            return len(self._datasets[split.name])
+        return len(self._files(self._split_dirs[split.name])[0])
 
     def source_val(self) -> Dataset | None:
         if self.source_val_dir is None:
             return None
         if "source_val" not in self._datasets:
-            self._datasets["source_val"] = self._index(
-                self.source_val_dir, "source_val", drop_unknown=True
-            )
+            label_of = (self.map.label_of if self.class_map == "sorted"
+                        else imagenet_val_labels(self.class_subset))
+            paths, labels = class_folder_files(self.source_val_dir, label_of)
+            self._datasets["source_val"] = self._screened(paths, labels, "source_val",
+                                                          self.source_val_dir)
         return self._datasets["source_val"]
 
-    def _index(self, folder: Path, split: str, drop_unknown: bool = False) -> ImageFileDataset:
-        """Files of every class folder in ``folder`` with their labels, screened.
+    def _files(self, folder: Path) -> tuple[list[Path], list[int]]:
+        """Image paths of a split folder and their labels (not yet screened)."""
+        if self.class_map == "per-image":
+            paths = [folder / rel for rel in self._per_image if (folder / rel).is_file()]
+            missing = len(self._per_image) - len(paths)
+            if missing:
+                raise TTABenchError(f"{missing} of the {len(self._per_image)} images of "
+                                    f"{self.labels_file} are missing below {folder}")
+            return paths, list(self._per_image.values())
+        # folders without a label here are left out (ObjectNet's non-ImageNet classes)
+        return class_folder_files(folder, self.map.label_of)
 
-        ``drop_unknown`` leaves out class folders outside the label map (source_val of a
-        class-subset suite); otherwise such a folder cannot occur (the map covers all splits).
-        """
-        paths, labels = [], []
-        for name in class_folders(folder):
-            if name not in self._label_of:
-                if drop_unknown and self.class_map == "imagenet":
-                    continue
-                raise TTABenchError(f"class folder {folder / name} is not in the suite's class map")
-            files = list_images(folder / name)
-            paths += files
-            labels += [self._label_of[name]] * len(files)
+    def _screened(self, paths: list[Path], labels: list[int], split: str,
+                  folder: Path | None = None) -> ImageFileDataset:
         if not paths:
-            raise TTABenchError(f"no image files in the class folders of {folder}")
+            raise TTABenchError(
+                f"no image files in the class folders of {folder or self._split_dirs[split]}"
+            )
         where = f"{self.suite_name} split {split}"
         return screened_dataset(paths, labels, self.transform, self.on_corrupt, where)
 
@@ -197,9 +217,14 @@ class ImageFolderSuite(Suite):
             "name": self.suite_name,
             "root": str(self.root),
             "order": [s.name for s in self.splits()],
+            "split_folders": {k: str(v) for k, v in self._split_dirs.items()},
+            "dataset": self.group,
             "class_map": self.class_map,
+            "class_map_file": None if self.class_map_file is None else str(self.class_map_file),
+            "labels_file": None if self.labels_file is None else str(self.labels_file),
             "num_classes": self.num_classes,
             "class_subset": self.class_subset,
+            "label_sets": None if self.label_sets is None else len(self.label_sets),
             "role": self.role,
             "source_val": None if self.source_val_dir is None else str(self.source_val_dir),
             "preprocessing": self.transform.record(),

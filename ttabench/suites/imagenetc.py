@@ -1,4 +1,7 @@
-"""``imagenetc``: ImageNet-C (Hendrycks & Dietterich, 2019) streamed from its image folders.
+"""``imagenetc``: ImageNet-C (Hendrycks & Dietterich, 2019) streamed from its image folders,
+and the datasets of the same layout (``corruption_set``): ImageNet-C-bar (Mintun et al., 2021;
+severity folders named by the corruption's parameter, ``"%.2f"``), ImageNet-3DCC (Kar et al.,
+2022) and ImageNet-C-Patch (Gu et al., 2022, the Shift Happens release).
 
 Layout under ``data_dir`` (``--data-dir``, ``$TTABENCH_DATA_DIR`` or the cache)::
 
@@ -24,14 +27,17 @@ indexes the folders that exist, so a partial copy would silently shift labels). 
 15 corruptions in the canonical order (or the order given) x severities (``eval``), then the
 holdout corruptions present on disk x severities (``calibration``), then ``clean``
 (``calibration``) when the val folder exists; the val folder is also the labelled source-val
-split. The ImageNet-C files are 224 px already; any other size gets Resize(256) +
-CenterCrop(224) (recorded).
+split. Another ``corruption_set`` has no calibration splits unless ``calibration=true``; its
+val folder still serves as source val. ``dataset`` groups every evaluation split under one
+name for the per-dataset average (default: one group per corruption). The ImageNet-C files are
+224 px already; any other size gets Resize(256) + CenterCrop(224) (recorded).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,40 @@ from ttabench.suites.npy_layout import (
 )
 
 MODES: tuple[str, ...] = ("5000", "full")
+#: The corruption sets of the ImageNet-C layout: root folder under ``data_dir``, corruptions in
+#: their recorded order, and the severity folder names (1-5) where they are not ``1``-``5``.
+CORRUPTION_SETS: dict[str, dict[str, Any]] = {
+    "imagenet-c": {"root": "ImageNet-C", "corruptions": CORRUPTIONS},
+    "imagenet-c-bar": {
+        "root": "ImageNet-C-Bar",
+        "corruptions": (
+            "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
+            "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
+            "single_frequency_greyscale", "sparkles",
+        ),
+        # imagenet_c_bar.csv of facebookresearch/augmentation-corruption, formatted "%.2f"
+        "severity_folders": {
+            "blue_noise_sample": ("0.80", "1.60", "2.40", "4.00", "5.60"),
+            "brownish_noise": ("1.00", "2.00", "3.00", "4.00", "5.00"),
+            "caustic_refraction": ("2.35", "3.20", "4.90", "6.60", "9.15"),
+            "checkerboard_cutout": ("2.00", "3.00", "4.00", "5.00", "6.00"),
+            "cocentric_sine_waves": ("3.00", "5.00", "8.00", "9.00", "10.00"),
+            "inverse_sparkles": ("1.00", "2.00", "4.00", "9.00", "10.00"),
+            "perlin_noise": ("4.60", "5.20", "5.80", "7.60", "8.80"),
+            "plasma_noise": ("4.75", "7.00", "8.50", "9.25", "10.00"),
+            "single_frequency_greyscale": ("1.00", "1.50", "2.00", "4.50", "5.00"),
+            "sparkles": ("1.00", "2.00", "3.00", "5.00", "6.00"),
+        },
+    },
+    "imagenet-3dcc": {
+        "root": "ImageNet-3DCC",
+        "corruptions": (
+            "near_focus", "far_focus", "fog_3d", "flash", "color_quant", "low_light",
+            "xy_motion_blur", "z_motion_blur", "iso_noise", "bit_error", "h265_abr", "h265_crf",
+        ),
+    },
+    "imagenet-c-patch": {"root": "ImageNet-C-Patch", "corruptions": CORRUPTIONS},
+}
 LIST_FILE = "imagenet_test_image_ids.txt"
 IMAGENET_C_URL = "https://zenodo.org/records/2235448"
 IMAGENET_URL = "https://image-net.org"
@@ -89,10 +129,13 @@ def check_class_folders(root: Path, wnids: list[str], hint: str) -> None:
 class ImageNetC(Suite):
     """ImageNet-C from disk, robustbench's 5,000-image protocol or the full 50,000 per split.
 
-    Options: ``corruptions`` (some of the 15, comma-separated or a list, in the order given),
-    ``severities``, ``n_examples``, ``mode`` (``"5000"`` or ``"full"``), ``val_dir`` (clean
-    ImageNet val, default ``<data_dir>/ImageNet/val`` when it exists), ``on_corrupt`` (``"skip"`` or
-    ``"error"``, see ``ttabench.suites.images``).
+    Options: ``corruptions`` (some of the set's, comma-separated or a list, in the order
+    given), ``severities``, ``n_examples``, ``mode`` (``"5000"`` or ``"full"``), ``val_dir``
+    (clean ImageNet val, default ``<data_dir>/ImageNet/val`` when it exists), ``on_corrupt``
+    (``"skip"`` or ``"error"``, see ``ttabench.suites.images``), ``corruption_set`` (a key of
+    ``CORRUPTION_SETS``), ``root`` (its folder under ``data_dir``), ``dataset`` (the group of
+    the evaluation splits), ``calibration`` (holdout and clean splits; default only for
+    ImageNet-C).
     """
 
     name = "imagenetc"
@@ -107,13 +150,27 @@ class ImageNetC(Suite):
         mode: str = "5000",
         val_dir: str | Path | None = None,
         on_corrupt: str = "skip",
+        corruption_set: str = "imagenet-c",
+        root: str | None = None,
+        dataset: str | None = None,
+        calibration: bool | None = None,
     ) -> None:
+        if corruption_set not in CORRUPTION_SETS:
+            raise TTABenchError(f"corruption_set must be one of {', '.join(CORRUPTION_SETS)}, "
+                                f"got {corruption_set!r}")
+        spec = CORRUPTION_SETS[corruption_set]
+        self.corruption_set = corruption_set
+        self.group = dataset
         self.data_dir = resolve_data_dir(data_dir)
-        self.root = self.data_dir / "ImageNet-C"
+        self.root = self.data_dir / (root or spec["root"])
         self.mode = str(mode)
         if self.mode not in MODES:
             raise TTABenchError(f"imagenetc mode must be one of {', '.join(MODES)}, got '{mode}'")
-        self.corruptions = parse_names(corruptions, CORRUPTIONS, CORRUPTIONS)
+        if self.mode == "5000" and corruption_set != "imagenet-c":
+            raise TTABenchError("mode 5000 is robustbench's ImageNet-C image list; use "
+                                f"mode=full for {corruption_set}")
+        self.corruptions = parse_names(corruptions, spec["corruptions"], spec["corruptions"])
+        self.severity_folders: dict[str, tuple[str, ...]] = spec.get("severity_folders", {})
         self.severities = parse_severities(severities)
         self.n_examples = parse_optional_int(n_examples, "n_examples")
         limit = 5000 if self.mode == "5000" else 50000
@@ -133,15 +190,17 @@ class ImageNetC(Suite):
         self._folders: dict[str, Path] = {}
         for corruption in self.corruptions:
             for severity in self.severities:
-                folder = self.root / corruption / str(severity)
+                folder = self.root / corruption / self._severity_folder(corruption, severity)
                 if not folder.is_dir():
                     raise TTABenchError(
                         f"ImageNet-C not found: missing {folder}; expected {LAYOUT} "
                         f"(download ImageNet-C from {IMAGENET_C_URL} and pass --data-dir)"
                     )
                 self._folders[f"{corruption}-{severity}"] = folder
+        self.calibration = (corruption_set == "imagenet-c") if calibration is None \
+            else bool(calibration)
         self.holdouts: list[str] = []
-        for corruption in HOLDOUT:
+        for corruption in HOLDOUT if self.calibration and corruption_set == "imagenet-c" else ():
             base = self._holdout_base(corruption)
             if base is None:
                 continue
@@ -151,6 +210,11 @@ class ImageNetC(Suite):
         self._datasets: dict[str, ImageFileDataset] = {}
         self._wnids: list[str] | None = None
 
+    def _severity_folder(self, corruption: str, severity: int) -> str:
+        """The folder name of a severity (1-5) of a corruption."""
+        names = self.severity_folders.get(corruption)
+        return names[severity - 1] if names else str(severity)
+
     def _holdout_base(self, corruption: str) -> Path | None:
         """``ImageNet-C/extra/<c>`` or ``ImageNet-C/<c>`` if it has every requested severity."""
         for base in (self.root / "extra" / corruption, self.root / corruption):
@@ -159,8 +223,11 @@ class ImageNetC(Suite):
         return None
 
     def splits(self) -> list[SplitSpec]:
-        return corruption_splits(self.corruptions, self.holdouts, self.severities,
-                                 clean=self.val_dir is not None)
+        out = corruption_splits(self.corruptions, self.holdouts, self.severities,
+                                clean=self.calibration and self.val_dir is not None)
+        if self.group is None:
+            return out
+        return [replace(s, dataset=self.group) if s.role == "eval" else s for s in out]
 
     def wnids(self) -> list[str]:
         """The sorted 1000 ImageNet wnids (label = position)."""
@@ -182,7 +249,18 @@ class ImageNetC(Suite):
     def source_val(self) -> Dataset | None:
         if self.val_dir is None:
             return None
-        return self.dataset(SplitSpec("clean", "clean", None, "calibration"))
+        if "clean" not in self._datasets:
+            self._datasets["clean"] = self._index(self.val_dir, "imagenetc split clean")
+        return self._datasets["clean"]
+
+    def size(self, split: SplitSpec) -> int:
+        if split.name in self._datasets:
+            return len(self._datasets[split.name])
+        if self.mode == "5000":
+            return len(robustbench_image_list()[: self.n_examples])
+        folder = self.val_dir if split.name == "clean" else self._folders[split.name]
+        count = sum(len(list_images(folder / w)) for w in self.wnids() if (folder / w).is_dir())
+        return count if self.n_examples is None else min(count, self.n_examples)
 
     def _index(self, folder: Path, where: str) -> ImageFileDataset:
         """Paths and labels of one split folder (see the module docstring for both modes)."""
@@ -226,6 +304,9 @@ class ImageNetC(Suite):
         return {
             "suite": self.name,
             "data_dir": str(self.data_dir),
+            **({"corruption_set": self.corruption_set, "root": str(self.root),
+                "dataset": self.group} if self.corruption_set != "imagenet-c" or self.group
+               else {}),
             "mode": self.mode,
             "image_list": (
                 f"robustbench helper_files/{LIST_FILE} sha256:"

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -62,6 +62,20 @@ def list_images(root: Path) -> list[Path]:
         subdirs.sort()
         found.extend(Path(directory) / f for f in files if is_image_file(f))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def class_folder_files(folder: Path, label_of: dict[str, int]) -> tuple[list[Path], list[int]]:
+    """The images of the class folders of ``folder`` that ``label_of`` names (in sorted folder
+    order, each folder's files sorted) and their labels; other folders are left out."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    for name in names:
+        if name in label_of:
+            files = list_images(folder / name)
+            paths += files
+            labels += [label_of[name]] * len(files)
+    return paths, labels
 
 
 def check_on_corrupt(on_corrupt: str) -> OnCorrupt:
@@ -120,16 +134,21 @@ class ImageTransform:
 
     ``resize=None`` center-crops only (padding with zeros if the image is smaller).
     ``only_if_needed=True`` passes ``image_size`` x ``image_size`` images through untouched.
+    ``border`` pixels are cut off each side first (ObjectNet's frame).
     """
 
     image_size: int = 224
     resize: int | None = 256
     only_if_needed: bool = False
+    border: int = 0
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         from torchvision.transforms import functional as TF
 
         image = image.convert("RGB")
+        if self.border:
+            b = self.border
+            image = image.crop((b, b, image.width - b, image.height - b))
         if not (self.only_if_needed and image.size == (self.image_size, self.image_size)):
             if self.resize:
                 image = TF.resize(image, self.resize)
@@ -140,6 +159,7 @@ class ImageTransform:
     def record(self) -> dict[str, Any]:
         """The preprocessing facts a cell records."""
         return {
+            **({"border_crop": self.border} if self.border else {}),
             "resize": self.resize,
             "center_crop": self.image_size,
             "interpolation": "bilinear (antialiased)",
@@ -148,15 +168,16 @@ class ImageTransform:
         }
 
 
-def decode(path: str, transform: ImageTransform) -> torch.Tensor:
-    """Open, decode and preprocess one file; a decoding failure is a TTABenchError naming it."""
+def decode(path: str | BinaryIO, transform: ImageTransform, name: str | None = None) -> torch.Tensor:
+    """Open, decode and preprocess one file (a path, or an open binary file called ``name``);
+    a decoding failure is a TTABenchError naming it."""
     try:
         with Image.open(path) as image:
             image.load()
             return transform(image)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise TTABenchError(
-            f"image file {path} passed the index-time check but failed to decode "
+            f"image file {name or path} passed the index-time check but failed to decode "
             f"({' '.join(str(exc).split())}); remove or replace it and run again"
         ) from exc
 

@@ -1,0 +1,66 @@
+"""``ttabench run --dry-run``: the planned cells and every protocol fact that decides their
+numbers, printed before anything runs (nothing is computed, nothing is written)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ttabench.api import TrajectoryEstimator
+from ttabench.runner.benchmark import Benchmark
+from ttabench.runner.cells import CellPlan
+
+
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def trajectory_facts(bench: Benchmark) -> dict[str, Any]:
+    """Probe size, probe draw, chunk and the steps the adaptation will run."""
+    plans = [est.plan() for est in bench.estimators.values()
+             if isinstance(est, TrajectoryEstimator)]
+    probe = max((p.probe_size for p in plans), default=0)
+    last = max((max(p.checkpoints) for p in plans), default=0)
+    return {
+        "probe_size": probe,
+        "probe_draw": sorted({p.probe_draw for p in plans if p.probe_size}) or None,
+        "chunk": sorted({p.chunk for p in plans if p.probe_size}) or None,
+        "checkpoints": sorted({k for p in plans for k in p.checkpoints}),
+        "steps": max(bench.spec.steps, last),
+    }
+
+
+def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
+    """The lines ``--dry-run`` prints."""
+    spec, model, suite = bench.spec, bench.model, bench.suite
+    facts = trajectory_facts(bench)
+    lines = [
+        f"suite {suite.name}: {len(suite.splits())} splits, {suite.num_classes} classes"
+        + (f", logits restricted to {len(suite.class_subset)}" if suite.class_subset else "")
+        + (f", {len(suite.label_sets)} label sets" if suite.label_sets else "")
+        + f", source val: {'yes' if suite.source_val() is not None else 'none'}",
+        f"model {model.model_id} ({model.num_classes} classes, weights {model.weights_hash[:16]}), "
+        f"device {bench.device}",
+        f"batch size {spec.batch_size}, seeds {spec.seeds}, steps {facts['steps']} "
+        f"(--steps {spec.steps}; checkpoints {facts['checkpoints']})",
+        f"probe: {facts['probe_size']} images, draw {facts['probe_draw']}, chunk {facts['chunk']}",
+    ]
+    for name, cls in bench.adapter_classes.items():
+        adapter = cls(copy.deepcopy(model.module), **spec.adapter_params.get(name, {}))
+        lines.append(f"adapter {name}: {_fmt(adapter.params())}")
+    for name, est in bench.estimators.items():
+        cal = getattr(est, "calibration", None)
+        line = f"estimator {name} (target {est.target}, {est.kind}): {_fmt(est.params())}"
+        if cal is not None:
+            line += (f"; calibration {cal.id} maps {cal.input} to {cal.target} accuracy, "
+                     f"fitted for {cal.fitted_for}")
+        lines.append(line)
+    lines.append(f"{len(plans)} cells:")
+    lines.append("key               split | dataset | role | adapter | seed | images | epochs")
+    for plan in plans:
+        images = suite.size(plan.split)
+        epochs = facts["steps"] * spec.batch_size / images if images else 0.0
+        lines.append(f"{plan.key}  {plan.split.name} | {plan.split.dataset} | {plan.split.role} "
+                     f"| {plan.protocol['adapter']['name']} | {plan.seed} | {images} "
+                     f"| {epochs:.2f}")
+    return lines
