@@ -501,6 +501,7 @@ def test_dry_run_prints_the_protocol_and_runs_nothing(tmp_path: Path) -> None:
             str(out), "--batch-size", "32", "--seed", "3",
             "--set", "estimator.enigma.checkpoints=[0, 16]", "--set",
             "estimator.enigma.probe_size=64", "--set", "estimator.enigma.probe_draw=reference",
+            "--set", "estimator.enigma.estimate_at=16",
             "--set", "adapter.rdumb.lr=0.001", "--dry-run"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
