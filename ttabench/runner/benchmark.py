@@ -58,6 +58,8 @@ class RunSpec:
     num_workers: int = 0
     plugins: list[str] = field(default_factory=list)
     threads: int | None = None
+    #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
+    model_options: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -93,7 +95,8 @@ class Benchmark:
             torch.set_num_threads(int(spec.threads))
         self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
-                                         num_classes=self.suite.num_classes)
+                                         num_classes=self.suite.num_classes,
+                                         options=spec.model_options)
         check_num_classes(self.suite, self.model)
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         self.estimators: dict[str, Estimator] = {

@@ -58,7 +58,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                n_examples: int | None = None, steps: int | None = None,
                batch_size: int | None = None, data_dir: str | None = None,
                device: str | None = None, baselines: bool = True, workers: int = 0,
-               threads: int | None = None) -> RunSpec:
+               threads: int | None = None, trust_pickle: bool = False) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
@@ -88,6 +88,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         device=device or run.get("device"),
         num_workers=workers,
         threads=threads or run.get("threads"),
+        model_options={"trust_pickle": True} if trust_pickle else {},
     )
 
 
@@ -118,6 +119,11 @@ common_options = [
     click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
     click.option("--threads", type=int, default=None,
                  help="CPU threads per process (default [run].threads, 1 in plugins.toml)."),
+    click.option("--trust-pickle", is_flag=True,
+                 help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
+                      "runs whatever code the file names (arbitrary code, with your rights): "
+                      "only for files you made or trust. Without it, files are read as "
+                      "tensors only."),
 ]
 
 
@@ -147,7 +153,7 @@ def with_options(options):
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        threads, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
+        threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, jobs, n_boot) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them."""
     started = time.perf_counter()
@@ -155,7 +161,8 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
-                      baselines=not no_baselines, workers=workers, threads=threads)
+                      baselines=not no_baselines, workers=workers, threads=threads,
+                      trust_pickle=trust_pickle)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
@@ -245,7 +252,7 @@ class FolderSuite(Suite):
 @click.option("--bootstrap", type=int, default=5, help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, threads, data, image_size, resize, calibration, bootstrap, as_json) -> None:
+             sets, threads, trust_pickle, data, image_size, resize, calibration, bootstrap, as_json) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images."""
     from ttabench.runner.execute import CellInputs, run_cell
     from ttabench.suites.images import UnlabelledFolder
@@ -259,14 +266,14 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
     spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
                       steps=steps, batch_size=batch_size, device=device, baselines=False,
-                      threads=threads)
+                      threads=threads, trust_pickle=trust_pickle)
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     from ttabench.paths import cache_dir
     from ttabench.runner.benchmark import _instantiate, resolve_device
 
     dev = resolve_device(spec.device)
-    loaded = registry.load_model(spec.model, cache_dir=cache_dir())
+    loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
     folder = UnlabelledFolder(data, image_size=image_size, resize=resize)
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
