@@ -134,3 +134,17 @@ def ten_class_model(arg: str | None = None, *, cache_dir=None, num_classes=None)
     loaded.num_classes = 10
     loaded.model_id = "ten-class"
     return loaded
+
+
+def thousand_class_model(arg: str | None = None, *, cache_dir=None, num_classes=None) -> LoadedModel:
+    """tiny-cnn with a seeded 1000-way head: an ImageNet-sized label set at any image size."""
+    loaded = load_tiny_cnn()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        loaded.module.net.fc = nn.Linear(16, 1000)
+    loaded.num_classes = 1000
+    loaded.model_id = "thousand-class"
+    return loaded
+
+
+thousand_class_model.name = "thousand-class"

@@ -93,6 +93,9 @@ class Benchmark:
         self.device = resolve_device(spec.device)
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
+        # The intra-op thread count changes the numbers on the CPU, so the key records the
+        # count in effect, and worker processes are told it explicitly through the spec.
+        self.threads = spec.threads = torch.get_num_threads()
         self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
                                          num_classes=self.suite.num_classes,
@@ -148,6 +151,7 @@ class Benchmark:
             "steps": self.spec.steps,
             "seed": seed,
             "device_type": self.device.type,
+            **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
         }
 
@@ -207,7 +211,7 @@ class Benchmark:
                 "input": getattr(est, "score_input", None),
             }
         return self._cell(plan, "ok", None, 1, {
-            "n_examples": out["n_examples"], "targets": out["targets"],
+            "n_examples": out["n_examples"], "data": out["data"], "targets": out["targets"],
             "estimators": estimators, "adaptation": out["adaptation"], "timings": out["timings"],
         })
 

@@ -4,8 +4,10 @@ A cell is (model, suite split, adapter, estimator set, seed). Its key is the fir
 digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
 its numbers (suite and its options and record, split, model id and weights hash, adapter and
 its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type). The git revision and timings are recorded beside it, not in the key,
-so a rerun after an unrelated commit still resumes. The result lives in
+version, device type, and the intra-op thread count on the CPU). Only facts fixed before any
+data is read belong there: a suite's count of skipped unreadable files is known once a split
+is read, so it lives in the cell body. The git revision and timings are recorded beside it,
+not in the key, so a rerun after an unrelated commit still resumes. The result lives in
 ``<output>/cells/<key>.json``, written atomically; a rerun skips every key whose file holds a
 finished (``ok``) result and retries failed ones.
 """

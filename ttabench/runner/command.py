@@ -239,8 +239,7 @@ class FolderSuite(Suite):
         return self._dataset
 
     def record(self) -> dict[str, Any]:
-        return {"suite": self.name, "root": self.root, "n": len(self._dataset),
-                "skipped_files": getattr(self._dataset, "skipped_files", 0)}
+        return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
 
 
 @click.command()

@@ -264,6 +264,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - start
     return {
         "n_examples": n,
+        "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0))},
         "targets": targets,
         "results": results,
         "skipped": skipped,
