@@ -33,3 +33,11 @@ def spawned_workers_env():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture()
+def config(tmp_path):
+    """An empty config file: the built-in defaults, not the repository's plugins.toml."""
+    path = tmp_path / "none.toml"
+    path.write_text("")
+    return path

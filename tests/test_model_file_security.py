@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cli_checks import no_cells
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
 from ttabench.models.hubs import load_checkpoint, load_robustbench, load_timm, robustbench_weight_file
@@ -63,7 +64,7 @@ def test_crafted_checkpoint_through_the_cli_is_one_line_and_runs_nothing(tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--trust-pickle" in lines[0]
     assert not marker.exists()
-    assert not (tmp_path / "out" / "cells").exists()
+    assert no_cells(tmp_path / "out")
 
 
 def test_whole_pickled_module_needs_the_explicit_opt_in(tmp_path: Path) -> None:

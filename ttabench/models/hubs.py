@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ttabench.api import LoadedModel
+from ttabench.compat import import_timm
 from ttabench.errors import TTABenchError
 from ttabench.models.base import NormalizedModel, find_classifier, weights_hash
 from ttabench.models.weight_files import (
@@ -130,8 +131,7 @@ def load_timm(
     ``num_classes`` different from timm's default for the model, the state dict is loaded
     strictly into a model built with that many classes (a fine-tuned checkpoint).
     """
-    import timm
-
+    timm = import_timm()
     if not arg:
         raise TTABenchError("model source timm needs a name, e.g. timm:resnet50")
     name, random_init = arg, False
@@ -278,7 +278,7 @@ def load_robustbench(
     from ttabench.compat import import_robustbench
 
     import_robustbench()
-    import timm
+    timm = import_timm()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from robustbench.utils import load_model
@@ -442,8 +442,7 @@ def _from_state_dict(
     classes = content.get("num_classes") or num_classes
     kwargs = {} if classes is None else {"num_classes": int(classes)}
     if source == "timm":
-        import timm
-
+        timm = import_timm()
         if not timm.is_model(name):
             raise TTABenchError(f"checkpoint {path}: timm has no model '{name}'")
         net = timm.create_model(name, pretrained=False, **kwargs)

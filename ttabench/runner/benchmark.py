@@ -8,6 +8,7 @@ results are always written by the process that owns the output folder.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, TrajectoryEstimator
+from ttabench.api import Adapter, Estimator, LoadedModel, Outputs, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.cells import (
@@ -31,8 +32,8 @@ from ttabench.runner.cells import (
     protocol_key,
     read_cell,
 )
-from ttabench.runner.execute import CellInputs, run_cell, seed_everything
-from ttabench.runner.passes import source_pass
+from ttabench.runner.execute import CellInputs, check_steps, run_cell, seed_everything
+from ttabench.runner.passes import check_label_range, source_pass
 from ttabench.runner.store import write_json_atomic
 from ttabench.suites.images import check_num_classes
 
@@ -63,10 +64,27 @@ class RunSpec:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``name`` if given, else CUDA when present, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``name`` if given, else CUDA when present, else the CPU; a device this machine does not
+    have is a one-line error (before any work)."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise TTABenchError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TTABenchError(f"--device {name}: CUDA is not available on this machine; "
+                                "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise TTABenchError(f"--device {name}: this machine has {count} CUDA device(s), "
+                                f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise TTABenchError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise TTABenchError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
+    return device
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -75,6 +93,26 @@ def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
         return cls(**params)
     except TypeError as err:
         raise TTABenchError(f"{kind[:-1]} {name!r}: bad parameters {params}: {err}") from None
+
+
+def check_adapter(name: str, cls: type[Adapter], params: dict[str, Any], model: LoadedModel,
+                  source_data: Any, suite: str) -> None:
+    """Refuse, once and before any work, what would fail in every cell: parameters the adapter
+    does not accept (it is built once on a copy of the model, without its source data), and an
+    adapter that needs source data (``Adapter.source_data_param``) on a suite without a
+    labelled source-validation split."""
+    if cls.source_data_param and (source_data is None or len(source_data) == 0):
+        raise TTABenchError(
+            f"adapter {name} needs labelled clean source data (its {cls.source_data_param!r}), "
+            f"taken from the suite's source-validation split, but suite {suite} has none; "
+            "use a suite with one, or an adapter that needs none"
+        )
+    try:
+        cls(copy.deepcopy(model.module), **params)
+    except TypeError as err:
+        raise TTABenchError(f"adapter {name!r}: bad parameters {params}: {err}") from None
+    except TTABenchError as err:
+        raise TTABenchError(f"adapter {name!r} ({params}): {err}") from None
 
 
 def _plugin_record(kind: str, name: str) -> dict[str, Any]:
@@ -101,11 +139,17 @@ class Benchmark:
                                          num_classes=self.suite.num_classes,
                                          options=spec.model_options)
         check_num_classes(self.suite, self.model)
-        self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         self.estimators: dict[str, Estimator] = {
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
             for name in spec.estimators
         }
+        check_steps(spec.steps, self.estimators)
+        self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
+        needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
+        self.source_data = self.suite.source_val() if needs_source else None
+        for name, cls in self.adapter_classes.items():
+            check_adapter(name, cls, spec.adapter_params.get(name, {}), self.model,
+                          self.source_data, self.suite.name)
         self.counters: dict[str, int] = {}
         self._source_val: Outputs | None = None
         self._source_val_done = False
@@ -113,6 +157,14 @@ class Benchmark:
     # ------------------------------------------------------------------ planning
     def selected_splits(self) -> list:
         """The suite's splits narrowed by ``splits`` glob patterns and ``severities``."""
+        available = sorted({s.severity for s in self.suite.splits() if s.severity is not None})
+        unknown = [v for v in self.spec.severities if v not in available]
+        if unknown:
+            raise TTABenchError(
+                f"--severities {','.join(map(str, unknown))}: suite {self.suite.name!r} has "
+                + (f"severities {', '.join(map(str, available))}" if available
+                   else "no severities")
+            )
         out = []
         for split in self.suite.splits():
             if self.spec.splits and not any(
@@ -143,7 +195,8 @@ class Benchmark:
                       "num_classes": self.model.num_classes,
                       "preprocessing": self.model.preprocessing},
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
-                        "plugin": _plugin_record("adapters", adapter)},
+                        "plugin": _plugin_record("adapters", adapter),
+                        **self._source_data_record(adapter)},
             "estimators": {name: {"params": est.params(),
                                   "plugin": _plugin_record("estimators", name)}
                            for name, est in sorted(self.estimators.items())},
@@ -154,6 +207,15 @@ class Benchmark:
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
         }
+
+    def _source_data_record(self, adapter: str) -> dict[str, Any]:
+        """What decides an adapter's source data (how many images, batch size), for the key."""
+        cls = self.adapter_classes[adapter]
+        if not cls.source_data_param:
+            return {}
+        samples = min(cls.source_data_samples, len(self.source_data))
+        return {"source_data": {"split": "source_val", "samples": samples,
+                                "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
         """Every cell of the run, in a fixed order (split, adapter, seed)."""
@@ -181,6 +243,8 @@ class Benchmark:
                              classifier=self.model.classifier, want_features=want,
                              class_subset=self.suite.class_subset,
                              what="the source model on source-validation data")
+        check_label_range(result.labels, result.outputs.logits.shape[1],
+                          f"the source-validation split of suite {self.suite.name!r}")
         self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
         return self._source_val
 
@@ -193,7 +257,7 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            num_workers=self.spec.num_workers, show_progress=self.show_progress,
+            source_data=self.source_data, num_workers=self.spec.num_workers, show_progress=self.show_progress,
             counters=self.counters,
         )
         out = run_cell(inputs)

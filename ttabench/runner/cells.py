@@ -15,6 +15,7 @@ finished (``ok``) result and retries failed ones.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -101,12 +102,15 @@ def git_revision() -> str | None:
 
 def environment_record(device: torch.device) -> dict[str, Any]:
     """Facts recorded beside the protocol: versions, git revision, machine, device."""
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    for name in ("timm", "torchvision", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:  # pragma: no cover - all pinned dependencies
-            versions[name] = None
+    import numpy
+    import torchvision
+
+    versions = {"torch": torch.__version__, "python": platform.python_version(),
+                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    try:  # from its metadata: importing timm only for its version is slow (and warns)
+        versions["timm"] = importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a pinned dependency
+        versions["timm"] = None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {"versions": versions, "git_revision": git_revision(), "device": str(device),
             "device_name": device_name, "machine": platform.machine(),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +45,12 @@ from ttabench.runner.passes import (
     accuracy,
     batch_statistics_copy,
     check_finite,
+    check_label_range,
     has_batch_norm,
     restrict,
     source_pass,
 )
-from ttabench.runner.stream import first_epoch, gather, stream_indices
+from ttabench.runner.stream import batches_of, first_epoch, gather, stream_indices
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +75,7 @@ class CellInputs:
     steps: int
     device: torch.device
     source_val: Outputs | None = None
+    source_data: Dataset | None = None
     num_workers: int = 0
     show_progress: bool = False
     labelled: bool = True
@@ -111,9 +114,7 @@ def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
     """Accuracy of the batch-statistics model over the first stream epoch, in batches of
     ``batch_size`` (a final batch of one image is merged into the one before)."""
     order = first_epoch(n, inputs.seed)
-    chunks = list(torch.split(order, inputs.batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) < 2:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    chunks = batches_of(order, inputs.batch_size)
     bn_model = batch_statistics_copy(model)
     correct = 0
     for x, y in batches.batches(chunks):
@@ -122,6 +123,73 @@ def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
         correct += int((logits.argmax(1).cpu() == y).sum())
     _count(inputs, "bn_pass")
     return correct / sum(len(c) for c in chunks)
+
+
+def check_steps(steps: int, estimators: dict[str, Estimator]) -> None:
+    """Refuse ``steps`` > 0 below the last checkpoint a trajectory estimator needs.
+
+    Adaptation runs exactly ``steps`` updates when it is given (0: up to the last checkpoint
+    any estimator needs), so fewer would leave checkpoints unreached; known before any work.
+    """
+    last = {name: max(est.plan().checkpoints, default=0) for name, est in estimators.items()
+            if isinstance(est, TrajectoryEstimator)}
+    short = sorted(name for name, step in last.items() if 0 < steps < step)
+    if short:
+        need = max(last[name] for name in short)
+        raise TTABenchError(
+            f"--steps {steps} is fewer than the last checkpoint ({need}) of {', '.join(short)}; "
+            f"pass --steps 0 (stop at the last checkpoint) or at least {need}, or lower the "
+            "checkpoints"
+        )
+
+
+def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch_size: int,
+                     adapts: bool) -> None:
+    """Refuse a split too small for one stream batch (when adapting) or for a trajectory
+    estimator's probe (unless it rescales small probes), naming the option that fixes it."""
+    if n == 0:
+        raise TTABenchError(f"split {split!r} is empty")
+    if adapts and n < batch_size:
+        raise TTABenchError(
+            f"split {split!r} has {n} images, fewer than one stream batch of {batch_size}; "
+            f"pass --batch-size {n} or less"
+        )
+    for name, est in estimators.items():
+        if not isinstance(est, TrajectoryEstimator):
+            continue
+        probe = est.plan().probe_size
+        if probe > n and getattr(est, "small_probe", "error") != "rescale":
+            fix = f"pass --set estimator.{name}.probe_size={n} (or less)"
+            if hasattr(est, "small_probe"):
+                fix += f", or --set estimator.{name}.small_probe=rescale to accept a smaller probe"
+            raise TTABenchError(
+                f"split {split!r} has {n} images, fewer than the probe size {probe} of {name}; {fix}"
+            )
+
+
+def source_data(adapter_cls: type[Adapter], dataset: Dataset | None, batch_size: int,
+                seed: int) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
+    """The labelled source batches an adapter asked for (``Adapter.source_data_param``), and
+    the facts recorded about them.
+
+    The first ``adapter_cls.source_data_samples`` images of a permutation of the suite's
+    source-validation split drawn with ``seed``, in batches of ``batch_size`` (the last
+    batch may be smaller; a last batch of one image joins the one before, since batch
+    statistics need two). EATA's authors draw their Fisher samples the same way: a random
+    subset of clean validation images, shuffled, in batches of the test batch size. The
+    batches are read as they are consumed (one pass), never held all at once.
+    """
+    if dataset is None or len(dataset) == 0:
+        raise TTABenchError(
+            f"adapter {adapter_cls.name!r} needs the suite's labelled source-validation split"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[: adapter_cls.source_data_samples]
+    chunks = batches_of(order, batch_size)
+    facts = {"split": "source_val", "samples": len(order), "batch_size": batch_size,
+             "batches": len(chunks), "seed": seed,
+             "draw": "first samples of a seeded permutation of the source-validation split"}
+    return (gather(dataset, idx) for idx in chunks), facts
 
 
 def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
@@ -141,19 +209,17 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     steps = max([inputs.steps, *wanted.keys()])
     if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
         steps = n // inputs.batch_size
-    if probe_size > n:
-        small = [name for name, p in plans.items()
-                 if p.probe_size > n and getattr(trajectory[name], "small_probe", "error") != "rescale"]
-        if small:
-            raise TTABenchError(
-                f"split {inputs.split.name!r} has {n} images, fewer than the probe size "
-                f"{probe_size} of {', '.join(small)}; lower probe_size or set small_probe='rescale'"
-            )
     probe_idx = first_epoch(n, inputs.seed)[: min(probe_size, n)]
     probe_images, _ = batches.take(probe_idx) if probe_size else (None, None)
 
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
-    adapter = inputs.adapter_cls(model, **inputs.adapter_params)
+    params = dict(inputs.adapter_params)
+    source_facts = None
+    if inputs.adapter_cls.source_data_param:
+        batches_of_source, source_facts = source_data(inputs.adapter_cls, inputs.source_data,
+                                                      inputs.batch_size, inputs.seed)
+        params[inputs.adapter_cls.source_data_param] = batches_of_source
+    adapter = inputs.adapter_cls(model, **params)
     for est in trajectory.values():
         est.reset()
 
@@ -202,6 +268,7 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         "results": {name: est.compute(context) for name, est in trajectory.items()},
         "adapter_params": adapter.params(),
         "adapter_counters": adapter.counters(),
+        **({"source_data": source_facts} if source_facts else {}),
     }
 
 
@@ -220,20 +287,25 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     seed_everything(inputs.seed)
     dataset = inputs.suite.dataset(inputs.split)
     n = len(dataset)
-    if n == 0:
-        raise TTABenchError(f"split {inputs.split.name!r} is empty")
     skipped = {name: reason for name, est in inputs.estimators.items()
                if (reason := _skip_reason(est, inputs))}
     active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
+    check_split_size(n, inputs.split.name, active, inputs.batch_size,
+                     adapts=inputs.steps > 0 or any(isinstance(e, TrajectoryEstimator)
+                                                    for e in active.values()))
     want_features = any("features" in est.needs for est in active.values())
     module = inputs.model.module.to(inputs.device)
 
     t = time.perf_counter()
     split_pass = source_pass(module, dataset, inputs.device, classifier=inputs.model.classifier,
                              want_features=want_features, class_subset=inputs.suite.class_subset,
-                             num_workers=inputs.num_workers)
+                             num_workers=inputs.num_workers,
+                             what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
     labels = split_pass.labels
+    if inputs.labelled:
+        check_label_range(labels, split_pass.outputs.logits.shape[1],
+                          f"split {inputs.split.name!r} of suite {inputs.suite.name!r}")
     timings["source_pass"] = time.perf_counter() - t
     batches = _Batches(dataset, split_pass.images, labels, inputs.num_workers)
     targets: dict[str, float | None] = {"source": None, "bn": None}

@@ -46,6 +46,16 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int) -> Iterator[t
             step += 1
 
 
+def batches_of(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``, the last one shorter; a last batch of a
+    single image joins the batch before it (batch statistics need two images)."""
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
+    return chunks
+
+
 def first_epoch(n: int, seed: int) -> torch.Tensor:
     """The order of the first epoch of the stream (the probe is its start)."""
     return next(epochs(n, seed))
