@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli_checks import no_cells, one_line_error
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
 from ttabench.runner.config import load_config
-from ttabench.runner.config_schema import describe, fits, plugin_parameters, validate
 
 
 def config_file(tmp_path: Path, text: str) -> Path:
@@ -21,6 +21,8 @@ def config_file(tmp_path: Path, text: str) -> Path:
 
 
 def error_of(path: Path, *sets: str) -> str:
+    from ttabench.runner.config_schema import validate
+
     with pytest.raises(TTABenchError) as info:
         validate(load_config(path, overrides=list(sets)))
     message = str(info.value)
@@ -81,6 +83,8 @@ def test_set_paths_that_match_nothing(tmp_path, assignment, expected):
 
 
 def test_valid_file_and_sets_pass(tmp_path):
+    from ttabench.runner.config_schema import validate
+
     path = config_file(tmp_path, '[adapter.rdumb]\nlr = 0.01\nd_margin = "reference"\n'
                                  "[estimator.enigma]\ncheckpoints = [0, 5]\n"
                                  '[suite.imagefolder]\nroot = "x"\nsplits = "a,b"\n'
@@ -94,6 +98,8 @@ def test_fits_and_describe_follow_annotations():
     from collections.abc import Iterable
     from typing import Literal
 
+    from ttabench.runner.config_schema import describe, fits
+
     assert fits(3, float) and fits(3.5, float) and fits(True, float) is False
     assert fits("x", int) is False and fits([1, 2], Iterable[int]) and not fits([1, "a"], Iterable[int])
     assert fits("batch", str | Iterable[str]) and fits("reference", float | str | None)
@@ -104,6 +110,7 @@ def test_fits_and_describe_follow_annotations():
 
 
 def test_plugin_parameters_follow_forwarded_keywords():
+    from ttabench.runner.config_schema import plugin_parameters
     from ttabench_enigma.adapters import EATA, RDumb
     from ttabench_enigma.estimator import UnweightedFlips
 
@@ -111,6 +118,23 @@ def test_plugin_parameters_follow_forwarded_keywords():
     rdumb = plugin_parameters(RDumb, 1)
     assert "model" not in rdumb and {"lr", "reset_every", "norms"} <= set(rdumb)
     assert "fisher_data" not in plugin_parameters(EATA, 1)  # the host hands it over
+
+
+@pytest.mark.parametrize("text, sets, expected", [
+    ("[estimatr.enigma]\nprobe_size = 64\n", [], "did you mean 'estimator'?"),
+    ("", ["adaptr.rdumb.lr=0.1"], "did you mean 'adapter'?"),
+    ("sead = 3\n", [], "did you mean 'seed"),
+    ("", ["run.sead=3"], "did you mean 'seed"),
+    ("", ["estimator.ac.lr=0.1"], "unknown parameter of estimator ac 'lr'"),
+    ("[adapter.rdumb]\nlr = \"fast\"\n", [], "[adapter.rdumb] lr: expected float, got 'fast'"),
+])
+def test_typos_in_a_run_are_one_line_before_any_work(tmp_path, text, sets, expected):
+    path = config_file(tmp_path, text)  # "sead = 3" lands in [run]
+    out = tmp_path / "out"
+    args = ["run", "-e", "ac", "--config", str(path), "-o", str(out), "--n-boot", "10",
+            "--set", "suite.tiny.n_examples=64"]
+    line = one_line_error(CliRunner().invoke(main, [*args, *(a for s in sets for a in ("--set", s))]))
+    assert expected in line and no_cells(out)
 
 
 def test_the_cli_refuses_before_any_work_and_prints_what_it_overrides(tmp_path):

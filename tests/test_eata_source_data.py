@@ -14,7 +14,6 @@ from ttabench import registry
 from cli_checks import no_cells, one_line_error
 from ttabench.cli import main
 from ttabench.runner.cells import read_cell
-from ttabench.runner.execute import source_data
 from ttabench.suites.tiny import TinySuite
 from ttabench_enigma import EATA, ETA, RDumb
 
@@ -38,6 +37,8 @@ def test_only_eata_asks_for_source_data():
 
 
 def test_source_batches_are_a_seeded_subset_in_stream_sized_batches():
+    from ttabench.runner.execute import source_data
+
     dataset = TinySuite().source_val()  # 128 labelled images
     images, labels = dataset.tensors
 

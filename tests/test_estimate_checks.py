@@ -17,7 +17,6 @@ from ttabench.calibration import SCHEMA
 from cli_checks import one_line_error
 from ttabench.cli import main
 from ttabench.runner import execute
-from ttabench.runner.command import input_geometry
 
 pytestmark = pytest.mark.filterwarnings("ignore::ttabench.suites.images.CorruptImageWarning")
 
@@ -57,6 +56,8 @@ def no_adaptation(monkeypatch):
 
 
 def test_input_size_comes_from_the_models_preprocessing():
+    from ttabench.runner.command import input_geometry
+
     assert input_geometry({"input_size": 32}, None, None) == (32, 32)
     assert input_geometry({"input_size": [224, 224], "resize": [256]}, None, None) == (224, 256)
     assert input_geometry({"input_size": [224, 224], "crop_pct": 0.95}, None, None) == (224, 235)
