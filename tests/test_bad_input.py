@@ -50,7 +50,7 @@ def run(config: Path, out: Path, *args: str):
     (["--n-boot", "0"], "'--n-boot': 0 is not in the range x>=1"),
     (["--retries", "-1"], "'--retries': -1 is not in the range x>=0"),
     (["--jobs", "-1"], "'-j': -1 is not in the range x>=0"),
-    (["--threads", "0"], "'--threads': 0 is not in the range 1<=x<=1024"),
+    (["--threads", "2000"], "'--threads': 2000 is not in the range 0<=x<=1024"),
     (["--seed", str(2**64)], "'--seed': 18446744073709551616 is not in the range 0<=x<="),
     (["--n-examples", "0"], "'--n-examples': 0 is not in the range x>=1"),
     (["--device", "warp-drive"], "--device 'warp-drive' is not a device"),

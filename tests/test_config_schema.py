@@ -54,7 +54,7 @@ def test_file_typos_and_types_name_the_file_and_key(tmp_path, text, expected):
 @pytest.mark.parametrize("run_line, expected", [
     ("sead = 1", "[run]: unknown key 'sead'; did you mean 'seed"),
     ("seeds = \"zero\"", "[run] seeds: expected an integer in 0..9223372036854775807 or a list"),
-    ("threads = 0", "[run] threads: expected an integer in 1..1024, got 0"),
+    ("threads = 2000", "[run] threads: expected an integer in 0..1024 (0: torch's default)"),
     ("batch_size = 0", "[run] batch_size: expected a positive integer, got 0"),
     ("batch_size = \"64\"", "[run] batch_size: expected a positive integer, got '64'"),
     ("steps = -5", "[run] steps: expected a non-negative integer"),

@@ -138,7 +138,7 @@ def print_overrides(config: RunConfig, options: list[tuple[str, list[str]]]) -> 
 COUNT = click.IntRange(min=0)
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, MAX_SEED)
-THREADS = click.IntRange(1, MAX_THREADS)
+THREADS = click.IntRange(0, MAX_THREADS)
 common_options = [
     click.option("--estimator", "-e", multiple=True, help="Estimator(s) to score; repeatable or comma list."),
     click.option("--adapter", "-a", multiple=True, help="Adapter(s); default: the estimator's preferred one."),
@@ -153,7 +153,8 @@ common_options = [
     click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml)."),
     click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
     click.option("--threads", type=THREADS, default=None,
-                 help="CPU threads per process (default [run].threads, 1 in plugins.toml)."),
+                 help="CPU threads per process (default [run].threads, 1 in plugins.toml; "
+                      "0: torch's default)."),
     click.option("--trust-pickle", is_flag=True,
                  help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
                       "runs whatever code the file names (arbitrary code, with your rights): "

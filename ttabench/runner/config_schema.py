@@ -88,8 +88,8 @@ RUN_KEYS: dict[str, Rule] = {
     "batch_size": Rule(lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "steps": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: the last "
                   "checkpoint an estimator needs)"),
-    "threads": Rule(lambda v: _is_int(v) and 1 <= v <= MAX_THREADS,
-                    f"an integer in 1..{MAX_THREADS}"),
+    "threads": Rule(lambda v: _is_int(v) and 0 <= v <= MAX_THREADS,
+                    f"an integer in 0..{MAX_THREADS} (0: torch's default)"),
     "jobs": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: one per core)"),
     "output": STRING,
     "splits": NAMES,
