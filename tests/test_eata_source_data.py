@@ -37,15 +37,12 @@ def test_only_eata_asks_for_source_data():
 
 
 def test_source_batches_are_a_seeded_subset_in_stream_sized_batches():
-    from ttabench.runner.execute import source_data
+    from ttabench.runner.stream import source_batches
 
     dataset = TinySuite().source_val()  # 128 labelled images
     images, labels = dataset.tensors
 
-    class Wants100(EATA):
-        source_data_samples = 100
-
-    batches, facts = source_data(Wants100, dataset, batch_size=33, seed=5)
+    batches, facts = source_batches(dataset, 100, batch_size=33, seed=5)
     batches = list(batches)
     order = torch.randperm(128, generator=torch.Generator().manual_seed(5))[:100]
     # 100 = 33 + 33 + 33 + 1: the single last image joins the batch before it
@@ -53,7 +50,7 @@ def test_source_batches_are_a_seeded_subset_in_stream_sized_batches():
     assert torch.equal(torch.cat([x for x, _ in batches]), images[order])
     assert torch.equal(torch.cat([y for _, y in batches]), labels[order])
     assert facts["samples"] == 100 and facts["batches"] == 3 and facts["seed"] == 5
-    everything, facts = source_data(EATA, dataset, batch_size=64, seed=0)
+    everything, facts = source_batches(dataset, EATA.source_data_samples, batch_size=64, seed=0)
     assert facts["samples"] == 128 and sum(len(x) for x, _ in everything) == 128
 
 

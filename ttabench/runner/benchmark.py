@@ -8,7 +8,6 @@ results are always written by the process that owns the output folder.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ttabench import registry
-from ttabench.api import Adapter, Estimator, LoadedModel, Outputs, TrajectoryEstimator
+from ttabench.api import Estimator, Outputs, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.cells import (
@@ -32,8 +31,14 @@ from ttabench.runner.cells import (
     protocol_key,
     read_cell,
 )
-from ttabench.runner.execute import CellInputs, check_steps, run_cell, seed_everything
+from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range, source_pass
+from ttabench.runner.preflight import (
+    check_adapter_setup,
+    check_severities,
+    check_steps,
+    resolve_device,
+)
 from ttabench.runner.store import write_json_atomic
 from ttabench.suites.images import check_num_classes
 
@@ -63,56 +68,12 @@ class RunSpec:
     model_options: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``name`` if given, else CUDA when present, else the CPU; a device this machine does not
-    have is a one-line error (before any work)."""
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise TTABenchError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise TTABenchError(f"--device {name}: CUDA is not available on this machine; "
-                                "use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise TTABenchError(f"--device {name}: this machine has {count} CUDA device(s), "
-                                f"cuda:0 to cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise TTABenchError(f"--device {name}: MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise TTABenchError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
-    return device
-
-
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
     cls = registry.get(kind, name)
     try:
         return cls(**params)
     except TypeError as err:
         raise TTABenchError(f"{kind[:-1]} {name!r}: bad parameters {params}: {err}") from None
-
-
-def check_adapter(name: str, cls: type[Adapter], params: dict[str, Any], model: LoadedModel,
-                  source_data: Any, suite: str) -> None:
-    """Refuse, once and before any work, what would fail in every cell: parameters the adapter
-    does not accept (it is built once on a copy of the model, without its source data), and an
-    adapter that needs source data (``Adapter.source_data_param``) on a suite without a
-    labelled source-validation split."""
-    if cls.source_data_param and (source_data is None or len(source_data) == 0):
-        raise TTABenchError(
-            f"adapter {name} needs labelled clean source data (its {cls.source_data_param!r}), "
-            f"taken from the suite's source-validation split, but suite {suite} has none; "
-            "use a suite with one, or an adapter that needs none"
-        )
-    try:
-        cls(copy.deepcopy(model.module), **params)
-    except TypeError as err:
-        raise TTABenchError(f"adapter {name!r}: bad parameters {params}: {err}") from None
-    except TTABenchError as err:
-        raise TTABenchError(f"adapter {name!r} ({params}): {err}") from None
 
 
 def _plugin_record(kind: str, name: str) -> dict[str, Any]:
@@ -148,8 +109,8 @@ class Benchmark:
         needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
         self.source_data = self.suite.source_val() if needs_source else None
         for name, cls in self.adapter_classes.items():
-            check_adapter(name, cls, spec.adapter_params.get(name, {}), self.model,
-                          self.source_data, self.suite.name)
+            check_adapter_setup(name, cls, spec.adapter_params.get(name, {}), self.model,
+                                self.source_data, self.suite.name)
         self.counters: dict[str, int] = {}
         self._source_val: Outputs | None = None
         self._source_val_done = False
@@ -157,14 +118,7 @@ class Benchmark:
     # ------------------------------------------------------------------ planning
     def selected_splits(self) -> list:
         """The suite's splits narrowed by ``splits`` glob patterns and ``severities``."""
-        available = sorted({s.severity for s in self.suite.splits() if s.severity is not None})
-        unknown = [v for v in self.spec.severities if v not in available]
-        if unknown:
-            raise TTABenchError(
-                f"--severities {','.join(map(str, unknown))}: suite {self.suite.name!r} has "
-                + (f"severities {', '.join(map(str, available))}" if available
-                   else "no severities")
-            )
+        check_severities(self.spec.severities, self.suite)
         out = []
         for split in self.suite.splits():
             if self.spec.splits and not any(
@@ -257,8 +211,8 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            source_data=self.source_data, num_workers=self.spec.num_workers, show_progress=self.show_progress,
-            counters=self.counters,
+            source_data=self.source_data, num_workers=self.spec.num_workers,
+            show_progress=self.show_progress, counters=self.counters,
         )
         out = run_cell(inputs)
         estimators: dict[str, Any] = {}

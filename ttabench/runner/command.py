@@ -351,8 +351,14 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     and the folder's size against the probe and the batch.
     """
     from ttabench.paths import cache_dir
-    from ttabench.runner.benchmark import _instantiate, check_adapter, resolve_device
-    from ttabench.runner.execute import CellInputs, check_split_size, check_steps, run_cell
+    from ttabench.runner.benchmark import _instantiate
+    from ttabench.runner.execute import CellInputs, run_cell
+    from ttabench.runner.preflight import (
+        check_adapter_setup,
+        check_split_size,
+        check_steps,
+        resolve_device,
+    )
     from ttabench.suites.images import UnlabelledFolder
 
     config = load_config(config_path, overrides=list(sets))
@@ -389,7 +395,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     except TTABenchError as err:
         raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
                             f"this model (see `ttabench fit`)") from None
-    check_adapter(adapter_name, adapter_cls, adapter_params, loaded, None, "folder")
+    check_adapter_setup(adapter_name, adapter_cls, adapter_params, loaded, None, "folder")
     size, shorter = input_geometry(loaded.preprocessing, image_size, resize)
     folder = UnlabelledFolder(data, image_size=size, resize=shorter)
     suite = FolderSuite(folder, loaded.num_classes, str(data))

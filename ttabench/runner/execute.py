@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +49,8 @@ from ttabench.runner.passes import (
     restrict,
     source_pass,
 )
-from ttabench.runner.stream import batches_of, first_epoch, gather, stream_indices
+from ttabench.runner.preflight import check_split_size
+from ttabench.runner.stream import batches_of, first_epoch, gather, source_batches, stream_indices
 
 
 def seed_everything(seed: int) -> None:
@@ -125,73 +125,6 @@ def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
     return correct / sum(len(c) for c in chunks)
 
 
-def check_steps(steps: int, estimators: dict[str, Estimator]) -> None:
-    """Refuse ``steps`` > 0 below the last checkpoint a trajectory estimator needs.
-
-    Adaptation runs exactly ``steps`` updates when it is given (0: up to the last checkpoint
-    any estimator needs), so fewer would leave checkpoints unreached; known before any work.
-    """
-    last = {name: max(est.plan().checkpoints, default=0) for name, est in estimators.items()
-            if isinstance(est, TrajectoryEstimator)}
-    short = sorted(name for name, step in last.items() if 0 < steps < step)
-    if short:
-        need = max(last[name] for name in short)
-        raise TTABenchError(
-            f"--steps {steps} is fewer than the last checkpoint ({need}) of {', '.join(short)}; "
-            f"pass --steps 0 (stop at the last checkpoint) or at least {need}, or lower the "
-            "checkpoints"
-        )
-
-
-def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch_size: int,
-                     adapts: bool) -> None:
-    """Refuse a split too small for one stream batch (when adapting) or for a trajectory
-    estimator's probe (unless it rescales small probes), naming the option that fixes it."""
-    if n == 0:
-        raise TTABenchError(f"split {split!r} is empty")
-    if adapts and n < batch_size:
-        raise TTABenchError(
-            f"split {split!r} has {n} images, fewer than one stream batch of {batch_size}; "
-            f"pass --batch-size {n} or less"
-        )
-    for name, est in estimators.items():
-        if not isinstance(est, TrajectoryEstimator):
-            continue
-        probe = est.plan().probe_size
-        if probe > n and getattr(est, "small_probe", "error") != "rescale":
-            fix = f"pass --set estimator.{name}.probe_size={n} (or less)"
-            if hasattr(est, "small_probe"):
-                fix += f", or --set estimator.{name}.small_probe=rescale to accept a smaller probe"
-            raise TTABenchError(
-                f"split {split!r} has {n} images, fewer than the probe size {probe} of {name}; {fix}"
-            )
-
-
-def source_data(adapter_cls: type[Adapter], dataset: Dataset | None, batch_size: int,
-                seed: int) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
-    """The labelled source batches an adapter asked for (``Adapter.source_data_param``), and
-    the facts recorded about them.
-
-    The first ``adapter_cls.source_data_samples`` images of a permutation of the suite's
-    source-validation split drawn with ``seed``, in batches of ``batch_size`` (the last
-    batch may be smaller; a last batch of one image joins the one before, since batch
-    statistics need two). EATA's authors draw their Fisher samples the same way: a random
-    subset of clean validation images, shuffled, in batches of the test batch size. The
-    batches are read as they are consumed (one pass), never held all at once.
-    """
-    if dataset is None or len(dataset) == 0:
-        raise TTABenchError(
-            f"adapter {adapter_cls.name!r} needs the suite's labelled source-validation split"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(dataset), generator=generator)[: adapter_cls.source_data_samples]
-    chunks = batches_of(order, batch_size)
-    facts = {"split": "source_val", "samples": len(order), "batch_size": batch_size,
-             "batches": len(chunks), "seed": seed,
-             "draw": "first samples of a seeded permutation of the source-validation split"}
-    return (gather(dataset, idx) for idx in chunks), facts
-
-
 def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
                 trajectory: dict[str, TrajectoryEstimator]) -> dict[str, Any]:
     """Run the adapter along the seeded stream, feeding every trajectory estimator."""
@@ -216,8 +149,12 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     params = dict(inputs.adapter_params)
     source_facts = None
     if inputs.adapter_cls.source_data_param:
-        batches_of_source, source_facts = source_data(inputs.adapter_cls, inputs.source_data,
-                                                      inputs.batch_size, inputs.seed)
+        if inputs.source_data is None:
+            raise TTABenchError(f"adapter {inputs.adapter_cls.name!r} needs the suite's labelled "
+                                "source-validation split")
+        batches_of_source, source_facts = source_batches(
+            inputs.source_data, inputs.adapter_cls.source_data_samples, inputs.batch_size,
+            inputs.seed)
         params[inputs.adapter_cls.source_data_param] = batches_of_source
     adapter = inputs.adapter_cls(model, **params)
     for est in trajectory.values():
