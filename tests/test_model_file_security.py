@@ -157,3 +157,21 @@ def test_crafted_robustbench_file_does_not_run_code(tmp_path: Path) -> None:
         load_robustbench("cifar10/Hendrycks2020AugMix_ResNeXt", cache_dir=tmp_path)
     assert not marker.exists()
     assert "\n" not in str(info.value)
+
+
+def test_timms_checkpoint_filter_still_applies_to_the_tensors_read_here(tmp_path: Path) -> None:
+    """A ViT checkpoint saved at 384 px loads into the 224 px model: timm's filter resamples its
+    position embedding, as it would for a file timm read itself."""
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(7)
+    saved = timm.create_model("vit_tiny_patch16_384", pretrained=False).state_dict()
+    folder = tmp_path / "weights" / "timm"
+    folder.mkdir(parents=True)
+    torch.save(saved, folder / "vit_tiny_patch16_224.pth")
+    loaded = load_timm("vit_tiny_patch16_224", cache_dir=tmp_path).module.net
+    expected = resample_abs_pos_embed(saved["pos_embed"], new_size=(14, 14), num_prefix_tokens=1,
+                                      interpolation="bicubic", antialias=True, verbose=False)
+    assert torch.allclose(loaded.pos_embed, expected)
+    assert torch.equal(loaded.head.weight, saved["head.weight"])

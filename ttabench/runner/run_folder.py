@@ -13,7 +13,7 @@ lock.
 
 ``run.json`` records every invocation that ran cells: the top level holds the latest one
 (spec, counts, phase timings) and ``invocations`` keeps each one's date, command line, shard,
-counts and timings, oldest first (updated under ``run.json.lock``, so shards finishing
+counts and timings, oldest first (updated under ``.run.json.lock``, so shards finishing
 together lose none). An invocation that ran no cell leaves ``run.json`` as it was: a rerun
 after a finished run does not overwrite its timings with zeros.
 """
@@ -141,7 +141,7 @@ class RunFolder:
         date, command line, shard, counts and timings are appended to ``invocations``.
         """
         path = self.path / RUN_RECORD
-        with FileLock(str(path) + ".lock", timeout=RECORD_LOCK_SECONDS):
+        with FileLock(str(self.path / f".{RUN_RECORD}.lock"), timeout=RECORD_LOCK_SECONDS):
             if not sum(ran.values()) and path.exists():
                 return False
             try:
