@@ -1,6 +1,7 @@
 """Shared test setup: the helper plugins in tests/support are importable by module name, and
 every test gets private cache and data folders so nothing depends on the machine's state."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,31 @@ sys.path.insert(0, str(SUPPORT))
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
-    if "TTABENCH_TEST_SHARED_CACHE" in __import__("os").environ:
+    if "TTABENCH_TEST_SHARED_CACHE" in os.environ:
         return
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("TTABENCH_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("TTABENCH_DATA_DIR", str(base / "data"))
+
+
+@pytest.fixture(scope="module")
+def spawned_workers_env():
+    """Worker processes spawned by a test import the test plugins by module name (on
+    PYTHONPATH) and run one thread each; the environment is restored afterwards."""
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    os.environ["PYTHONPATH"] = str(SUPPORT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture()
+def config(tmp_path):
+    """An empty config file: the built-in defaults, not the repository's plugins.toml."""
+    path = tmp_path / "none.toml"
+    path.write_text("")
+    return path

@@ -382,3 +382,23 @@ def test_conformance_kit(adapter_cls):
     from ttabench.testing import check_adapter
 
     check_adapter(adapter_cls)
+
+
+@pytest.mark.parametrize("adapter_cls", [Tent, ETA, EATA, RDumb])
+def test_a_step_under_no_grad_adapts_as_without_it(pretrained, batches, source_batches, adapter_cls):
+    """An evaluation loop from another codebase calls adapters under torch.no_grad(): the step
+    enables gradients itself (as tent's, EATA's and RDumb's own steps do), so the logits and
+    the adapted parameters are those of a step outside it (EATA's Fisher too)."""
+    extra = {"fisher_data": source_batches} if adapter_cls is EATA else {}
+    free = adapter_cls(copy.deepcopy(pretrained), lr=LR, **extra)
+    with torch.no_grad():
+        guarded = adapter_cls(copy.deepcopy(pretrained), lr=LR, **extra)
+        guarded_logits = [guarded(x) for x in batches[:3]]
+    free_logits = [free(x) for x in batches[:3]]
+    assert guarded.updates == free.updates > 0
+    for a, b in zip(guarded_logits, free_logits):
+        assert torch.equal(a, b)
+    for a, b in zip(guarded.adapted_params, free.adapted_params):
+        assert torch.equal(a, b)
+    start = [p.detach() for p in adapter_cls(copy.deepcopy(pretrained), lr=LR).adapted_params]
+    assert any(not torch.equal(a, b) for a, b in zip(guarded.adapted_params, start))

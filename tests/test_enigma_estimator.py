@@ -268,3 +268,16 @@ def test_temperature_scaled_variant_ranks_scaled_confidences() -> None:
     assert WeightedFlipsTS.needs >= {"source_val"}
     with pytest.raises(TTABenchError, match="source-validation"):
         drive(WeightedFlipsTS(probe_size=n), snaps, context(n))
+
+
+def test_calibration_fitted_for_another_estimator_is_refused(tmp_path) -> None:
+    """enigma+ts scores the same input (weighted flips) with other confidences: its map is not
+    enigma's, and enigma's is not the source variant's."""
+    cal = load_calibration("rn50-v1-wf-quadratic")
+    cal.estimator, cal.id = "enigma+ts", "ts-map"
+    path = tmp_path / "ts-map.json"
+    cal.save(path)
+    with pytest.raises(TTABenchError, match="fitted for estimator 'enigma\\+ts', not 'enigma'"):
+        WeightedFlips(calibration=str(path))
+    assert WeightedFlips(calibration=str(path), force_calibration=True).calibration.id == "ts-map"
+    assert WeightedFlips(calibration="rn50-v1-wf-quadratic").calibration.estimator == "enigma"

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from cli_checks import one_line_error
 from ttabench import registry
 from ttabench.calibration import SCHEMA
 from ttabench.cli import main
@@ -82,14 +83,6 @@ def keep_thread_count():
 def estimate(*args: str):
     return CliRunner().invoke(main, ["estimate", *args])
 
-
-def one_line_error(result) -> str:
-    """The command failed with exit status 2 and exactly one ``error:`` line on stderr."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def reference_scores(images: torch.Tensor, seeds: list[int]) -> list[float]:

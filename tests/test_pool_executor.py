@@ -5,7 +5,6 @@ by rebuilding the pool; the CLI end to end."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, run_loc
 from ttabench.runner.cells import read_cell
 from ttabench.runner.pool import run_pool
 
-SUPPORT = str(Path(__file__).parent / "support")
 PLUGINS = ["adapters=ttabench_test_plugins:NoisyAdapter",
            "estimators=ttabench_test_plugins:RecordingTrajectory",
            "estimators=ttabench_test_plugins:RecordingStatic",
@@ -25,19 +23,11 @@ PLUGINS = ["adapters=ttabench_test_plugins:NoisyAdapter",
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker_environment():
+def worker_environment(spawned_workers_env):
     """Spawned workers import the test plugins by module name and run one thread each."""
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "OMP_NUM_THREADS")}
-    os.environ["PYTHONPATH"] = SUPPORT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    os.environ["OMP_NUM_THREADS"] = "1"
     for plugin in PLUGINS:
         registry.add_plugin_spec(plugin)
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def make_spec(**kw) -> RunSpec:

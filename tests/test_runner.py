@@ -249,3 +249,20 @@ def test_fitted_calibration_is_accepted_by_the_estimator_it_was_fitted_for(tmp_p
     WeightedFlips(probe_size=64, checkpoints=(0, 5), calibration=str(out))
     with pytest.raises(TTABenchError, match="steps"):
         WeightedFlips(probe_size=64, checkpoints=(0, 6), calibration=str(out))
+
+
+def test_bn_target_counts_every_image_once_when_one_is_left_over():
+    """129 images in batches of 64: the last single image joins the batch before it; every
+    image counts exactly once (an in-place merge that lost a batch would still run)."""
+    bench = Benchmark(spec(splits=["noise-2"], suite_options={"n_examples": 129},
+                           estimators=["recording-static"]))
+    cell = bench.execute(bench.plan()[0])
+    suite = TinySuite(n_examples=129)
+    images, labels = suite.dataset([s for s in suite.splits() if s.name == "noise-2"][0]).tensors
+    bn_model = batch_statistics_copy(load_tiny_cnn().module.eval())
+    order = first_epoch(129, 0)
+    batches = [order[:64], order[64:]]  # 64 and 65 images
+    with torch.no_grad():
+        correct = sum(int((bn_model(images[i].float() / 255).argmax(1) == labels[i]).sum())
+                      for i in batches)
+    assert cell["targets"]["bn"] == pytest.approx(correct / 129)

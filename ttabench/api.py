@@ -38,6 +38,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ttabench.errors import TTABenchError
+
 Role = Literal["eval", "calibration"]
 #: How the probe is drawn (``TrajectoryPlan.probe_draw``; see ``ttabench.runner.stream``).
 PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
@@ -137,6 +139,13 @@ class Adapter(nn.Module, ABC):
     """
 
     name: ClassVar[str]
+    #: The keyword argument through which the host hands the adapter labelled clean source
+    #: data (e.g. EATA's Fisher information), or None when it takes none. The host passes an
+    #: iterable of ``(uint8 images, labels)`` batches: ``source_data_samples`` images drawn
+    #: (seeded) from the suite's source-validation split, in batches of the run's batch size;
+    #: a suite without that split is refused before any work.
+    source_data_param: ClassVar[str | None] = None
+    source_data_samples: ClassVar[int] = 0
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -215,6 +224,19 @@ class Estimator(ABC):
     def params(self) -> dict[str, Any]:
         """Parameters as used, recorded in every cell (including a calibration id if any)."""
         return {}
+
+    def check_calibration(self, run: dict[str, Any]) -> None:
+        """Raise TTABenchError unless this estimator turns its ``value`` into an accuracy by
+        itself for a run with these facts (``model``: the model id, ``num_classes``).
+
+        A direct estimator always does. A score estimator does when it holds a calibration
+        fitted for such a run; this default says a score estimator holds none. ``ttabench
+        estimate`` asks before any work.
+        """
+        if self.kind == "score":
+            raise TTABenchError(
+                f"{self.name} gives a score, not an accuracy, and has no calibration to map it"
+            )
 
 
 class StaticEstimator(Estimator):

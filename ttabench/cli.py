@@ -5,9 +5,10 @@ by ``module:attr`` in ``BUILTIN_COMMANDS`` and imported only when invoked, and e
 of group ``ttabench.commands`` adds a subcommand. A subcommand that fails to import becomes a
 stub that prints one ``error:`` line.
 
-Errors: a TTABenchError prints ``error: <message>`` on one line on stderr and exits 2; Ctrl-C
-exits 130; any other exception prints ``error: <Type>: <message>`` and exits 1. ``--debug``
-prints the traceback first.
+Errors: a TTABenchError, or a bad option value (click's usage errors), prints ``error:
+<message>`` on one line on stderr and exits 2; Ctrl-C exits 130 and SIGTERM, which stops the
+same way, exits 143 (``Interrupted``: 128 + the signal number); any other exception prints
+``error: <Type>: <message>`` and exits 1. ``--debug`` prints the traceback first.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
 import click
 
 from ttabench import __version__, registry
-from ttabench.errors import TTABenchError
+from ttabench.errors import Interrupted, TTABenchError, raise_interrupted
 
 BUILTIN_COMMANDS: dict[str, str] = {
     "run": "ttabench.runner.command:run",
@@ -96,6 +99,9 @@ class LazyGroup(click.Group):
         debug = bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as exc:  # a bad option value: one line, exit 2
+            _report(" ".join(exc.format_message().split()), debug)
+            ctx.exit(EXIT_USER_ERROR)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:  # `ttabench ls | head`: the reader left, nothing to report
@@ -104,6 +110,9 @@ class LazyGroup(click.Group):
         except TTABenchError as exc:
             _report(str(exc), debug)
             ctx.exit(EXIT_USER_ERROR)
+        except Interrupted as exc:
+            _report(str(exc), debug)
+            ctx.exit(128 + exc.signum)
         except KeyboardInterrupt:
             _report("interrupted", debug)
             ctx.exit(EXIT_INTERRUPTED)
@@ -130,6 +139,8 @@ def _report(message: str, debug: bool) -> None:
 @click.version_option(version=__version__, prog_name="ttabench")
 def main(plugins: tuple[str, ...], debug: bool) -> None:
     """ttabench: test-time adaptation benchmark with label-free accuracy estimators."""
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops like Ctrl-C
+        signal.signal(signal.SIGTERM, raise_interrupted)
     for spec in plugins:
         registry.add_plugin_spec(spec)
 

@@ -1,6 +1,10 @@
-"""Compatibility fixes needed to import robustbench 1.1.1 on a current stack.
+"""Compatibility fixes needed to import timm 1.0.9 and robustbench 1.1.1 on a current stack.
 
-Two problems, both fixed here and nowhere else:
+timm's import applies ``torch.jit.interface``, which this torch deprecates with a
+FutureWarning printed on every run: ``import_timm`` silences exactly that warning, during the
+import only.
+
+Two problems of robustbench, both fixed here and nowhere else:
 
 1. robustbench imports ``pkg_resources``, which setuptools removed in version 81; the project
    pins ``setuptools<81`` (a dependency in pyproject.toml), and ``import_robustbench`` says so
@@ -18,6 +22,17 @@ import warnings
 from types import ModuleType
 
 from ttabench.errors import TTABenchError
+
+
+#: The one warning importing timm prints with this torch (timm's code, not the user's).
+TIMM_IMPORT_WARNING = r"`torch\.jit\.interface` is deprecated"
+
+
+def import_timm() -> ModuleType:
+    """Import and return ``timm`` without the FutureWarning its import triggers in torch."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TIMM_IMPORT_WARNING, category=FutureWarning)
+        return importlib.import_module("timm")
 
 
 def alias_autoattack() -> None:
@@ -40,6 +55,7 @@ def import_robustbench() -> ModuleType:
     """Import and return ``robustbench`` (with ``robustbench.utils`` and ``robustbench.data``
     loaded) after applying both fixes; a failure becomes a one-line TTABenchError."""
     alias_autoattack()
+    import_timm()  # robustbench imports it
     try:
         with warnings.catch_warnings():  # its deprecation notice is what the pin is about
             warnings.simplefilter("ignore", UserWarning)

@@ -388,14 +388,21 @@ def _bind_or_explain(what: str, factory: Any, args: tuple, kwargs: dict[str, Any
 
 
 def load_model(
-    spec: str, cache_dir: Path | str, num_classes: int | None = None
+    spec: str,
+    cache_dir: Path | str,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load a model from a spec (see ``model_spec``) through its registered model source."""
+    """Load a model from a spec (see ``model_spec``) through its registered model source.
+
+    ``options`` are extra keyword options of the source (e.g. the checkpoint source's
+    ``trust_pickle``); one the source does not take is a TTABenchError naming those it does.
+    """
     from ttabench.api import LoadedModel
 
     source, arg = model_spec(spec)
     factory = get("models", source)
-    kwargs = {"cache_dir": Path(cache_dir), "num_classes": num_classes}
+    kwargs = {"cache_dir": Path(cache_dir), "num_classes": num_classes, **(options or {})}
     _bind_or_explain(f"model source '{source}'", factory, (arg,), kwargs)
     loaded = factory(arg, **kwargs)
     if not isinstance(loaded, LoadedModel):

@@ -12,7 +12,8 @@ Per step, with E_i the entropy of sample i's softmax p_i (``softmax_entropy``):
   of the mean probability of kept samples; loss = mean over kept i of E_i * exp(-(E_i - E0))
   (the coefficient is a constant); step only if a sample is kept (Niu et al., ICML 2022).
 - EATA: ETA + fisher_alpha * sum_j F_j (theta_j - theta0_j)^2 with a Fisher estimate F from
-  source images.
+  clean source images (``fisher_information``; the host hands EATA 2000 images of the suite's
+  source-validation split, as EATA's authors use 2000 clean validation images).
 - RDumb: ETA with a full reset (parameters, optimizer state, m) every ``reset_every`` steps,
   including step 0 (Press et al., NeurIPS 2023; the Entropy Enigma's adapter).
 """
@@ -136,9 +137,10 @@ def fisher_information(
     batches = 0
     for item in data:
         images = item[0] if isinstance(item, (tuple, list)) else item
-        logits = model(to_unit_float(images).to(device))
-        loss = F.cross_entropy(logits, logits.argmax(1))
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with torch.enable_grad():  # also under a caller's torch.no_grad()
+            logits = model(to_unit_float(images).to(device))
+            loss = F.cross_entropy(logits, logits.argmax(1))
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
         for total, grad in zip(fisher, grads, strict=True):
             if grad is not None:
                 total.add_(grad.square())
@@ -225,7 +227,15 @@ class EntropyMinimization(Adapter):
 
     # -- the step
     def forward(self, x: Tensor) -> Tensor:
-        """One adaptation step; returns the logits computed before the update (detached)."""
+        """One adaptation step; returns the logits computed before the update (detached).
+
+        Gradients are enabled inside the step, so it also works when the caller evaluates
+        under ``torch.no_grad()`` (as tent's, EATA's and RDumb's own steps do).
+        """
+        with torch.enable_grad():
+            return self._step(x)
+
+    def _step(self, x: Tensor) -> Tensor:
         self.before_step()
         logits = self.model(x)
         entropy = softmax_entropy(logits)
@@ -326,6 +336,10 @@ class EATA(EntropyMinimization):
     """
 
     name = "eata"
+    #: The host hands EATA its Fisher data: 2000 clean source-validation images (EATA's
+    #: ``fisher_size``), in batches of the stream's batch size.
+    source_data_param = "fisher_data"
+    source_data_samples = 2000
 
     def __init__(
         self,
@@ -422,6 +436,8 @@ class ETA(EATA):
     """ETA: EATA's sample filtering and reweighting without the Fisher regularizer."""
 
     name = "eta"
+    source_data_param = None
+    source_data_samples = 0
 
     def __init__(
         self,

@@ -56,9 +56,9 @@ class WeightedFlips(TrajectoryEstimator):
     Parameters: ``probe_size`` images from the start of the stream; ``checkpoints`` (step 0 is
     always added); ``estimate_at`` (default: the last checkpoint) gives ``value``; ``weighted``
     (False: the plain flip count); ``calibration`` (a shipped id or a JSON path: then
-    ``estimate = f(value)`` as a fraction, after checking the calibration's input score, steps,
-    probe size, number of classes and, when the context carries a ``model_id``, the model,
-    unless ``force_calibration``); ``chunk`` probe
+    ``estimate = f(value)`` as a fraction, after checking the calibration's estimator, input
+    score, steps, probe size, number of classes and, when the context carries a ``model_id``,
+    the model, unless ``force_calibration``); ``chunk`` probe
     images per forward pass; ``faithful`` refuses anything but the reference protocol;
     ``probe_draw`` (``"stream"``, or ``"reference"``, the default when faithful);
     ``flip_scale`` multiplies the flip scores (10 with a 100-image probe: the paper's
@@ -205,8 +205,15 @@ class WeightedFlips(TrajectoryEstimator):
 
     # ------------------------------------------------------------------ computing
 
+    def check_calibration(self, run: dict[str, Any]) -> None:
+        """Refuse unless a calibration is held and fits a run with these facts (model id,
+        number of classes), as ``compute`` would: ``ttabench estimate`` asks before any work."""
+        if self.calibration is None:
+            super().check_calibration(run)
+        self._check_calibration(run)
+
     def _check_calibration(self, run_facts: dict[str, Any]) -> None:
-        """Refuse a calibration fitted for another score or protocol unless forced."""
+        """Refuse a calibration fitted for another estimator, score or protocol unless forced."""
         cal = self.calibration
         if cal is None or self.force_calibration:
             return
@@ -214,6 +221,12 @@ class WeightedFlips(TrajectoryEstimator):
             raise TTABenchError(
                 f"calibration {cal.id!r} maps {cal.input!r} but {self.name} produces "
                 f"{self.score_input!r}; use a matching calibration or force_calibration=True"
+            )
+        if cal.estimator != self.name:
+            raise TTABenchError(
+                f"calibration {cal.id!r} was fitted for estimator {cal.estimator!r}, not "
+                f"{self.name!r}; fit one for it (`ttabench fit --estimator {self.name}`) or "
+                "force_calibration=True"
             )
         probe = self.probe_size * self.flip_scale
         cal.check({"steps": self.estimate_at,

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from ttabench.api import (
     Adapter,
@@ -187,3 +188,43 @@ class RecordingAdapter(Adapter):
 
     def reset(self) -> None:
         pass
+
+
+def thousand_class_model(arg: str | None = None, *, cache_dir=None, num_classes=None) -> LoadedModel:
+    """tiny-cnn with a seeded 1000-way head: an ImageNet-sized label set at any image size."""
+    loaded = load_tiny_cnn()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        loaded.module.net.fc = nn.Linear(16, 1000)
+    loaded.num_classes = 1000
+    loaded.model_id = "thousand-class"
+    return loaded
+
+
+thousand_class_model.name = "thousand-class"
+
+
+class BadLabelsTiny(TinySuite):
+    """The tiny suite with one bad label per split: ``kind="range"`` puts a label 4 (the suite
+    has classes 0..3), ``kind="float"`` makes the labels floats with a 1.5 among them."""
+
+    name = "bad-labels-tiny"
+
+    def __init__(self, data_dir=None, kind: str = "range", n_examples: int = 64) -> None:
+        super().__init__(data_dir, n_examples=n_examples)
+        self.kind = kind
+
+    def dataset(self, split):
+        images, labels = super().dataset(split).tensors
+        labels = labels.clone() if self.kind == "range" else labels.double()
+        labels[5] = 4 if self.kind == "range" else 1.5
+        return TensorDataset(images, labels)
+
+
+class NoSourceValTiny(TinySuite):
+    """The tiny suite without a labelled source-validation split."""
+
+    name = "no-source-val-tiny"
+
+    def source_val(self):
+        return None

@@ -38,8 +38,16 @@ import torch
 from torch import nn
 
 from ttabench.api import LoadedModel
+from ttabench.compat import import_timm
 from ttabench.errors import TTABenchError
 from ttabench.models.base import NormalizedModel, find_classifier, weights_hash
+from ttabench.models.weight_files import (
+    SAFETENSORS_SUFFIX,
+    UnsafeFileError,
+    load_tensors,
+    safetensors_metadata,
+    unwrap_state_dict,
+)
 from ttabench.paths import cache_dir as default_cache_dir
 
 TIMM_WEIGHTS_ENV = "TTABENCH_TIMM_WEIGHTS"
@@ -101,18 +109,29 @@ def _timm_facts(net: nn.Module) -> dict[str, Any]:
     }
 
 
+def _timm_pretrained(timm: Any, name: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``timm.create_model(name, pretrained=True)`` fed with ``state`` from memory: every
+    other weight source (file, URL, hub) is blanked, and the state dict is dropped from the
+    model's config afterwards (it would hold a second copy of the weights)."""
+    overlay = dict(state_dict=state, file=None, url=None, hf_hub_id=None, source=None)
+    net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    net.pretrained_cfg.pop("state_dict", None)
+    return net
+
+
 def load_timm(
     arg: str | None, *, cache_dir: Path | None = None, num_classes: int | None = None
 ) -> LoadedModel:
     """``timm:<name>`` from a local weight file, or ``timm:<name>?random`` (random init, seed 0).
 
-    The file is loaded with ``timm.create_model(name, pretrained=True,
-    pretrained_cfg_overlay=dict(file=PATH))`` (timm's own checkpoint filters apply); with a
-    ``num_classes`` different from timm's default for the model it is loaded strictly with
-    ``checkpoint_path=PATH`` into a model with that many classes.
+    The file is read as tensors only (``ttabench.models.weight_files``; timm's own reader
+    would unpickle anything), unwrapped as timm's reader does, then handed to timm as an
+    in-memory state dict (``pretrained_cfg_overlay=dict(state_dict=...)``), so timm's
+    checkpoint filter and label offset for the model apply and the load is strict. With a
+    ``num_classes`` different from timm's default for the model, the state dict is loaded
+    strictly into a model built with that many classes (a fine-tuned checkpoint).
     """
-    import timm
-
+    timm = import_timm()
     if not arg:
         raise TTABenchError("model source timm needs a name, e.g. timm:resnet50")
     name, random_init = arg, False
@@ -134,18 +153,16 @@ def load_timm(
                 f"{' and '.join(folders)}; put the file there, set {TIMM_WEIGHTS_ENV} to its "
                 f"folder, or use timm:{name}?random"
             )
+        state = unwrap_state_dict(load_tensors(path), path)
         cfg = timm.get_pretrained_cfg(name)
         default_classes = cfg.num_classes if cfg is not None else None
         try:
             if num_classes is not None and int(num_classes) != default_classes:
-                net = timm.create_model(
-                    name, pretrained=False, num_classes=int(num_classes), checkpoint_path=str(path)
-                )
+                net = timm.create_model(name, pretrained=False, num_classes=int(num_classes))
+                net.load_state_dict(state, strict=True)
             else:
-                net = timm.create_model(
-                    name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))
-                )
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+                net = _timm_pretrained(timm, name, state)
+        except (RuntimeError, KeyError, ValueError) as exc:
             raise TTABenchError(
                 f"weights file {path} does not fit timm:{name}: {_one_line(exc)}"
             ) from exc
@@ -237,7 +254,9 @@ def load_robustbench(
 
     ``dataset`` is cifar10, cifar100 or imagenet; ``threat_model`` defaults to ``corruptions``.
     The file must exist at ``robustbench_weight_file(...)`` (robustbench would otherwise try
-    Google Drive). robustbench models take [0, 1] inputs and normalize inside, so the wrapper
+    Google Drive); it is checked to hold tensors only before robustbench reads it, and the
+    models robustbench takes from timm are built here and loaded strictly from that check's
+    tensors (robustbench would pass the file to timm's reader, which unpickles anything). robustbench models take [0, 1] inputs and normalize inside, so the wrapper
     adds no normalization (mean 0, std 1).
     """
     parts = (arg or "").split("/")
@@ -259,7 +278,7 @@ def load_robustbench(
     from ttabench.compat import import_robustbench
 
     import_robustbench()
-    import timm
+    timm = import_timm()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from robustbench.utils import load_model
@@ -273,11 +292,16 @@ def load_robustbench(
         raise TTABenchError(
             f"robustbench has no {dataset}/{threat} model '{name}'; e.g. {', '.join(list(zoo)[:5])}"
         )
-    extra = {"custom_checkpoint": str(path)} if timm.is_model(timm_name) else {}
+    content = load_tensors(path)  # tensors only, whatever torch.load's default is
     try:
-        net = load_model(
-            name, model_dir=str(path.parents[2]), dataset=dataset, threat_model=threat, **extra
-        )
+        if timm.is_model(timm_name):  # robustbench would hand the file to timm's unsafe reader
+            net = timm.create_model(
+                timm_name, pretrained=False, num_classes=ROBUSTBENCH_CLASSES[dataset]
+            )
+            net.load_state_dict(unwrap_state_dict(content, path), strict=True)
+        else:
+            net = load_model(name, model_dir=str(path.parents[2]), dataset=dataset,
+                             threat_model=threat)
     except Exception as exc:  # robustbench raises bare exceptions of many kinds
         raise TTABenchError(
             f"robustbench failed to load {dataset}/{name}/{threat} from {path}: {_one_line(exc)}"
@@ -310,41 +334,91 @@ def _output_classes(module: nn.Module) -> int | None:
 
 
 def load_checkpoint(
-    arg: str | None, *, cache_dir: Path | None = None, num_classes: int | None = None
+    arg: str | None,
+    *,
+    cache_dir: Path | None = None,
+    num_classes: int | None = None,
+    trust_pickle: bool = False,
 ) -> LoadedModel:
-    """``checkpoint:<path>``: a local ``.pt``/``.pth`` file in one of three forms.
+    """``checkpoint:<path>``: a local file in one of four forms.
 
-    1. A TorchScript file (``torch.jit.save``).
-    2. A whole pickled ``nn.Module`` (``torch.save(model)``). Unpickling runs code from the
-       file: load only files you trust.
-    3. A dict ``{"arch": "timm:<name>" | "torchvision:<name>", "state_dict": ...}`` with
-       optional ``"num_classes"``, ``"mean"`` and ``"std"``; the architecture is built with
-       random weights (timm or torchvision, no download) and the state dict loaded strictly.
+    1. A dict ``{"arch": "timm:<name>" | "torchvision:<name>", "state_dict": ...}`` with
+       optional ``"num_classes"``, ``"mean"`` and ``"std"`` (``torch.save``), read with
+       ``torch.load(weights_only=True)``: tensors and plain values only.
+    2. A ``.safetensors`` file of the weights whose metadata holds ``"arch"`` (and optionally
+       ``"num_classes"``, ``"mean"``, ``"std"`` as JSON text).
+    3. A TorchScript file (``torch.jit.save``): the model's own TorchScript program runs.
+    4. A whole pickled ``nn.Module`` (``torch.save(model)``), only with ``trust_pickle=True``
+       (``--trust-pickle``): unpickling runs whatever code the file names, so it is for files
+       you made or trust. Without it such a file is refused, and no code from it runs.
 
-    Forms 1 and 2 must take [0, 1] inputs and normalize themselves (recorded as mean 0, std
-    1); a TorchScript model has no ``classifier`` name (no embedding hook). Form 3 normalizes
-    with the given mean/std, else timm's pretrained-config constants or the ImageNet ones.
-    The class count is the last linear layer's output size, else the dict's ``num_classes``,
-    else the ``num_classes`` argument.
+    For forms 1 and 2 the architecture is built with random weights (timm or torchvision, no
+    download) and the state dict loaded strictly; it normalizes with the given mean/std, else
+    timm's pretrained-config constants or the ImageNet ones. Forms 3 and 4 must take [0, 1]
+    inputs and normalize themselves (recorded as mean 0, std 1); a TorchScript model has no
+    ``classifier`` name (no embedding hook). The class count is the last linear layer's output
+    size, else the dict's ``num_classes``, else the ``num_classes`` argument.
     """
     if not arg:
         raise TTABenchError("model source checkpoint needs a file, e.g. checkpoint:model.pt")
     path = Path(arg).expanduser()
     if not path.is_file():
         raise TTABenchError(f"checkpoint file {path} not found")
+    facts: dict[str, Any] = {"checkpoint": str(path)}
+    if path.suffix == SAFETENSORS_SUFFIX:
+        content = _safetensors_checkpoint(path)
+    elif _is_torchscript(path):
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # a damaged archive can raise anything
+            raise TTABenchError(f"cannot read checkpoint {path}: {_one_line(exc)}") from exc
+        return _self_normalizing(net, path, num_classes, {**facts, "checkpoint_form": "torchscript"})
+    else:
+        try:
+            content = load_tensors(path)
+        except UnsafeFileError as exc:
+            if not trust_pickle:
+                raise TTABenchError(
+                    f"checkpoint {exc}; save a dict {{'arch': ..., 'state_dict': ...}} or a "
+                    "safetensors file instead, or, if you made or trust this file, pass "
+                    "--trust-pickle"
+                ) from None
+            content = _unpickle_trusted(path)
+    if isinstance(content, nn.Module):
+        return _self_normalizing(content, path, num_classes, {**facts, "checkpoint_form": "module"})
+    return _from_state_dict(content, path, num_classes, {**facts, "checkpoint_form": "state_dict"})
+
+
+def _unpickle_trusted(path: Path) -> Any:
+    """Full unpickling of a file the user vouched for with ``--trust-pickle``."""
     try:
-        if _is_torchscript(path):
-            net, form = torch.jit.load(str(path), map_location="cpu"), "torchscript"
-        else:
-            net = torch.load(path, map_location="cpu", weights_only=False)
-            form = "module" if isinstance(net, nn.Module) else "state_dict"
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling can raise anything
-        raise TTABenchError(
-            f"cannot read checkpoint {path}: {_one_line(exc)}"
-        ) from exc
-    facts: dict[str, Any] = {"checkpoint": str(path), "checkpoint_form": form}
-    if form == "state_dict":
-        return _from_state_dict(net, path, num_classes, facts)
+        raise TTABenchError(f"cannot read checkpoint {path}: {_one_line(exc)}") from exc
+
+
+def _safetensors_checkpoint(path: Path) -> dict[str, Any]:
+    """Form 2 as the dict of form 1: the tensors, plus the metadata's JSON values."""
+    import json
+
+    content: dict[str, Any] = {"state_dict": load_tensors(path)}
+    for key, text in safetensors_metadata(path).items():
+        if key == "arch":
+            content[key] = text
+        elif key in ("num_classes", "mean", "std"):
+            try:
+                content[key] = json.loads(text)
+            except json.JSONDecodeError:
+                raise TTABenchError(
+                    f"checkpoint {path}: metadata {key}={text!r} is not JSON"
+                ) from None
+    return content
+
+
+def _self_normalizing(
+    net: nn.Module, path: Path, num_classes: int | None, facts: dict[str, Any]
+) -> LoadedModel:
+    """Forms 3 and 4: the saved module takes [0, 1] inputs and normalizes itself."""
     classes = _output_classes(net) or num_classes
     if classes is None:
         raise TTABenchError(
@@ -368,8 +442,7 @@ def _from_state_dict(
     classes = content.get("num_classes") or num_classes
     kwargs = {} if classes is None else {"num_classes": int(classes)}
     if source == "timm":
-        import timm
-
+        timm = import_timm()
         if not timm.is_model(name):
             raise TTABenchError(f"checkpoint {path}: timm has no model '{name}'")
         net = timm.create_model(name, pretrained=False, **kwargs)
@@ -383,7 +456,7 @@ def _from_state_dict(
     else:
         raise TTABenchError(f"checkpoint {path}: arch must be timm:<name> or torchvision:<name>")
     try:
-        net.load_state_dict(content["state_dict"])
+        net.load_state_dict(unwrap_state_dict(content["state_dict"], path), strict=True)
     except RuntimeError as exc:
         raise TTABenchError(
             f"checkpoint {path}: state_dict does not fit {arch}: {_one_line(exc)}"

@@ -32,7 +32,13 @@ from ttabench.runner.cells import (
     read_cell,
 )
 from ttabench.runner.execute import CellInputs, run_cell, seed_everything
-from ttabench.runner.passes import source_pass
+from ttabench.runner.passes import check_label_range, source_pass
+from ttabench.runner.preflight import (
+    check_adapter_setup,
+    check_severities,
+    check_steps,
+    resolve_device,
+)
 from ttabench.runner.store import write_json_atomic
 from ttabench.suites.images import check_num_classes
 
@@ -58,13 +64,8 @@ class RunSpec:
     num_workers: int = 0
     plugins: list[str] = field(default_factory=list)
     threads: int | None = None
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``name`` if given, else CUDA when present, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
+    model_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -91,15 +92,25 @@ class Benchmark:
         self.device = resolve_device(spec.device)
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
+        # The intra-op thread count changes the numbers on the CPU, so the key records the
+        # count in effect, and worker processes are told it explicitly through the spec.
+        self.threads = spec.threads = torch.get_num_threads()
         self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
-                                         num_classes=self.suite.num_classes)
+                                         num_classes=self.suite.num_classes,
+                                         options=spec.model_options)
         check_num_classes(self.suite, self.model)
-        self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         self.estimators: dict[str, Estimator] = {
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
             for name in spec.estimators
         }
+        check_steps(spec.steps, self.estimators)
+        self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
+        needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
+        self.source_data = self.suite.source_val() if needs_source else None
+        for name, cls in self.adapter_classes.items():
+            check_adapter_setup(name, cls, spec.adapter_params.get(name, {}), self.model,
+                                self.source_data, self.suite.name)
         self.counters: dict[str, int] = {}
         self._source_val: Outputs | None = None
         self._source_val_done = False
@@ -107,6 +118,7 @@ class Benchmark:
     # ------------------------------------------------------------------ planning
     def selected_splits(self) -> list:
         """The suite's splits narrowed by ``splits`` glob patterns and ``severities``."""
+        check_severities(self.spec.severities, self.suite)
         out = []
         for split in self.suite.splits():
             if self.spec.splits and not any(
@@ -137,7 +149,8 @@ class Benchmark:
                       "num_classes": self.model.num_classes,
                       "preprocessing": self.model.preprocessing},
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
-                        "plugin": _plugin_record("adapters", adapter)},
+                        "plugin": _plugin_record("adapters", adapter),
+                        **self._source_data_record(adapter)},
             "estimators": {name: {"params": est.params(),
                                   "plugin": _plugin_record("estimators", name)}
                            for name, est in sorted(self.estimators.items())},
@@ -145,8 +158,18 @@ class Benchmark:
             "steps": self.spec.steps,
             "seed": seed,
             "device_type": self.device.type,
+            **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
         }
+
+    def _source_data_record(self, adapter: str) -> dict[str, Any]:
+        """What decides an adapter's source data (how many images, batch size), for the key."""
+        cls = self.adapter_classes[adapter]
+        if not cls.source_data_param:
+            return {}
+        samples = min(cls.source_data_samples, len(self.source_data))
+        return {"source_data": {"split": "source_val", "samples": samples,
+                                "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
         """Every cell of the run, in a fixed order (split, adapter, seed)."""
@@ -174,6 +197,8 @@ class Benchmark:
                              classifier=self.model.classifier, want_features=want,
                              class_subset=self.suite.class_subset,
                              what="the source model on source-validation data")
+        check_label_range(result.labels, result.outputs.logits.shape[1],
+                          f"the source-validation split of suite {self.suite.name!r}")
         self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
         return self._source_val
 
@@ -186,8 +211,8 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            num_workers=self.spec.num_workers, show_progress=self.show_progress,
-            counters=self.counters,
+            source_data=self.source_data, num_workers=self.spec.num_workers,
+            show_progress=self.show_progress, counters=self.counters,
         )
         out = run_cell(inputs)
         estimators: dict[str, Any] = {}
@@ -204,7 +229,7 @@ class Benchmark:
                 "input": getattr(est, "score_input", None),
             }
         return self._cell(plan, "ok", None, 1, {
-            "n_examples": out["n_examples"], "targets": out["targets"],
+            "n_examples": out["n_examples"], "data": out["data"], "targets": out["targets"],
             "estimators": estimators, "adaptation": out["adaptation"], "timings": out["timings"],
         })
 

@@ -4,8 +4,10 @@ A cell is (model, suite split, adapter, estimator set, seed). Its key is the fir
 digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
 its numbers (suite and its options and record, split, model id and weights hash, adapter and
 its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type). The git revision and timings are recorded beside it, not in the key,
-so a rerun after an unrelated commit still resumes. The result lives in
+version, device type, and the intra-op thread count on the CPU). Only facts fixed before any
+data is read belong there: a suite's count of skipped unreadable files is known once a split
+is read, so it lives in the cell body. The git revision and timings are recorded beside it,
+not in the key, so a rerun after an unrelated commit still resumes. The result lives in
 ``<output>/cells/<key>.json``, written atomically; a rerun skips every key whose file holds a
 finished (``ok``) result and retries failed ones.
 """
@@ -13,6 +15,7 @@ finished (``ok``) result and retries failed ones.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -99,12 +102,15 @@ def git_revision() -> str | None:
 
 def environment_record(device: torch.device) -> dict[str, Any]:
     """Facts recorded beside the protocol: versions, git revision, machine, device."""
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    for name in ("timm", "torchvision", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:  # pragma: no cover - all pinned dependencies
-            versions[name] = None
+    import numpy
+    import torchvision
+
+    versions = {"torch": torch.__version__, "python": platform.python_version(),
+                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    try:  # from its metadata: importing timm only for its version is slow (and warns)
+        versions["timm"] = importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a pinned dependency
+        versions["timm"] = None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {"versions": versions, "git_revision": git_revision(), "device": str(device),
             "device_name": device_name, "machine": platform.machine(),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,11 +17,13 @@ import torch
 
 from ttabench import registry
 from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
-from ttabench.errors import TTABenchError
+from ttabench.errors import Interrupted, TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells, run_local
-from ttabench.runner.cells import parse_shard
-from ttabench.runner.config import RunConfig, load_config
-from ttabench.runner.store import write_json_atomic
+from ttabench.runner.cells import is_finished, parse_shard
+from ttabench.runner.config import RunConfig, load_config, override_notes
+from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
+from ttabench.runner.config_schema import validate as validate_config
+from ttabench.runner.run_folder import RunFolder
 
 
 def _names(values: tuple[str, ...]) -> list[str]:
@@ -58,7 +62,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                n_examples: int | None = None, steps: int | None = None,
                batch_size: int | None = None, data_dir: str | None = None,
                device: str | None = None, baselines: bool = True, workers: int = 0,
-               threads: int | None = None) -> RunSpec:
+               threads: int | None = None, trust_pickle: bool = False) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
@@ -80,14 +84,15 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         adapter_params={name: config.section("adapter", name) for name in adapters},
         estimator_params={name: config.section("estimator", name) for name in estimators},
         seeds=list(seed) or [int(s) for s in _as_list(run.get("seeds", [0]))],
-        batch_size=int(batch_size or run.get("batch_size", 64)),
+        batch_size=int(batch_size if batch_size is not None else run.get("batch_size", 64)),
         steps=int(steps if steps is not None else run.get("steps", 0)),
         splits=_names(splits) or [str(s) for s in _as_list(run.get("splits"))],
         severities=list(severities) or [int(s) for s in _as_list(run.get("severities"))],
         data_dir=data_dir or run.get("data_dir"),
         device=device or run.get("device"),
         num_workers=workers,
-        threads=threads or run.get("threads"),
+        threads=threads if threads is not None else run.get("threads"),
+        model_options={"trust_pickle": True} if trust_pickle else {},
     )
 
 
@@ -105,19 +110,56 @@ def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=clic
     echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _option(flag: str, value: Any) -> str:
+    """How an option was given: ``--seed 3,4``."""
+    shown = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
+    return f"{flag} {shown}"
+
+
+def replaced_leaves(given: dict[str, tuple[str, Any]], suite: str) -> list[tuple[str, list[str]]]:
+    """The config leaves the given command-line options stand for: ``given`` maps a leaf
+    under ``[run]`` (or ``n_examples``, a suite option) to (flag, value)."""
+    out = []
+    for key, (flag, value) in given.items():
+        if value is None or value == () or value is False:
+            continue
+        leaf = ["suite", suite, key] if key == "n_examples" else ["run", key]
+        out.append((_option(flag, value), leaf))
+    return out
+
+
+def print_overrides(config: RunConfig, options: list[tuple[str, list[str]]]) -> None:
+    """One stderr line saying which file values the command line replaces (when any)."""
+    notes = override_notes(config, options)
+    if notes:
+        click.echo("overrides: " + "; ".join(notes), err=True)
+
+
+COUNT = click.IntRange(min=0)
+POSITIVE = click.IntRange(min=1)
+SEED = click.IntRange(0, MAX_SEED)
+THREADS = click.IntRange(0, MAX_THREADS)
 common_options = [
     click.option("--estimator", "-e", multiple=True, help="Estimator(s) to score; repeatable or comma list."),
     click.option("--adapter", "-a", multiple=True, help="Adapter(s); default: the estimator's preferred one."),
     click.option("--model", "-m", default=None, help="Model spec, e.g. mnist-cnn, timm:resnet50, path.pt."),
-    click.option("--seed", type=int, multiple=True, help="Seed(s); repeatable."),
-    click.option("--steps", type=int, default=None, help="Adaptation steps (0: the last checkpoint needed)."),
-    click.option("--batch-size", type=int, default=None, help="Stream batch size (default 64)."),
+    click.option("--seed", type=SEED, multiple=True, help="Seed(s); repeatable."),
+    click.option("--steps", type=COUNT, default=None,
+                 help="Adaptation steps: exactly this many (at least the last checkpoint an "
+                      "estimator needs); 0: stop at that last checkpoint."),
+    click.option("--batch-size", type=POSITIVE, default=None, help="Stream batch size (default 64)."),
     click.option("--data-dir", default=None, help="Dataset root (else $TTABENCH_DATA_DIR)."),
     click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
     click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml)."),
     click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
-    click.option("--threads", type=int, default=None,
-                 help="CPU threads per process (default [run].threads, 1 in plugins.toml)."),
+    click.option("--threads", type=THREADS, default=None,
+                 help="CPU threads per process (default [run].threads, 1 in plugins.toml; "
+                      "0: torch's default)."),
+    click.option("--trust-pickle", is_flag=True,
+                 help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
+                      "runs whatever code the file names (arbitrary code, with your rights): "
+                      "only for files you made or trust. Without it, files are read as "
+                      "tensors only."),
 ]
 
 
@@ -133,31 +175,39 @@ def with_options(options):
 @with_options(common_options)
 @click.option("--suite", "-s", default=None, help="Suite name (see `ttabench ls suites`).")
 @click.option("--splits", multiple=True, help="Split or dataset glob(s), e.g. 'fog-*,clean'.")
-@click.option("--severities", type=int, multiple=True, help="Keep only these severities.")
-@click.option("--n-examples", type=int, default=None, help="Images per split.")
+@click.option("--severities", type=POSITIVE, multiple=True,
+              help="Keep only these severities (of the suite's).")
+@click.option("--n-examples", type=POSITIVE, default=None, help="Images per split.")
 @click.option("--output", "-o", default=None, help="Run folder (cells/, leaderboard files).")
 @click.option("--shard", default=None, help="Run only shard i of n (i/n, 1-based).")
 @click.option("--quick", is_flag=True, help="Apply the config's [quick] table: a smoke run.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
-@click.option("--retries", type=int, default=0, help="Retries of a failing cell before it is recorded failed.")
+@click.option("--retries", type=COUNT, default=0,
+              help="Retries of a failing cell before it is recorded failed.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
-@click.option("--workers", type=int, default=0, help="Data-loading worker processes.")
-@click.option("--jobs", "-j", type=int, default=None,
+@click.option("--workers", type=COUNT, default=0, help="Data-loading worker processes.")
+@click.option("--jobs", "-j", type=COUNT, default=None,
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
-@click.option("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+@click.option("--n-boot", type=POSITIVE, default=1000, help="Bootstrap resamples for the intervals.")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        threads, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
+        threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, jobs, n_boot, dry_run) -> None:
-    """Run cells (model x suite split x adapter x estimators x seed) and score them."""
+    """Run cells (model x suite split x adapter x estimators x seed) and score them.
+
+    One run per output folder: a second run into a folder in use is refused. SIGTERM stops
+    like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
+    """
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
+    validate_config(config)
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
-                      baselines=not no_baselines, workers=workers, threads=threads)
+                      baselines=not no_baselines, workers=workers, threads=threads,
+                      trust_pickle=trust_pickle)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
@@ -168,52 +218,73 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     shard_of = parse_shard(shard)
     click.echo(f"config: {config.source}; suite {spec.suite}, model {spec.model}, "
                f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}")
-    t = time.perf_counter()
-    bench = Benchmark(spec, show_progress=True)
-    setup_time = time.perf_counter() - t
-    plans = bench.plan()
-    if dry_run:
+    print_overrides(config, replaced_leaves({
+        "estimators": ("--estimator", estimator), "adapter": ("--adapter", adapter),
+        "suite": ("--suite", suite), "model": ("--model", model), "seeds": ("--seed", seed),
+        "splits": ("--splits", splits), "severities": ("--severities", severities),
+        "n_examples": ("--n-examples", n_examples), "steps": ("--steps", steps),
+        "batch_size": ("--batch-size", batch_size), "data_dir": ("--data-dir", data_dir),
+        "device": ("--device", device), "threads": ("--threads", threads),
+        "jobs": ("--jobs", jobs), "output": ("--output", output)}, spec.suite))
+    if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
-        click.echo("\n".join(describe(bench, plans)))
+        bench = Benchmark(spec, show_progress=False)
+        click.echo("\n".join(describe(bench, bench.plan())))
         return
-    todo = pending_cells(plans, out, shard_of)
-    click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
-               + (f" (shard {shard})" if shard else "") + f"; output {out}")
-    t = time.perf_counter()
-    if executor == "ray":
-        from ttabench.runner.ray_executor import run_ray
-
-        ray_options = config.data.get("executor", {}).get("ray", {})
-        counts = run_ray(spec, todo, out, retries=retries, address=ray_address,
-                         options=ray_options, bench=bench)
-    else:
-        jobs = int(jobs if jobs is not None else config.run.get("jobs", 1))
-        if jobs == 0:  # auto: one process per core on the CPU, one on an accelerator
-            jobs = (os.cpu_count() or 1) if bench.device.type == "cpu" else 1
-        if jobs > 1 and len(todo) > 1:
-            from ttabench.runner.pool import run_pool
-
-            counts = run_pool(bench, spec, todo, out, jobs=min(jobs, len(todo)), retries=retries)
-        else:
-            counts = run_local(bench, todo, out, retries=retries)
-    cells_time = time.perf_counter() - t
-    t = time.perf_counter()
-    cells = collect_cells(out, plans)
-    finish_run(out, cells, n_boot)
-    phases = {"setup (suite + model)": setup_time, "cells": cells_time,
-              "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
-    todo_keys = {p.key for p in todo}
-    ran = [c for c in cells if c.get("status") == "ok" and c["key"] in todo_keys]
-    for key in ("source_pass", "bn_pass", "static_estimators", "adaptation"):
-        phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in ran)
-    write_json_atomic(out / "run.json", {"spec": spec.__dict__, "config": config.source,
-                                         "overrides": config.overrides, "cells": len(plans),
-                                         "ran": counts, "phases_seconds": phases})
+    with RunFolder.claim(out, shard_of) as folder:
+        t = time.perf_counter()
+        bench = Benchmark(spec, show_progress=True)
+        setup_time = time.perf_counter() - t
+        plans = bench.plan()
+        todo = pending_cells(plans, out, shard_of)
+        click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
+                   + (f" (shard {shard})" if shard else "") + f"; output {out}")
+        t = time.perf_counter()
+        try:
+            counts = execute_cells(bench, spec, todo, out, config, executor=executor,
+                                   retries=retries, ray_address=ray_address, jobs=jobs)
+        except KeyboardInterrupt as stop:
+            finished = sum(is_finished(out, p.key) for p in plans)
+            raise Interrupted(getattr(stop, "signum", signal.SIGINT),
+                              f"{finished} of {len(plans)} cells finished are kept in {out}; "
+                              "rerun the same command to resume") from None
+        cells_time = time.perf_counter() - t
+        t = time.perf_counter()
+        cells = collect_cells(out, plans)
+        finish_run(out, cells, n_boot)
+        phases = {"setup (suite + model)": setup_time, "cells": cells_time,
+                  "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
+        todo_keys = {p.key for p in todo}
+        ran = [c for c in cells if c.get("status") == "ok" and c["key"] in todo_keys]
+        for key in ("source_pass", "bn_pass", "static_estimators", "adaptation"):
+            phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in ran)
+        folder.record({"spec": spec.__dict__, "config": config.source,
+                       "overrides": config.overrides, "cells": len(plans)}, counts, phases)
     failed = [c for c in cells if c.get("status") == "failed"]
     if failed:
         raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0]['split']['name']}: "
                             f"{failed[0]['error']} (results of the others are in {out})")
+
+
+def execute_cells(bench: Benchmark, spec: RunSpec, todo: list, out: Path, config: RunConfig, *,
+                  executor: str, retries: int, ray_address: str | None,
+                  jobs: int | None) -> dict[str, int]:
+    """Run the pending cells with the chosen executor; returns the ok/failed counts."""
+    if executor == "ray":
+        from ttabench.runner.ray_executor import run_ray
+
+        ray_options = config.data.get("executor", {}).get("ray", {})
+        return run_ray(spec, todo, out, retries=retries, address=ray_address,
+                       options=ray_options, bench=bench)
+    jobs = int(jobs if jobs is not None else config.run.get("jobs", 1))
+    if jobs == 0:  # auto: one process per core on the CPU, one on an accelerator
+        jobs = (os.cpu_count() or 1) if bench.device.type == "cpu" else 1
+    if jobs > 1 and len(todo) > 1:
+        from ttabench.runner.pool import run_pool
+
+        return run_pool(bench, spec, todo, out, jobs=min(jobs, len(todo)), retries=retries)
+    return run_local(bench, todo, out, retries=retries)
 
 
 def seed_interval(estimates: list[float]) -> list[float]:
@@ -239,25 +310,67 @@ class FolderSuite(Suite):
         return self._dataset
 
     def record(self) -> dict[str, Any]:
-        return {"suite": self.name, "root": self.root, "n": len(self._dataset),
-                "skipped_files": getattr(self._dataset, "skipped_files", 0)}
+        return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
+
+
+def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
+                   resize: int | None) -> tuple[int, int]:
+    """(crop size, resize of the shorter side) for a folder of images fed to a model.
+
+    Given options win. Otherwise the crop is the model's recorded ``input_size`` (else 224),
+    and the resize its recorded ``resize``, else ``floor(crop / crop_pct)`` when it records a
+    crop ratio (timm), else the crop itself when it records an input size (a 32 px CIFAR model
+    sees its images whole), else 256 (the ImageNet evaluation transform).
+    """
+    def first(value: Any) -> int | None:
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        return int(value) if value else None
+
+    recorded = first(preprocessing.get("input_size"))
+    size = image_size or recorded or 224
+    if resize:
+        return size, resize
+    if first(preprocessing.get("resize")):
+        return size, first(preprocessing["resize"])
+    if preprocessing.get("crop_pct"):
+        return size, int(math.floor(size / float(preprocessing["crop_pct"])))
+    return size, size if recorded else 256
 
 
 @click.command()
 @with_options(common_options)
 @click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
-@click.option("--image-size", type=int, default=224, help="Center-crop size.")
-@click.option("--resize", type=int, default=256, help="Resize shorter side before the crop.")
+@click.option("--image-size", type=POSITIVE, default=None,
+              help="Center-crop size (default: the model's input size, else 224).")
+@click.option("--resize", type=POSITIVE, default=None,
+              help="Resize the shorter side before the crop (default: the model's recorded "
+                   "preprocessing, else 256).")
 @click.option("--calibration", default=None, help="Calibration id or file for a score estimator.")
-@click.option("--bootstrap", type=int, default=5, help="Repeats over seeds for the interval.")
+@click.option("--bootstrap", type=POSITIVE, default=5, help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, threads, data, image_size, resize, calibration, bootstrap, as_json) -> None:
-    """Label-free accuracy estimate for one model on one folder of unlabelled images."""
+             sets, threads, trust_pickle, data, image_size, resize, calibration, bootstrap,
+             as_json) -> None:
+    """Label-free accuracy estimate for one model on one folder of unlabelled images.
+
+    Everything that can be checked is checked before any image is adapted on: the estimator
+    (a score estimator needs a calibration fitted for this model), the adapter, the steps,
+    and the folder's size against the probe and the batch.
+    """
+    from ttabench.paths import cache_dir
+    from ttabench.runner.benchmark import _instantiate
     from ttabench.runner.execute import CellInputs, run_cell
+    from ttabench.runner.preflight import (
+        check_adapter_setup,
+        check_split_size,
+        check_steps,
+        resolve_device,
+    )
     from ttabench.suites.images import UnlabelledFolder
 
     config = load_config(config_path, overrides=list(sets))
+    validate_config(config)
     names = _names(estimator)
     if len(names) != 1:
         raise TTABenchError("estimate takes exactly one --estimator")
@@ -266,41 +379,56 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
     spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
                       steps=steps, batch_size=batch_size, device=device, baselines=False,
-                      threads=threads)
+                      threads=threads, trust_pickle=trust_pickle)
+    print_overrides(config, replaced_leaves({
+        "adapter": ("--adapter", adapter), "model": ("--model", model), "seeds": ("--seed", seed),
+        "steps": ("--steps", steps), "batch_size": ("--batch-size", batch_size),
+        "device": ("--device", device), "threads": ("--threads", threads)}, "")
+        + ([(_option("--calibration", calibration), ["estimator", name, "calibration"])]
+           if calibration else []))
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
-    from ttabench.paths import cache_dir
-    from ttabench.runner.benchmark import _instantiate, resolve_device
-
     dev = resolve_device(spec.device)
-    loaded = registry.load_model(spec.model, cache_dir=cache_dir())
-    folder = UnlabelledFolder(data, image_size=image_size, resize=resize)
-    suite = FolderSuite(folder, loaded.num_classes, str(data))
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
     if "source_val" in est.needs:
         raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
                             "use an estimator that does not (see `ttabench ls estimators`)")
+    check_steps(spec.steps, {name: est})
     adapter_name = spec.adapters[0]
-    seeds = [spec.seeds[0] + i for i in range(max(1, bootstrap))]
+    adapter_cls = registry.get("adapters", adapter_name)
+    adapter_params = spec.adapter_params.get(adapter_name, {})
+    loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
+    try:
+        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes})
+    except TTABenchError as err:
+        raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
+                            f"this model (see `ttabench fit`)") from None
+    check_adapter_setup(adapter_name, adapter_cls, adapter_params, loaded, None, "folder")
+    size, shorter = input_geometry(loaded.preprocessing, image_size, resize)
+    folder = UnlabelledFolder(data, image_size=size, resize=shorter)
+    suite = FolderSuite(folder, loaded.num_classes, str(data))
+    adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
+    check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
+    seeds = [spec.seeds[0] + i for i in range(bootstrap)]
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(
-            suite=suite, split=suite.splits()[0], model=loaded,
-            adapter_cls=registry.get("adapters", adapter_name),
-            adapter_params=spec.adapter_params.get(adapter_name, {}), estimators={name: est},
+            suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=adapter_cls,
+            adapter_params=adapter_params, estimators={name: est},
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
         result = out["results"][name]
-        if result.estimate is None:  # known after the first seed: do not run the others
+        if result.estimate is None:  # a plugin that said it could: do not run the other seeds
             raise TTABenchError(
-                f"{name} gave a score ({result.value:.4g}) but has no calibration to turn it "
-                f"into an accuracy; pass --calibration ID|FILE (see `ttabench fit`)")
+                f"{name} gave a score ({result.value:.4g}) but no accuracy; pass --calibration "
+                "ID|FILE (see `ttabench fit`)")
         values.append(result.value)
         estimates.append(result.estimate)
     report = {
         "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
         "target": est.target, "data": str(data), "n_images": len(folder),
         "skipped_files": getattr(folder, "skipped_files", 0),
+        "preprocessing": {"image_size": size, "resize": shorter},
         "estimate": estimates[0], "score": values[0], "seeds": seeds,
         "interval": seed_interval(estimates),
         "estimates": estimates, "params": est.params(),

@@ -82,29 +82,57 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(config: dict[str, Any], assignment: str) -> None:
-    """Apply one ``a.b.c=value`` override in place."""
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` -> ``(["a", "b", "c"], parsed value)``."""
     if "=" not in assignment:
         raise TTABenchError(f"--set expects section.key=value, got {assignment!r}")
     path, text = assignment.split("=", 1)
     keys = [k for k in path.strip().split(".") if k]
     if len(keys) < 2:
         raise TTABenchError(f"--set expects section.key=value, got {assignment!r}")
+    return keys, parse_value(text.strip())
+
+
+def nested(keys: list[str], value: Any) -> dict[str, Any]:
+    """``(["a", "b"], 1)`` -> ``{"a": {"b": 1}}``."""
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place."""
+    keys, value = parse_override(assignment)
     node = config
     for key in keys[:-1]:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise TTABenchError(f"--set {path}: {key!r} is not a section")
-    node[keys[-1]] = parse_value(text.strip())
+            raise TTABenchError(f"--set {'.'.join(keys)}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+@dataclass
+class Layer:
+    """One source of configuration values, in the order they apply: the file, its ``[quick]``
+    table, one ``--set``. ``origin`` names it in messages."""
+
+    origin: str
+    data: dict[str, Any]
 
 
 @dataclass
 class RunConfig:
-    """The resolved configuration of a run and where it came from."""
+    """The resolved configuration of a run and where it came from.
+
+    ``layers`` are the file, the ``[quick]`` table (always listed, so it is validated too;
+    ``applied`` False without ``--quick``) and each ``--set``, as they were given.
+    """
 
     data: dict[str, Any]
     source: str = "built-in defaults"
     overrides: list[str] = field(default_factory=list)
+    layers: list[Layer] = field(default_factory=list)
+    quick_applied: bool = False
 
     @property
     def run(self) -> dict[str, Any]:
@@ -117,6 +145,42 @@ class RunConfig:
             raise TTABenchError(f"[{kind}.{name}] in {self.source} must be a table")
         return dict(value)
 
+    def file_value(self, keys: list[str]) -> tuple[str, Any] | None:
+        """``(origin, value)`` of the leaf at ``keys`` as the file (and its applied ``[quick]``
+        table) set it, or None when the file does not set it."""
+        found = None
+        for layer in self.layers:
+            if layer.origin.startswith("--set") or (
+                layer.origin.endswith(QUICK_ORIGIN) and not self.quick_applied
+            ):
+                continue
+            node: Any = layer.data
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is not None:
+                found = (layer.origin, node)
+        return found
+
+
+QUICK_ORIGIN = " [quick]"
+
+
+def leaf_name(keys: list[str]) -> str:
+    """``["adapter", "rdumb", "lr"]`` -> ``"[adapter.rdumb] lr"``."""
+    return f"[{'.'.join(keys[:-1])}] {keys[-1]}"
+
+
+def override_notes(config: RunConfig, options: list[tuple[str, list[str]]]) -> list[str]:
+    """What the command line replaces of the file: ``options`` are (how the option was given,
+    the config leaf it stands for); every ``--set`` counts too. One note per replaced value."""
+    given = options + [(f"--set {a}", parse_override(a)[0]) for a in config.overrides]
+    notes = []
+    for label, keys in given:
+        found = config.file_value(keys)
+        if found is not None:
+            notes.append(f"{label} replaces {leaf_name(keys)} = {found[1]!r} of {found[0]}")
+    return notes
+
 
 def load_config(
     path: str | Path | None = None, quick: bool = False, overrides: list[str] | None = None
@@ -125,18 +189,29 @@ def load_config(
     its ``[quick]`` table when ``quick``, then ``--set`` overrides."""
     data = copy.deepcopy(DEFAULTS)
     source = "built-in defaults"
+    layers: list[Layer] = []
     file = Path(path) if path else Path(DEFAULT_CONFIG)
     if path and not file.exists():
         raise TTABenchError(f"config file not found: {file}")
     if file.exists():
         try:
-            data = _merge(data, tomllib.loads(file.read_text()))
+            content = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as err:
-            raise TTABenchError(f"{file} is not valid TOML: {err}") from None
+            raise TTABenchError(f"{file} is not valid TOML: {' '.join(str(err).split())}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise TTABenchError(f"cannot read config file {file}: {err}") from None
         source = str(file)
-    quick_table = data.pop("quick", {})
-    if quick:
-        data = _merge(data, quick_table)
+        quick_table = content.pop("quick", {})
+        if not isinstance(quick_table, dict):
+            raise TTABenchError(f"{file}: quick must be a table ([quick], laid out as the file), "
+                                f"got {quick_table!r}")
+        layers += [Layer(source, content), Layer(source + QUICK_ORIGIN, quick_table)]
+        data = _merge(data, content)
+        if quick:
+            data = _merge(data, quick_table)
     for assignment in overrides or []:
+        keys, value = parse_override(assignment)
+        layers.append(Layer(f"--set {assignment}", nested(keys, value)))
         apply_override(data, assignment)
-    return RunConfig(data=data, source=source, overrides=list(overrides or []))
+    return RunConfig(data=data, source=source, overrides=list(overrides or []), layers=layers,
+                     quick_applied=quick)

@@ -45,12 +45,21 @@ from ttabench.runner.passes import (
     accuracy,
     batch_statistics_copy,
     check_finite,
+    check_label_range,
     correct,
     has_batch_norm,
     restrict,
     source_pass,
 )
-from ttabench.runner.stream import first_epoch, gather, stream_indices, stream_start
+from ttabench.runner.preflight import check_split_size
+from ttabench.runner.stream import (
+    batches_of,
+    first_epoch,
+    gather,
+    source_batches,
+    stream_indices,
+    stream_start,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -75,6 +84,7 @@ class CellInputs:
     steps: int
     device: torch.device
     source_val: Outputs | None = None
+    source_data: Dataset | None = None
     num_workers: int = 0
     show_progress: bool = False
     labelled: bool = True
@@ -113,9 +123,7 @@ def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
     """Accuracy of the batch-statistics model over the first stream epoch, in batches of
     ``batch_size`` (a final batch of one image is merged into the one before)."""
     order = first_epoch(n, inputs.seed)
-    chunks = list(torch.split(order, inputs.batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) < 2:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    chunks = batches_of(order, inputs.batch_size)
     bn_model = batch_statistics_copy(model)
     right = 0
     for x, y in batches.batches(chunks):
@@ -148,19 +156,21 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     steps = max([inputs.steps, *wanted.keys()])
     if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
         steps = n // inputs.batch_size
-    if probe_size > n:
-        small = [name for name, p in plans.items()
-                 if p.probe_size > n and getattr(trajectory[name], "small_probe", "error") != "rescale"]
-        if small:
-            raise TTABenchError(
-                f"split {inputs.split.name!r} has {n} images, fewer than the probe size "
-                f"{probe_size} of {', '.join(small)}; lower probe_size or set small_probe='rescale'"
-            )
     probe_idx = first_epoch(n, inputs.seed)[: min(probe_size, n)]
     probe_images, _ = batches.take(probe_idx) if probe_size else (None, None)
 
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
-    adapter = inputs.adapter_cls(model, **inputs.adapter_params)
+    params = dict(inputs.adapter_params)
+    source_facts = None
+    if inputs.adapter_cls.source_data_param:
+        if inputs.source_data is None:
+            raise TTABenchError(f"adapter {inputs.adapter_cls.name!r} needs the suite's labelled "
+                                "source-validation split")
+        batches_of_source, source_facts = source_batches(
+            inputs.source_data, inputs.adapter_cls.source_data_samples, inputs.batch_size,
+            inputs.seed)
+        params[inputs.adapter_cls.source_data_param] = batches_of_source
+    adapter = inputs.adapter_cls(model, **params)
     for est in trajectory.values():
         est.reset()
 
@@ -211,6 +221,7 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         "results": {name: est.compute(context) for name, est in trajectory.items()},
         "adapter_params": adapter.params(),
         "adapter_counters": adapter.counters(),
+        **({"source_data": source_facts} if source_facts else {}),
     }
 
 
@@ -229,20 +240,26 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     seed_everything(inputs.seed)
     dataset = inputs.suite.dataset(inputs.split)
     n = len(dataset)
-    if n == 0:
-        raise TTABenchError(f"split {inputs.split.name!r} is empty")
     skipped = {name: reason for name, est in inputs.estimators.items()
                if (reason := _skip_reason(est, inputs))}
     active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
+    check_split_size(n, inputs.split.name, active, inputs.batch_size,
+                     adapts=inputs.steps > 0 or any(isinstance(e, TrajectoryEstimator)
+                                                    for e in active.values()))
     want_features = any("features" in est.needs for est in active.values())
     module = inputs.model.module.to(inputs.device)
 
     t = time.perf_counter()
     split_pass = source_pass(module, dataset, inputs.device, classifier=inputs.model.classifier,
                              want_features=want_features, class_subset=inputs.suite.class_subset,
-                             num_workers=inputs.num_workers)
+                             num_workers=inputs.num_workers,
+                             what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
     labels = split_pass.labels
+    if inputs.labelled:
+        check_label_range(labels, split_pass.outputs.logits.shape[1],
+                          f"split {inputs.split.name!r} of suite {inputs.suite.name!r}",
+                          inputs.suite.label_sets)
     timings["source_pass"] = time.perf_counter() - t
     batches = _Batches(dataset, split_pass.images, labels, inputs.num_workers)
     targets: dict[str, float | None] = {"source": None, "bn": None}
@@ -274,6 +291,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - start
     return {
         "n_examples": n,
+        "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0))},
         "targets": targets,
         "results": results,
         "skipped": skipped,

@@ -36,6 +36,36 @@ def restrict(logits: torch.Tensor, class_subset: list[int] | None) -> torch.Tens
     return logits if class_subset is None else logits[:, class_subset]
 
 
+def integer_labels(labels: object, what: str) -> torch.Tensor:
+    """Labels as int64; a label that is not a whole number is an error (never truncated)."""
+    tensor = torch.as_tensor(labels)
+    if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
+        bad = tensor[tensor != tensor.round()][0].item()
+        raise TTABenchError(f"{what}: label {bad!r} is not a whole number; labels must be "
+                            "class indices")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TTABenchError(f"{what}: labels must be class indices, got {tensor.dtype}")
+    return tensor.long()
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int, what: str,
+                      label_sets: list[tuple[int, ...]] | None = None) -> None:
+    """Refuse labels outside the suite's label space: they would count as wrong predictions for
+    every model (an all-zero accuracy), silently.
+
+    The label space is ``[0, num_classes)``, or ``[0, len(label_sets))`` for a suite with
+    ``label_sets``; ``-1`` ("no class of the model", see ``ttabench.api.Suite.label_sets``) is
+    allowed and never correct.
+    """
+    size = num_classes if label_sets is None else len(label_sets)
+    bad = labels[(labels < -1) | (labels >= size)]
+    if len(bad):
+        raise TTABenchError(
+            f"{what}: label {bad[0].item()} is outside the label range 0..{size - 1} (or -1 "
+            "for an image of no class of the model); the labels do not fit the suite's class set"
+        )
+
+
 def check_finite(logits: torch.Tensor, what: str) -> None:
     """One-line error when a model produced NaN or infinite logits."""
     if not torch.isfinite(logits).all():
@@ -59,6 +89,18 @@ class FeatureHook:
         if self.handle is not None:
             self.handle.remove()
         return torch.cat(self.features) if self.features else None
+
+
+def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``model(x)``; a failure inside the model (most often images of a size it cannot take)
+    is a one-line error naming the input shape."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        raise TTABenchError(
+            f"{what} failed on images of shape {tuple(x.shape[1:])}: "
+            f"{' '.join(str(exc).split())[:300]}; check the input size the model expects"
+        ) from exc
 
 
 @torch.no_grad()
@@ -91,9 +133,10 @@ def source_pass(
                 images.append(x)
                 if len(images) * x[0].numel() * batch_size > keep_images_bytes:
                     keep, images = False, []
-            out = restrict(model(to_unit_float(x).to(device)), class_subset).float().cpu()
+            out = restrict(_forward(model, to_unit_float(x).to(device), what), class_subset)
+            out = out.float().cpu()
             logits.append(out)
-            labels.append(torch.as_tensor(y, dtype=torch.long))
+            labels.append(integer_labels(y, f"the data given to {what}"))
     finally:
         features = hook.close()
     if not logits:

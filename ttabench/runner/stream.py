@@ -23,6 +23,7 @@ Protocol (the reference protocol of Weighted Flips, with its pitfalls fixed):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -68,6 +69,16 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int,
             step += 1
 
 
+def batches_of(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``, the last one shorter; a last batch of a
+    single image joins the batch before it (batch statistics need two images)."""
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
+    return chunks
+
+
 def first_epoch(n: int, seed: int) -> torch.Tensor:
     """The first draw of ``epochs(n, seed)`` (the probe is its start)."""
     return next(epochs(n, seed))
@@ -79,3 +90,23 @@ def gather(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch
     images = torch.stack([torch.as_tensor(item[0]) for item in items])
     labels = torch.as_tensor([int(item[1]) for item in items], dtype=torch.long)
     return images, labels
+
+
+def source_batches(dataset: Dataset, samples: int, batch_size: int,
+                   seed: int) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
+    """Labelled source batches for an adapter that asks for them (``Adapter.source_data_param``)
+    and the facts recorded about them.
+
+    The first ``samples`` images of a permutation of ``dataset`` (the suite's source-validation
+    split) drawn with ``seed``, in ``batches_of(..., batch_size)``. EATA's authors draw their
+    Fisher samples the same way: a random subset of clean validation images, shuffled, in
+    batches of the test batch size. The batches are read as they are consumed (one pass),
+    never held all at once.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[:samples]
+    chunks = batches_of(order, batch_size)
+    facts = {"split": "source_val", "samples": len(order), "batch_size": batch_size,
+             "batches": len(chunks), "seed": seed,
+             "draw": "first samples of a seeded permutation of the source-validation split"}
+    return (gather(dataset, idx) for idx in chunks), facts

@@ -208,7 +208,8 @@ class ImageFolderSuite(Suite):
 
     @property
     def skipped_files(self) -> dict[str, int]:
-        """Unreadable files left out, per split indexed so far."""
+        """Unreadable files left out, per split indexed so far (not in ``record()``: it changes
+        as splits are read, and the record is part of every cell's key)."""
         return {name: ds.skipped_files for name, ds in self._datasets.items()}
 
     def record(self) -> dict[str, Any]:
@@ -229,5 +230,4 @@ class ImageFolderSuite(Suite):
             "source_val": None if self.source_val_dir is None else str(self.source_val_dir),
             "preprocessing": self.transform.record(),
             "on_corrupt": self.on_corrupt,
-            "skipped_files": self.skipped_files,
         }

@@ -10,7 +10,7 @@ Design (shared by ``imagenetc``, ``imagefolder`` and ``UnlabelledFolder``):
   calls ``verify()`` (reads the header and, for PNG, checks chunk CRCs; it does not decode the
   pixels, so it costs a fraction of a millisecond per file). With ``on_corrupt="skip"`` (the
   default) an unreadable file is left out of the index, a warning names it, and the count is
-  exposed as ``ImageFileDataset.skipped_files`` and in the suite's ``record()``; with
+  exposed as ``ImageFileDataset.skipped_files`` and in each cell (``data.skipped_files``); with
   ``on_corrupt="error"`` the first unreadable file raises a TTABenchError before any work
   starts. A file that passes the screen but still fails to decode when read (damage past the
   header of a JPEG) raises a TTABenchError naming it: skipping it then would shift the indices

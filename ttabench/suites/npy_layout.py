@@ -140,8 +140,8 @@ class ArrayRows(Dataset):
 
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         if self._images is None or self._labels is None:
-            self._images = np.load(self.images_path, mmap_mode="r")
-            self._labels = np.load(self.labels_path, mmap_mode="r")
+            self._images = _open_npy(self.images_path)
+            self._labels = _open_npy(self.labels_path)
         return self._images, self._labels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
@@ -167,10 +167,39 @@ class ArrayRows(Dataset):
         return state
 
 
+def _open_npy(path: Path) -> np.ndarray:
+    """A memory map of a .npy file; a truncated, corrupt or pickled file is a one-line error
+    naming it (the map checks the file holds as many bytes as its header promises)."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise TTABenchError(
+            f"{path} is not a readable .npy array ({reason}); the file is truncated or corrupt: "
+            "replace it"
+        ) from None
+
+
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a .npy file, reading its header only."""
-    array = np.load(path, mmap_mode="r")
+    array = _open_npy(path)
     return tuple(array.shape), array.dtype
+
+
+def check_labels(path: Path, num_classes: int) -> None:
+    """A labels file holds whole class indices in ``[0, num_classes)``, one dimension: a float
+    label would be truncated and one out of range would count as wrong for every model."""
+    labels = _open_npy(path)
+    if labels.ndim != 1 or labels.dtype.kind not in "iuf":
+        raise TTABenchError(f"{path} must hold one integer label per image, got "
+                            f"{labels.dtype} {tuple(labels.shape)}")
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise TTABenchError(f"{path} holds labels that are not whole numbers (e.g. "
+                            f"{labels[labels != np.round(labels)][0]}); labels are class indices")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise TTABenchError(f"{path} holds labels outside 0..{num_classes - 1} (min "
+                            f"{labels.min()}, max {labels.max()}); the suite has {num_classes} "
+                            "classes")
 
 
 # --------------------------------------------------------------------------- the suite
@@ -232,6 +261,9 @@ class CorruptionArraySuite(Suite):
             self.root / "clean_labels.npy"
         ).is_file()
         self.image_shape = self._check_arrays()
+        for labels in ("labels", "clean_labels", "source_val_labels"):
+            if (self.root / f"{labels}.npy").is_file():
+                check_labels(self.root / f"{labels}.npy", self.num_classes)
 
     # ----------------------------------------------------------------- layout checks
 
@@ -257,13 +289,15 @@ class CorruptionArraySuite(Suite):
             raise self._layout_error(shown)
 
     def _check_arrays(self) -> tuple[int, int]:
-        """Every used array is uint8 NHWC with 3 channels and 5*n rows; returns (H, W)."""
+        """Every used array is readable, uint8 NHWC with 3 channels and 5*n rows (any number
+        for clean and source-val images); returns (H, W)."""
         size: tuple[int, int] | None = None
         files = [f"{c}.npy" for c in self.corruptions + self.holdout_present]
         files += ["clean.npy"] if self.has_clean else []
+        files += ["source_val.npy"] if (self.root / "source_val.npy").is_file() else []
         for name in files:
             shape, dtype = _header(self.root / name)
-            rows_ok = name == "clean.npy" or shape[0] == 5 * self.n_per_severity
+            rows_ok = name in ("clean.npy", "source_val.npy") or shape[0] == 5 * self.n_per_severity
             if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or not rows_ok:
                 raise TTABenchError(
                     f"{self.root / name} must be uint8 (5*{self.n_per_severity}, H, W, 3) NHWC, "

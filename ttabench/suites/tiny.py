@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from ttabench.api import SplitSpec, Suite
+from ttabench.errors import TTABenchError
 
 NUM_CLASSES = 4
 SIZE = 16
@@ -43,8 +44,11 @@ class TinySuite(Suite):
     num_classes = NUM_CLASSES
 
     def __init__(self, data_dir: Any = None, n_examples: int = 256, seed: int = 0) -> None:
-        self.n_examples = int(n_examples)
-        self.seed = int(seed)
+        for name, value, low in (("n_examples", n_examples, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TTABenchError(f"suite tiny: {name} must be an integer >= {low}, got {value!r}")
+        self.n_examples = n_examples
+        self.seed = seed
 
     def splits(self) -> list[SplitSpec]:
         out = [SplitSpec("clean", "clean", None, "calibration")]

@@ -1,0 +1,278 @@
+"""The schema of a run's configuration: what ``plugins.toml`` and ``--set`` may hold, and where.
+
+One check serves the file, its ``[quick]`` table and every ``--set`` (``validate``), before any
+plugin is built or any data read. Each layer is checked on its own, so an error names where the
+value came from (the file and its table, or the ``--set`` assignment):
+
+==================== =========================================================================
+section               what it may hold
+==================== =========================================================================
+``[run]``             the keys of ``RUN_KEYS``, each of its type
+``[suite.NAME]``      NAME a registered suite; keys: the keyword options of its factory
+``[adapter.NAME]``    NAME a registered adapter; keys: the keyword parameters of its constructor
+``[estimator.NAME]``  NAME a registered estimator; keys: its constructor's keyword parameters
+``[executor.ray]``    the keys of ``RAY_KEYS``
+``[quick]``           the same layout (no nested ``[quick]``), applied by ``--quick``
+==================== =========================================================================
+
+Plugin parameters are checked against the plugin's own signature: an unknown name is an error
+unless the constructor takes ``**kwargs`` all the way down its base classes; a value is checked
+against the parameter's annotation when that is built from plain types (bool, int, float, str,
+paths, lists, unions, Literal), and left to the plugin otherwise. Unknown names get a "did
+you mean" suggestion (difflib, as ``registry.unknown_error``).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import inspect
+import os
+import pathlib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ttabench import registry
+from ttabench.errors import TTABenchError
+from ttabench.runner.config import Layer, RunConfig
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A value's expected form: ``check(value)`` is True when it fits; ``text`` says what fits."""
+
+    check: Callable[[Any], bool]
+    text: str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _ints(minimum: int, maximum: int | None = None) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        items = value if isinstance(value, list) else [value]
+        return bool(items) and all(_is_int(v) and minimum <= v and (maximum is None or v <= maximum)
+                                   for v in items)
+
+    return check
+
+
+#: Seeds go to torch's generators (64 bits); the thread count to torch's intra-op pool.
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024
+
+
+STRING = Rule(lambda v: isinstance(v, str), "a string")
+NAMES = Rule(_names, "a name or a list of names")
+RUN_KEYS: dict[str, Rule] = {
+    "suite": STRING,
+    "model": STRING,
+    "adapter": NAMES,
+    "estimators": NAMES,
+    "baselines": NAMES,
+    "seeds": Rule(_ints(0, MAX_SEED), f"an integer in 0..{MAX_SEED} or a list of them"),
+    "batch_size": Rule(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "steps": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: the last "
+                  "checkpoint an estimator needs)"),
+    "threads": Rule(lambda v: _is_int(v) and 0 <= v <= MAX_THREADS,
+                    f"an integer in 0..{MAX_THREADS} (0: torch's default)"),
+    "jobs": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: one per core)"),
+    "output": STRING,
+    "splits": NAMES,
+    "severities": Rule(_ints(1), "a positive integer or a list of them"),
+    "data_dir": STRING,
+    "device": STRING,
+}
+RAY_KEYS: dict[str, Rule] = {
+    "num_cpus": Rule(lambda v: _number(v) and v > 0, "a positive number"),
+    "num_gpus": Rule(lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "num_cpus_total": Rule(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "log_to_driver": Rule(lambda v: isinstance(v, bool), "true or false"),
+}
+#: Plugin sections: section name -> (registry kind, leading positional parameters the host
+#: passes itself: the model of an adapter, the data folder of a suite factory).
+PLUGIN_SECTIONS: dict[str, tuple[str, int]] = {"suite": ("suites", 1), "adapter": ("adapters", 1),
+                                               "estimator": ("estimators", 0)}
+SECTIONS: tuple[str, ...] = ("run", *PLUGIN_SECTIONS, "executor")
+EXECUTORS: dict[str, dict[str, Rule]] = {"ray": RAY_KEYS}
+
+
+def _unknown(what: str, name: str, choices: list[str]) -> str:
+    """``unknown <what> 'name'; did you mean 'x'? <known>: a, b`` (one line)."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
+    return f"unknown {what} '{name}'{hint} known: {', '.join(choices) or 'none'}"
+
+
+def _fail(origin: str, where: str, problem: str) -> TTABenchError:
+    return TTABenchError(f"{origin}: {where}: {problem}")
+
+
+def validate(config: RunConfig) -> None:
+    """Check every layer of ``config`` (the file, its ``[quick]`` table, each ``--set``);
+    raise a one-line TTABenchError naming the origin and key of the first problem."""
+    for layer in config.layers:
+        check_layer(layer)
+
+
+def check_layer(layer: Layer) -> None:
+    """Check one layer's sections, keys and values against the schema."""
+    for section, content in layer.data.items():
+        if section not in SECTIONS:
+            raise TTABenchError(f"{layer.origin}: {_unknown('section', section, list(SECTIONS))}")
+        if not isinstance(content, dict):
+            raise _fail(layer.origin, section, f"must be a table ([{section}]), got {content!r}")
+        if section == "run":
+            _check_keys(layer.origin, "[run]", content, RUN_KEYS)
+        elif section == "executor":
+            for name, table in content.items():
+                if name not in EXECUTORS:
+                    raise _fail(layer.origin, "[executor]", _unknown("executor", name,
+                                                                     list(EXECUTORS)))
+                if not isinstance(table, dict):
+                    raise _fail(layer.origin, f"[executor.{name}]", "must be a table")
+                _check_keys(layer.origin, f"[executor.{name}]", table, EXECUTORS[name])
+        else:
+            for name, params in content.items():
+                _check_plugin(layer.origin, section, name, params)
+
+
+def _check_keys(origin: str, where: str, table: dict[str, Any], rules: dict[str, Rule]) -> None:
+    for key, value in table.items():
+        if key not in rules:
+            raise _fail(origin, where, _unknown("key", key, list(rules)))
+        if not rules[key].check(value):
+            raise _fail(origin, f"{where} {key}", f"expected {rules[key].text}, got {value!r}")
+
+
+def _check_plugin(origin: str, section: str, name: str, params: Any) -> None:
+    kind, skip = PLUGIN_SECTIONS[section]
+    where = f"[{section}.{name}]"
+    available = registry.names(kind)
+    if name not in available:
+        raise _fail(origin, where, _unknown(kind[:-1], name, available))
+    if not isinstance(params, dict):
+        raise _fail(origin, where, f"must be a table of parameters, got {params!r}")
+    accepted = plugin_parameters(registry.get(kind, name), skip)
+    if accepted is None:  # takes any keyword
+        return
+    for key, value in params.items():
+        if key not in accepted:
+            raise _fail(origin, where, _unknown(f"parameter of {section} {name}", key,
+                                                sorted(accepted)))
+        annotation = accepted[key]
+        if fits(value, annotation) is False:
+            raise _fail(origin, f"{where} {key}",
+                        f"expected {describe(annotation)}, got {value!r}")
+
+
+def plugin_parameters(target: Any, skip: int) -> dict[str, Any] | None:
+    """Keyword parameters (name -> annotation, ``Any`` when unknown) a plugin's constructor or
+    factory accepts after its ``skip`` leading positional parameters.
+
+    A constructor that takes ``**kwargs`` forwards them to its base class, so the bases'
+    ``__init__`` parameters are collected too; None when no signature bounds them (the chain
+    ends in ``**kwargs`` of a class outside the plugin, or no signature can be read).
+    """
+    chain: list[Any] = [target]
+    if isinstance(target, type):
+        chain += [vars(base)["__init__"] for base in target.__mro__[1:]
+                  if "__init__" in vars(base) and base is not object]
+    accepted: dict[str, Any] = {}
+    for depth, function in enumerate(chain):
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return None
+        try:
+            hints = typing.get_type_hints(function.__init__ if isinstance(function, type)
+                                          else function)
+        except Exception:  # unresolvable annotations: names are still checked
+            hints = {}
+        parameters = list(signature.parameters.values())[(1 if depth else 0) + skip:]
+        open_ended = False
+        for parameter in parameters:
+            if parameter.kind is parameter.VAR_KEYWORD:
+                open_ended = True
+            elif parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                accepted.setdefault(parameter.name, hints.get(parameter.name, Any))
+        if not open_ended:
+            return _without_host_supplied(target, accepted)
+    return None
+
+
+def _without_host_supplied(target: Any, accepted: dict[str, Any]) -> dict[str, Any]:
+    """Drop the parameter through which the host hands an adapter its source data."""
+    supplied = getattr(target, "source_data_param", None)
+    return {k: v for k, v in accepted.items() if k != supplied}
+
+
+_PATHS = (str, pathlib.Path, pathlib.PurePath, os.PathLike)
+_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable,
+              collections.abc.Collection, collections.abc.MutableSequence)
+
+
+def fits(value: Any, annotation: Any) -> bool | None:
+    """Whether a TOML value fits a parameter annotation: True, False, or None (cannot tell)."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [fits(value, arg) for arg in args]
+        return True if True in verdicts else (None if None in verdicts else False)
+    if origin is typing.Literal:
+        return value in args
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return _is_int(value)
+    if annotation is float:
+        return _number(value)
+    if annotation in _PATHS:
+        return isinstance(value, str)
+    if origin in _SEQUENCES or annotation in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if not args:
+            return True
+        verdicts = [fits(item, args[0]) for item in value]
+        return False if False in verdicts else (None if None in verdicts else True)
+    if origin in (dict, collections.abc.Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def describe(annotation: Any) -> str:
+    """An annotation as a reader knows it: ``float | str | None``, ``list of int``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe(arg) for arg in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in _SEQUENCES:
+        return f"list of {describe(args[0])}" if args else "list"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+__all__ = ["MAX_SEED", "MAX_THREADS", "RAY_KEYS", "RUN_KEYS", "Rule", "SECTIONS", "check_layer", "describe", "fits",
+           "plugin_parameters", "validate"]

@@ -1,0 +1,116 @@
+"""Checks of a run's inputs that need the loaded plugins, made before any work starts.
+
+Each refuses, with one line naming the option or key that fixes it, what would otherwise fail
+in every cell or, worse, silently give other numbers: a device this machine does not have,
+severities the suite does not have, ``--steps`` below the last checkpoint an estimator needs,
+adapter parameters the adapter refuses or source data the suite lacks, and a split too small
+for one stream batch or for an estimator's probe.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ttabench.api import Adapter, Estimator, LoadedModel, Suite, TrajectoryEstimator
+from ttabench.errors import TTABenchError
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` if given, else CUDA when present, else the CPU; a device this machine does not
+    have is a one-line error (before any work)."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise TTABenchError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TTABenchError(f"--device {name}: CUDA is not available on this machine; "
+                                "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise TTABenchError(f"--device {name}: this machine has {count} CUDA device(s), "
+                                f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise TTABenchError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise TTABenchError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
+    return device
+
+
+def check_severities(severities: list[int], suite: Suite) -> None:
+    """Refuse a severity the suite does not have (it would silently keep only the splits
+    without a severity, such as ``clean``)."""
+    available = sorted({s.severity for s in suite.splits() if s.severity is not None})
+    unknown = [v for v in severities if v not in available]
+    if unknown:
+        raise TTABenchError(
+            f"--severities {','.join(map(str, unknown))}: suite {suite.name!r} has "
+            + (f"severities {', '.join(map(str, available))}" if available else "no severities")
+        )
+
+
+def check_adapter_setup(name: str, cls: type[Adapter], params: dict[str, Any], model: LoadedModel,
+                        source_data: Any, suite: str) -> None:
+    """Refuse, once and before any work, what would fail in every cell: parameters the adapter
+    does not accept (it is built once on a copy of the model, without its source data), and an
+    adapter that needs source data (``Adapter.source_data_param``) on a suite without a
+    labelled source-validation split."""
+    if cls.source_data_param and (source_data is None or len(source_data) == 0):
+        raise TTABenchError(
+            f"adapter {name} needs labelled clean source data (its {cls.source_data_param!r}), "
+            f"taken from the suite's source-validation split, but suite {suite} has none; "
+            "use a suite with one, or an adapter that needs none"
+        )
+    try:
+        cls(copy.deepcopy(model.module), **params)
+    except TypeError as err:
+        raise TTABenchError(f"adapter {name!r}: bad parameters {params}: {err}") from None
+    except TTABenchError as err:
+        raise TTABenchError(f"adapter {name!r} ({params}): {err}") from None
+
+
+def check_steps(steps: int, estimators: dict[str, Estimator]) -> None:
+    """Refuse ``steps`` > 0 below the last checkpoint a trajectory estimator needs.
+
+    Adaptation runs exactly ``steps`` updates when it is given (0: up to the last checkpoint
+    any estimator needs), so fewer would leave checkpoints unreached; known before any work.
+    """
+    last = {name: max(est.plan().checkpoints, default=0) for name, est in estimators.items()
+            if isinstance(est, TrajectoryEstimator)}
+    short = sorted(name for name, step in last.items() if 0 < steps < step)
+    if short:
+        need = max(last[name] for name in short)
+        raise TTABenchError(
+            f"--steps {steps} is fewer than the last checkpoint ({need}) of {', '.join(short)}; "
+            f"pass --steps 0 (stop at the last checkpoint) or at least {need}, or lower the "
+            "checkpoints"
+        )
+
+
+def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch_size: int,
+                     adapts: bool) -> None:
+    """Refuse a split too small for one stream batch (when adapting) or for a trajectory
+    estimator's probe (unless it rescales small probes), naming the option that fixes it."""
+    if n == 0:
+        raise TTABenchError(f"split {split!r} is empty")
+    if adapts and n < batch_size:
+        raise TTABenchError(
+            f"split {split!r} has {n} images, fewer than one stream batch of {batch_size}; "
+            f"pass --batch-size {n} or less"
+        )
+    for name, est in estimators.items():
+        if not isinstance(est, TrajectoryEstimator):
+            continue
+        probe = est.plan().probe_size
+        if probe > n and getattr(est, "small_probe", "error") != "rescale":
+            fix = f"pass --set estimator.{name}.probe_size={n} (or less)"
+            if hasattr(est, "small_probe"):
+                fix += f", or --set estimator.{name}.small_probe=rescale to accept a smaller probe"
+            raise TTABenchError(
+                f"split {split!r} has {n} images, fewer than the probe size {probe} of {name}; {fix}"
+            )
