@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1] / "src"
 HOST = ROOT / "ttabench"
 PLUGIN_PACKAGE = "ttabench" + "_" + "enigma"  # spelled in pieces so greps of tests stay clean
 WORD = "enig" + "ma"

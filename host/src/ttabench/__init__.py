@@ -1,3 +1,5 @@
 """ttabench: a test-time-adaptation benchmark host with entry-point plugins."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("ttabench")

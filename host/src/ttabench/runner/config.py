@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import sys
+from contextlib import ExitStack
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_CONFIG = "plugins.toml"
+#: The host's packaged default config (host built-ins only), used when ./plugins.toml is absent.
+PACKAGED_CONFIG = "defaults.toml"
 
 DEFAULTS: dict[str, Any] = {
     "run": {
@@ -185,14 +189,26 @@ def override_notes(config: RunConfig, options: list[tuple[str, list[str]]]) -> l
 def load_config(
     path: str | Path | None = None, quick: bool = False, overrides: list[str] | None = None
 ) -> RunConfig:
-    """Built-in defaults, then the TOML file (``path`` or ./plugins.toml when present), then
-    its ``[quick]`` table when ``quick``, then ``--set`` overrides."""
+    """Built-in defaults, then the TOML file (``path``, else ./plugins.toml when present, else
+    the host's packaged ``defaults.toml``), then its ``[quick]`` table when ``quick``, then
+    ``--set`` overrides."""
+    with ExitStack() as stack:
+        if path:
+            file = Path(path)
+            if not file.exists():
+                raise TTABenchError(f"config file not found: {file}")
+        elif Path(DEFAULT_CONFIG).exists():
+            file = Path(DEFAULT_CONFIG)
+        else:
+            packaged = resources.files("ttabench") / PACKAGED_CONFIG
+            file = stack.enter_context(resources.as_file(packaged))
+        return _load_file(file, quick, overrides)
+
+
+def _load_file(file: Path, quick: bool, overrides: list[str] | None) -> RunConfig:
     data = copy.deepcopy(DEFAULTS)
     source = "built-in defaults"
     layers: list[Layer] = []
-    file = Path(path) if path else Path(DEFAULT_CONFIG)
-    if path and not file.exists():
-        raise TTABenchError(f"config file not found: {file}")
     if file.exists():
         try:
             content = tomllib.loads(file.read_text())
