@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ttabench.api import Adapter, to_unit_float
-from ttabench.errors import TTABenchError
+from ttabench.api import Adapter, TTABenchError, to_unit_float
 from ttabench_enigma.norm import (
     DEFAULT_NORMS,
     collect_params,

@@ -11,8 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ttabench.calibration import Calibration
-from ttabench.errors import TTABenchError
+from ttabench.api import Calibration, TTABenchError
 
 
 def _directory() -> Path:

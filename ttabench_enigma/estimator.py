@@ -33,13 +33,14 @@ import torch
 
 from ttabench.api import (
     PROBE_DRAWS,
+    Calibration,
     EstimateResult,
     TrajectoryContext,
     TrajectoryEstimator,
     TrajectoryPlan,
+    TTABenchError,
+    fit_temperature,
 )
-from ttabench.calibration import Calibration
-from ttabench.errors import TTABenchError
 from ttabench_enigma.calibrations import load_calibration
 from ttabench_enigma.flips import flip_curve
 
@@ -358,11 +359,9 @@ class WeightedFlipsTS(WeightedFlips):
     """
 
     name: ClassVar[str] = "enigma+ts"
-    needs = frozenset({"source_val", "temperature"})
+    needs = frozenset({"source_val"})
 
     def temperature(self, context: TrajectoryContext) -> float:
-        from ttabench.estimators.functional import fit_temperature
-
         val = context.source_val
         if val is None or val.labels is None:
             raise TTABenchError(f"{self.name} needs labelled source-validation outputs")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ttabench.errors import TTABenchError
+from ttabench.api import TTABenchError
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ttabench.errors import TTABenchError
+from ttabench.api import TTABenchError
 
 NORM_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
     "batch": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from ttabench.import_scan import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1] / "src"
 HOST = ROOT / "ttabench"
@@ -19,27 +20,6 @@ def host_files() -> list[Path]:
         p for p in HOST.rglob("*")
         if p.is_file() and p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts
     )
-
-
-def imported_modules(source: str, package: str) -> set[str]:
-    """Every module an import names (relative ones resolved against ``package``)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = parts[: len(parts) - node.level + 1]
-                base = ".".join(parent + ([base] if base else []))
-            found.add(base)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in (
-            "import_module",
-            "__import__",
-        ):
-            found |= {a.value for a in node.args if isinstance(a, ast.Constant)}
-    return found
 
 
 def package_of(path: Path) -> str:

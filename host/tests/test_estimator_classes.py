@@ -117,7 +117,7 @@ def test_ts_declarations(name: str) -> None:
     cls, plain = TS[name]
     assert issubclass(cls, plain)
     assert (cls.target, cls.kind) == ("source", "direct")
-    assert cls.needs == frozenset({"source_val", "temperature"})
+    assert cls.needs == frozenset({"source_val"})
 
 
 def _calibrated_val(scale: float) -> Outputs:

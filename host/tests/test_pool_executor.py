@@ -5,7 +5,6 @@ by rebuilding the pool; the CLI end to end."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

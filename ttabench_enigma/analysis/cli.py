@@ -24,10 +24,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ttabench import paths, registry
-from ttabench.api import LoadedModel, SplitSpec, Suite
-from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.api import (
+    LoadedModel,
+    SplitSpec,
+    Suite,
+    TTABenchError,
+    cache_dir,
+    get_plugin,
+    load_model,
+    make_suite,
+    write_json_atomic,
+)
 from ttabench_enigma.analysis.plots import plot_curves, plot_embeddings, plot_sweep
 from ttabench_enigma.analysis.trajectory import (
     AdapterFactory,
@@ -61,7 +68,7 @@ def adapter_factory(
         params["num_classes"] = num_classes
     if name == "rdumb":
         params["reset_every"] = RDUMB_RESET_EVERY if reset else steps + 1
-    cls = registry.get("adapters", name)
+    cls = get_plugin("adapters", name)
 
     def make(module: nn.Module) -> Any:
         return cls(module, **params)
@@ -100,7 +107,7 @@ def load_source(
 
     The reference means come from the suite's ``source_val`` (None when it has none).
     """
-    loaded = registry.load_model(model, paths.cache_dir(), num_classes=suite.num_classes)
+    loaded = load_model(model, cache_dir(), num_classes=suite.num_classes)
     if loaded.num_classes != suite.num_classes:
         raise TTABenchError(
             f"model '{model}' has {loaded.num_classes} classes but suite '{suite.name}' "
@@ -294,7 +301,7 @@ def analyze(
 ) -> None:
     """Embedding drift (silhouette, shift distance) along an entropy-minimization trajectory."""
     torch.manual_seed(seed)
-    suite = registry.make_suite(suite_name, data_dir)
+    suite = make_suite(suite_name, data_dir)
     chosen = select_splits(suite, split, sweep)
     make_adapter = adapter_factory(adapter, suite.num_classes, steps, reset, lr)
     loaded, reference = load_source(model, suite)

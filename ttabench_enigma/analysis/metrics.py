@@ -21,7 +21,7 @@ from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from ttabench.errors import TTABenchError
+from ttabench.api import TTABenchError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 

@@ -25,10 +25,15 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ttabench.api import Adapter, LoadedModel, to_unit_float
-from ttabench.errors import TTABenchError
-from ttabench.models.base import find_classifier
-from ttabench.runner.stream import first_epoch, stream_indices
+from ttabench.api import (
+    Adapter,
+    LoadedModel,
+    TTABenchError,
+    find_classifier,
+    first_epoch,
+    stream_indices,
+    to_unit_float,
+)
 from ttabench_enigma.analysis.metrics import (
     class_means,
     mean_entropy,

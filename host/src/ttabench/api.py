@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from collections.abc import Sized
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -89,10 +90,10 @@ class Suite(ABC):
         """Every split in the suite's fixed, recorded order."""
 
     @abstractmethod
-    def dataset(self, split: SplitSpec) -> Dataset:
+    def dataset(self, split: SplitSpec) -> Dataset[Any]:
         """Items are ``(uint8 tensor (3, H, W), int label)``; may stream from disk."""
 
-    def source_val(self) -> Dataset | None:
+    def source_val(self) -> Dataset[Any] | None:
         """A clean labelled validation set from the training distribution, or None."""
         return None
 
@@ -103,7 +104,7 @@ class Suite(ABC):
     def size(self, split: SplitSpec) -> int:
         """Images in a split, for planning (``ttabench run --dry-run``); folder suites count
         files without reading them (unreadable files are left out only when indexed)."""
-        return len(self.dataset(split))
+        return len(cast(Sized, self.dataset(split)))
 
 
 # --------------------------------------------------------------------------- models
@@ -158,7 +159,8 @@ class Adapter(nn.Module, ABC):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the current model without adapting (normalization as the adapter sets it)."""
-        return self.model(x)
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     @abstractmethod
     def reset(self) -> None:
@@ -212,14 +214,22 @@ class Estimator(ABC):
     Class attributes declare what it is: ``target`` is the accuracy it estimates (``source``,
     ``bn`` or ``adapted``), ``kind`` is ``"direct"`` or ``"score"`` (score + fitted map), and
     ``needs`` lists what it needs from the host: ``"source_val"`` (labelled clean outputs),
-    ``"features"`` (penultimate embeddings), ``"temperature"`` (a temperature fitted on
-    source_val is applied to all logits it sees).
+    ``"features"`` (penultimate embeddings).
     """
 
     name: ClassVar[str]
     target: ClassVar[Target] = "source"
     kind: ClassVar[Literal["direct", "score"]] = "direct"
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: The adapter a run uses when neither ``--adapter`` nor ``[run] adapter`` names one (the
+    #: first estimator that declares one decides); None: no preference (``source``).
+    default_adapter: ClassVar[str | None] = None
+
+    @property
+    def score_input(self) -> str | None:
+        """The score a fitted calibration of this estimator maps to an accuracy (``"value"`` or
+        a key of ``EstimateResult.scores``), recorded in every cell; None: none is fitted."""
+        return None
 
     def params(self) -> dict[str, Any]:
         """Parameters as used, recorded in every cell (including a calibration id if any)."""
@@ -291,6 +301,12 @@ class TrajectoryContext:
 class TrajectoryEstimator(Estimator):
     """Observes one adaptation trajectory: probe snapshots and, optionally, every step."""
 
+    #: What the host does with a split smaller than ``plan().probe_size``: ``"error"`` refuses
+    #: it before any work; ``"rescale"`` runs with the smaller probe (the estimator rescales
+    #: its scores itself). An estimator whose constructor takes ``small_probe`` lets the user
+    #: choose (``--set estimator.NAME.small_probe=rescale``).
+    small_probe: Literal["error", "rescale"] = "error"
+
     @abstractmethod
     def plan(self) -> TrajectoryPlan:
         """The probe size and the checkpoints this estimator needs."""
@@ -310,7 +326,36 @@ class TrajectoryEstimator(Estimator):
         """Forget everything observed; called before each cell."""
 
 
+# --------------------------------------------------------------------------- the rest of the API
+# Defined in small modules of their own (which import the contracts above), so imported last.
+# The record types: ttabench.records (the typed cell record) is re-exported here when it lands.
+
+from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
+from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
+from ttabench.errors import Interrupted  # noqa: E402
+from ttabench.estimators.functional import fit_temperature  # noqa: E402
+from ttabench.models.base import find_classifier  # noqa: E402
+from ttabench.paths import cache_dir  # noqa: E402
+from ttabench.registry import get as get_plugin  # noqa: E402
+from ttabench.registry import load_model, make_suite  # noqa: E402
+from ttabench.runner.store import write_json_atomic  # noqa: E402
+from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
+
 __all__ = [
+    "CALIBRATION_SCHEMA",
+    "Calibration",
+    "Interrupted",
+    "TTABenchError",
+    "cache_dir",
+    "find_classifier",
+    "get_plugin",
+    "load_model",
+    "make_suite",
+    "first_epoch",
+    "fit_polynomial",
+    "fit_temperature",
+    "stream_indices",
+    "write_json_atomic",
     "Adapter",
     "EstimateResult",
     "Estimator",

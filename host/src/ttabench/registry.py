@@ -274,7 +274,7 @@ def list_plugins(kind: str | None = None, load: bool = True) -> list[PluginInfo]
     kinds = [normalize_kind(kind)] if kind else list(KINDS)
     out = []
     for k in kinds:
-        for name, entry in sorted(_entries(k).items()):
+        for _, entry in sorted(_entries(k).items()):
             out.append(_info(entry, _status(entry) if load else "not loaded"))
     return out
 

@@ -3,8 +3,8 @@
 Each returns an accuracy fraction (``value == estimate``) computed by the pure functions in
 ``ttabench.estimators.functional``. The ``+ts`` variants fit one temperature T by NLL on the
 labelled source-validation outputs and divide both the source-val and the target logits by T
-before estimating; they do this themselves (``"temperature"`` in ``needs`` says so, the host
-hands them unscaled logits), and report T in ``extras``.
+before estimating; they do this themselves (the host hands them unscaled logits), and report T
+in ``extras``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class COTT(COT):
 class _TemperatureScaled(StaticEstimator):
     """Mixin: fit T on source val, divide val and target logits by T, run the plain estimator."""
 
-    needs = frozenset({"source_val", "temperature"})
+    needs = frozenset({"source_val"})
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)

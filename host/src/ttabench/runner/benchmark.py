@@ -226,7 +226,7 @@ class Benchmark:
                 "estimate": result.estimate, "scores": result.scores, "extras": result.extras,
                 "params": est.params(), "plugin": plan.protocol["estimators"][name]["plugin"],
                 "trajectory": isinstance(est, TrajectoryEstimator),
-                "input": getattr(est, "score_input", None),
+                "input": est.score_input,
             }
         return self._cell(plan, "ok", None, 1, {
             "n_examples": out["n_examples"], "data": out["data"], "targets": out["targets"],

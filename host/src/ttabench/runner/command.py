@@ -50,7 +50,7 @@ def choose_adapters(cli: list[str], config: RunConfig, estimators: list[str]) ->
     if config.run.get("adapter"):
         return [str(a) for a in _as_list(config.run["adapter"])]
     for name in estimators:
-        default = getattr(registry.get("estimators", name), "default_adapter", None)
+        default = registry.get("estimators", name).default_adapter
         if default:
             return [default]
     return ["source"]

@@ -10,6 +10,7 @@ for one stream batch or for an estimator's probe.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -107,9 +108,9 @@ def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch
         if not isinstance(est, TrajectoryEstimator):
             continue
         probe = est.plan().probe_size
-        if probe > n and getattr(est, "small_probe", "error") != "rescale":
+        if probe > n and est.small_probe != "rescale":
             fix = f"pass --set estimator.{name}.probe_size={n} (or less)"
-            if hasattr(est, "small_probe"):
+            if "small_probe" in inspect.signature(type(est)).parameters:
                 fix += f", or --set estimator.{name}.small_probe=rescale to accept a smaller probe"
             raise TTABenchError(
                 f"split {split!r} has {n} images, fewer than the probe size {probe} of {name}; {fix}"

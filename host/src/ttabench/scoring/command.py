@@ -144,7 +144,7 @@ def fit(
     declared = {(c["estimators"].get(estimator) or {}).get("input") for c in chosen} - {None}
     map_input = declared.pop() if score == VALUE and len(declared) == 1 else score
     cal = fit_map(
-        x, y, deg, estimator=estimator, input=map_input, target=target,
+        x, y, deg, estimator=estimator, input=map_input, target=target,  # type: ignore[arg-type]
         fitted_for=protocol_facts(chosen, estimator, score), provenance=provenance,
         monotone=monotone, id=cal_id,
     )

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -230,7 +230,7 @@ def _score_group(
         accs = [(truth(c, target), str(c["split"].get("dataset"))) for c in eval_cells.values()]
         accs = [(a, d) for a, d in accs if a is not None]
         online[target] = (
-            100.0 * metrics.mean_by_dataset([a for a, _ in accs], [d for _, d in accs])
+            100.0 * metrics.mean_by_dataset([a for a, _ in accs], [d for _, d in accs])  # type: ignore[misc]
             if accs else None
         )
     return {"rows": rows, "sev": sev_rows, "ds": ds_rows, "pairs": pair_rows,
@@ -419,7 +419,7 @@ def to_html(lb: Leaderboard) -> str:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(df.to_json(orient="records"))
+    return cast("list[dict[str, Any]]", json.loads(df.to_json(orient="records")))
 
 
 def to_json(lb: Leaderboard) -> dict[str, Any]:

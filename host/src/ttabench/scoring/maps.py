@@ -26,7 +26,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def record(cell: dict[str, Any], estimator: str) -> dict[str, Any] | None:
     rec = cell.get("estimators", {}).get(estimator)
     if rec is None or "skipped" in rec:
         return None
-    return rec
+    return cast("dict[str, Any]", rec)
 
 
 def _finite(value: Any) -> float | None:

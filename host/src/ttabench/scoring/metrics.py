@@ -138,7 +138,7 @@ def _boot_mae(counts: np.ndarray, err: np.ndarray, codes: np.ndarray, n_datasets
         sizes[:, d] = drawn.sum(axis=1)
     present = sizes > 0
     means = np.divide(sums, sizes, out=np.zeros_like(sums), where=present)
-    return 100.0 * means.sum(axis=1) / present.sum(axis=1)
+    return np.asarray(100.0 * means.sum(axis=1) / present.sum(axis=1))
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
