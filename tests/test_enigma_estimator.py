@@ -230,20 +230,11 @@ def test_deterministic() -> None:
         assert first.extras == second.extras
 
 
-@pytest.mark.parametrize("cls", [WeightedFlips, UnweightedFlips, WeightedFlipsSource, WeightedFlipsTS])
-def test_conformance_kit(cls) -> None:
-    from ttabench.testing import check_estimator
-
-    # a short trajectory keeps the kit fast (the defaults would replay 990 steps four times)
-    check_estimator(cls, probe_size=64, checkpoints=(0, 3, 6))
-
-
 def test_temperature_scaled_variant_ranks_scaled_confidences() -> None:
     from dataclasses import replace
 
     from ttabench.api import Outputs
     from ttabench.estimators.functional import fit_temperature
-    from ttabench_enigma.estimator import WeightedFlipsTS
 
     n = 400
     snaps = {0: logits_for(n, 21) * 3, 990: logits_for(n, 22)}

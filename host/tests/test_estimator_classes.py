@@ -163,11 +163,3 @@ def test_cot_params_and_marginal(outputs: tuple[Outputs, Outputs]) -> None:
     marginal = [0.4, 0.3, 0.2, 0.1]
     result = classic.COT(source_marginal=marginal).estimate(*outputs)
     assert result.value == pytest.approx(functional.cot(outputs[0].logits, torch.tensor(marginal)))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_conformance_kit(name: str) -> None:
-    from ttabench.testing import check_estimator
-
-    check_estimator(ALL[name])

@@ -1,0 +1,90 @@
+"""The plugin's registrations: each is listed under its own distribution name and version
+(read from package metadata), passes the host's conformance kit (parametrized over the
+registry), and a third-party estimator needs one module, one entry-point line and one test."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from registry_kit import check_registered, kit_cases
+
+from ttabench import registry
+from ttabench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIST = "ttabench-enigma"
+
+
+def declared() -> dict[tuple[str, str], str]:
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    return {(g.split(".")[1], n): t for g, entries in groups.items() for n, t in entries.items()}
+
+
+def test_listed_under_the_plugin_distribution_and_version():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    rows = [p for p in registry.list_plugins(load=False) if p.distribution == PLUGIN_DIST]
+    assert {(p.kind, p.name): p.target for p in rows} == declared()
+    assert {p.version for p in rows} == {version}
+    host = {p.distribution for p in registry.list_plugins(load=False) if p.name == "source"}
+    assert host == {"ttabench"}
+
+
+@pytest.mark.parametrize("case", kit_cases(PLUGIN_DIST))
+def test_registered_plugin_conforms(case, tmp_path):
+    check_registered(*case, tmp_path)
+
+
+THIRD_PARTY = '''
+from ttabench.api import EstimateResult, StaticEstimator
+
+
+class MaxLogitShare(StaticEstimator):
+    """Share of images whose top logit exceeds the second by more than 1 (an accuracy)."""
+
+    name = "max-logit-share"
+
+    def estimate(self, target, source_val):
+        top2 = target.logits.topk(2, dim=1).values
+        share = float(((top2[:, 0] - top2[:, 1]) > 1.0).float().mean())
+        return EstimateResult(value=share, estimate=share)
+'''
+
+
+@pytest.fixture
+def third_party_dist(tmp_path, monkeypatch):
+    """One module plus one entry-point line in an installed distribution's metadata."""
+    (tmp_path / "thirdparty_estimator.py").write_text(THIRD_PARTY)
+    info = tmp_path / "thirdparty-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[ttabench.estimators]\nmax-logit-share = thirdparty_estimator:MaxLogitShare\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh(keep_explicit=False)
+    yield tmp_path
+    registry.refresh(keep_explicit=False)
+    sys.modules.pop("thirdparty_estimator", None)
+
+
+def test_a_third_party_estimator_is_checked_and_runs(third_party_dist, tmp_path, config):
+    assert importlib.metadata.version("thirdparty") == "0.1"
+    (case,) = kit_cases("thirdparty")
+    check_registered(*case.values[0], tmp_path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", "--config", str(config), "-s", "tiny", "-m", "tiny-cnn", "-e", "max-logit-share",
+        "--severities", "1", "--n-examples", "64", "-o", str(out), "--jobs", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    cells = [c for c in (out / "cells").rglob("*.json")]
+    assert cells, result.output
+    values = [json.loads(c.read_text())["estimators"]["max-logit-share"]["value"] for c in cells]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert "max-logit-share" in (out / "leaderboard.md").read_text()
