@@ -155,7 +155,10 @@ def test_unknown_name_suggests_and_lists(site):
     )
     with pytest.raises(TTABenchError) as caught:
         registry.get("adapters", "zzzzzz")
-    assert str(caught.value) == f"unknown adapter 'zzzzzz'; available: {', '.join(adapters)}"
+    assert str(caught.value) == (
+        "unknown adapter 'zzzzzz' (is the plugin that registers it installed? see `ttabench ls "
+        f"adapters`); available: {', '.join(adapters)}"
+    )
     with pytest.raises(TTABenchError, match="unknown plugin kind 'widgets'"):
         registry.get("widgets", "x")
 

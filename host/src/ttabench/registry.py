@@ -217,6 +217,11 @@ def _load(entry: _Entry) -> object:
     )
 
 
+def not_installed_hint(what: str) -> str:
+    """The advice for a name no installed distribution registers (no close match either)."""
+    return f" (is the plugin that registers it installed? see `ttabench ls {what}s`);"
+
+
 def unknown_error(what: str, name: str, available: list[str]) -> TTABenchError:
     """``unknown <what> '<name>'; did you mean '<closest>'? available: a, b, ...`` (difflib)."""
     message = f"unknown {what} '{name}'"
@@ -224,7 +229,7 @@ def unknown_error(what: str, name: str, available: list[str]) -> TTABenchError:
     if close:
         message += f"; did you mean '{close[0]}'?"
     else:
-        message += ";"
+        message += not_installed_hint(what)
     listing = ", ".join(available) if available else "none installed"
     return TTABenchError(f"{message} available: {listing}")
 

@@ -112,9 +112,12 @@ EXECUTORS: dict[str, dict[str, Rule]] = {"ray": RAY_KEYS}
 
 
 def _unknown(what: str, name: str, choices: list[str]) -> str:
-    """``unknown <what> 'name'; did you mean 'x'? <known>: a, b`` (one line)."""
+    """``unknown <what> 'name'; did you mean 'x'? known: a, b`` (one line); a plugin name with
+    no close match asks whether the plugin that registers it is installed."""
     close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ";"
+    plugin = what in {kind[:-1] for kind in registry.KINDS}
+    hint = f"; did you mean '{close[0]}'?" if close else (
+        registry.not_installed_hint(what) if plugin else ";")
     return f"unknown {what} '{name}'{hint} known: {', '.join(choices) or 'none'}"
 
 
