@@ -12,6 +12,11 @@ models      a factory ``(arg, *, cache_dir, num_classes) -> LoadedModel``
 commands    a ``click.Command`` added to the ``ttabench`` CLI
 ========== ========================================================================
 
+An adapter name ``<wrapper>:<adapter>`` (e.g. ``guard:tent``) resolves through group
+``ttabench.adapter_wrappers``: its entry point ``<wrapper>`` names a callable that takes the
+adapter class ``<adapter>`` (itself resolved by name, so wrappers nest) and returns the wrapped
+``Adapter`` subclass; the result is cached like any plugin.
+
 Rules:
 
 - Listing (``names``, ``list_plugins(load=False)``) reads entry-point metadata only; it never
@@ -49,6 +54,8 @@ KINDS: tuple[str, ...] = ("adapters", "estimators", "suites", "models", "command
 AUTOLOAD_ENV = "TTABENCH_DISABLE_PLUGIN_AUTOLOAD"
 HOST_PREFIX = "ttabench."
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".safetensors")
+#: Entry-point group (``ttabench.<group>``) of adapter wrappers, ``wrapper(adapter_cls) -> cls``.
+WRAPPER_GROUP = "adapter_wrappers"
 
 
 class PluginWarning(UserWarning):
@@ -237,12 +244,42 @@ def _entry(kind: str, name: str) -> _Entry:
     return table[name]
 
 
+def _wrapper_entry(name: str) -> tuple[_Entry, str]:
+    """The wrapper entry and the inner adapter name of ``<wrapper>:<adapter>``."""
+    prefix, _, inner = name.partition(":")
+    wrappers = _discover(WRAPPER_GROUP)
+    if prefix not in wrappers:
+        raise unknown_error("adapter wrapper", prefix, sorted(wrappers))
+    return wrappers[prefix], inner
+
+
+def _wrapped_adapter(name: str) -> Any:
+    """The class ``wrapper(inner adapter class)`` for ``name = "<wrapper>:<adapter>"``."""
+    key = ("adapters", name)
+    if key in _loaded:
+        return _loaded[key]
+    entry, inner = _wrapper_entry(name)
+    wrapper = _load(entry)
+    inner_cls = get("adapters", inner)
+    try:
+        cls = wrapper(inner_cls)
+        _check_type("adapters", cls)
+    except Exception as exc:  # a broken wrapper must not stop the host
+        raise TTABenchError(f"adapter wrapper '{entry.name}' ({entry.target}) failed on "
+                            f"'{inner}': {_one_line(exc)}") from None
+    _loaded[key] = cls
+    return cls
+
+
 def get(kind: str, name: str) -> Any:
-    """The loaded plugin object; imports only this plugin.
+    """The loaded plugin object; imports only this plugin (and, for ``<wrapper>:<adapter>``,
+    the wrapper and the adapter).
 
     Raises TTABenchError for an unknown name (with a "did you mean" suggestion and the list of
     available names) or a plugin that fails to import.
     """
+    if normalize_kind(kind) == "adapters" and ":" in name:
+        return _wrapped_adapter(name)
     return _load(_entry(kind, name))
 
 
@@ -261,7 +298,20 @@ def _status(entry: _Entry) -> str:
 
 
 def info(kind: str, name: str, load: bool = False) -> PluginInfo:
-    """Name, target, distribution and version of one plugin (status only if ``load``)."""
+    """Name, target, distribution and version of one plugin (status only if ``load``); a
+    wrapped adapter's target is ``<wrapper target>(<adapter target>)``."""
+    if normalize_kind(kind) == "adapters" and ":" in name:
+        wrapper, inner = _wrapper_entry(name)
+        inner_info = info("adapters", inner)
+        status = "not loaded"
+        if load:
+            try:
+                _wrapped_adapter(name)
+                status = "ok"
+            except TTABenchError as exc:
+                status = f"broken: {exc}"
+        return PluginInfo("adapters", name, f"{wrapper.target}({inner_info.target})",
+                          wrapper.distribution, wrapper.version, status)
     entry = _entry(kind, name)
     return _info(entry, _status(entry) if load else "not loaded")
 
@@ -428,6 +478,7 @@ def make_suite(name: str, data_dir: Path | str | None = None, **options: Any) ->
 __all__ = [
     "AUTOLOAD_ENV",
     "KINDS",
+    "WRAPPER_GROUP",
     "PluginInfo",
     "PluginWarning",
     "add_plugin",
