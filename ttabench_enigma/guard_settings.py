@@ -35,7 +35,7 @@ class GuardSettings:
     threshold: float
     patience: int = 2
     check_every: int = 5
-    probe_batches: int = 4
+    probe_batches: int = 2
     min_steps: int = 10
     coefficients: tuple[float, ...] = (0.0, 1.0, 0.0, 0.0)
     model: str | None = None
