@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SETTINGS = ROOT / "ttabench_enigma" / "guards" / "mnist-cnn.json"
-LR_COLLAPSE = 5e-2  # Tent collapses on the calibration scenario (see fit's output)
+LR_COLLAPSE = 1e-1  # Tent collapses on the calibration scenario (see fit's output)
 LR_LOW = 1e-3       # Tent does not collapse
 METHODS = ("source", "tent", "rdumb", "guard:tent", "guard:rdumb")
 SEEDS = (0, 1, 2)
 STEPS_PER_SPLIT = 30
 WINDOW = 15
-THRESHOLDS = (0.15, 0.3, 0.45)
+THRESHOLDS = (0.2, 0.4)
 N_BOOT = 2000
 
 
@@ -73,8 +73,7 @@ def fit(work: Path) -> None:
     calibration = {"kind": "sequence", "role": "calibration", "severities": (3, 4, 5),
                    "steps_per_split": STEPS_PER_SPLIT, "window": WINDOW, "order_seed": 0}
     trajectories = _jobs(work / "calibration", calibration, [
-        ("tent", LR_COLLAPSE, {}, ["enigma-online"]), ("tent", LR_LOW, {}, ["enigma-online"]),
-        ("rdumb", LR_COLLAPSE, {}, ["enigma-online"]), ("rdumb", LR_LOW, {}, ["enigma-online"])],
+        ("tent", LR_COLLAPSE, {}, ["enigma-online"]), ("tent", LR_LOW, {}, ["enigma-online"])],
         seeds=(0,))
     features, truth = [], []
     for record in trajectories:
@@ -101,7 +100,7 @@ def fit(work: Path) -> None:
         "online": {"coefficients": [round(float(c), 6) for c in coefficients]},
         "fitted_on": {"suite": "mnist-c", "scenario": calibration | {"severities": [3, 4, 5]},
                       "splits": "calibration splits only (holdout corruptions)",
-                      "online": "least squares on the windows of tent and rdumb at lr "
+                      "online": "least squares on the windows of tent at lr "
                                 f"{LR_COLLAPSE:g} and {LR_LOW:g}, seed 0",
                       "guard": f"threshold grid {list(THRESHOLDS)}: best mean online accuracy "
                                f"of guard:tent at lr {LR_COLLAPSE:g} and {LR_LOW:g}, seed 0",
@@ -165,7 +164,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "per_seed_pp": [100 * (a[s]["online_accuracy"] - b[s]["online_accuracy"])
                                 for s in SEEDS]}
         estimators = {}
-        for method in ("tent", "guard:tent"):
+        for method in ("tent",):
             run = by[(method, lr)][SEEDS[0]]
             for name, est in run["estimators"].items():
                 estimators[f"{name} on {method} seed {SEEDS[0]}"] = {
@@ -242,20 +241,15 @@ def markdown(summary: dict[str, Any]) -> str:
 def run(work: Path) -> None:
     evaluation = {"kind": "sequence", "role": "eval", "severities": (5,),
                   "steps_per_split": STEPS_PER_SPLIT, "window": WINDOW, "order_seed": 0}
-    runs = [("source", 0.0, {}, [])]
+    # the per-window estimators observe Tent's seed-0 runs (AETTA's 11 passes per step are
+    # the costly part); estimators only watch, so the adaptation is the same with or without
+    runs = [("tent", lr, {}, ["enigma-online", "aetta"]) for lr in (LR_COLLAPSE, LR_LOW)]
+    runs += [("source", 0.0, {}, [])]
     for lr in (LR_COLLAPSE, LR_LOW):
-        runs += [("tent", lr, {}, []), ("rdumb", lr, {}, []), ("guard:tent", lr, {}, []),
-                 ("guard:rdumb", lr, {}, [])]
-    records = _jobs(work / "eval", evaluation, runs, SEEDS)
-    estimated = [("tent", lr, {}, ["enigma-online", "aetta"]) for lr in (LR_COLLAPSE, LR_LOW)]
-    estimated += [("guard:tent", lr, {}, ["enigma-online"]) for lr in (LR_COLLAPSE, LR_LOW)]
-    with_estimates = _jobs(work / "eval", evaluation, estimated, SEEDS[:1])
-    # the estimator runs observe the same streams (the same seed 0 cells adapt identically)
-    keyed = {(r["adapter"], r["protocol"]["adapter"]["params"].get("lr"), r["seed"]): r
-             for r in records}
-    for r in with_estimates:
-        keyed[(r["adapter"], r["protocol"]["adapter"]["params"].get("lr"), r["seed"])] = r
-    records = list(keyed.values())
+        runs += [("rdumb", lr, {}, []), ("guard:tent", lr, {}, []), ("guard:rdumb", lr, {}, [])]
+    records = _jobs(work / "eval", evaluation, runs, SEEDS[:1])
+    records += _jobs(work / "eval", evaluation, [(m, lr, {}, []) for m, lr, _, _ in runs],
+                     SEEDS[1:])
     summary = summarize(records)
     from ttabench.runner.store import write_bytes_atomic, write_json_atomic
 

@@ -1,6 +1,6 @@
 """Plugin discovery: entry points, lazily loaded, with clear errors for unknown or broken ones.
 
-Five kinds of plugin, one entry-point group each (``ttabench.<kind>``):
+Six kinds of plugin, one entry-point group each (``ttabench.<kind>``):
 
 ========== ========================================================================
 kind        what the entry point names
@@ -10,6 +10,7 @@ estimators  an ``Estimator`` subclass, built as ``cls(**params)``
 suites      a factory ``(data_dir, **options) -> Suite``
 models      a factory ``(arg, *, cache_dir, num_classes) -> LoadedModel``
 commands    a ``click.Command`` added to the ``ttabench`` CLI
+adapter_wrappers  a callable ``(adapter_cls) -> Adapter subclass`` (see below)
 ========== ========================================================================
 
 An adapter name ``<wrapper>:<adapter>`` (e.g. ``guard:tent``) resolves through group
@@ -50,11 +51,12 @@ from ttabench.errors import TTABenchError
 if TYPE_CHECKING:
     from ttabench.api import LoadedModel, Suite
 
-KINDS: tuple[str, ...] = ("adapters", "estimators", "suites", "models", "commands")
+KINDS: tuple[str, ...] = ("adapters", "estimators", "suites", "models", "commands",
+                          "adapter_wrappers")
 AUTOLOAD_ENV = "TTABENCH_DISABLE_PLUGIN_AUTOLOAD"
 HOST_PREFIX = "ttabench."
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".safetensors")
-#: Entry-point group (``ttabench.<group>``) of adapter wrappers, ``wrapper(adapter_cls) -> cls``.
+#: The kind of adapter wrappers, ``wrapper(adapter_cls) -> cls`` (group ``ttabench.adapter_wrappers``).
 WRAPPER_GROUP = "adapter_wrappers"
 
 
@@ -188,7 +190,7 @@ def _check_type(kind: str, obj: object) -> None:
         raise TypeError(f"{obj!r} is not a subclass of ttabench.api.Adapter")
     if kind == "estimators" and not (isinstance(obj, type) and issubclass(obj, Estimator)):
         raise TypeError(f"{obj!r} is not a subclass of ttabench.api.Estimator")
-    if kind in ("suites", "models") and not callable(obj):
+    if kind in ("suites", "models", WRAPPER_GROUP) and not callable(obj):
         raise TypeError(f"{obj!r} is not callable")
     if kind == "commands":
         import click
@@ -247,7 +249,7 @@ def _entry(kind: str, name: str) -> _Entry:
 def _wrapper_entry(name: str) -> tuple[_Entry, str]:
     """The wrapper entry and the inner adapter name of ``<wrapper>:<adapter>``."""
     prefix, _, inner = name.partition(":")
-    wrappers = _discover(WRAPPER_GROUP)
+    wrappers = _entries(WRAPPER_GROUP)
     if prefix not in wrappers:
         raise unknown_error("adapter wrapper", prefix, sorted(wrappers))
     return wrappers[prefix], inner

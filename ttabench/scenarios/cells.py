@@ -103,8 +103,8 @@ class ScenarioBench:
             if not isinstance(est, TrajectoryEstimator) or \
                     not callable(getattr(est, "window_estimates", None)):
                 raise TTABenchError(f"estimator {name} gives no per-window estimate; a "
-                                    "continual scenario takes estimators that do (enigma-online, "
-                                    "aetta)")
+                                    "continual scenario takes trajectory estimators with "
+                                    "window_estimates (see `ttabench ls estimators`)")
 
     def _estimator(self, name: str) -> TrajectoryEstimator:
         return _instantiate("estimators", name, self.run.estimator_params.get(name, {}))

@@ -13,7 +13,9 @@ from typing import Any
 
 import click
 
+from ttabench import registry
 from ttabench.errors import TTABenchError
+from ttabench.runner.config_schema import plugin_parameters
 from ttabench.scenarios.cells import ScenarioBench, ScenarioRun
 from ttabench.scenarios.spec import KINDS, ROLES, ScenarioSpec
 
@@ -55,7 +57,7 @@ def parse_severities(text: str) -> tuple[int, ...]:
 @click.option("-a", "--adapter", "adapters", multiple=True, required=True,
               help="Adapter (repeatable), e.g. tent, rdumb, guard:tent.")
 @click.option("-e", "--estimator", "estimators", multiple=True,
-              help="Per-window estimator (repeatable): enigma-online, aetta.")
+              help="Per-window estimator (repeatable), e.g. aetta.")
 @click.option("-s", "--suite", default="mnist-c", show_default=True)
 @click.option("-m", "--model", default="mnist-cnn", show_default=True)
 @click.option("--kind", type=click.Choice(KINDS), default="sequence", show_default=True)
@@ -81,8 +83,9 @@ def continual(output: Path, adapters: tuple[str, ...], estimators: tuple[str, ..
     params = parse_set(sets)
     spec = ScenarioSpec(kind=kind, role=role, severities=parse_severities(severities),
                         steps_per_split=steps_per_split, window=window, order_seed=order_seed)
-    if "enigma-online" in estimators:
-        params["estimator"].setdefault("enigma-online", {}).setdefault("window", window)
+    for name in estimators:  # an estimator with a window parameter gets the scenario's
+        if "window" in (plugin_parameters(registry.get("estimators", name), 0) or {}):
+            params["estimator"].setdefault(name, {}).setdefault("window", window)
     if output.exists() and not output.is_dir():
         raise TTABenchError(f"--output {output} is not a folder")
     bench = ScenarioBench(ScenarioRun(
