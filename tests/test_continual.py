@@ -158,3 +158,23 @@ def test_the_command_prints_online_accuracy_and_writes_cells(tmp_path) -> None:
     record = json.loads(files[0].read_text())
     assert record["protocol"]["adapter"]["params"] == {"lr": 0.01}
     assert f"online accuracy {100 * record['online_accuracy']:.2f}%" in result.stdout
+
+
+def test_the_guard_resets_a_collapsing_tent_and_leaves_a_healthy_one_alone(tmp_path) -> None:
+    """tiny-cnn, Tent at lr 2 collapses to chance (4 classes) on the noise stream; the guard
+    resets it and keeps most of the accuracy. At lr 1e-4 nothing collapses: no guard reset,
+    and the guarded run is Tent's, step for step."""
+    spec = ScenarioSpec(severities=(1, 2, 3), steps_per_split=20, window=10)
+    out = {}
+    for lr in (2.0, 1e-4):
+        run = ScenarioRun(output=tmp_path / str(lr), spec=spec, adapters=["tent", "guard:tent"],
+                          adapter_params={"tent": {"lr": lr}, "guard:tent": {"lr": lr}}, **TINY)
+        out[lr] = {r["adapter"]: r for r in ScenarioBench(run).execute()}
+    collapsed, guarded = out[2.0]["tent"], out[2.0]["guard:tent"]
+    assert collapsed["online_accuracy"] < 0.35  # chance is 0.25
+    assert guarded["adapter_counters"]["guard_resets"] >= 1
+    assert guarded["reset_steps"] == guarded["adapter_counters"]["guard_reset_steps"]
+    assert guarded["online_accuracy"] > collapsed["online_accuracy"] + 0.2
+    healthy = out[1e-4]
+    assert healthy["guard:tent"]["reset_steps"] == []
+    assert healthy["guard:tent"]["correct_per_step"] == healthy["tent"]["correct_per_step"]
