@@ -143,26 +143,29 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         table = {}
         for method in METHODS:
             runs = by[(method, 0.0 if method == "source" else lr)]
-            acc = [runs[s]["online_accuracy"] for s in SEEDS]
-            resets = [len([t for t in runs[s]["reset_steps"] if t > 0]) for s in SEEDS]
-            table[method] = {"online_accuracy": float(np.mean(acc)), "per_seed": acc,
-                             "resets_per_seed": resets,
+            seeds = sorted(runs)
+            acc = [runs[s]["online_accuracy"] for s in seeds]
+            resets = [len([t for t in runs[s]["reset_steps"] if t > 0]) for s in seeds]
+            table[method] = {"online_accuracy": float(np.mean(acc)), "seeds": seeds,
+                             "per_seed": acc, "resets_per_seed": resets,
                              "guard_resets_per_seed": [
                                  runs[s]["adapter_counters"].get("guard_resets", 0)
-                                 for s in SEEDS]}
+                                 for s in seeds]}
         best = max(("tent", "rdumb"), key=lambda m: table[m]["online_accuracy"])
         comparisons = {}
         for method, against in (("guard:tent", best), ("guard:tent", "tent"),
                                 ("guard:rdumb", "rdumb")):
             a = by[(method, lr)]
             b = by[(against, lr)]
+            seeds = sorted(set(a) & set(b))
             diffs = np.concatenate([segment_accuracy(a[s]) - segment_accuracy(b[s])
-                                    for s in SEEDS])
+                                    for s in seeds])
             lo, hi = block_bootstrap(diffs, N_BOOT)
             comparisons[f"{method} - {against}"] = {
                 "mean_pp": 100 * float(diffs.mean()), "interval_pp": [100 * lo, 100 * hi],
+                "seeds": seeds,
                 "per_seed_pp": [100 * (a[s]["online_accuracy"] - b[s]["online_accuracy"])
-                                for s in SEEDS]}
+                                for s in seeds]}
         estimators = {}
         for method in ("tent",):
             run = by[(method, lr)][SEEDS[0]]
@@ -219,12 +222,12 @@ def markdown(summary: dict[str, Any]) -> str:
              f"per split, windows of {WINDOW} steps, seeds {list(SEEDS)}. Produced by "
              "`python benchmarks/continual.py run`.", ""]
     for lr, block in summary["lrs"].items():
-        lines += [f"## lr {lr}", "", "| method | online accuracy (mean of 3 seeds) | per seed | "
-                  "resets per seed (after step 0) |", "|---|---|---|---|"]
+        lines += [f"## lr {lr}", "", "| method | online accuracy (mean over seeds) | seeds | "
+                  "per seed | resets per seed (after step 0) |", "|---|---|---|---|---|"]
         for method, row in block["methods"].items():
             seeds = ", ".join(f"{100 * a:.2f}" for a in row["per_seed"])
-            lines.append(f"| {method} | {100 * row['online_accuracy']:.2f}% | {seeds} | "
-                         f"{row['resets_per_seed']} |")
+            lines.append(f"| {method} | {100 * row['online_accuracy']:.2f}% | {row['seeds']} | "
+                         f"{seeds} | {row['resets_per_seed']} |")
         lines += ["", "| paired difference | mean (pp) | 95% interval (pp, block bootstrap "
                   "over seed x split) | per seed (pp) |", "|---|---|---|---|"]
         for name, c in block["comparisons"].items():
