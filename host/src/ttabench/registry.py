@@ -1,6 +1,6 @@
 """Plugin discovery: entry points, lazily loaded, with clear errors for unknown or broken ones.
 
-Five kinds of plugin, one entry-point group each (``ttabench.<kind>``):
+Six kinds of plugin, one entry-point group each (``ttabench.<kind>``):
 
 ========== ========================================================================
 kind        what the entry point names
@@ -10,7 +10,13 @@ estimators  an ``Estimator`` subclass, built as ``cls(**params)``
 suites      a factory ``(data_dir, **options) -> Suite``
 models      a factory ``(arg, *, cache_dir, num_classes) -> LoadedModel``
 commands    a ``click.Command`` added to the ``ttabench`` CLI
+adapter_wrappers  a callable ``(adapter_cls) -> Adapter subclass`` (see below)
 ========== ========================================================================
+
+An adapter name ``<wrapper>:<adapter>`` (e.g. ``guard:tent``) resolves through group
+``ttabench.adapter_wrappers``: its entry point ``<wrapper>`` names a callable that takes the
+adapter class ``<adapter>`` (itself resolved by name, so wrappers nest) and returns the wrapped
+``Adapter`` subclass; the result is cached like any plugin.
 
 Rules:
 
@@ -45,10 +51,13 @@ from ttabench.errors import TTABenchError
 if TYPE_CHECKING:
     from ttabench.api import LoadedModel, Suite
 
-KINDS: tuple[str, ...] = ("adapters", "estimators", "suites", "models", "commands")
+KINDS: tuple[str, ...] = ("adapters", "estimators", "suites", "models", "commands",
+                          "adapter_wrappers")
 AUTOLOAD_ENV = "TTABENCH_DISABLE_PLUGIN_AUTOLOAD"
 HOST_PREFIX = "ttabench."
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".safetensors")
+#: The kind of adapter wrappers, ``wrapper(adapter_cls) -> cls`` (group ``ttabench.adapter_wrappers``).
+WRAPPER_GROUP = "adapter_wrappers"
 
 
 class PluginWarning(UserWarning):
@@ -181,7 +190,7 @@ def _check_type(kind: str, obj: object) -> None:
         raise TypeError(f"{obj!r} is not a subclass of ttabench.api.Adapter")
     if kind == "estimators" and not (isinstance(obj, type) and issubclass(obj, Estimator)):
         raise TypeError(f"{obj!r} is not a subclass of ttabench.api.Estimator")
-    if kind in ("suites", "models") and not callable(obj):
+    if kind in ("suites", "models", WRAPPER_GROUP) and not callable(obj):
         raise TypeError(f"{obj!r} is not callable")
     if kind == "commands":
         import click
@@ -242,12 +251,42 @@ def _entry(kind: str, name: str) -> _Entry:
     return table[name]
 
 
+def _wrapper_entry(name: str) -> tuple[_Entry, str]:
+    """The wrapper entry and the inner adapter name of ``<wrapper>:<adapter>``."""
+    prefix, _, inner = name.partition(":")
+    wrappers = _entries(WRAPPER_GROUP)
+    if prefix not in wrappers:
+        raise unknown_error("adapter wrapper", prefix, sorted(wrappers))
+    return wrappers[prefix], inner
+
+
+def _wrapped_adapter(name: str) -> Any:
+    """The class ``wrapper(inner adapter class)`` for ``name = "<wrapper>:<adapter>"``."""
+    key = ("adapters", name)
+    if key in _loaded:
+        return _loaded[key]
+    entry, inner = _wrapper_entry(name)
+    wrapper = _load(entry)
+    inner_cls = get("adapters", inner)
+    try:
+        cls = wrapper(inner_cls)
+        _check_type("adapters", cls)
+    except Exception as exc:  # a broken wrapper must not stop the host
+        raise TTABenchError(f"adapter wrapper '{entry.name}' ({entry.target}) failed on "
+                            f"'{inner}': {_one_line(exc)}") from None
+    _loaded[key] = cls
+    return cls
+
+
 def get(kind: str, name: str) -> Any:
-    """The loaded plugin object; imports only this plugin.
+    """The loaded plugin object; imports only this plugin (and, for ``<wrapper>:<adapter>``,
+    the wrapper and the adapter).
 
     Raises TTABenchError for an unknown name (with a "did you mean" suggestion and the list of
     available names) or a plugin that fails to import.
     """
+    if normalize_kind(kind) == "adapters" and ":" in name:
+        return _wrapped_adapter(name)
     return _load(_entry(kind, name))
 
 
@@ -266,7 +305,20 @@ def _status(entry: _Entry) -> str:
 
 
 def info(kind: str, name: str, load: bool = False) -> PluginInfo:
-    """Name, target, distribution and version of one plugin (status only if ``load``)."""
+    """Name, target, distribution and version of one plugin (status only if ``load``); a
+    wrapped adapter's target is ``<wrapper target>(<adapter target>)``."""
+    if normalize_kind(kind) == "adapters" and ":" in name:
+        wrapper, inner = _wrapper_entry(name)
+        inner_info = info("adapters", inner)
+        status = "not loaded"
+        if load:
+            try:
+                _wrapped_adapter(name)
+                status = "ok"
+            except TTABenchError as exc:
+                status = f"broken: {exc}"
+        return PluginInfo("adapters", name, f"{wrapper.target}({inner_info.target})",
+                          wrapper.distribution, wrapper.version, status)
     entry = _entry(kind, name)
     return _info(entry, _status(entry) if load else "not loaded")
 
@@ -433,6 +485,7 @@ def make_suite(name: str, data_dir: Path | str | None = None, **options: Any) ->
 __all__ = [
     "AUTOLOAD_ENV",
     "KINDS",
+    "WRAPPER_GROUP",
     "PluginInfo",
     "PluginWarning",
     "add_plugin",

@@ -160,6 +160,12 @@ class AETTA(TrajectoryEstimator):
             error = EMA_KEEP * self.errors[-1] + (1.0 - EMA_KEEP) * error
         self.errors.append(error)
 
+    def window_estimates(self, window: int) -> list[float]:
+        """Per window of ``window`` steps: ``1 - mean_t err_t`` over the window's steps (the
+        smoothed errors of the whole stream, so each window starts from the last one's)."""
+        return [1.0 - sum(chunk) / len(chunk)
+                for chunk in (self.errors[i:i + window] for i in range(0, len(self.errors), window))]
+
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         if not self.errors:
             raise TTABenchError(

@@ -1,0 +1,1 @@
+"""Continual test-time-adaptation scenarios: one stream through many splits, no reset."""
