@@ -78,9 +78,10 @@ class MnistResNet(nn.Module):
         return self.fc(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
-def trained_resnet(seed: int, cache_dir: Path, config: TrainConfig = TRAIN_CONFIG) -> nn.Module:
-    """The residual network for ``seed``, from the cache or trained and cached."""
-    return cached_network("mnist-resnet", MnistResNet, seed, cache_dir, config)
+def trained_resnet(seed: int, cache_dir: Path, config: TrainConfig | None = None) -> nn.Module:
+    """The residual network for ``seed`` (recipe ``config``, default ``TRAIN_CONFIG``), from
+    the cache or trained and cached."""
+    return cached_network("mnist-resnet", MnistResNet, seed, cache_dir, config or TRAIN_CONFIG)
 
 
 def load_mnist_resnet(
