@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -172,11 +173,21 @@ def augment(x: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch
 
 def train_mnist_cnn(
     images: np.ndarray, labels: np.ndarray, seed: int = 0, config: TrainConfig = TrainConfig()
-) -> MnistCNN:
+) -> nn.Module:
     """Train on uint8 (N, 32, 32, 3) images; deterministic on the CPU for a given seed.
 
     Returns the bare network (inputs already normalised with ``MEAN``/``STD``), in eval mode.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = MnistCNN()
+    return fit_network(net, images, labels, seed, config)
+
+
+def fit_network(net: nn.Module, images: np.ndarray, labels: np.ndarray, seed: int,
+                config: TrainConfig = TrainConfig()) -> nn.Module:
+    """The mnist-c training recipe (module docstring) applied to an initialised ``net``:
+    seeded augmentation and batch order, Adam with a one-cycle schedule; eval mode after."""
     if config.n_train is not None:
         images, labels = images[: config.n_train], labels[: config.n_train]
     x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255
@@ -184,9 +195,6 @@ def train_mnist_cnn(
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = MnistCNN()
     steps_per_epoch = max(1, len(x_all) // config.batch_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -213,11 +221,19 @@ def _data_root(cache_dir: Path) -> Path:
     return suite_root(os.environ.get(DATA_ENV) or cache_dir / "data", DEFAULT_SEED)
 
 
-def trained_network(seed: int, cache_dir: Path, config: TrainConfig = TrainConfig()) -> MnistCNN:
+def trained_network(seed: int, cache_dir: Path, config: TrainConfig = TrainConfig()) -> nn.Module:
     """The network for ``seed``, from ``<cache_dir>/models/mnist-cnn-<seed>.pt`` or trained
     (building mnist-c's clean arrays if needed) and cached."""
-    path = Path(cache_dir) / "models" / f"mnist-cnn-{seed}.pt"
-    net = MnistCNN()
+    return cached_network("mnist-cnn", MnistCNN, seed, cache_dir, config)
+
+
+def cached_network(name: str, build: Callable[[], nn.Module], seed: int, cache_dir: Path,
+                   config: TrainConfig = TrainConfig()) -> nn.Module:
+    """Network ``build()`` trained with ``fit_network`` on mnist-c's train split for ``seed``,
+    read from ``<cache_dir>/models/<name>-<seed>.pt`` when that file holds this ``config``,
+    else trained (initialised under ``torch.manual_seed(seed)``) and cached atomically."""
+    path = Path(cache_dir) / "models" / f"{name}-{seed}.pt"
+    net = build()
     if path.is_file():
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -230,7 +246,10 @@ def trained_network(seed: int, cache_dir: Path, config: TrainConfig = TrainConfi
     ensure_base(root, DEFAULT_SEED)
     images = np.load(root / "train.npy")
     labels = np.load(root / "train_labels.npy")
-    net = train_mnist_cnn(images, labels, seed=seed, config=config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build()
+    net = fit_network(net, images, labels, seed, config)
     with atomic_file(path) as handle:
         torch.save({"state_dict": net.state_dict(), "config": asdict(config), "seed": seed}, handle)
     return net
