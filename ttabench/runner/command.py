@@ -66,8 +66,9 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
+    roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
     if baselines:
-        estimators += [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
+        estimators += roster
     if not estimators and not adapter and not run.get("adapter"):
         raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
     adapters = choose_adapters(_names(adapter), config, estimators)
@@ -93,6 +94,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
         model_options={"trust_pickle": True} if trust_pickle else {},
+        baselines=roster if baselines else [],
     )
 
 
@@ -417,7 +419,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
             adapter_params=adapter_params, estimators={name: est},
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
-        result = out["results"][name]
+        result = out["results"].get(name) or out["views"][name].get(est.view or est.target)
+        if result is None or result.failed is not None:
+            raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
         if result.estimate is None:  # a plugin that said it could: do not run the other seeds
             raise TTABenchError(
                 f"{name} gave a score ({result.value:.4g}) but no accuracy; pass --calibration "

@@ -1,13 +1,22 @@
-"""Leaderboards from finished cells: tables, files (CSV, Markdown, HTML, JSON, PNG), console text.
+"""Leaderboards from finished cells: one table per target, files (CSV, Markdown, HTML, JSON,
+PNG) and console text.
 
-Cells are grouped by (suite, model, adapter); within a group every entry (see
-``ttabench.scoring.maps``) is scored on the eval cells against every target, and ranked by its
-MAE against its declared target.
+Cells are grouped by (suite, model, adapter). Each group has one table per target, in the
+order ``source`` (the paper's target), ``bn``, ``adapted``: every entry of a target's table
+estimates that target from that target's view (``ttabench.scoring.maps``), is scored on the
+eval cells against it, and is ranked within that table only. No output ranks entries of
+different targets together.
 
-Paired difference rule: the row of entry A against target t is compared with the entry of a
-*different estimator* that has the lowest MAE against the same target t in the same group (the
-best other method); ``diff = MAE_A - MAE_best_other`` on the cells both scored, with a paired
-bootstrap interval (negative: A is better; ``significant``: 0 outside the interval).
+Best baseline of a table: the ``baseline``-role entry with the lowest leave-one-out MAE on the
+calibration cells (a mapped entry: its map refitted without each cell; a direct one: its plain
+error there), never looking at evaluation results. The table also names the best baseline
+after the fact (lowest evaluation MAE), labelled as such, for reference only.
+
+Paired differences: every other entry of a table against the chosen baseline,
+``diff = MAE_entry - MAE_baseline`` on the cells both scored, with a paired bootstrap interval
+(negative: the entry is better). Intervals resample datasets, then splits within each
+(``boot_unit="dataset"``, the default) or splits (``"split"``). The p-values of a table's
+comparisons are Holm-corrected together; ``significant``: Holm-adjusted p < 0.05.
 """
 
 from __future__ import annotations
@@ -24,27 +33,40 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell
 from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
-from ttabench.scoring.maps import TARGETS, Entry, build_entries, role, truth
+from ttabench.scoring.maps import (
+    VALUE,
+    Entry,
+    build_entries,
+    direct_estimate,
+    labelled_points,
+    loo_mae,
+    record,
+    role,
+    truth,
+)
+from ttabench.scoring.maps import TARGETS as TARGETS
 
-CELL_SCHEMA = "ttabench.cell/1"
-LEADERBOARD_SCHEMA = "ttabench.leaderboard/1"
+LEADERBOARD_SCHEMA = "ttabench.leaderboard/2"
 GROUP = ["suite", "model", "adapter"]
+ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- loading cells
 
 
-def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
-    """All cell results in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
+def load_cells(dirs: list[Path] | list[str]) -> list[Cell]:
+    """All cell records in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
     holds the JSON files itself.
 
-    Stray ``.tmp`` files and JSON files of another schema are ignored. A cell found in several
-    folders (same key) is kept once, a finished copy before a failed one. Raises
-    TTABenchError when a folder is missing, a file is unreadable or no cell is found.
+    Stray ``.tmp`` files and JSON files that are no ttabench cell are ignored; a cell of the
+    old schema is refused (rerun). A cell found in several folders (same key) is kept once, a
+    finished copy before a failed one. Raises TTABenchError when a folder is missing, a file is
+    unreadable or no cell is found.
     """
-    by_key: dict[str, dict[str, Any]] = {}
+    by_key: dict[str, Cell] = {}
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise TTABenchError(f"run folder not found: {folder}")
@@ -53,19 +75,19 @@ def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
             if path.name.endswith(".tmp"):
                 continue
             try:
-                cell = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
+                data = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise TTABenchError(
                     f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete it and "
                     f"re-run that cell"
                 ) from None
-            if not isinstance(cell, dict) or cell.get("schema") != CELL_SCHEMA:
+            if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
                 continue
-            key = str(cell.get("key") or path.stem)
-            cell["key"] = key
-            old = by_key.get(key)
-            if old is None or (old.get("status") != "ok" and cell.get("status") == "ok"):
-                by_key[key] = cell
+            data.setdefault("key", path.stem)
+            cell = Cell.from_dict(data, where=f"cell file {path}")
+            old = by_key.get(cell.key)
+            if old is None or (old.status != "ok" and cell.status == "ok"):
+                by_key[cell.key] = cell
     if not by_key:
         raise TTABenchError(
             f"no cell results found in {', '.join(map(str, dirs))}; run `ttabench run` first"
@@ -73,15 +95,11 @@ def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
     return [by_key[k] for k in sorted(by_key)]
 
 
-def _failed_record(cell: dict[str, Any]) -> dict[str, Any]:
+def _failed_record(cell: Cell) -> dict[str, Any]:
     return {
-        "key": cell.get("key"),
-        "suite": cell.get("suite"),
-        "model": cell.get("model"),
-        "adapter": cell.get("adapter"),
-        "split": (cell.get("split") or {}).get("name"),
-        "seed": cell.get("seed"),
-        "error": cell.get("error") or "unknown error",
+        "key": cell.key, "suite": cell.suite, "model": cell.model, "adapter": cell.adapter,
+        "split": cell.split.get("name"), "seed": cell.seed,
+        "error": cell.error or "unknown error",
     }
 
 
