@@ -203,14 +203,21 @@ def fit_map(
 def loo_mae(x: np.ndarray, y: np.ndarray, datasets: list[str], degree: int) -> float:
     """Leave-one-out MAE (pp, per-dataset averaged) of a degree-``degree`` polynomial map.
 
-    Point i is predicted by the map fitted on all other points, clipped to [0, 1].
+    Point i is predicted by the map fitted on all other points, clipped to [0, 1]. ``inf``
+    when some fit is impossible (too few distinct scores once a point is left out).
     """
     preds = np.empty(len(x))
     for i in range(len(x)):
         keep = np.arange(len(x)) != i
-        coef = np.polyfit(x[keep], y[keep], degree)
+        if len(np.unique(x[keep])) <= degree:
+            return math.inf
+        try:
+            with np.errstate(all="ignore"):
+                coef = np.polyfit(x[keep], y[keep], degree)
+        except np.linalg.LinAlgError:
+            return math.inf
         preds[i] = np.clip(np.polyval(coef, x[i]), 0.0, 1.0)
-    return mae_by_dataset(preds, y, datasets)
+    return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
 
 
 def _estimators(cells: list[Cell]) -> list[str]:
@@ -374,7 +381,11 @@ class _Builder:
                     len(cells),
                 ))
                 continue
-            chosen = select_score(cells, name, sorted(candidates), declared, degree)
+            try:
+                chosen = select_score(cells, name, sorted(candidates), declared, degree)
+            except TTABenchError as err:
+                self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
+                continue
             self._add_map(entry_name, name, declared, chosen, degree, calib, note)
 
 
@@ -391,7 +402,7 @@ def select_score(
         if len(x) < degree + 2:
             continue
         mae = loo_mae(x, y, datasets, degree)
-        if best is None or mae < best[0]:
+        if math.isfinite(mae) and (best is None or mae < best[0]):
             best = (mae, score)
     if best is None:
         raise TTABenchError(f"no score of {estimator!r} has enough calibration cells to choose from")
