@@ -6,7 +6,10 @@ Runs ``ttabench run --estimator enigma -o <fresh folder>`` in each checkout (its
 (target: at most 1.15, although the new run scores three model views). Each run's per-phase
 cell timings (summed over the cells) are read from its cell files.
 
-    python benchmarks/bench_default_run.py --old /path/to/old/checkout [--scratch /tmp/bench]
+    python benchmarks/bench_default_run.py --old /path/to/old/checkout [--scratch /tmp/bench] [--quick]
+
+``--quick`` times the ``--quick`` smoke run (severity 3, 1,000 images per split, 20 cells)
+instead, when the machine is too busy for two full runs in one sitting.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ TARGET_RATIO = 1.15
 COMMAND = ["run", "--estimator", "enigma"]
 
 
-def run_once(checkout: Path, output: Path) -> dict[str, object]:
+def run_once(checkout: Path, output: Path, extra: list[str]) -> dict[str, object]:
     """One default run in ``checkout`` into a fresh ``output``: wall time and phase sums."""
     shutil.rmtree(output, ignore_errors=True)
-    argv = [str(checkout / ".venv" / "bin" / "ttabench"), *COMMAND, "-o", str(output)]
+    argv = [str(checkout / ".venv" / "bin" / "ttabench"), *COMMAND, *extra, "-o", str(output)]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=checkout, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -42,7 +45,8 @@ def run_once(checkout: Path, output: Path) -> dict[str, object]:
     for path in cells:
         for phase, seconds in json.loads(path.read_text()).get("timings", {}).items():
             phases[phase] = phases.get(phase, 0.0) + float(seconds)
-    return {"checkout": str(checkout), "command": " ".join(["ttabench", *COMMAND, "-o", str(output)]),
+    return {"checkout": str(checkout),
+            "command": " ".join(["ttabench", *COMMAND, *extra, "-o", str(output)]),
             "wall_seconds": wall, "cells": len(cells),
             "phases_summed_seconds": {k: round(v, 1) for k, v in sorted(phases.items())}}
 
@@ -51,9 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="the checkout to compare with")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench_default_run"))
+    parser.add_argument("--quick", action="store_true", help="time the --quick smoke run")
     args = parser.parse_args()
-    old = run_once(args.old.resolve(), args.scratch / "old")
-    new = run_once(ROOT, args.scratch / "new")
+    extra = ["--quick"] if args.quick else []
+    old = run_once(args.old.resolve(), args.scratch / "old", extra)
+    new = run_once(ROOT, args.scratch / "new", extra)
     ratio = float(new["wall_seconds"]) / float(old["wall_seconds"])
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -66,7 +72,8 @@ def main() -> None:
     lines = [
         "# The embedded default run: wall time, old checkout vs this one",
         "",
-        f"Written by `python benchmarks/bench_default_run.py --old {args.old}` on "
+        f"Written by `python benchmarks/bench_default_run.py --old {args.old}"
+        f"{' --quick' if args.quick else ''}` on "
         f"{report['date']} ({report['machine']}; other jobs may have shared the machine, both "
         "runs in the same sitting, old first). Warm suite and model cache.",
         "",

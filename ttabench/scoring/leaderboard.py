@@ -577,9 +577,7 @@ def format_console(lb: Leaderboard) -> str:
             if view.empty:
                 lines.append("(no scored entries)")
                 continue
-            view = view.drop(columns=[c for c in CONSOLE_DROP + [c for c in view.columns
-                                                                 if c.startswith("sev ")]
-                                      if c in view.columns])
+            view = view.drop(columns=[c for c in CONSOLE_DROP if c in view.columns])
             view["note"] = [
                 "skipped (see below)" if n.startswith("skipped:") else n[:60] for n in view["note"]
             ]
