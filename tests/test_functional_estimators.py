@@ -112,7 +112,7 @@ def test_atc_all_correct_all_wrong_and_single_class() -> None:
     assert fn.atc(one, torch.zeros(5, dtype=torch.long), one, rank="paper") == 1.0
     # the authors' rank: all correct accepts everything; all wrong: t = the largest val score
     assert fn.atc(val, torch.tensor([0, 1]), target) == 1.0
-    assert fn.atc(val, torch.tensor([1, 0]), target) == pytest.approx(2 / 3)
+    assert fn.atc(val, torch.tensor([1, 0]), target) == pytest.approx(1 / 3)  # only sigmoid(3)
 
 
 def test_atc_rejects_unknown_score() -> None:
