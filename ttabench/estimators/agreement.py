@@ -2,7 +2,7 @@
 
 ``score = mean_i [argmax_k frozen_ik = argmax_k bn_ik]`` over the split (``functional.agreement``),
 mapped to an accuracy like any score. It is the agreement factor of estimators that multiply
-one in (e.g. ``enigma-source``), alone: those face their ablation in the same table.
+one in, alone: those face their ablation in the same table.
 
 The score compares two models, so it belongs to no single view: it is computed once, on the
 ``bn`` view (whose ``Outputs.frozen_logits`` hold the frozen model's logits on the same
