@@ -228,7 +228,7 @@ def eval_mae(folders: list[Path], estimator: str, score: str, f: Path | None) ->
     from ttabench.scoring.metrics import mae_by_dataset
     from ttabench_enigma.calibrations import load_calibration
 
-    cells = [c for c in load_cells(folders) if c.get("split", {}).get("role") == "eval"]
+    cells = [c for c in load_cells(folders) if c.role == "eval"]
     _, x, y, datasets = labelled_points(cells, estimator, score, "source")
     cal = Calibration.load(f) if f is not None else load_calibration(SHIPPED_F)
     return float(mae_by_dataset(np.asarray(cal(x)), y, datasets))

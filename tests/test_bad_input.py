@@ -89,7 +89,7 @@ def test_steps_run_exactly_as_many_updates_as_asked(tmp_path, config):
     assert result.exit_code == 0, result.output
     (cell,) = [read_cell(p) for p in (out / "cells").glob("*.json")]
     assert cell["adaptation"]["steps"] == 7
-    assert cell["estimators"]["recording-trajectory"]["extras"]["steps_run"] == 7
+    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["steps_run"] == 7
 
 
 def test_bad_adapter_parameters_fail_once_before_any_cell():

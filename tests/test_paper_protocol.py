@@ -413,10 +413,10 @@ def test_paper_definition_end_to_end(paper_data: Path, tmp_path: Path) -> None:
 
     f = Calibration.load(out / "f.json")
     assert f.target == "source" and f.input == "weighted_flips"  # fitted against the frozen model
-    calibration = load_cells([out / "calibration"])
+    calibration = [c.to_dict() for c in load_cells([out / "calibration"])]
     assert sorted(c["split"]["name"] for c in calibration) == sorted(
         [f"{h}-1" for h in ("speckle_noise", "gaussian_blur", "spatter", "saturate")] + ["clean"])
-    cells = {key: load_cells([out / key]) for key in (*keys, "ccc")}
+    cells = {key: [c.to_dict() for c in load_cells([out / key])] for key in (*keys, "ccc")}
     assert all(c["status"] == "ok" for group in cells.values() for c in group)
     for cell in cells["imagenet-c"]:  # every file of the split, in mode full
         assert cell["protocol"]["suite"]["record"]["reader"]["mode"] == "full"
@@ -430,9 +430,9 @@ def test_paper_definition_end_to_end(paper_data: Path, tmp_path: Path) -> None:
     for key in ("imagenet-v2", "imagenet-r", "bg-challenge", "ninco", "imagenet-hard"):
         for cell in cells[key]:
             for name in ("doc", "atc-mc"):
-                assert "skipped" not in cell["estimators"][name], (key, name)
-                assert cell["estimators"][name]["value"] is not None
-            assert cell["estimators"]["enigma"]["estimate"] is not None  # with the fitted f
+                assert cell["estimators"][name]["skipped"] is None, (key, name)
+                assert cell["estimators"][name]["views"]["source"]["value"] is not None
+            assert cell["estimators"]["enigma"]["result"]["estimate"] is not None  # the fitted f
             assert cell["adaptation"]["probe_draw"] == "reference"
     assert all(c["targets"]["source"] == 0.0 for c in cells["ninco"])
     assert len(cells["bg-challenge"]) == 8
@@ -459,11 +459,12 @@ def test_shipped_f_on_imagenet_r_subset_end_to_end(tmp_path: Path) -> None:
     assert paper.table1(protocol, shipped_f=True, keys=("imagenet-r",)) == ["imagenet-r"]
     from ttabench.scoring.leaderboard import load_cells
 
-    (cell,) = load_cells([tmp_path / "runs" / "imagenet-r"])
+    (cell,) = [c.to_dict() for c in load_cells([tmp_path / "runs" / "imagenet-r"])]
     assert cell["status"] == "ok", cell["error"]
     enigma = cell["estimators"]["enigma"]
     assert enigma["params"]["calibration"] == "rn50-v1-wf-quadratic"
-    assert enigma["extras"]["calibration"]["forced"] is False and enigma["estimate"] is not None
+    result = enigma["result"]
+    assert result["extras"]["calibration"]["forced"] is False and result["estimate"] is not None
     assert cell["adaptation"]["probe_draw"] == "reference" and cell["adaptation"]["steps"] == 990
     assert len(cell["protocol"]["suite"]["record"]["reader"]["class_subset"]) == 200
 

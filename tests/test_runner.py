@@ -78,10 +78,15 @@ def test_one_source_pass_feeds_every_static_estimator_and_snapshots_are_taken():
     cells = [bench.execute(p) for p in plans]
     assert bench.counters["source_pass"] == len(plans)
     assert bench.counters["bn_pass"] == len(plans)
-    # both static estimators saw the very same Outputs object for each cell, labels withheld
+    # per cell and view, both static estimators saw the very same Outputs object, labels
+    # withheld: (source, bn) of each, then adapted of each
     seen = plugins.RECORD["static"]
-    assert len(seen) == 2 * len(plans)
-    assert all(seen[2 * i] is seen[2 * i + 1] and seen[2 * i].labels is None for i in range(len(plans)))
+    assert len(seen) == 6 * len(plans)
+    for i in range(len(plans)):
+        part = seen[6 * i: 6 * i + 6]
+        assert part[0] is part[2] and part[1] is part[3] and part[4] is part[5]
+        assert len({id(part[0]), id(part[1]), id(part[4])}) == 3
+        assert all(o.labels is None for o in part)
     # checkpoints (0, 5): adaptation stops at 5, snapshots at 0 and 5 only
     assert plugins.RECORD["snapshots"] == [0, 5] * len(plans)
     assert plugins.RECORD["steps"] == [1, 2, 3, 4, 5] * len(plans)
@@ -114,7 +119,7 @@ def test_end_snapshot_is_taken_when_batches_per_epoch_divide_the_stop_step():
     bench = Benchmark(spec(estimator_params={"recording-trajectory": {"checkpoints": (0, 6)}}))
     cell = bench.execute(bench.plan()[0])
     assert plugins.RECORD["snapshots"] == [0, 6]
-    assert cell["estimators"]["recording-trajectory"]["extras"]["steps_run"] == 6
+    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["steps_run"] == 6
 
 
 def test_same_seed_same_numbers_and_another_seed_differs():
@@ -122,7 +127,7 @@ def test_same_seed_same_numbers_and_another_seed_differs():
         bench = Benchmark(spec(seeds=[seed], splits=["noise-3"],
                                estimator_params={"recording-trajectory": {"checkpoints": (0, 12)}}))
         cell = bench.execute(bench.plan()[0])
-        return cell["targets"], {k: v["value"] for k, v in cell["estimators"].items()}
+        return cell["targets"], {k: (v["result"] or v["views"]) for k, v in cell["estimators"].items()}
 
     assert numbers(0) == numbers(0)
     assert numbers(0) != numbers(1)
@@ -136,7 +141,7 @@ def test_probe_larger_than_split_is_refused_unless_rescaling_is_allowed():
     params = {"recording-trajectory": {"probe_size": 500, "small_probe": "rescale"}}
     bench = Benchmark(spec(estimator_params=params, splits=["clean"]))
     cell = bench.execute(bench.plan()[0])
-    assert cell["estimators"]["recording-trajectory"]["extras"]["probe_size"] == 192
+    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["probe_size"] == 192
 
 
 def test_class_count_mismatch_is_refused_before_any_work():

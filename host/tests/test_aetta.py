@@ -67,10 +67,13 @@ def _context() -> TrajectoryContext:
     )
 
 
-def _run(estimator: AETTA, adapter: Adapter, steps: int = 3) -> float:
+def _run(estimator: AETTA, adapter: Adapter, steps: int = 3,
+         class_subset: list[int] | None = None) -> float:
+    """As the host does: ``before_step`` on each batch, then the step, then ``on_step``."""
     estimator.reset()
     for step in range(1, steps + 1):
         x = _images(8, seed=step)
+        estimator.before_step(step, x, adapter, class_subset)
         estimator.on_step(step, x, adapter(x), adapter)
     return estimator.compute(_context()).value
 
@@ -78,7 +81,8 @@ def _run(estimator: AETTA, adapter: Adapter, steps: int = 3) -> float:
 def test_declarations_and_plan() -> None:
     assert (AETTA.target, AETTA.kind, AETTA.needs) == ("adapted", "direct", frozenset())
     assert AETTA().plan() == TrajectoryPlan(probe_size=0, checkpoints=())
-    assert (default_dropout(10), default_dropout(100), default_dropout(1000)) == (0.4, 0.2, 0.2)
+    # the authors' code: CIFAR-10 0.4, CIFAR-100 and ImageNet-R (200) 0.3, ImageNet 0.2
+    assert [default_dropout(k) for k in (10, 100, 200, 1000)] == [0.4, 0.3, 0.3, 0.2]
 
 
 def test_find_stages_rule() -> None:
@@ -94,11 +98,11 @@ def test_find_stages_rule() -> None:
 def test_dropout_passes_leave_adapter_state_and_rng_untouched() -> None:
     adapter = TrainModeAdapter(_model().train())
     x = _images(8, seed=1)
-    logits = adapter(x)  # the step itself may update BN statistics; on_step must not
+    adapter(x)  # the step itself may update BN statistics; before_step must not
     before = {k: v.clone() for k, v in adapter.state_dict().items()}
     rng = torch.get_rng_state()
     estimator = AETTA()
-    estimator.on_step(1, x, logits, adapter)
+    estimator.before_step(1, x, adapter, None)
     assert estimator.stages == ["net.stage1", "net.stage2"]
     after = adapter.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -120,14 +124,53 @@ def test_vanishing_dropout_gives_zero_error(p: float) -> None:
     assert estimator.errors == [0.0, 0.0, 0.0]
 
 
-def test_ema_matches_hand_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("start", ["err0", "first"])
+def test_ema_matches_hand_computation(monkeypatch: pytest.MonkeyPatch, start: str) -> None:
+    """The authors' code seeds the average with the first batch's uncorrected err0 (0.2
+    here): ``ema_1 = 0.6 * 0.2 + 0.4 * 0.5``; ``ema_start="first"`` seeds it with err_1."""
     batch_errors = iter([0.5, 0.1, 0.3])
     monkeypatch.setattr(aetta_module, "aetta_batch_error", lambda preds, drop: next(batch_errors))
-    estimator = AETTA()
+    monkeypatch.setattr(aetta_module, "dropout_disagreement", lambda preds, drop: 0.2)
+    estimator = AETTA(ema_start=start)
     value = _run(estimator, SourceAdapter(_model()))
-    ema = [0.5, 0.6 * 0.5 + 0.4 * 0.1, 0.6 * (0.6 * 0.5 + 0.4 * 0.1) + 0.4 * 0.3]
+    first = 0.6 * 0.2 + 0.4 * 0.5 if start == "err0" else 0.5
+    ema = [first, 0.6 * first + 0.4 * 0.1, 0.6 * (0.6 * first + 0.4 * 0.1) + 0.4 * 0.3]
     assert estimator.errors == pytest.approx(ema)
     assert value == pytest.approx(1 - sum(ema) / 3)
+    assert estimator.params()["ema_start"] == start
+
+
+class ShiftingAdapter(Adapter):
+    """Each step adds 1 to the head's bias of class 0: predictions move with every update."""
+
+    name = "shifting"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.model.net.fc.bias[0] += 1.0
+        return self.model(x)
+
+    def reset(self) -> None:
+        """Nothing to restore in this test adapter."""
+
+
+def test_estimate_is_taken_before_the_update_on_logits_of_the_class_subset(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = aetta_module.aetta_batch_error
+    monkeypatch.setattr(aetta_module, "aetta_batch_error",
+                        lambda p, d: seen.append((p, d)) or real(p, d))
+    adapter = ShiftingAdapter(_model())
+    reference = _model()  # the same weights, never updated
+    estimator = AETTA(n_dropouts=2)
+    _run(estimator, adapter, steps=2, class_subset=[1, 2, 4])
+    with torch.no_grad():
+        for step, (predictions, dropout_logits) in enumerate(seen, start=1):
+            reference.net.fc.bias[0] = step - 1.0  # the state before step `step`'s update
+            expected = reference(_images(8, seed=step))[:, [1, 2, 4]].argmax(dim=1)
+            assert torch.equal(predictions, expected)
+            assert dropout_logits.shape == (2, 8, 3)
+    assert estimator.rate == 0.4  # default_dropout of the 3 classes it sees
 
 
 def test_batch_errors_come_from_the_dropout_passes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,4 +204,6 @@ def test_errors_are_clear() -> None:
         AETTA(dropout=1.0)
     flat = SourceAdapter(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)))
     with pytest.raises(TTABenchError, match="4-D"):
-        AETTA().on_step(1, _images(4, 0), torch.zeros(4, 5), flat)
+        AETTA().before_step(1, _images(4, 0), flat, None)
+    with pytest.raises(TTABenchError, match="ema_start"):
+        AETTA(ema_start="zero")

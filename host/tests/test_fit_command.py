@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cell_builders import make_cell, skipped, trajectory
 from ttabench.calibration import Calibration
 from ttabench.errors import TTABenchError
 from ttabench.runner.store import write_json_atomic
 from ttabench.scoring.command import fit
 
 
-def make_cell(i, role, acc, value, scores, adapter="rdumb"):
+def make_fit_cell(i, role, acc, value, scores, adapter="rdumb"):
     dataset = ["speckle", "spatter", "saturate"][i % 3] if role == "calibration" else "fog"
-    key = hashlib.sha256(f"{role}/{i}/{adapter}".encode()).hexdigest()[:16]
-    return {
-        "schema": "ttabench.cell/1", "key": key, "status": "ok", "error": None, "attempts": 1,
-        "suite": "tiny", "model": "tiny-cnn", "adapter": adapter, "seed": 0,
-        "split": {"name": f"{dataset}-{i}", "dataset": dataset, "severity": 1 + i % 5, "role": role},
-        "n_examples": 256, "targets": {"source": acc, "bn": acc + 0.03, "adapted": None},
-        "estimators": {
-            "flips": {"target": "source", "kind": "score", "value": value, "estimate": None,
-                      "scores": scores, "extras": {},
-                      "params": {"estimate_at": [100, 200], "probe_size": 100}, "plugin": {}},
-            "ac": {"target": "source", "kind": "direct", "value": acc, "estimate": acc,
-                   "scores": {}, "extras": {}, "params": {}, "plugin": {}},
-            "doc": {"skipped": "needs a labelled source-validation split"},
+    return make_cell(
+        f"{dataset}-{i}", dataset, 1 + i % 5, role,
+        {"source": acc, "bn": acc + 0.03, "adapted": None},
+        {
+            "flips": trajectory("score", value, target="source", scores=scores,
+                                params={"estimate_at": [100, 200], "probe_size": 100}),
+            "ac": trajectory("direct", acc, role="baseline", target="source"),
+            "doc": skipped("needs a labelled source-validation split"),
         },
-        "protocol": {}, "timings": {},
-    }
+        adapter=adapter,
+    )
 
 
 def write_run(folder, n_calib=9, n_eval=5, adapter="rdumb", seed=0):
@@ -42,8 +36,8 @@ def write_run(folder, n_calib=9, n_eval=5, adapter="rdumb", seed=0):
             value = float(rng.uniform(10, 200))
             acc = float(np.clip(0.8 - 0.003 * value + rng.normal(0, 0.02), 0, 1))
             scores = {"wf@100": value / 2, "wf@200": value}
-            cell = make_cell(i, role, acc, value, scores, adapter)
-            write_json_atomic(folder / "cells" / f"{cell['key']}.json", cell)
+            cell = make_fit_cell(i, role, acc, value, scores, adapter)
+            write_json_atomic(folder / "cells" / f"{cell.key}.json", cell.to_dict())
             points.append((role, value, acc))
     return points
 
@@ -98,7 +92,7 @@ def test_fit_options_score_target_splits_monotone_id(tmp_path):
     "args, message",
     [
         (["--estimator", "nope"], "estimator 'nope' is not in these cells; found: ac, doc, flips"),
-        (["--estimator", "doc"], "skipped in every cell: needs a labelled"),
+        (["--estimator", "doc"], "no result in the source view of any cell: needs a labelled"),
         (["--estimator", "flips", "--score", "wf@7"], "records no score 'wf@7'; recorded: wf@100, wf@200"),
         (["--estimator", "flips", "--target", "adapted"], "too few points: 0"),
         (["--estimator", "flips", "--model", "other"], "no cells with model 'other'"),

@@ -86,28 +86,33 @@ def test_atc_on_val_itself_gives_val_accuracy() -> None:
     val = _logits(64, 3, seed=4)
     labels = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(5))
     accuracy = (val.argmax(dim=1) == labels).double().mean().item()
-    assert fn.atc(val, labels, val) == pytest.approx(accuracy)
+    assert fn.atc(val, labels, val, rank="paper") == pytest.approx(accuracy)
 
 
 def test_matched_threshold_with_ties() -> None:
+    """The paper's rank (``rank="paper"``); the authors' code's rank is tested against a port of
+    their code in test_authors_code.py."""
     scores = torch.tensor([0.5, 0.5, 0.5, 0.9], dtype=torch.float64)
     # 1 error: below 0.5 -> 0, below 0.9 -> 3; 0 is closest to 1
-    assert fn.matched_threshold(scores, torch.tensor([True, False, True, True])) == 0.5
+    assert fn.matched_threshold(scores, torch.tensor([True, False, True, True]), "paper") == 0.5
     # 2 errors: 0 and 3 are 2 and 1 away -> 0.9
-    assert fn.matched_threshold(scores, torch.tensor([False, False, True, True])) == 0.9
+    assert fn.matched_threshold(scores, torch.tensor([False, False, True, True]), "paper") == 0.9
     # equidistant (counts 0 and 2 for 1 error): the smaller threshold
     two = torch.tensor([0.2, 0.2, 0.8, 0.8], dtype=torch.float64)
-    assert fn.matched_threshold(two, torch.tensor([True, False, True, True])) == 0.2
+    assert fn.matched_threshold(two, torch.tensor([True, False, True, True]), "paper") == 0.2
 
 
 def test_atc_all_correct_all_wrong_and_single_class() -> None:
     val = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     target = torch.tensor([[0.5, 0.0], [1.5, 0.0], [0.0, 3.0]], dtype=torch.float64)
     # all correct: t = min val confidence = sigmoid(1); target confidences sigmoid(.5, 1.5, 3)
-    assert fn.atc(val, torch.tensor([0, 1]), target) == pytest.approx(2 / 3)
-    assert fn.atc(val, torch.tensor([1, 0]), target) == 0.0
+    assert fn.atc(val, torch.tensor([0, 1]), target, rank="paper") == pytest.approx(2 / 3)
+    assert fn.atc(val, torch.tensor([1, 0]), target, rank="paper") == 0.0
     one = torch.zeros(5, 1, dtype=torch.float64)
-    assert fn.atc(one, torch.zeros(5, dtype=torch.long), one) == 1.0
+    assert fn.atc(one, torch.zeros(5, dtype=torch.long), one, rank="paper") == 1.0
+    # the authors' rank: all correct accepts everything; all wrong: t = the largest val score
+    assert fn.atc(val, torch.tensor([0, 1]), target) == 1.0
+    assert fn.atc(val, torch.tensor([1, 0]), target) == pytest.approx(1 / 3)  # only sigmoid(3)
 
 
 def test_atc_rejects_unknown_score() -> None:
@@ -156,18 +161,19 @@ def test_cott_matches_slow_implementation() -> None:
     descending = sorted(val_costs.tolist(), reverse=True)
     threshold = descending[errors] if errors < len(descending) else -math.inf
     expected = 1.0 - float((target_costs > threshold).mean())
-    assert fn.cott(val, labels, target) == pytest.approx(expected)
+    assert fn.cott(val, labels, target, validation="marginal", rank="paper") == pytest.approx(expected)
 
 
 def test_cott_all_correct_and_all_wrong() -> None:
+    """The marginal transport and paper rank; the default is tested in test_authors_code.py."""
     val = _logits(12, 3, seed=11)
     predicted = val.argmax(dim=1)
     target = _logits(9, 3, seed=12)
     target_costs = _assignment_costs(target, [3, 3, 3])
     val_costs = _assignment_costs(val, [4, 4, 4])
     expected = float((target_costs <= val_costs.max() + 1e-12).mean())
-    assert fn.cott(val, predicted, target) == pytest.approx(expected)
-    assert fn.cott(val, (predicted + 1) % 3, target) == 0.0
+    assert fn.cott(val, predicted, target, validation="marginal", rank="paper") == pytest.approx(expected)
+    assert fn.cott(val, (predicted + 1) % 3, target, validation="marginal", rank="paper") == 0.0
 
 
 # --------------------------------------------------------------------------- scores
@@ -242,7 +248,10 @@ def test_dispersion_matches_slow_implementation() -> None:
         members = [f for f, p in zip(flat, predicted) if p == k]
         centre = [sum(col) / len(members) for col in zip(*members)]
         total += len(members) / 30 * sum((c - m) ** 2 for c, m in zip(centre, mean))
-    assert fn.dispersion_score(features, logits) == pytest.approx(math.log(total), rel=1e-9)
+    assert fn.dispersion_score(features, logits, "samples") == pytest.approx(math.log(total), rel=1e-9)
+    used = len(set(predicted))
+    assert fn.dispersion_score(features, logits) == pytest.approx(math.log(total * 30 / (used - 1)),
+                                                                  rel=1e-9)
 
 
 def test_dispersion_single_predicted_class_raises() -> None:
@@ -291,7 +300,7 @@ def test_aetta_batch_error_hand_worked() -> None:
     drop = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[0.0, 2.0], [0.0, 2.0]]], dtype=torch.float64)
     s, b = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(2.0))  # softmax of (2, 0)
     mean = [(s + b + b + b) / 4, (b + s + s + s) / 4]
-    entropy = -sum(p * math.log(p) for p in mean)
+    entropy = -sum(p * math.log(p + 1e-6) for p in mean)  # the authors' code's entropy
     expected = 0.25 / (entropy / math.log(2)) ** 3
     assert fn.aetta_batch_error(torch.tensor([0, 1]), drop) == pytest.approx(expected)
     # full disagreement is clipped to 1 - 1/K

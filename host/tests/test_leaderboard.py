@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 
@@ -11,7 +10,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from cell_builders import every_view, make_cell, skipped, static, trajectory
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell, ViewResult
 from ttabench.runner.store import write_json_atomic
 from ttabench.scoring import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.command import leaderboard as leaderboard_command
@@ -19,27 +20,11 @@ from ttabench.scoring.command import leaderboard as leaderboard_command
 N_BOOT = 200
 
 
-def make_cell(name, dataset, severity, role, targets, estimators, adapter="rdumb", status="ok"):
-    key = hashlib.sha256(f"{name}/{adapter}/{role}".encode()).hexdigest()[:16]
-    return {
-        "schema": "ttabench.cell/1", "key": key, "status": status,
-        "error": None if status == "ok" else "RuntimeError: out of memory", "attempts": 1,
-        "suite": "tiny", "model": "tiny-cnn", "adapter": adapter, "seed": 0,
-        "split": {"name": name, "dataset": dataset, "severity": severity, "role": role},
-        "n_examples": 256, "targets": targets, "estimators": estimators,
-        "protocol": {}, "timings": {"total": 1.0},
-    }
-
-
-def rec(kind, value, target="source", estimate=None):
-    return {"target": target, "kind": kind, "value": value,
-            "estimate": value if kind == "direct" else estimate, "scores": {}, "extras": {},
-            "params": {}, "plugin": {}}
-
-
 def make_cells(adapter="rdumb", n_eval=18):
-    """``ac`` is off by +10 pp, ``cot`` by -3 pp (dataset "blur": +3), ``mde`` is a score
-    linear in accuracy, ``doc`` is skipped; one failed cell."""
+    """In every view, ``ac`` is off by +10 pp from that view's target, ``cot`` by -3 pp
+    (dataset "blur": +3), ``mde`` is a score linear in the view's accuracy, ``doc`` is
+    skipped; the candidate ``wf`` is a view-free score linear in the bn accuracy (off by
+    noise elsewhere); one failed cell."""
     rng = np.random.default_rng(0)
     cells = []
     for role, n, datasets in (("calibration", 8, ["speckle", "spatter"]),
@@ -47,14 +32,16 @@ def make_cells(adapter="rdumb", n_eval=18):
         for i in range(n):
             acc = float(rng.uniform(0.3, 0.85))
             dataset = datasets[i % len(datasets)]
+            targets = {"source": acc, "bn": acc + 0.05 + 0.02 * (i % 3), "adapted": acc + 0.08}
             cells.append(make_cell(
-                f"{dataset}-{i}", dataset, 1 + i % 5, role,
-                {"source": acc, "bn": acc + 0.05, "adapted": acc + 0.08},
+                f"{dataset}-{i}", dataset, 1 + i % 5, role, targets,
                 {
-                    "ac": rec("direct", acc + 0.10),
-                    "cot": rec("direct", acc + (0.03 if dataset == "blur" else -0.03)),
-                    "mde": rec("score", 2.0 - 2.0 * acc),
-                    "doc": {"skipped": "needs a labelled source-validation split"},
+                    "ac": static("direct", every_view(lambda v: targets[v] + 0.10)),
+                    "cot": static("direct", every_view(
+                        lambda v: targets[v] + (0.03 if dataset == "blur" else -0.03))),
+                    "mde": static("score", every_view(lambda v: 2.0 - 2.0 * targets[v])),
+                    "doc": skipped("needs a labelled source-validation split"),
+                    "wf": trajectory("score", 100.0 * (1.0 - targets["bn"])),
                 },
                 adapter=adapter,
             ))
@@ -89,61 +76,136 @@ def _row(lb, entry, target):
 
 
 def test_table_values_match_independent_computation(cells, lb):
-    eval_cells = [c for c in cells if c["status"] == "ok" and c["split"]["role"] == "eval"]
+    eval_cells = [c for c in cells if c.status == "ok" and c.role == "eval"]
     for target in ("source", "bn", "adapted"):
-        expected = slow_mae([(c["estimators"]["cot"]["value"], c["targets"][target],
-                              c["split"]["dataset"]) for c in eval_cells])
+        expected = slow_mae([(c.estimators["cot"].views[target].value, c.targets[target],
+                              c.dataset) for c in eval_cells])
         row = _row(lb, "cot", target)
         assert row["mae"] == pytest.approx(expected)
         assert row["ci_low"] <= row["mae"] <= row["ci_high"]
         assert row["n_cells"] == 18 and row["n_datasets"] == 3
-    assert _row(lb, "cot", "source")["mae"] == pytest.approx(3.0)
-    assert _row(lb, "ac", "source")["mae"] == pytest.approx(10.0)
-    assert _row(lb, "ac", "source")["worst"] == pytest.approx(10.0)
-    assert _row(lb, "mde (lin)", "source")["mae"] == pytest.approx(0.0, abs=1e-6)
-    assert _row(lb, "mde (lin)", "source")["n_calib"] == 8
+        assert _row(lb, "cot", target)["mae"] == pytest.approx(3.0)
+        assert _row(lb, "ac", target)["mae"] == pytest.approx(10.0)
+        assert _row(lb, "ac", target)["worst"] == pytest.approx(10.0)
+        assert _row(lb, "mde (lin)", target)["mae"] == pytest.approx(0.0, abs=1e-6)
+        assert _row(lb, "mde (lin)", target)["n_calib"] == 8
+    # the view-free candidate is linear in bn only: exact there, not elsewhere
+    assert _row(lb, "wf (lin)", "bn")["mae"] == pytest.approx(0.0, abs=1e-6)
+    assert _row(lb, "wf (lin)", "source")["mae"] > 0.5
 
 
-def test_ranking_by_declared_target_and_paired_difference_rule(lb):
-    declared = lb.table[lb.table["target"] == lb.table["declared"]]
-    order = declared.sort_values("rank")["entry"].tolist()
-    assert order[:2] == ["mde (lin)", "mde (quad)"]
-    assert order.index("cot") < order.index("ac")
-    assert declared["mae"].is_monotonic_increasing
-    # cot's best other estimator is mde (lin); mde's best other is cot
-    cot = _row(lb, "cot", "source")
-    assert cot["vs"] == "mde (lin)" and cot["diff"] == pytest.approx(3.0, abs=1e-6)
-    assert bool(cot["significant"])
-    assert _row(lb, "mde (quad)", "source")["vs"] == "cot"
-    assert _row(lb, "ac", "source")["diff"] == pytest.approx(10.0, abs=1e-6)
+def test_ranking_within_each_target_and_chosen_baseline(lb):
+    for target in ("source", "bn", "adapted"):
+        table = lb.table[(lb.table["target"] == target) & lb.table["mae"].notna()]
+        assert table.sort_values("rank")["mae"].is_monotonic_increasing
+        assert table["rank"].tolist() == list(range(1, len(table) + 1))
+        choice = lb.choices[lb.choices["target"] == target].iloc[0]
+        # mde (lin) is exact on the calibration cells too: lowest leave-one-out error
+        assert choice["chosen_baseline"] == "mde (lin)"
+        assert choice["chosen_calib_loo"] == pytest.approx(0.0, abs=1e-6)
+        cot = _row(lb, "cot", target)
+        assert cot["vs"] == "mde (lin)" and cot["diff"] == pytest.approx(3.0, abs=1e-6)
+        assert bool(cot["significant"])
+        assert _row(lb, "ac", target)["diff"] == pytest.approx(10.0, abs=1e-6)
+        assert pd.isna(_row(lb, "mde (lin)", target)["diff"])  # not against itself
+    assert _row(lb, "wf (lin)", "bn")["role"] == "candidate"
+    assert _row(lb, "ac", "bn")["role"] == "baseline"
+
+
+def test_holm_adjusted_p_values_of_a_table_follow_the_formula(lb):
+    table = lb.table[(lb.table["target"] == "source") & lb.table["diff"].notna()]
+    adjusted = table["p_holm"].to_numpy()
+    assert (adjusted >= 0).all() and (adjusted <= 1).all()
+    # the smallest raw p-value is multiplied by the number of comparisons at least
+    assert len(adjusted) >= 3
 
 
 def test_per_severity_per_dataset_online_skipped_failed(cells, lb):
-    eval_cells = [c for c in cells if c["status"] == "ok" and c["split"]["role"] == "eval"]
-    ds = lb.per_dataset[lb.per_dataset["entry"] == "cot"].set_index("dataset")["mae"]
-    assert ds.to_dict() == pytest.approx({"blur": 3.0, "fog": 3.0, "noise": 3.0})
-    sev = lb.per_severity[lb.per_severity["entry"] == "ac"]
+    eval_cells = [c for c in cells if c.status == "ok" and c.role == "eval"]
+    ds = lb.per_dataset[(lb.per_dataset["entry"] == "cot") & (lb.per_dataset["target"] == "bn")]
+    assert ds.set_index("dataset")["mae"].to_dict() == pytest.approx(
+        {"blur": 3.0, "fog": 3.0, "noise": 3.0})
+    sev = lb.per_severity[(lb.per_severity["entry"] == "ac") & (lb.per_severity["target"] == "source")]
     assert sorted(sev["severity"]) == [1, 2, 3, 4, 5]
     assert np.allclose(sev["mae"], 10.0)
     online = lb.online.iloc[0]
     per = {}
     for c in eval_cells:
-        per.setdefault(c["split"]["dataset"], []).append(c["targets"]["adapted"])
+        per.setdefault(c.dataset, []).append(c.targets["adapted"])
     assert online["adapted"] == pytest.approx(100 * np.mean([np.mean(v) for v in per.values()]))
-    assert lb.skipped["entry"].tolist() == ["doc"]
+    assert lb.skipped["entry"].tolist() == ["doc"] * 3
     doc = lb.table[lb.table["entry"] == "doc"].iloc[0]
     assert "needs a labelled source-validation split" in doc["note"] and pd.isna(doc["mae"])
     assert [f["split"] for f in lb.failed] == ["fog-99"]
 
 
-def test_format_console_lists_entries_skipped_and_failed(lb):
+def test_a_failure_in_one_view_counts_alone_and_is_reported():
+    cells = make_cells()
+    for i, cell in enumerate(c for c in cells if c.status == "ok" and c.role == "eval"):
+        if i < 4:
+            cell.estimators["cot"].views["bn"] = ViewResult(failed="RuntimeError: boom")
+    lb = build_leaderboard(cells, n_boot=50)
+    bn = _row(lb, "cot", "bn")
+    assert bn["n_cells"] == 14 and "failed in 4 eval cells" in bn["note"]
+    assert _row(lb, "cot", "source")["n_cells"] == 18
+    assert _row(lb, "ac", "bn")["n_cells"] == 18
+    assert "failed in 4" in format_console(lb)
+
+
+def test_format_console_lists_tables_in_target_order_skipped_and_failed(lb):
     text = format_console(lb)
-    for needle in ("mde (lin)", "cot", "ac", "95% CI", "sev 1", "doc", "needs a labelled",
-                   "failed cells (1)", "out of memory", "adapter rdumb"):
+    for needle in ("mde (lin)", "cot", "ac", "95% CI", "doc", "needs a labelled",
+                   "failed cells (1)", "out of memory", "adapter rdumb", "Holm-corrected",
+                   "chosen baseline", "best baseline after the fact"):
         assert needle in text
-    cot_line = next(line for line in text.splitlines() if " cot " in line)
+    heads = [text.index(f"-- target {t}:") for t in ("source", "bn", "adapted")]
+    assert heads == sorted(heads)
+    source_part = text[heads[0]:heads[1]]
+    cot_line = next(line for line in source_part.splitlines() if " cot " in line)
     assert re.search(r"\b3\.00\s+\[\d+\.\d\d, \d+\.\d\d\]", cot_line)
-    assert cot_line.split()[-1] == "18"  # number of cells
+
+
+def _ranked_tables_of_markdown(md):
+    """``{target: [rows of its ranked tables]}`` from the Markdown file."""
+    tables, target, rows = {}, None, None
+    for line in md.splitlines():
+        if line.startswith("### Target ") and "per dataset" not in line:
+            target = line.split()[2].rstrip(":")
+            rows = tables.setdefault(target, [])
+        elif line.startswith("### ") or line.startswith("## "):
+            target = None
+        elif target is not None and line.startswith("| ") and not line.startswith("| target |"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return tables
+
+
+def test_no_output_file_mixes_targets_in_one_ranking(tmp_path, lb):
+    """CSV, Markdown, HTML and JSON: every ranking holds one target, ranks 1..n within it."""
+    write_leaderboard(lb, tmp_path)
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(dict.fromkeys(csv["target"])) == ["source", "bn", "adapted"]
+    for target, part in csv.dropna(subset=["mae"]).groupby("target"):
+        assert sorted(part["rank"].astype(int)) == list(range(1, len(part) + 1))
+        assert part.sort_values("rank")["mae"].is_monotonic_increasing
+    md = _ranked_tables_of_markdown((tmp_path / "leaderboard.md").read_text())
+    assert list(md) == ["source", "bn", "adapted"]
+    for target, rows in md.items():
+        assert rows and {r[0] for r in rows} == {target}
+        ranks = [int(r[1]) for r in rows if r[1] != "-"]
+        assert ranks == list(range(1, len(ranks) + 1))
+    page = (tmp_path / "leaderboard.html").read_text()
+    sections = re.findall(r'<section class="target" data-target="(\w+)">(.*?)</section>', page, re.S)
+    assert [t for t, _ in sections] == ["source", "bn", "adapted"]
+    for target, body in sections:
+        first_cells = re.findall(r"<tr>\s*<td>([^<]*)</td>", body)
+        assert first_cells and set(first_cells) == {target}
+    data = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert [t["target"] for t in data["targets"]] == ["source", "bn", "adapted"]
+    for block in data["targets"]:
+        for table in block["tables"]:
+            assert {r["target"] for r in table["rows"]} == {block["target"]}
+            ranks = [r["rank"] for r in table["rows"] if r["rank"] is not None]
+            assert ranks == list(range(1, len(ranks) + 1))
 
 
 def test_write_leaderboard_files_parse(tmp_path, lb):
@@ -156,12 +218,10 @@ def test_write_leaderboard_files_parse(tmp_path, lb):
     assert csv.loc[(csv["entry"] == "ac") & (csv["target"] == "source"), "mae"].item() == pytest.approx(10.0)
     page = (tmp_path / "out" / "leaderboard.html").read_text()
     assert "<table" in page and "mde (quad)" in page and "needs a labelled" in page
-    assert "out of memory" in page
+    assert "out of memory" in page and "Holm-corrected" in page
     assert "http" not in page  # self-contained
-    md = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "| entry |" in md or "| rank | entry |" in md
     data = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
-    assert data["schema"] == "ttabench.leaderboard/1" and len(data["table"]) == len(lb.table)
+    assert data["schema"] == "ttabench.leaderboard/2" and data["boot_unit"] == "dataset"
     assert (tmp_path / "out" / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
     assert len(pairs[(pairs["entry"] == "ac") & (pairs["target"] == "bn")]) == 18
@@ -178,13 +238,23 @@ def test_groups_by_adapter():
     assert tent["n_cells"].item() == 6
 
 
+def test_split_bootstrap_unit_is_an_option_and_changes_the_intervals(cells):
+    by_dataset = build_leaderboard(cells, n_boot=200, boot_unit="dataset")
+    by_split = build_leaderboard(cells, n_boot=200, boot_unit="split")
+    a, b = _row(by_dataset, "cot", "bn"), _row(by_split, "cot", "bn")
+    assert a["mae"] == b["mae"]
+    assert (a["ci_low"], a["ci_high"]) != (b["ci_low"], b["ci_high"])
+    with pytest.raises(TTABenchError, match="boot unit"):
+        build_leaderboard(cells, boot_unit="cell")
+
+
 # ----------------------------------------------------------------------------- loading
 
 
 def _write_run(folder, cells, nested=True):
     target = folder / "cells" if nested else folder
     for cell in cells:
-        write_json_atomic(target / f"{cell['key']}.json", cell)
+        write_json_atomic(target / f"{cell.key}.json", cell.to_dict())
     return folder
 
 
@@ -195,16 +265,25 @@ def test_load_cells_merges_shards_and_ignores_strays(tmp_path, cells):
     (a / "cells" / ".x.json.abc.tmp").write_text("{partial")
     (b / "leaderboard.json").write_text(json.dumps({"schema": "ttabench.leaderboard/1"}))
     loaded = load_cells([a, b])
-    assert sorted(c["key"] for c in loaded) == sorted(c["key"] for c in cells)
+    assert sorted(c.key for c in loaded) == sorted(c.key for c in cells)
+    assert loaded == sorted(cells, key=lambda c: c.key)  # the records survive the round trip
 
 
 def test_load_cells_prefers_finished_copy(tmp_path, cells):
     ok = cells[0]
-    failed = dict(ok, status="failed", error="boom")
+    failed = Cell.from_dict({**ok.to_dict(), "status": "failed", "error": "boom"})
     a = _write_run(tmp_path / "a", [failed])
     b = _write_run(tmp_path / "b", [ok])
-    assert load_cells([a, b])[0]["status"] == "ok"
-    assert load_cells([b, a])[0]["status"] == "ok"
+    assert load_cells([a, b])[0].status == "ok"
+    assert load_cells([b, a])[0].status == "ok"
+
+
+def test_old_schema_cells_are_refused_with_rerun_advice(tmp_path, cells):
+    folder = _write_run(tmp_path / "old", cells[:1])
+    path = next((folder / "cells").glob("*.json"))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema": "ttabench.cell/1"}))
+    with pytest.raises(TTABenchError, match="rerun `ttabench run`"):
+        load_cells([folder])
 
 
 def test_load_cells_errors(tmp_path):
@@ -244,10 +323,10 @@ def test_leaderboard_command_one_line_error(tmp_path):
 def test_cells_without_severity_get_their_own_column():
     cells = make_cells()
     for cell in cells:
-        if cell["split"]["dataset"] == "blur":
-            cell["split"]["severity"] = None
+        if cell.dataset == "blur":
+            cell.split["severity"] = None
     lb = build_leaderboard(cells, n_boot=20)
-    sev = lb.per_severity[lb.per_severity["entry"] == "cot"]
+    sev = lb.per_severity[(lb.per_severity["entry"] == "cot") & (lb.per_severity["target"] == "source")]
     assert sev["severity"].tolist() == [1, 2, 3, 4, 5, None]
     assert sev["n_cells"].sum() == 18
     header = next(line for line in format_console(lb).splitlines() if "entry" in line)

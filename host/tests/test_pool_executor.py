@@ -41,8 +41,7 @@ def make_spec(**kw) -> RunSpec:
 def results(cells: list[dict]) -> dict[str, tuple]:
     """What must be identical across executors: per key, status, targets, estimator outputs."""
     return {c["key"]: (c["status"], c["targets"],
-                       {k: (v.get("value"), v.get("estimate"), v.get("scores"))
-                        for k, v in c["estimators"].items()})
+                       {k: (v["result"], v["views"]) for k, v in c["estimators"].items()})
             for c in cells}
 
 
@@ -75,7 +74,7 @@ def test_pool_matches_sequential_run_retries_failing_cell_and_recovers_dead_work
     assert len(local) == len(ok) == 5 and all(v[0] == "ok" for v in local.values())
     # the trajectories really moved and the numbers differ between splits, so a pool that
     # mixed up cells or seeds could not match
-    assert len({est["recording-trajectory"][0] for _, _, est in local.values()}) > 1
+    assert len({est["recording-trajectory"][0]["value"] for _, _, est in local.values()}) > 1
     assert pooled == local
 
 

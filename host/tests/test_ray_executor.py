@@ -48,7 +48,7 @@ def make_spec(**kw) -> RunSpec:
 def results(cells: list[dict]) -> dict[str, tuple]:
     """What must be identical across executors: per key, the targets and estimator outputs."""
     return {c["key"]: (c["status"], c["targets"],
-                       {k: (v.get("value"), v.get("scores")) for k, v in c["estimators"].items()})
+                       {k: (v["result"], v["views"]) for k, v in c["estimators"].items()})
             for c in cells}
 
 

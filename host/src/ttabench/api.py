@@ -184,11 +184,15 @@ class Outputs:
 
     ``labels`` is None for target data handed to estimators (they never see target labels);
     ``features`` holds penultimate embeddings when an estimator asked for them.
+    ``frozen_logits``: the frozen eval-mode model's logits on the same samples in the same
+    row order (the host sets them on target outputs of every view; for the ``source`` view
+    they are ``logits`` themselves).
     """
 
     logits: torch.Tensor
     labels: torch.Tensor | None = None
     features: torch.Tensor | None = None
+    frozen_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -250,7 +254,16 @@ class Estimator(ABC):
 
 
 class StaticEstimator(Estimator):
-    """Needs only the source model's outputs on the target split (and on source val)."""
+    """Needs only one model's outputs on the target split (and on source val).
+
+    The host calls ``estimate`` once per model view (``source``: frozen model; ``bn``: batch
+    statistics; ``adapted``: the adapter's online outputs), each time with that view's outputs,
+    so the estimate is of the accuracy of the model that produced them. ``view`` names one view
+    instead for an estimator that compares models (its result is then scored in every
+    target's table, like a trajectory estimator's).
+    """
+
+    view: ClassVar[Target | None] = None
 
     @abstractmethod
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
@@ -314,6 +327,11 @@ class TrajectoryEstimator(Estimator):
     @abstractmethod
     def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
         """Receive the adapter's ``predict`` logits on the probe at a checkpoint."""
+
+    def before_step(self, step: int, x: torch.Tensor, adapter: Adapter,
+                    class_subset: list[int] | None) -> None:
+        """Called before adaptation step ``step`` (1-based) updates the model on batch ``x``;
+        ``class_subset``: the suite's classes (restrict ``adapter.predict`` logits to them)."""
 
     def on_step(self, step: int, x: torch.Tensor, logits: torch.Tensor, adapter: Adapter) -> None:
         """Called after adaptation step ``step`` (1-based) with the batch and its logits."""

@@ -297,6 +297,7 @@ def _trajectory_estimate(estimator: TrajectoryEstimator, seed: int) -> EstimateR
         estimator.on_snapshot(0, base.clone())
     for step in range(1, last + 1):
         x = batches[(step - 1) % len(batches)]
+        estimator.before_step(step, x, adapter, None)
         estimator.on_step(step, x, adapter(x), adapter)
         if step in plan.checkpoints:
             estimator.on_snapshot(step, snapshot(step))

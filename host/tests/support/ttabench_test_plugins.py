@@ -37,6 +37,23 @@ class RecordingStatic(StaticEstimator):
         return EstimateResult(value=value, estimate=value)
 
 
+class FailsOffFrozen(StaticEstimator):
+    """Direct: 0.5 on the frozen model's own outputs; NaN on more than ``nan_above`` rows (the
+    adapted view's stream); else raises when the logits are not the frozen ones (bn view)."""
+
+    name = "fails-off-frozen"
+
+    def __init__(self, nan_above: int = 10**9) -> None:
+        self.nan_above = nan_above
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        if target.logits.shape[0] > self.nan_above:
+            return EstimateResult(value=float("nan"))
+        if not torch.equal(target.frozen_logits, target.logits):
+            raise RuntimeError("not the frozen model")
+        return EstimateResult(value=0.5, estimate=0.5)
+
+
 class RecordingTrajectory(TrajectoryEstimator):
     """Flip count between step 0 and the last checkpoint; remembers the snapshot steps."""
 

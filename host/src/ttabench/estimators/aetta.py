@@ -1,11 +1,15 @@
 """AETTA: label-free accuracy estimation of the adapting model by dropout disagreement.
 
-After every adaptation step the estimator runs the adapted model on that step's batch once
-without dropout and ``n_dropouts`` times with dropout, and turns the disagreement into an
-error estimate (``functional.aetta_batch_error``), smoothed by ``err_t = 0.6 err_{t-1} + 0.4 err``
-(``err_1 = err``; the reference code seeds the average with the uncorrected ``err0``).
-The estimate is ``1 - mean_t err_t``: the mean estimated accuracy over the stream, comparable
-with the adapted model's online accuracy.
+Before every adaptation step updates the model (as the authors' code, ``learner/dnn.py``,
+estimates each batch before adapting on it) the estimator runs the current model on that
+step's batch once without dropout and ``n_dropouts`` times with dropout, its logits restricted
+to the suite's class subset (ImageNet-R's 200), and turns the disagreement into an error
+estimate (``functional.aetta_batch_error``), smoothed by ``err_t = 0.6 err_{t-1} + 0.4 err``.
+The average starts from the uncorrected disagreement ``err0`` of the first batch
+(``ema_start="err0"``, the authors' code: ``err_1 = 0.6 err0_1 + 0.4 err_1``), or from the
+first corrected error (``ema_start="first"``: ``err_1 = err``). The estimate is
+``1 - mean_t err_t``: the mean estimated accuracy over the stream, comparable with the
+adapted model's online accuracy.
 
 Where the dropout goes (the rule for any model): on the output of every *stage*, the outermost
 submodules that have children of their own and output a 4-D feature map (for ResNets:
@@ -36,14 +40,20 @@ from ttabench.api import (
     TrajectoryPlan,
 )
 from ttabench.errors import TTABenchError
-from ttabench.estimators.functional import aetta_batch_error
+from ttabench.estimators.functional import aetta_batch_error, dropout_disagreement
 
 EMA_KEEP = 0.6
 
 
+EMA_STARTS = ("err0", "first")
+
+
 def default_dropout(num_classes: int) -> float:
-    """The paper's dropout rates: 0.2 for ImageNet-scale (K >= 100), 0.4 for CIFAR-10-scale."""
-    return 0.2 if num_classes >= 100 else 0.4
+    """The authors' code's dropout rates by class count: 0.4 for CIFAR-10-scale (K < 100), 0.3
+    for 100- and 200-class suites (CIFAR-100, ImageNet-R), 0.2 for ImageNet-scale (K >= 1000)."""
+    if num_classes < 100:
+        return 0.4
+    return 0.3 if num_classes < 1000 else 0.2
 
 
 def _outermost(model: nn.Module, keep: Callable[[str, nn.Module], bool]) -> list[str]:
@@ -104,14 +114,15 @@ class AETTA(TrajectoryEstimator):
     """AETTA (Lee et al., CVPR 2024): dropout-disagreement estimate of the online accuracy.
 
     ``dropout``: the rate (None: ``default_dropout(K)``); ``n_dropouts``: inferences per batch;
-    ``seed``: seeds the dropout masks.
+    ``seed``: seeds the dropout masks; ``ema_start``: see the module docstring.
     """
 
     name = "aetta"
     target = "adapted"
     kind = "direct"
 
-    def __init__(self, dropout: float | None = None, n_dropouts: int = 10, seed: int = 0) -> None:
+    def __init__(self, dropout: float | None = None, n_dropouts: int = 10, seed: int = 0,
+                 ema_start: str = "err0") -> None:
         if dropout is not None and not 0.0 <= dropout < 1.0:
             raise TTABenchError(f"AETTA dropout must be in [0, 1), got {dropout}")
         if n_dropouts < 1:
@@ -119,6 +130,9 @@ class AETTA(TrajectoryEstimator):
         self.dropout = dropout
         self.n_dropouts = int(n_dropouts)
         self.seed = int(seed)
+        if ema_start not in EMA_STARTS:
+            raise TTABenchError(f"AETTA ema_start must be one of {list(EMA_STARTS)}, got {ema_start!r}")
+        self.ema_start = ema_start
         self.reset()
 
     def reset(self) -> None:
@@ -134,31 +148,41 @@ class AETTA(TrajectoryEstimator):
     def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
         """Unused: AETTA needs no probe."""
 
-    def on_step(self, step: int, x: torch.Tensor, logits: torch.Tensor, adapter: Adapter) -> None:
-        self.rate = self.dropout if self.dropout is not None else default_dropout(logits.shape[1])
+    def before_step(self, step: int, x: torch.Tensor, adapter: Adapter,
+                    class_subset: list[int] | None) -> None:
+        def predict() -> torch.Tensor:
+            logits = adapter.predict(x)
+            return logits if class_subset is None else logits[:, class_subset]
+
         if self._generator is None:
             self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
         with _untouched(adapter, x.device):
             if self.stages is None:
-                self.stages = find_stages(adapter.model, lambda: adapter.predict(x))
+                self.stages = find_stages(adapter.model, predict)
                 if not self.stages:
                     raise TTABenchError(
                         "AETTA found no stage with a 4-D feature map to apply dropout to; "
                         "it needs a convolutional model"
                     )
-            predictions = adapter.predict(x).argmax(dim=1)
+            undropped = predict()
+            self.rate = self.dropout if self.dropout is not None else default_dropout(undropped.shape[1])
             modules = dict(adapter.model.named_modules())
             hook = _dropout_hook(self.rate, self._generator)
             handles = [modules[name].register_forward_hook(hook) for name in self.stages]
             try:
-                dropout_logits = torch.stack([adapter.predict(x) for _ in range(self.n_dropouts)])
+                dropout_logits = torch.stack([predict() for _ in range(self.n_dropouts)])
             finally:
                 for handle in handles:
                     handle.remove()
+        predictions = undropped.argmax(dim=1)
         error = aetta_batch_error(predictions, dropout_logits)
         if self.errors:
-            error = EMA_KEEP * self.errors[-1] + (1.0 - EMA_KEEP) * error
-        self.errors.append(error)
+            previous = self.errors[-1]
+        elif self.ema_start == "err0":
+            previous = dropout_disagreement(predictions, dropout_logits)
+        else:
+            previous = error
+        self.errors.append(EMA_KEEP * previous + (1.0 - EMA_KEEP) * error)
 
     def window_estimates(self, window: int) -> list[float]:
         """Per window of ``window`` steps: ``1 - mean_t err_t`` over the window's steps (the
@@ -169,7 +193,7 @@ class AETTA(TrajectoryEstimator):
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         if not self.errors:
             raise TTABenchError(
-                "AETTA observed no adaptation step; the host must call on_step for every batch"
+                "AETTA observed no adaptation step; the host must call before_step for every batch"
             )
         accuracy = 1.0 - sum(self.errors) / len(self.errors)
         extras = {
@@ -186,4 +210,5 @@ class AETTA(TrajectoryEstimator):
             "n_dropouts": self.n_dropouts,
             "seed": self.seed,
             "ema": EMA_KEEP,
+            "ema_start": self.ema_start,
         }

@@ -1,6 +1,7 @@
-"""Direct baseline estimators of the source model's accuracy: AC, DoC, ATC, COT, COTT.
+"""Direct baseline estimators: AC, DoC, ATC, COT, COTT.
 
-Each returns an accuracy fraction (``value == estimate``) computed by the pure functions in
+Each is computed once per model view (``ttabench.runner.views``) on that view's outputs and
+source-val outputs, so it estimates the accuracy of the model that produced them. Each returns an accuracy fraction (``value == estimate``) computed by the pure functions in
 ``ttabench.estimators.functional``. The ``+ts`` variants fit one temperature T by NLL on the
 labelled source-validation outputs and divide both the source-val and the target logits by T
 before estimating; they do this themselves (the host hands them unscaled logits), and report T
@@ -52,19 +53,34 @@ class DifferenceOfConfidences(StaticEstimator):
         return _direct(functional.doc(val.logits, val.labels, target.logits))
 
 
+def check_choice(name: str, option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``, else a one-line error naming the option."""
+    if value not in choices:
+        raise TTABenchError(f"estimator {name!r}: {option} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
 class ATCMaxConf(StaticEstimator):
-    """ATC with the max-confidence score: threshold matched to the val error."""
+    """ATC with the max-confidence score: threshold matched to the val error.
+
+    ``rank``: ``"code"`` (default, the authors' code: ``t = s_(e)``) or ``"paper"``
+    (``t = s_(e+1)``, e val errors); see ``functional.matched_threshold``.
+    """
 
     name = "atc-mc"
     needs = frozenset({"source_val"})
     score = "maxconf"
 
+    def __init__(self, rank: str = "code") -> None:
+        self.rank = check_choice(self.name, "rank", rank, functional.THRESHOLD_RANKS)
+
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        return _direct(functional.atc(val.logits, val.labels, target.logits, score=self.score))
+        return _direct(functional.atc(val.logits, val.labels, target.logits, score=self.score,
+                                      rank=self.rank))
 
     def params(self) -> dict[str, Any]:
-        return {"score": self.score}
+        return {"score": self.score, "rank": self.rank}
 
 
 class ATCNegEntropy(ATCMaxConf):
@@ -98,14 +114,30 @@ class COT(StaticEstimator):
 
 class COTT(COT):
     """COTT: the fraction of target samples whose transport cost stays under a threshold
-    matched to the source-val error."""
+    matched to the source-val error.
+
+    ``validation``: ``"labels"`` (default, the authors' code: val transported to its own
+    one-hot labels) or ``"marginal"`` (val transported to the source marginal as the target
+    is); ``rank`` as ATC's. See ``functional.cott``.
+    """
 
     name = "cott"
     needs = frozenset({"source_val"})
 
+    def __init__(self, source_marginal: list[float] | None = None, validation: str = "labels",
+                 rank: str = "code") -> None:
+        super().__init__(source_marginal)
+        self.validation = check_choice(self.name, "validation", validation,
+                                       functional.COTT_VALIDATIONS)
+        self.rank = check_choice(self.name, "rank", rank, functional.THRESHOLD_RANKS)
+
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        return _direct(functional.cott(val.logits, val.labels, target.logits, self._marginal()))
+        return _direct(functional.cott(val.logits, val.labels, target.logits, self._marginal(),
+                                       validation=self.validation, rank=self.rank))
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "validation": self.validation, "rank": self.rank}
 
 
 class _TemperatureScaled(StaticEstimator):

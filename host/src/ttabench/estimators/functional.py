@@ -6,7 +6,7 @@ fractions in [0, 1]. Every computation runs in float64 on the tensors' device (t
 problems of COT and COTT are solved on the CPU).
 
 Direct estimators (return an accuracy): ``average_confidence``, ``doc``, ``atc``, ``cot``,
-``cott``. Scores (mapped to an accuracy by a fitted map): ``nuclear_norm_score``,
+``cott``, ``agreement``. Scores (mapped to an accuracy by a fitted map): ``nuclear_norm_score``,
 ``mano_score``, ``mde_score``, ``dispersion_score``. ``fit_temperature`` fits the temperature
 used by the ``+ts`` variants.
 """
@@ -17,10 +17,10 @@ import math
 from typing import Literal
 
 import numpy as np
-import scipy.sparse
+import ot
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linprog, minimize_scalar
+from scipy.optimize import minimize_scalar
 
 from ttabench.errors import TTABenchError
 
@@ -95,20 +95,35 @@ def doc(val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor
     return min(max(val_accuracy - shift, 0.0), 1.0)
 
 
-def matched_threshold(val_scores: torch.Tensor, val_correct: torch.Tensor) -> float:
-    """The ATC threshold: ``t`` such that ``#{i : s_i < t}`` equals the number of val errors.
+ThresholdRank = Literal["code", "paper"]
+THRESHOLD_RANKS: tuple[str, ...] = ("code", "paper")
 
-    Candidates are the distinct val scores and ``+inf``; the one whose count of scores below it
-    is closest to the error count wins (the smallest on a tie). Without ties this is exact:
-    ``t = s_(e+1)``, the (e+1)-th smallest score for ``e`` errors. All correct gives
-    ``t = min_i s_i``; all wrong gives ``t = +inf``.
+
+def matched_threshold(
+    val_scores: torch.Tensor, val_correct: torch.Tensor, rank: ThresholdRank = "code"
+) -> float:
+    """The ATC threshold on val scores, for ``e`` val errors.
+
+    ``rank="code"`` (the authors' code: ATC_code's ``find_ATC_threshold`` and COT's
+    ``compute_t``): ``t = s_(e)``, the e-th smallest score (1-based), so that
+    ``#{i : s_i < t} = e - 1`` without ties; ``-inf`` when ``e = 0`` (every val sample is
+    accepted).
+
+    ``rank="paper"``: ``t`` such that ``#{i : s_i < t}`` equals ``e``: candidates are the
+    distinct val scores and ``+inf``, the one whose count of scores below it is closest to
+    ``e`` wins (the smallest on a tie); without ties ``t = s_(e+1)``.
 
     >>> scores = torch.tensor([0.3, 0.9, 0.5, 0.7], dtype=torch.float64)
-    >>> matched_threshold(scores, torch.tensor([False, True, True, False]))
-    0.7
+    >>> wrong_two = torch.tensor([False, True, True, False])
+    >>> matched_threshold(scores, wrong_two), matched_threshold(scores, wrong_two, "paper")
+    (0.5, 0.7)
     """
+    if rank not in THRESHOLD_RANKS:
+        raise TTABenchError(f"unknown threshold rank {rank!r}; use one of {THRESHOLD_RANKS}")
     errors = int((~val_correct).sum())
     sorted_scores = val_scores.double().sort().values
+    if rank == "code":
+        return -math.inf if errors == 0 else sorted_scores[errors - 1].item()
     candidates = torch.cat([sorted_scores.unique(), sorted_scores.new_tensor([math.inf])])
     below = torch.searchsorted(sorted_scores, candidates, side="left")
     return candidates[(below - errors).abs().argmin()].item()
@@ -119,14 +134,15 @@ def atc(
     val_labels: torch.Tensor,
     logits: torch.Tensor,
     score: Literal["maxconf", "negentropy"] = "maxconf",
+    rank: ThresholdRank = "code",
 ) -> float:
     """ATC: the fraction of target samples whose score reaches the val-matched threshold.
 
     ``s = c`` (``maxconf``) or ``s = sum_k p_k log p_k`` (``negentropy``); ``t`` from
-    ``matched_threshold`` on val; estimate ``= mean_i [s_i >= t]``.
+    ``matched_threshold`` on val (``rank``); estimate ``= mean_i [s_i >= t]``.
 
     >>> val = torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 0.5]])
-    >>> atc(val, torch.tensor([0, 1, 1, 1]), torch.tensor([[0.2, 0.0], [4.0, 0.0]]))
+    >>> atc(val, torch.tensor([0, 1, 1, 1]), torch.tensor([[0.2, 0.0], [4.0, 0.0]]), rank="paper")
     0.5
     """
     score_fn = {"maxconf": softmax_confidence, "negentropy": negative_entropy}.get(score)
@@ -134,7 +150,7 @@ def atc(
         raise TTABenchError(f"unknown ATC score {score!r}; use 'maxconf' or 'negentropy'")
     target = _check_logits(logits)
     val, labels = _check_labelled(val_logits, val_labels, target)
-    threshold = matched_threshold(score_fn(val), _val_correct(val, labels))
+    threshold = matched_threshold(score_fn(val), _val_correct(val, labels), rank)
     return (score_fn(target) >= threshold).double().mean().item()
 
 
@@ -149,64 +165,6 @@ def _marginal(source_marginal: torch.Tensor | None, num_classes: int) -> np.ndar
     return pi / pi.sum()
 
 
-def _northwest_corner(n: int, capacity: np.ndarray) -> tuple[list[int], list[int]]:
-    """The pairs (i, k) of a feasible plan: samples in order fill the classes in order."""
-    samples, classes = [], []
-    k, room = 0, capacity[0]
-    for i in range(n):
-        supply = 1.0
-        while True:
-            samples.append(i)
-            classes.append(k)
-            moved = min(supply, room)
-            supply, room = supply - moved, room - moved
-            if supply <= 1e-9 or k == len(capacity) - 1:
-                break
-            k, room = k + 1, capacity[k + 1]
-    return samples, classes
-
-
-def _transport_plan(cost: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Exact minimiser x (N, K) of ``sum_ik x_ik cost_ik`` subject to ``sum_k x_ik = 1``,
-    ``sum_i x_ik <= capacity_k`` (with ``sum_k capacity_k = N``, so all are tight), ``x >= 0``.
-
-    Column generation on the sparse LP (HiGHS): start from each sample's cheapest classes plus
-    the pairs of a feasible plan, solve, then add the pairs with a negative reduced cost
-    ``cost_ik - u_i - v_k`` under the duals (u, v); when none is left the restricted optimum is
-    optimal for the full N x K problem.
-    """
-    n, k = cost.shape
-    per_sample = min(k, 8)
-    active = np.zeros((n, k), dtype=bool)
-    cheapest = np.argpartition(cost, per_sample - 1, axis=1)[:, :per_sample]
-    np.put_along_axis(active, cheapest, True, axis=1)
-    active[_northwest_corner(n, capacity)] = True
-    while True:
-        rows, cols = np.nonzero(active)
-        ones, columns, m = np.ones(len(rows)), np.arange(len(rows)), len(rows)
-        result = linprog(
-            cost[rows, cols],
-            A_ub=scipy.sparse.csr_array((ones, (cols, columns)), shape=(k, m)),
-            b_ub=capacity,
-            A_eq=scipy.sparse.csr_array((ones, (rows, columns)), shape=(n, m)),
-            b_eq=np.ones(n),
-            bounds=(0, None),
-            method="highs",
-        )
-        if result.status != 0:
-            raise TTABenchError(f"the COT transport problem failed to solve: {result.message}")
-        reduced = cost - result.eqlin.marginals[:, None] - result.ineqlin.marginals[None, :]
-        reduced[active] = 0.0
-        if reduced.min() >= -1e-9:
-            plan = np.zeros((n, k))
-            plan[rows, cols] = result.x
-            return plan
-        worst = np.zeros_like(active)
-        most_negative = np.argpartition(reduced, per_sample - 1, axis=1)[:, :per_sample]
-        np.put_along_axis(worst, most_negative, True, axis=1)
-        active |= worst & (reduced < -1e-9)
-
-
 def transport_costs(
     logits: torch.Tensor, source_marginal: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -214,8 +172,8 @@ def transport_costs(
 
     The transport: sample i carries mass 1/N, class k receives mass ``pi_k`` (uniform if
     ``source_marginal`` is None), moving mass from i to k costs ``1 - p_ik``
-    (= ``||e_k - p_i||_1 / 2``). Solved exactly as a sparse linear program (see
-    ``_transport_plan``; N = 5000, K = 10 takes about a second). Returns
+    (= ``||e_k - p_i||_1 / 2``). Solved exactly by POT's network simplex (``ot.emd``, as the
+    authors' code does; N = 12,800, K = 10 takes about 0.15 s). Returns
     ``N * sum_k x_ik (1 - p_ik)``, the cost per unit mass of each sample (in [0, 1]); their
     mean is the COT transport cost.
 
@@ -226,8 +184,8 @@ def transport_costs(
     probs = _check_logits(logits).softmax(dim=1).cpu().numpy()
     n, k = probs.shape
     cost = 1.0 - probs
-    plan = _transport_plan(cost, n * _marginal(source_marginal, k))
-    return torch.from_numpy((plan * cost).sum(axis=1))
+    plan = ot.emd(np.full(n, 1.0 / n), _marginal(source_marginal, k), cost, numItermax=10**8)
+    return torch.from_numpy(n * (plan * cost).sum(axis=1))
 
 
 def cot(logits: torch.Tensor, source_marginal: torch.Tensor | None = None) -> float:
@@ -240,26 +198,59 @@ def cot(logits: torch.Tensor, source_marginal: torch.Tensor | None = None) -> fl
     return 1.0 - transport_costs(logits, source_marginal).mean().item()
 
 
+CottValidation = Literal["labels", "marginal"]
+COTT_VALIDATIONS: tuple[str, ...] = ("labels", "marginal")
+
+
+def label_marginal(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The empirical label distribution ``n_k / N`` of ``labels`` over ``num_classes``."""
+    counts = torch.bincount(labels.long().cpu(), minlength=num_classes).double()
+    return counts / counts.sum()
+
+
 def cott(
     val_logits: torch.Tensor,
     val_labels: torch.Tensor,
     logits: torch.Tensor,
     source_marginal: torch.Tensor | None = None,
+    validation: CottValidation = "labels",
+    rank: ThresholdRank = "code",
 ) -> float:
     """COTT: per-sample transport costs, thresholded.
 
-    The threshold ``t`` is chosen on val so that the fraction of val costs above it equals the
-    val error (``matched_threshold`` on ``-cost``); estimate ``= 1 - mean_i [cost_i > t]``.
+    Val costs: with ``validation="labels"`` (the authors' code, ``compute_cott``) val is
+    transported to its own one-hot labels (the class marginal ``n_k / N`` of its labels, so a
+    sample of class k is matched to a one-hot vector of class k where it can be); with
+    ``"marginal"`` to ``source_marginal`` as the target is. The threshold is
+    ``matched_threshold`` on ``-cost`` (``rank="code"``: ``t = sort(-cost_val)[e - 1]``);
+    estimate ``= 1 - mean_i [-cost_i < t] = mean_i [-cost_i >= t]``.
 
     >>> val = torch.tensor([[4.0, 0.0], [0.0, 4.0], [0.0, 0.1], [0.3, 0.0]])
-    >>> cott(val, torch.tensor([0, 1, 0, 0]), torch.tensor([[5.0, 0.0], [0.0, 0.0]]))
+    >>> cott(val, torch.tensor([0, 1, 0, 0]), torch.tensor([[5.0, 0.0], [0.0, 0.0]]),
+    ...      validation="marginal", rank="paper")
     0.5
     """
+    if validation not in COTT_VALIDATIONS:
+        raise TTABenchError(f"unknown COTT validation {validation!r}; use one of {COTT_VALIDATIONS}")
     target = _check_logits(logits)
     val, labels = _check_labelled(val_logits, val_labels, target)
-    val_costs = transport_costs(val, source_marginal)
-    threshold = matched_threshold(-val_costs, _val_correct(val, labels))
+    val_marginal = label_marginal(labels, val.shape[1]) if validation == "labels" else source_marginal
+    val_costs = transport_costs(val, val_marginal)
+    threshold = matched_threshold(-val_costs, _val_correct(val, labels), rank)
     return (-transport_costs(target, source_marginal) >= threshold).double().mean().item()
+
+
+def agreement(source_logits: torch.Tensor, bn_logits: torch.Tensor) -> float:
+    """Agreement: the fraction of samples on which two models predict the same class,
+    ``mean_i [argmax_k a_ik = argmax_k b_ik]`` (rows are the same samples in the same order).
+
+    >>> agreement(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[2.0, 0.0], [3.0, 0.0]]))
+    0.5
+    """
+    a, b = _check_logits(source_logits, "source_logits"), _check_logits(bn_logits, "bn_logits")
+    if a.shape != b.shape:
+        raise TTABenchError(f"the two models' logits differ in shape: {tuple(a.shape)}, {tuple(b.shape)}")
+    return (a.argmax(dim=1) == b.argmax(dim=1)).double().mean().item()
 
 
 # --------------------------------------------------------------------------- scores
@@ -283,30 +274,52 @@ def nuclear_norm_score(logits: torch.Tensor) -> float:
     return (eigenvalues.sqrt().sum() / math.sqrt(n * min(n, k))).item()
 
 
+MANO_THRESHOLD = 5.0
+
+
+def mano_criterion(logits: torch.Tensor) -> float:
+    """MaNo's criterion ``phi = mean_i CE(uniform, p_i) = mean_i (logsumexp_k q_ik - mean_k q_ik)``.
+
+    >>> round(mano_criterion(torch.zeros(3, 4)), 6) == round(math.log(4), 6)
+    True
+    """
+    q = _check_logits(logits)
+    return (q.logsumexp(dim=1) - q.mean(dim=1)).mean().item()
+
+
+def mano_branch(phi: float) -> Literal["softmax", "taylor"]:
+    """``softmax`` when ``phi > 5`` (MaNo's threshold), else ``taylor``."""
+    return "softmax" if phi > MANO_THRESHOLD else "taylor"
+
+
 def mano_score(
-    logits: torch.Tensor, return_branch: bool = False
+    logits: torch.Tensor, return_branch: bool = False,
+    branch: Literal["softmax", "taylor"] | None = None,
 ) -> float | tuple[float, Literal["softmax", "taylor"]]:
     """MaNo: ``S = (mean_ik v_ik^4)^(1/4)`` for normalised logits v.
 
-    Criterion ``phi = mean_i CE(uniform, p_i) = mean_i (logsumexp_k q_ik - mean_k q_ik)``.
-    If ``phi > 5`` v is the softmax; else the order-2 Taylor normalisation: ``u = 1 + q + q^2/2``,
-    ``v_i = (u_i - min_k u_ik) / sum_k (u_ik - min_k u_ik)`` (a constant row, e.g. K = 1, gives
-    zeros). Higher means higher accuracy. ``return_branch`` also returns which branch fired.
+    ``branch`` chooses the normalisation; None decides it on these logits
+    (``mano_branch(mano_criterion(logits))``). The authors' code decides it once per model and
+    reuses it for every shift (``ttabench.estimators.scores.MaNo`` decides it on source val).
+    ``softmax``: v the softmax; ``taylor``: the order-2 Taylor normalisation
+    ``u = 1 + q + q^2/2``, ``v_i = (u_i - min_k u_ik) / sum_k (u_ik - min_k u_ik)`` (a constant
+    row, e.g. K = 1, gives zeros). Higher means higher accuracy. ``return_branch`` also returns
+    which branch was used.
 
     >>> mano_score(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), return_branch=True)
     (0.8408964152537145, 'taylor')
     """
     q = _check_logits(logits)
-    phi = (q.logsumexp(dim=1) - q.mean(dim=1)).mean().item()
-    if phi > 5.0:
-        branch: Literal["softmax", "taylor"] = "softmax"
+    used = branch or mano_branch(mano_criterion(q))
+    if used == "softmax":
         v = q.softmax(dim=1)
-    else:
-        branch = "taylor"
+    elif used == "taylor":
         u = 1.0 + q + q**2 / 2.0
         v = F.normalize(u - u.min(dim=1, keepdim=True).values, p=1.0, dim=1)
+    else:
+        raise TTABenchError(f"unknown MaNo branch {used!r}; use 'softmax' or 'taylor'")
     score = v.pow(4).mean().pow(0.25).item()
-    return (score, branch) if return_branch else score
+    return (score, used) if return_branch else score
 
 
 def mde_score(logits: torch.Tensor, temperature: float = 1.0) -> float:
@@ -330,18 +343,29 @@ def mde_score(logits: torch.Tensor, temperature: float = 1.0) -> float:
     return (-mde).log().item()
 
 
-def dispersion_score(features: torch.Tensor, logits: torch.Tensor) -> float:
+DispersionNormaliser = Literal["classes", "samples"]
+DISPERSION_NORMALISERS: tuple[str, ...] = ("classes", "samples")
+
+
+def dispersion_score(
+    features: torch.Tensor, logits: torch.Tensor, normaliser: DispersionNormaliser = "classes"
+) -> float:
     """Dispersion score ``log D`` on penultimate features, grouped by predicted class.
 
-    ``D = sum_k (n_k / N) ||mu_k - mu||^2``: mu the mean feature, mu_k the mean feature of the
-    n_k samples predicted as class k (empty classes contribute 0). Higher means better
-    separated features, i.e. higher accuracy. Undefined (raises) when every sample is
-    predicted as one class, where ``D = 0``.
+    ``S = sum_k n_k ||mu_k - mu||^2``: mu the mean feature, mu_k the mean feature of the n_k
+    samples predicted as class k. ``normaliser="classes"`` (the authors' code,
+    ``common/distance.py``): ``D = S / (L - 1)``, L the number of predicted classes;
+    ``"samples"``: ``D = S / N``. Higher means better separated features, i.e. higher
+    accuracy. Undefined (raises) when every sample is predicted as one class (``S = 0``).
 
     >>> features = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
-    >>> dispersion_score(features, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    >>> dispersion_score(features, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "samples")
     0.0
     """
+    if normaliser not in DISPERSION_NORMALISERS:
+        raise TTABenchError(
+            f"unknown dispersion normaliser {normaliser!r}; use one of {DISPERSION_NORMALISERS}"
+        )
     q = _check_logits(logits)
     f = _check_logits(features.flatten(1), "features")
     if f.shape[0] != q.shape[0]:
@@ -349,13 +373,14 @@ def dispersion_score(features: torch.Tensor, logits: torch.Tensor) -> float:
     one_hot = F.one_hot(q.argmax(dim=1), q.shape[1]).double()
     counts = one_hot.sum(dim=0)
     used = counts > 0
-    if int(used.sum()) < 2:
+    n_used = int(used.sum())
+    if n_used < 2:
         raise TTABenchError(
             "the dispersion score is undefined when every sample is predicted as one class"
         )
     class_means = (one_hot.T @ f)[used] / counts[used, None]
-    spread = ((class_means - f.mean(dim=0)) ** 2).sum(dim=1)
-    return (spread * counts[used] / f.shape[0]).sum().log().item()
+    spread = (((class_means - f.mean(dim=0)) ** 2).sum(dim=1) * counts[used]).sum()
+    return (spread / (n_used - 1 if normaliser == "classes" else f.shape[0])).log().item()
 
 
 # --------------------------------------------------------------------------- temperature
@@ -392,29 +417,46 @@ def fit_temperature(val_logits: torch.Tensor, val_labels: torch.Tensor) -> float
 # --------------------------------------------------------------------------- AETTA
 
 
-def aetta_batch_error(predictions: torch.Tensor, dropout_logits: torch.Tensor) -> float:
-    """AETTA's error estimate for one batch, before the moving average.
+def dropout_disagreement(predictions: torch.Tensor, dropout_logits: torch.Tensor) -> float:
+    """AETTA's uncorrected error ``err0 = 1 - mean_{m,i} [argmax_k dropout_logits_mik = predictions_i]``.
 
-    ``predictions``: (B,) undropped predicted classes; ``dropout_logits``: (M, B, K) logits of
-    M dropout inferences. ``err0 = 1 - mean_{m,i} [argmax_k dropout_logits_mik = predictions_i]``;
-    ``Ebar`` = entropy of the dropout softmax averaged over inferences and samples;
-    ``err = err0 / (Ebar / ln K)^3`` clipped to ``[0, 1 - 1/K]`` (0 when ``err0 = 0``).
+    ``predictions``: (B,) undropped predicted classes; ``dropout_logits``: (M, B, K).
 
     >>> drop = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[0.0, 2.0], [0.0, 2.0]]])
-    >>> round(aetta_batch_error(torch.tensor([0, 1]), drop), 4)  # 0.25 / 0.8927**3
-    0.3514
+    >>> dropout_disagreement(torch.tensor([0, 1]), drop)
+    0.25
     """
     if dropout_logits.ndim != 3 or predictions.shape != dropout_logits.shape[1:2]:
         raise TTABenchError(
             f"dropout_logits must be (M, B, K) with B = {predictions.shape[0]} predictions, "
             f"got {tuple(dropout_logits.shape)}"
         )
-    num_classes = dropout_logits.shape[2]
     agreement = (dropout_logits.argmax(dim=2) == predictions.to(dropout_logits.device)).double()
-    err0 = 1.0 - agreement.mean().item()
+    return 1.0 - agreement.mean().item()
+
+
+#: AETTA's code takes the entropy as ``-sum p log(p + 1e-6)``.
+AETTA_LOG_EPS = 1e-6
+
+
+def aetta_batch_error(predictions: torch.Tensor, dropout_logits: torch.Tensor) -> float:
+    """AETTA's error estimate for one batch, before the moving average.
+
+    ``err0 = dropout_disagreement(predictions, dropout_logits)``; ``Ebar`` = entropy of the
+    dropout softmax averaged over inferences and samples, ``-sum_k pbar_k log(pbar_k + 1e-6)``
+    as the authors' code; ``err = err0 / (Ebar / ln K)^3`` clipped to ``[0, 1 - 1/K]`` (0 when
+    ``err0 = 0``).
+
+    >>> drop = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[0.0, 2.0], [0.0, 2.0]]])
+    >>> round(aetta_batch_error(torch.tensor([0, 1]), drop), 4)  # 0.25 / 0.8927**3
+    0.3514
+    """
+    err0 = dropout_disagreement(predictions, dropout_logits)
+    num_classes = dropout_logits.shape[2]
     if err0 == 0.0 or num_classes == 1:
         return 0.0
     mean_probs = dropout_logits.double().softmax(dim=2).mean(dim=(0, 1))
-    ratio = -(torch.special.xlogy(mean_probs, mean_probs).sum().item()) / math.log(num_classes)
+    entropy = -(mean_probs * (mean_probs + AETTA_LOG_EPS).log()).sum().item()
+    ratio = entropy / math.log(num_classes)
     ceiling = 1.0 - 1.0 / num_classes
     return min(err0 / ratio**3, ceiling) if ratio > 0 else ceiling

@@ -32,7 +32,8 @@ from ttabench.runner.cells import (
     read_cell,
 )
 from ttabench.runner.execute import CellInputs, run_cell, seed_everything
-from ttabench.runner.passes import check_label_range, source_pass
+from ttabench.records import EstimatorRecord
+from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
 from ttabench.runner.preflight import (
     check_adapter_setup,
     check_severities,
@@ -40,6 +41,7 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.store import write_json_atomic
+from ttabench.runner.views import batch_statistics_val, describe_error
 from ttabench.suites.images import check_num_classes
 
 
@@ -66,6 +68,9 @@ class RunSpec:
     threads: int | None = None
     #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
     model_options: dict[str, Any] = field(default_factory=dict)
+    #: The estimators that are the configuration's baselines (role ``baseline``); the others
+    #: (named by ``--estimator``) are candidates.
+    baselines: list[str] = field(default_factory=list)
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -114,6 +119,7 @@ class Benchmark:
         self.counters: dict[str, int] = {}
         self._source_val: Outputs | None = None
         self._source_val_done = False
+        self._source_val_bn: Outputs | None = None
 
     # ------------------------------------------------------------------ planning
     def selected_splits(self) -> list:
@@ -200,10 +206,22 @@ class Benchmark:
         check_label_range(result.labels, result.outputs.logits.shape[1],
                           f"the source-validation split of suite {self.suite.name!r}")
         self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
+        if has_batch_norm(self.model.module):
+            self._source_val_bn = batch_statistics_val(
+                self.model.module, dataset, self.device, self.spec.batch_size,
+                classifier=self.model.classifier, want_features=want,
+                class_subset=self.suite.class_subset)
+        else:
+            self._source_val_bn = self._source_val
         return self._source_val
 
+    def source_val_bn(self) -> Outputs | None:
+        """Source val through the batch-statistics model (see ``ttabench.runner.views``)."""
+        self.source_val()
+        return self._source_val_bn
+
     def execute(self, plan: CellPlan) -> dict[str, Any]:
-        """Run one cell and return its finished result dict (schema ``ttabench.cell/1``)."""
+        """Run one cell and return its finished record (``ttabench.records.Cell`` as a dict)."""
         adapter = plan.protocol["adapter"]["name"]
         inputs = CellInputs(
             suite=self.suite, split=plan.split, model=self.model,
@@ -211,23 +229,25 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            source_data=self.source_data, num_workers=self.spec.num_workers,
+            source_val_bn=self.source_val_bn(), source_data=self.source_data, num_workers=self.spec.num_workers,
             show_progress=self.show_progress, counters=self.counters,
         )
         out = run_cell(inputs)
         estimators: dict[str, Any] = {}
         for name, est in self.estimators.items():
-            if name in out["skipped"]:
-                estimators[name] = {"skipped": out["skipped"][name]}
-                continue
-            result = out["results"][name]
-            estimators[name] = {
-                "target": est.target, "kind": est.kind, "value": result.value,
-                "estimate": result.estimate, "scores": result.scores, "extras": result.extras,
-                "params": est.params(), "plugin": plan.protocol["estimators"][name]["plugin"],
-                "trajectory": isinstance(est, TrajectoryEstimator),
-                "input": est.score_input,
-            }
+            record = EstimatorRecord(
+                target=est.target, kind=est.kind,
+                role="baseline" if name in self.spec.baselines else "candidate",
+                params=est.params(), plugin=plan.protocol["estimators"][name]["plugin"],
+                trajectory=isinstance(est, TrajectoryEstimator),
+                input=est.score_input, skipped=out["skipped"].get(name))
+            if record.skipped is None and name in out["results"]:
+                record.result = out["results"][name]
+            elif record.skipped is None and getattr(est, "view", None) is not None:
+                record.result = out["views"][name].get(est.view)
+            elif record.skipped is None:
+                record.views = out["views"][name]
+            estimators[name] = asdict(record)
         return self._cell(plan, "ok", None, 1, {
             "n_examples": out["n_examples"], "data": out["data"], "targets": out["targets"],
             "estimators": estimators, "adaptation": out["adaptation"], "timings": out["timings"],
@@ -246,15 +266,6 @@ class Benchmark:
     def failed(self, plan: CellPlan, error: str, attempts: int) -> dict[str, Any]:
         """The record of a cell that failed: kept so the leaderboard can list it."""
         return self._cell(plan, "failed", error, attempts, {"targets": {}, "estimators": {}})
-
-
-def describe_error(err: BaseException) -> str:
-    """One line: the message of a TTABenchError, else ``Type: message`` and where it arose."""
-    if isinstance(err, TTABenchError):
-        return str(err)
-    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-    where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(err).__name__}: {err}{where}".replace("\n", " ")
 
 
 def pending_cells(plans: list[CellPlan], output: Path, shard: tuple[int, int] | None) -> list[CellPlan]:

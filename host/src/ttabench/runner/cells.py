@@ -27,8 +27,8 @@ import torch
 
 from ttabench.api import SplitSpec
 from ttabench.errors import TTABenchError
+from ttabench.records import CELL_SCHEMA
 
-CELL_SCHEMA = "ttabench.cell/1"
 
 
 @dataclass
@@ -74,7 +74,8 @@ def cell_path(output: Path, key: str) -> Path:
 
 
 def read_cell(path: Path) -> dict[str, Any] | None:
-    """A cell file's content, or None if missing or unreadable (never trusted half-written)."""
+    """A cell file's content, or None if missing, unreadable (never trusted half-written) or
+    of another schema (a ``ttabench.cell/1`` cell is rerun; see ``ttabench.records``)."""
     try:
         data = json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):

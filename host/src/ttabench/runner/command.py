@@ -66,8 +66,9 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
+    roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
     if baselines:
-        estimators += [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
+        estimators += roster
     if not estimators and not adapter and not run.get("adapter"):
         raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
     adapters = choose_adapters(_names(adapter), config, estimators)
@@ -93,18 +94,22 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
         model_options={"trust_pickle": True} if trust_pickle else {},
+        baselines=roster if baselines else [],
     )
 
 
-def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo) -> None:
+def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo,
+               boot_unit: str = "dataset") -> None:
     """Score the finished cells, write the leaderboard files and print the summary."""
+    from ttabench.records import Cell
     from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
 
     ok = [c for c in cells if c.get("status") == "ok"]
     if not ok:
         echo("no finished cells to score")
         return
-    board = build_leaderboard(cells, n_boot=n_boot)
+    board = build_leaderboard([Cell.from_dict(c) for c in cells], n_boot=n_boot,
+                              boot_unit=boot_unit)
     paths = write_leaderboard(board, output)
     echo(format_console(board))
     echo("wrote " + ", ".join(str(p) for p in paths))
@@ -190,11 +195,14 @@ def with_options(options):
 @click.option("--jobs", "-j", type=COUNT, default=None,
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=POSITIVE, default=1000, help="Bootstrap resamples for the intervals.")
+@click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default=None,
+              help="What the bootstrap resamples: datasets, then splits within them (default "
+                   "[run].boot_unit, else dataset), or splits.")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
-        retries, executor, ray_address, workers, jobs, n_boot, dry_run) -> None:
+        retries, executor, ray_address, workers, jobs, n_boot, boot_unit, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
@@ -252,7 +260,8 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         cells_time = time.perf_counter() - t
         t = time.perf_counter()
         cells = collect_cells(out, plans)
-        finish_run(out, cells, n_boot)
+        finish_run(out, cells, n_boot,
+                   boot_unit=boot_unit or str(config.run.get("boot_unit", "dataset")))
         phases = {"setup (suite + model)": setup_time, "cells": cells_time,
                   "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
         todo_keys = {p.key for p in todo}
@@ -417,7 +426,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
             adapter_params=adapter_params, estimators={name: est},
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
-        result = out["results"][name]
+        result = out["results"].get(name) or out["views"][name].get(est.view or est.target)
+        if result is None or result.failed is not None:
+            raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
         if result.estimate is None:  # a plugin that said it could: do not run the other seeds
             raise TTABenchError(
                 f"{name} gave a score ({result.value:.4g}) but no accuracy; pass --calibration "

@@ -96,6 +96,8 @@ RUN_KEYS: dict[str, Rule] = {
     "severities": Rule(_ints(1), "a positive integer or a list of them"),
     "data_dir": STRING,
     "device": STRING,
+    "boot_unit": Rule(lambda v: v in ("dataset", "split"), "'dataset' or 'split' (the bootstrap's "
+                      "resampling unit)"),
 }
 RAY_KEYS: dict[str, Rule] = {
     "num_cpus": Rule(lambda v: _number(v) and v > 0, "a positive number"),

@@ -2,16 +2,18 @@
 
 The order of work (see ``ttabench.api`` for the contracts):
 
-1. the source pass: frozen model, eval mode, dataset order -> ``source`` accuracy, and the
-   ``Outputs`` handed to every static estimator (labels withheld);
+1. the source pass: frozen model, eval mode, dataset order -> ``source`` accuracy and the
+   ``source`` view's outputs (labels withheld);
 2. the ``bn`` pass: the same weights with test-batch statistics, over the first epoch of the
-   seeded stream in batches of ``batch_size``;
+   seeded stream in batches of ``batch_size`` -> ``bn`` accuracy and the ``bn`` view's outputs;
 3. the trajectory: the adapter steps through the seeded stream; the probe (the first
    ``probe_size`` images of the first draw, see ``ttabench.runner.stream`` for the two probe
    draws) is snapshotted with ``adapter.predict`` in chunks at each
    checkpoint any trajectory estimator asked for; the online predictions give the
-   ``adapted`` accuracy. Adaptation stops at the last step any estimator needs (or at
-   ``steps`` when given and larger).
+   ``adapted`` accuracy and the ``adapted`` view's outputs. Adaptation stops at the last step
+   any estimator needs (or at ``steps`` when given and larger).
+
+Every static estimator is computed once per view (``ttabench.runner.views``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ttabench.api import (
 )
 from ttabench.errors import TTABenchError
 from ttabench.runner.passes import (
+    FeatureHook,
     accuracy,
     batch_statistics_copy,
     check_finite,
@@ -60,6 +63,7 @@ from ttabench.runner.stream import (
     stream_indices,
     stream_start,
 )
+from ttabench.runner.views import View, estimate_views, safe_result
 
 
 def seed_everything(seed: int) -> None:
@@ -84,6 +88,7 @@ class CellInputs:
     steps: int
     device: torch.device
     source_val: Outputs | None = None
+    source_val_bn: Outputs | None = None
     source_data: Dataset | None = None
     num_workers: int = 0
     show_progress: bool = False
@@ -117,26 +122,47 @@ class _Batches:
         return gather(self.dataset, indices)
 
 
+@dataclass
+class BnPass:
+    """The batch-statistics pass: its accuracy and outputs, rows in stream order ``order``."""
+
+    accuracy: float | None
+    outputs: Outputs
+    order: torch.Tensor
+
+
 @torch.no_grad()
-def bn_accuracy(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
-                class_subset: list[int] | None) -> float:
-    """Accuracy of the batch-statistics model over the first stream epoch, in batches of
-    ``batch_size`` (a final batch of one image is merged into the one before)."""
+def bn_pass(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
+            class_subset: list[int] | None, labels_known: bool, want_features: bool) -> BnPass:
+    """The batch-statistics model over the first stream epoch, in batches of ``batch_size``
+    (a final batch of one image is merged into the one before): accuracy, logits and
+    (``want_features``) penultimate features."""
     order = first_epoch(n, inputs.seed)
     chunks = batches_of(order, inputs.batch_size)
     bn_model = batch_statistics_copy(model)
-    right = 0
-    for x, y in batches.batches(chunks):
-        logits = restrict(bn_model(to_unit_float(x).to(inputs.device)), class_subset)
-        check_finite(logits, "the batch-statistics model")
-        right += int(correct(logits, y, inputs.suite.label_sets).sum())
+    hook = FeatureHook(bn_model, inputs.model.classifier if want_features else None)
+    right, parts = 0, []
+    try:
+        for x, y in batches.batches(chunks):
+            logits = restrict(bn_model(to_unit_float(x).to(inputs.device)), class_subset)
+            check_finite(logits, "the batch-statistics model")
+            parts.append(logits.float().cpu())
+            if labels_known:
+                right += int(correct(logits, y, inputs.suite.label_sets).sum())
+    finally:
+        features = hook.close()
     _count(inputs, "bn_pass")
-    return right / sum(len(c) for c in chunks)
+    seen = torch.cat(chunks)
+    return BnPass(right / len(seen) if labels_known else None,
+                  Outputs(logits=torch.cat(parts), features=features), seen)
 
 
 def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
-                trajectory: dict[str, TrajectoryEstimator]) -> dict[str, Any]:
-    """Run the adapter along the seeded stream, feeding every trajectory estimator."""
+                trajectory: dict[str, TrajectoryEstimator], want_features: bool
+                ) -> tuple[dict[str, Any], Outputs | None]:
+    """Run the adapter along the seeded stream, feeding every trajectory estimator; returns
+    the adaptation record and the online outputs (the ``adapted`` view's target outputs, rows
+    in stream order, with the frozen logits of the same images)."""
     class_subset = inputs.suite.class_subset
     plans = {name: est.plan() for name, est in trajectory.items()}
     probe_size = max((p.probe_size for p in plans.values()), default=0)
@@ -188,12 +214,25 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     snapshot(0)
     right = seen = 0
     index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps, start))
+    online_logits: list[torch.Tensor] = []
+    online_features: list[torch.Tensor] | None = [] if want_features else None
     progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(batches.batches(index_batches), start=1):
         x = to_unit_float(x).to(inputs.device)
-        raw = adapter(x)
+        for est in trajectory.values():
+            est.before_step(step, x, adapter, class_subset)
+        hook = FeatureHook(adapter.model, inputs.model.classifier if online_features is not None
+                           else None)
+        try:
+            raw = adapter(x)
+        finally:
+            features = hook.close()
+        if online_features is not None:  # kept only when the step ran one forward pass
+            online_features = (online_features + [features]
+                               if features is not None and len(features) == len(x) else None)
         logits = restrict(raw, class_subset)
+        online_logits.append(logits.detach().float().cpu())
         check_finite(logits, f"the adapter at step {step}")
         right += int(correct(logits, y, inputs.suite.label_sets).sum())
         seen += len(y)
@@ -213,16 +252,22 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
     )
+    online = None
+    if online_logits:
+        taken = torch.cat(index_batches[: len(online_logits)])
+        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[taken],
+                         features=torch.cat(online_features) if online_features else None)
     return {
         "adapted": right / seen if seen else None,
         "steps": steps,
         "probe_size": len(probe_idx),
         "probe_draw": probe_draw,
-        "results": {name: est.compute(context) for name, est in trajectory.items()},
+        "results": {name: safe_result(lambda est=est: est.compute(context))
+                    for name, est in trajectory.items()},
         "adapter_params": adapter.params(),
         "adapter_counters": adapter.counters(),
         **({"source_data": source_facts} if source_facts else {}),
-    }
+    }, online
 
 
 def _skip_reason(est: Estimator, inputs: CellInputs) -> str | None:
@@ -262,29 +307,48 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
                           inputs.suite.label_sets)
     timings["source_pass"] = time.perf_counter() - t
     batches = _Batches(dataset, split_pass.images, labels, inputs.num_workers)
+    source_logits = split_pass.outputs.logits
+    static = {name: est for name, est in active.items() if isinstance(est, StaticEstimator)}
+    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
     targets: dict[str, float | None] = {"source": None, "bn": None}
-    t = time.perf_counter()
     if inputs.labelled:
-        targets["source"] = accuracy(split_pass.outputs.logits, labels, inputs.suite.label_sets)
-        targets["bn"] = (bn_accuracy(module, batches, n, inputs, inputs.suite.class_subset)
-                         if has_batch_norm(module) else targets["source"])
+        targets["source"] = accuracy(source_logits, labels, inputs.suite.label_sets)
+    views = {"source": View("source", Outputs(source_logits, features=split_pass.outputs.features,
+                                              frozen_logits=source_logits), inputs.source_val)}
+    t = time.perf_counter()
+    if has_batch_norm(module) and (inputs.labelled or static):
+        bn = bn_pass(module, batches, n, inputs, inputs.suite.class_subset, inputs.labelled,
+                     want_features)
+        targets["bn"] = bn.accuracy
+        views["bn"] = View("bn", Outputs(bn.outputs.logits, features=bn.outputs.features,
+                                         frozen_logits=source_logits[bn.order]),
+                           inputs.source_val_bn)
+    else:  # no batch normalization: the batch-statistics model is the frozen one
+        targets["bn"] = targets["source"]
+        views["bn"] = View("bn", views["source"].target, inputs.source_val)
     timings["bn_pass"] = time.perf_counter() - t
 
-    results: dict[str, Any] = {}
     t = time.perf_counter()
-    for name, est in active.items():
-        if isinstance(est, StaticEstimator):
-            results[name] = est.estimate(split_pass.outputs, inputs.source_val)
+    per_view = estimate_views(static, views)
     timings["static_estimators"] = time.perf_counter() - t
 
-    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
                                   "probe_draw": None, "adapter_params": {},
                                   "adapter_counters": {}}
+    results: dict[str, Any] = {}
     t = time.perf_counter()
     if trajectory or inputs.steps:
-        adaptation = _trajectory(inputs, batches, n, split_pass.outputs.logits, trajectory)
+        adaptation, online = _trajectory(inputs, batches, n, source_logits, trajectory,
+                                         want_features)
         results.update(adaptation.pop("results"))
+        if online is not None:
+            adapted_view = View("adapted", online, views["bn"].source_val)
+            u = time.perf_counter()
+            for name, by_view in estimate_views(
+                    {k: e for k, e in static.items() if e.view is None},
+                    {"adapted": adapted_view}).items():
+                per_view[name].update(by_view)
+            timings["static_estimators"] += time.perf_counter() - u
     timings["adaptation"] = time.perf_counter() - t
     adapted = adaptation.pop("adapted")
     targets["adapted"] = adapted if inputs.labelled else None
@@ -294,6 +358,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
         "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0))},
         "targets": targets,
         "results": results,
+        "views": per_view,
         "skipped": skipped,
         "adaptation": adaptation,
         "timings": timings,

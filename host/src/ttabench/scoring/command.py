@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
 
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.maps import (
     TARGETS,
@@ -34,27 +34,31 @@ from ttabench.scoring.metrics import mae_by_dataset
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples for the confidence intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: int) -> None:
+@click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default="dataset",
+              show_default=True,
+              help="What the bootstrap resamples: datasets (then splits within them), or splits.")
+def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: int,
+                boot_unit: str) -> None:
     """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
 
     Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
     .json, pairs.csv and scatter.png, and prints the summary.
     """
     cells = load_cells(list(dirs))
-    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed)
+    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit)
     out_dir = output or dirs[0]
     paths = write_leaderboard(lb, out_dir)
     click.echo(format_console(lb), nl=False)
     click.echo(f"wrote {len(paths)} files to {out_dir}")
 
 
-def _only(cells: list[dict[str, Any]], field: str, wanted: str | None, option: str) -> list[dict[str, Any]]:
+def _only(cells: list[Cell], field: str, wanted: str | None, option: str) -> list[Cell]:
     """Cells whose ``field`` is ``wanted``; with no choice, insist the cells agree on it."""
-    found = sorted({str(c.get(field)) for c in cells})
+    found = sorted({str(getattr(c, field)) for c in cells})
     if wanted is not None:
         if wanted not in found:
             raise TTABenchError(f"no cells with {field} {wanted!r}; found: {', '.join(found)}")
-        return [c for c in cells if str(c.get(field)) == wanted]
+        return [c for c in cells if str(getattr(c, field)) == wanted]
     if len(found) > 1:
         raise TTABenchError(
             f"the cells come from several {field}s ({', '.join(found)}); choose one with {option}"
@@ -63,32 +67,35 @@ def _only(cells: list[dict[str, Any]], field: str, wanted: str | None, option: s
 
 
 def _select_points(
-    cells: list[dict[str, Any]], estimator: str, score: str, target: str | None,
+    cells: list[Cell], estimator: str, score: str, target: str | None,
     splits: str, model: str | None, adapter: str | None,
-) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, list[str], str]:
-    """The labelled cells, scores, accuracies and datasets a fit uses, and the target."""
-    ok = [c for c in cells if c.get("status") == "ok"]
+) -> tuple[list[Cell], np.ndarray, np.ndarray, list[str], str]:
+    """The labelled cells, scores, accuracies and datasets a fit uses, and the target (the
+    scores are read in the target's view)."""
+    ok = [c for c in cells if c.status == "ok"]
     if not ok:
         raise TTABenchError("no finished cells in these folders (every cell failed)")
-    names = sorted({n for c in ok for n in c.get("estimators", {})})
+    names = sorted({n for c in ok for n in c.estimators})
     if estimator not in names:
         raise TTABenchError(
             f"estimator {estimator!r} is not in these cells; found: {', '.join(names) or 'none'}"
         )
     ok = _only(ok, "model", model, "--model")
     ok = _only(ok, "adapter", adapter, "--adapter")
-    recs = [r for c in ok if (r := record(c, estimator)) is not None]
+    declared = next(c.estimators[estimator].target for c in ok if estimator in c.estimators)
+    target = target or declared
+    recs = [r for c in ok if (r := record(c, estimator, target)) is not None]
     if not recs:
-        reasons = sorted({str(c["estimators"][estimator]["skipped"]) for c in ok
-                          if estimator in c.get("estimators", {})})
-        raise TTABenchError(f"estimator {estimator!r} was skipped in every cell: {'; '.join(reasons)}")
+        reasons = sorted({str(rec.skipped or rec.failure(target)) for c in ok
+                          if (rec := c.estimators.get(estimator)) is not None})
+        raise TTABenchError(f"estimator {estimator!r} has no result in the {target} view of any "
+                            f"cell: {'; '.join(reasons)}")
     if score != VALUE and not any(score_of(r, score) is not None for r in recs):
-        recorded = sorted({s for r in recs for s in (r.get("scores") or {})})
+        recorded = sorted({s for r in recs for s in r.scores})
         raise TTABenchError(
             f"estimator {estimator!r} records no score {score!r}; recorded: "
             f"{', '.join(recorded) or 'none'}"
         )
-    target = target or str(recs[0].get("target", "source"))
     pool = ok if splits == "all" else [c for c in ok if role(c) == "calibration"]
     if not pool:
         raise TTABenchError(
@@ -141,7 +148,7 @@ def fit(
     )
     # the calibration's input: what the estimator calls its value (e.g. "weighted_flips"),
     # or the named score the map was fitted on
-    declared = {(c["estimators"].get(estimator) or {}).get("input") for c in chosen} - {None}
+    declared = {c.estimators[estimator].input for c in chosen} - {None}
     map_input = declared.pop() if score == VALUE and len(declared) == 1 else score
     cal = fit_map(
         x, y, deg, estimator=estimator, input=map_input, target=target,  # type: ignore[arg-type]

@@ -1,13 +1,22 @@
-"""Leaderboards from finished cells: tables, files (CSV, Markdown, HTML, JSON, PNG), console text.
+"""Leaderboards from finished cells: one table per target, files (CSV, Markdown, HTML, JSON,
+PNG) and console text.
 
-Cells are grouped by (suite, model, adapter); within a group every entry (see
-``ttabench.scoring.maps``) is scored on the eval cells against every target, and ranked by its
-MAE against its declared target.
+Cells are grouped by (suite, model, adapter). Each group has one table per target, in the
+order ``source`` (the paper's target), ``bn``, ``adapted``: every entry of a target's table
+estimates that target from that target's view (``ttabench.scoring.maps``), is scored on the
+eval cells against it, and is ranked within that table only. No output ranks entries of
+different targets together.
 
-Paired difference rule: the row of entry A against target t is compared with the entry of a
-*different estimator* that has the lowest MAE against the same target t in the same group (the
-best other method); ``diff = MAE_A - MAE_best_other`` on the cells both scored, with a paired
-bootstrap interval (negative: A is better; ``significant``: 0 outside the interval).
+Best baseline of a table: the ``baseline``-role entry with the lowest leave-one-out MAE on the
+calibration cells (a mapped entry: its map refitted without each cell; a direct one: its plain
+error there), never looking at evaluation results. The table also names the best baseline
+after the fact (lowest evaluation MAE), labelled as such, for reference only.
+
+Paired differences: every other entry of a table against the chosen baseline,
+``diff = MAE_entry - MAE_baseline`` on the cells both scored, with a paired bootstrap interval
+(negative: the entry is better). Intervals resample datasets, then splits within each
+(``boot_unit="dataset"``, the default) or splits (``"split"``). The p-values of a table's
+comparisons are Holm-corrected together; ``significant``: Holm-adjusted p < 0.05.
 """
 
 from __future__ import annotations
@@ -24,27 +33,40 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell
 from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
-from ttabench.scoring.maps import TARGETS, Entry, build_entries, role, truth
+from ttabench.scoring.maps import (
+    VALUE,
+    Entry,
+    build_entries,
+    direct_estimate,
+    labelled_points,
+    loo_mae,
+    record,
+    role,
+    truth,
+)
+from ttabench.scoring.maps import TARGETS as TARGETS
 
-CELL_SCHEMA = "ttabench.cell/1"
-LEADERBOARD_SCHEMA = "ttabench.leaderboard/1"
+LEADERBOARD_SCHEMA = "ttabench.leaderboard/2"
 GROUP = ["suite", "model", "adapter"]
+ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- loading cells
 
 
-def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
-    """All cell results in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
+def load_cells(dirs: list[Path] | list[str]) -> list[Cell]:
+    """All cell records in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
     holds the JSON files itself.
 
-    Stray ``.tmp`` files and JSON files of another schema are ignored. A cell found in several
-    folders (same key) is kept once, a finished copy before a failed one. Raises
-    TTABenchError when a folder is missing, a file is unreadable or no cell is found.
+    Stray ``.tmp`` files and JSON files that are no ttabench cell are ignored; a cell of the
+    old schema is refused (rerun). A cell found in several folders (same key) is kept once, a
+    finished copy before a failed one. Raises TTABenchError when a folder is missing, a file is
+    unreadable or no cell is found.
     """
-    by_key: dict[str, dict[str, Any]] = {}
+    by_key: dict[str, Cell] = {}
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise TTABenchError(f"run folder not found: {folder}")
@@ -53,19 +75,19 @@ def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
             if path.name.endswith(".tmp"):
                 continue
             try:
-                cell = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
+                data = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise TTABenchError(
                     f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete it and "
                     f"re-run that cell"
                 ) from None
-            if not isinstance(cell, dict) or cell.get("schema") != CELL_SCHEMA:
+            if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
                 continue
-            key = str(cell.get("key") or path.stem)
-            cell["key"] = key
-            old = by_key.get(key)
-            if old is None or (old.get("status") != "ok" and cell.get("status") == "ok"):
-                by_key[key] = cell
+            data.setdefault("key", path.stem)
+            cell = Cell.from_dict(data, where=f"cell file {path}")
+            old = by_key.get(cell.key)
+            if old is None or (old.status != "ok" and cell.status == "ok"):
+                by_key[cell.key] = cell
     if not by_key:
         raise TTABenchError(
             f"no cell results found in {', '.join(map(str, dirs))}; run `ttabench run` first"
@@ -73,15 +95,11 @@ def load_cells(dirs: list[Path] | list[str]) -> list[dict[str, Any]]:
     return [by_key[k] for k in sorted(by_key)]
 
 
-def _failed_record(cell: dict[str, Any]) -> dict[str, Any]:
+def _failed_record(cell: Cell) -> dict[str, Any]:
     return {
-        "key": cell.get("key"),
-        "suite": cell.get("suite"),
-        "model": cell.get("model"),
-        "adapter": cell.get("adapter"),
-        "split": (cell.get("split") or {}).get("name"),
-        "seed": cell.get("seed"),
-        "error": cell.get("error") or "unknown error",
+        "key": cell.key, "suite": cell.suite, "model": cell.model, "adapter": cell.adapter,
+        "split": cell.split.get("name"), "seed": cell.seed,
+        "error": cell.error or "unknown error",
     }
 
 
@@ -90,17 +108,18 @@ def _failed_record(cell: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Leaderboard:
-    """Scores of every entry, ready to print or write.
+    """Scores of every entry, one table per (group, target), ready to print or write.
 
-    ``table``: one row per (group, entry, target), ranked by MAE against the declared target
+    ``table``: one row per (group, target, entry), ranked by MAE within its (group, target)
     (skipped entries last, with ``note``). MAE, CI, worst case and differences are in pp.
-    ``per_severity`` / ``per_dataset``: MAE against the declared target, long format.
-    ``online``: per (suite, model, adapter), the mean accuracy (%) of each target over eval
-    cells, per-dataset averaged; ``adapted`` is the adapted model's online accuracy.
-    ``pairs``: every (estimate, true) accuracy pair (fractions) behind the table.
+    ``choices``: per (group, target) the chosen baseline (calibration leave-one-out) and the
+    best baseline after the fact (evaluation MAE). ``per_severity`` / ``per_dataset``: MAE per
+    target, long format. ``online``: per group, the mean accuracy (%) of each target over eval
+    cells, per-dataset averaged. ``pairs``: every (estimate, true) pair behind the table.
     """
 
     table: pd.DataFrame
+    choices: pd.DataFrame
     per_severity: pd.DataFrame
     per_dataset: pd.DataFrame
     online: pd.DataFrame
@@ -109,23 +128,26 @@ class Leaderboard:
     failed: list[dict[str, Any]] = field(default_factory=list)
     n_boot: int = 1000
     seed: int = 0
+    boot_unit: str = "dataset"
 
 
 TABLE_COLUMNS = [
-    *GROUP, "rank", "entry", "estimator", "map", "input", "declared", "target", "mae",
-    "ci_low", "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib",
-    "vs", "diff", "diff_low", "diff_high", "significant", "note",
+    *GROUP, "target", "rank", "entry", "estimator", "role", "map", "input", "mae", "ci_low",
+    "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
+    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note",
 ]
+CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
+                  "best_after_the_fact", "best_after_the_fact_mae"]
 
 
-def _group_key(cell: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(cell.get("suite")), str(cell.get("model")), str(cell.get("adapter")))
+def _group_key(cell: Cell) -> tuple[str, str, str]:
+    return (str(cell.suite), str(cell.model), str(cell.adapter))
 
 
 class _Scored:
-    """Estimate/truth arrays of one (entry, target) on the eval cells it covers."""
+    """Estimate/truth arrays of one entry of a target's table on the eval cells it covers."""
 
-    def __init__(self, entry: Entry, target: str, cells: dict[str, dict[str, Any]]):
+    def __init__(self, entry: Entry, target: str, cells: dict[str, Cell]):
         self.entry = entry
         self.target = target
         self.keys = [
@@ -134,12 +156,13 @@ class _Scored:
         ]
         self.est = np.asarray([entry.estimates[target][k] for k in self.keys])
         self.true = np.asarray([truth(cells[k], target) for k in self.keys])
-        self.datasets = [str(cells[k]["split"].get("dataset")) for k in self.keys]
-        self.severities = [cells[k]["split"].get("severity") for k in self.keys]
+        self.datasets = [cells[k].dataset for k in self.keys]
+        self.severities = [cells[k].split.get("severity") for k in self.keys]
         self.mae = metrics.mae_by_dataset(self.est, self.true, self.datasets) if self.keys else None
 
 
-def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int) -> metrics.PairedDifference | None:
+def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int,
+            unit: str) -> metrics.PairedDifference | None:
     common = sorted(set(a.keys) & set(b.keys))
     if len(common) < 2:
         return None
@@ -148,124 +171,166 @@ def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int) -> metrics.PairedDif
     return metrics.paired_difference(
         a.est[[ia[k] for k in common]], b.est[[ib[k] for k in common]],
         a.true[[ia[k] for k in common]], [a.datasets[ia[k]] for k in common],
-        n_boot=n_boot, seed=seed,
+        n_boot=n_boot, seed=seed, unit=unit,
     )
 
 
-def _score_group(
-    group: tuple[str, str, str], cells: list[dict[str, Any]], n_boot: int, seed: int
-) -> dict[str, list[dict[str, Any]]]:
-    labels = dict(zip(GROUP, group))
-    entries, skipped = build_entries(cells)
-    eval_cells = {c["key"]: c for c in cells if role(c) == "eval"}
-    scored = {
-        (e.name, t): s for e in entries for t in TARGETS
-        if (s := _Scored(e, t, eval_cells)).keys
-    }
-    ranked = sorted(
-        (e for e in entries if (e.name, e.declared) in scored),
-        key=lambda e: (scored[e.name, e.declared].mae, e.name),
-    )
+def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | None:
+    """The entry's leave-one-out MAE (pp) on the calibration cells against ``target``.
+
+    A mapped entry: ``maps.loo_mae`` of its map's degree on its calibration cells; a direct
+    entry (or one with its own calibration): its plain MAE there, since nothing was fitted on
+    them. None without at least two usable calibration cells (or, for a map, when a cell left
+    out leaves too few distinct scores to fit it).
+    """
+    if entry.map in ("linear", "quadratic"):
+        keys = set(entry.calibration_keys.get(target, []))
+        degree = 1 if entry.map == "linear" else 2
+        _, x, y, datasets = labelled_points([c for c in calib if c.key in keys], entry.estimator,
+                                            entry.input or VALUE, target)
+        mae = loo_mae(x, y, datasets, degree) if len(x) >= degree + 2 else np.inf
+        return float(mae) if np.isfinite(mae) else None
+    est, true, datasets = [], [], []
+    for cell in calib:
+        res = record(cell, entry.estimator, target)
+        kind = cell.estimators[entry.estimator].kind if res is not None else "direct"
+        value = direct_estimate(res, kind) if res is not None else None
+        if value is not None and truth(cell, target) is not None:
+            est.append(value)
+            true.append(truth(cell, target))
+            datasets.append(cell.dataset)
+    return metrics.mae_by_dataset(est, true, datasets) if len(est) >= 2 else None
+
+
+def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
+                 unit: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows of one target's table of one group (see the module docstring)."""
+    entries, skipped = build_entries(cells, target)
+    eval_cells = {c.key: c for c in cells if role(c) == "eval"}
+    calib = [c for c in cells if role(c) == "calibration"]
+    scored = {e.name: s for e in entries if (s := _Scored(e, target, eval_cells)).keys}
+    ranked = sorted((e for e in entries if e.name in scored),
+                    key=lambda e: (scored[e.name].mae, e.name))
+    loo = {e.name: calibration_loo(e, target, calib) for e in ranked}
+    baselines = [e for e in ranked if e.role == "baseline"]
+    by_loo = [e for e in baselines if loo[e.name] is not None]
+    chosen = min(by_loo, key=lambda e: (loo[e.name], e.name)) if by_loo else None
+    after = baselines[0] if baselines else None
+    choice = {**labels, "target": target,
+              "chosen_baseline": chosen.name if chosen else None,
+              "chosen_calib_loo": loo[chosen.name] if chosen else None,
+              "chosen_mae": scored[chosen.name].mae if chosen else None,
+              "best_after_the_fact": after.name if after else None,
+              "best_after_the_fact_mae": scored[after.name].mae if after else None}
+    diffs = {e.name: d for e in ranked if chosen is not None and e is not chosen
+             and (d := _paired(scored[e.name], scored[chosen.name], n_boot, seed, unit))}
+    adjusted = dict(zip(diffs, metrics.holm([d.p_value for d in diffs.values()])))
     rows, sev_rows, ds_rows, pair_rows = [], [], [], []
     for rank, entry in enumerate(ranked, start=1):
-        targets = [entry.declared] + [t for t in TARGETS if t != entry.declared]
-        for target in targets:
-            if (entry.name, target) not in scored:
-                continue
-            s = scored[entry.name, target]
-            low, high = metrics.bootstrap_ci(s.est, s.true, s.datasets, n_boot=n_boot, seed=seed)
-            row = {
-                **labels, "rank": rank, "entry": entry.name, "estimator": entry.estimator,
-                "map": entry.map, "input": entry.input, "declared": entry.declared,
-                "target": target, "mae": s.mae, "ci_low": low, "ci_high": high,
-                "worst": metrics.worst_case(s.est, s.true),
-                "pearson": metrics.pearson(s.est, s.true),
-                "spearman": metrics.spearman(s.est, s.true),
-                "n_cells": len(s.keys), "n_datasets": len(set(s.datasets)),
-                "n_calib": len(entry.calibration_keys.get(target, [])),
-                "note": entry.note,
-            }
-            others = [
-                scored[e.name, target] for e in entries
-                if e.estimator != entry.estimator and (e.name, target) in scored
-            ]
-            if others:
-                best = min(others, key=lambda o: (o.mae, o.entry.name))
-                diff = _paired(s, best, n_boot, seed)
-                if diff is not None:
-                    row.update(vs=best.entry.name, diff=diff.difference, diff_low=diff.low,
-                               diff_high=diff.high, significant=diff.significant)
-            rows.append(row)
-            for key, est, true in zip(s.keys, s.est, s.true):
-                split = eval_cells[key]["split"]
-                pair_rows.append({
-                    **labels, "entry": entry.name, "target": target, "key": key,
-                    "dataset": split.get("dataset"), "split": split.get("name"),
-                    "severity": split.get("severity"), "estimate": float(est), "true": float(true),
-                })
-            if target != entry.declared:
-                continue
-            by_sev = metrics.mae_by_severity(s.est, s.true, s.datasets, s.severities)
-            for level, mae in by_sev.items():
-                n = sum(1 for v in s.severities if v == level)
-                sev_rows.append({**labels, "entry": entry.name, "severity": level, "mae": mae,
-                                 "n_cells": n})
-            for dataset in sorted(set(s.datasets)):
-                mask = np.asarray([d == dataset for d in s.datasets])
-                ds_rows.append({
-                    **labels, "entry": entry.name, "dataset": dataset,
-                    "mae": metrics.mae_by_dataset(s.est[mask], s.true[mask], [dataset] * int(mask.sum())),
-                    "n_cells": int(mask.sum()),
-                })
-    scored_names = {e.name for e in ranked}
+        s = scored[entry.name]
+        low, high = metrics.bootstrap_ci(s.est, s.true, s.datasets, n_boot=n_boot, seed=seed,
+                                         unit=unit)
+        row = {
+            **labels, "target": target, "rank": rank, "entry": entry.name,
+            "estimator": entry.estimator, "role": entry.role, "map": entry.map,
+            "input": entry.input, "mae": s.mae, "ci_low": low, "ci_high": high,
+            "worst": metrics.worst_case(s.est, s.true),
+            "pearson": metrics.pearson(s.est, s.true),
+            "spearman": metrics.spearman(s.est, s.true),
+            "n_cells": len(s.keys), "n_datasets": len(set(s.datasets)),
+            "n_calib": len(entry.calibration_keys.get(target, [])),
+            "calib_loo": loo[entry.name], "note": entry.note,
+        }
+        if entry.name in diffs:
+            d = diffs[entry.name]
+            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,
+                       p_holm=adjusted[entry.name], significant=adjusted[entry.name] < ALPHA)
+        rows.append(row)
+        for key, est, true in zip(s.keys, s.est, s.true):
+            split = eval_cells[key].split
+            pair_rows.append({
+                **labels, "target": target, "entry": entry.name, "key": key,
+                "dataset": split.get("dataset"), "split": split.get("name"),
+                "severity": split.get("severity"), "estimate": float(est), "true": float(true),
+            })
+        by_sev = metrics.mae_by_severity(s.est, s.true, s.datasets, s.severities)
+        for level, mae in by_sev.items():
+            n = sum(1 for v in s.severities if v == level)
+            sev_rows.append({**labels, "target": target, "entry": entry.name, "severity": level,
+                             "mae": mae, "n_cells": n})
+        for dataset in sorted(set(s.datasets)):
+            mask = np.asarray([d == dataset for d in s.datasets])
+            ds_rows.append({
+                **labels, "target": target, "entry": entry.name, "dataset": dataset,
+                "mae": metrics.mae_by_dataset(s.est[mask], s.true[mask], [dataset] * int(mask.sum())),
+                "n_cells": int(mask.sum()),
+            })
     skip_rows = []
     for skip in skipped:
-        skip_rows.append({**labels, "entry": skip.name, "estimator": skip.estimator,
-                          "reason": skip.reason, "n_cells": skip.n_cells})
-        if skip.name not in scored_names:
-            rows.append({**labels, "entry": skip.name, "estimator": skip.estimator,
-                         "note": f"skipped: {skip.reason}"})
-    online = {**labels, "n_cells": len(eval_cells)}
+        skip_rows.append({**labels, "target": target, "entry": skip.name,
+                          "estimator": skip.estimator, "reason": skip.reason,
+                          "n_cells": skip.n_cells})
+        if skip.name not in scored:
+            rows.append({**labels, "target": target, "entry": skip.name,
+                         "estimator": skip.estimator, "note": f"skipped: {skip.reason}"})
+    return {"rows": rows, "sev": sev_rows, "ds": ds_rows, "pairs": pair_rows,
+            "skipped": skip_rows, "choices": [choice]}
+
+
+def _online(labels: dict[str, str], cells: list[Cell]) -> dict[str, Any]:
+    eval_cells = [c for c in cells if role(c) == "eval"]
+    online: dict[str, Any] = {**labels, "n_cells": len(eval_cells)}
     for target in TARGETS:
-        accs = [(truth(c, target), str(c["split"].get("dataset"))) for c in eval_cells.values()]
-        accs = [(a, d) for a, d in accs if a is not None]
+        accs = [(a, c.dataset) for c in eval_cells if (a := truth(c, target)) is not None]
         online[target] = (
             100.0 * metrics.mean_by_dataset([a for a, _ in accs], [d for _, d in accs])  # type: ignore[misc]
             if accs else None
         )
-    return {"rows": rows, "sev": sev_rows, "ds": ds_rows, "pairs": pair_rows,
-            "skipped": skip_rows, "online": [online]}
+    return online
 
 
-def build_leaderboard(cells: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> Leaderboard:
+def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
+                      boot_unit: str = "dataset") -> Leaderboard:
     """Score every estimator of the finished cells (failed cells are listed, not scored).
 
-    See the module docstring for grouping, ranking and the paired-difference rule.
+    See the module docstring for the tables, the chosen baseline and the statistics.
     """
-    ok = [c for c in cells if c.get("status") == "ok"]
-    failed = [_failed_record(c) for c in cells if c.get("status") != "ok"]
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    if boot_unit not in metrics.BOOT_UNITS:
+        raise TTABenchError(f"boot unit must be one of {list(metrics.BOOT_UNITS)}, got {boot_unit!r}")
+    ok = [c for c in cells if c.status == "ok"]
+    failed = [_failed_record(c) for c in cells if c.status != "ok"]
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
     for cell in ok:
         groups.setdefault(_group_key(cell), []).append(cell)
-    parts: dict[str, list[dict[str, Any]]] = {k: [] for k in ("rows", "sev", "ds", "pairs", "skipped", "online")}
+    parts: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("rows", "sev", "ds", "pairs", "skipped", "choices", "online")}
     for group in sorted(groups):
-        for name, rows in _score_group(group, groups[group], n_boot, seed).items():
-            parts[name].extend(rows)
+        labels = dict(zip(GROUP, group))
+        for target in TARGETS:
+            for name, rows in _score_table(labels, target, groups[group], n_boot, seed,
+                                           boot_unit).items():
+                parts[name].extend(rows)
+        parts["online"].append(_online(labels, groups[group]))
     table = pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS)
     for column in ("rank", "n_cells", "n_datasets", "n_calib"):
         table[column] = table[column].astype("Int64")
     return Leaderboard(
         table=table,
-        per_severity=pd.DataFrame(parts["sev"], columns=[*GROUP, "entry", "severity", "mae", "n_cells"],
+        choices=pd.DataFrame(parts["choices"], columns=CHOICE_COLUMNS),
+        per_severity=pd.DataFrame(parts["sev"], columns=[*GROUP, "target", "entry", "severity",
+                                                         "mae", "n_cells"],
                                   dtype=object).astype({"mae": float, "n_cells": int}),
-        per_dataset=pd.DataFrame(parts["ds"], columns=[*GROUP, "entry", "dataset", "mae", "n_cells"]),
+        per_dataset=pd.DataFrame(parts["ds"], columns=[*GROUP, "target", "entry", "dataset", "mae",
+                                                       "n_cells"]),
         online=pd.DataFrame(parts["online"], columns=[*GROUP, *TARGETS, "n_cells"]),
-        pairs=pd.DataFrame(parts["pairs"], columns=[*GROUP, "entry", "target", "key", "dataset",
+        pairs=pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
                                                     "split", "severity", "estimate", "true"]),
-        skipped=pd.DataFrame(parts["skipped"], columns=[*GROUP, "entry", "estimator", "reason", "n_cells"]),
+        skipped=pd.DataFrame(parts["skipped"], columns=[*GROUP, "target", "entry", "estimator",
+                                                        "reason", "n_cells"]),
         failed=failed,
         n_boot=n_boot,
         seed=seed,
+        boot_unit=boot_unit,
     )
 
 
@@ -278,10 +343,12 @@ def _groups(lb: Leaderboard) -> list[tuple[str, str, str]]:
     return sorted(keys)
 
 
-def _select(df: pd.DataFrame, group: tuple[str, str, str]) -> pd.DataFrame:
+def _select(df: pd.DataFrame, group: tuple[str, str, str], target: str | None = None) -> pd.DataFrame:
     mask = np.ones(len(df), dtype=bool)
     for column, value in zip(GROUP, group):
         mask &= (df[column] == value).to_numpy()
+    if target is not None:
+        mask &= (df["target"] == target).to_numpy()
     return df[mask]
 
 
@@ -308,17 +375,39 @@ def _count(value: Any) -> str:
     return "-" if pd.isna(value) else str(int(value))
 
 
-def _main_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
-    """Declared-target rows (and skipped entries) of one group, with per-severity MAE columns."""
-    table = _select(lb.table, group)
-    declared = table[(table["target"] == table["declared"]) | table["target"].isna()]
-    sev = _select(lb.per_severity, group)
+def statistics_note(lb: Leaderboard) -> str:
+    """How the intervals and tests were made, said in every output."""
+    unit = ("datasets, then splits within each" if lb.boot_unit == "dataset"
+            else "splits (as if independent)")
+    return (f"MAE in percentage points, per-dataset averaged. 95% bootstrap intervals resample "
+            f"{unit} ({lb.n_boot} resamples, seed {lb.seed}). `vs chosen baseline`: paired "
+            f"difference entry minus the table's chosen baseline (negative: better); p-values "
+            f"Holm-corrected across the comparisons of each table (* = Holm-adjusted p < "
+            f"{ALPHA}). Each table ranks the entries of one target only.")
+
+
+def choice_line(lb: Leaderboard, group: tuple[str, str, str], target: str) -> str:
+    """The table's chosen baseline and its best baseline after the fact, in words."""
+    hit = _select(lb.choices, group, target)
+    if hit.empty or hit["chosen_baseline"].iloc[0] is None:
+        return "no baseline entry in this table"
+    c = hit.iloc[0]
+    return (f"chosen baseline (lowest leave-one-out MAE on the calibration splits): "
+            f"{c['chosen_baseline']} (calibration {_fmt(c['chosen_calib_loo'])} pp, evaluation "
+            f"{_fmt(c['chosen_mae'])} pp); best baseline after the fact (lowest evaluation MAE, "
+            f"for reference only): {c['best_after_the_fact']} ({_fmt(c['best_after_the_fact_mae'])} pp)")
+
+
+def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.DataFrame:
+    """The rows of one target's table (skipped entries last), with per-severity MAE columns."""
+    table = _select(lb.table, group, target)
+    sev = _select(lb.per_severity, group, target)
     levels = list(dict.fromkeys(sev["severity"].tolist()))
     rows = []
-    for _, r in declared.iterrows():
+    for _, r in table.iterrows():
         row = {
-            "rank": _fmt(r["rank"]), "entry": r["entry"], "target": _fmt(r["declared"]),
-            "MAE": _fmt(r["mae"]),
+            "target": target, "rank": _fmt(r["rank"]), "entry": r["entry"],
+            "role": _fmt(r["role"]), "MAE": _fmt(r["mae"]),
             "95% CI": "-" if pd.isna(r["mae"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
             "worst": _fmt(r["worst"]),
         }
@@ -329,9 +418,10 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
             "pearson": _fmt(r["pearson"]), "spearman": _fmt(r["spearman"]),
             "cells": _count(r["n_cells"]), "datasets": _count(r["n_datasets"]),
             "calib": _count(r["n_calib"]) if r["map"] in ("linear", "quadratic") else "-",
-            "vs best other": "-" if pd.isna(r["diff"]) else (
-                f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
-                + (" *" if r["significant"] else "")
+            "calib LOO": _fmt(r["calib_loo"]),
+            "vs chosen baseline": "-" if pd.isna(r["diff"]) else (
+                f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
+                f"p_holm {r['p_holm']:.3f}" + (" *" if r["significant"] else "")
             ),
             "note": r["note"] if isinstance(r["note"], str) else "",
         })
@@ -347,7 +437,7 @@ def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd
     rows = []
     for entry in entries:
         part = df[df["entry"] == entry]
-        row = {"entry": entry}
+        row = {"target": part["target"].iloc[0], "entry": entry}
         for label in labels:
             hit = part[_same(part[columns], label)]
             name = _severity_label(label) if columns == "severity" else str(label)
@@ -356,24 +446,32 @@ def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd
     return pd.DataFrame(rows)
 
 
-def _sections(lb: Leaderboard) -> list[tuple[str, pd.DataFrame]]:
-    """Titled tables shared by the Markdown and HTML files."""
-    sections = []
-    for group in _groups(lb):
-        title = f"suite {group[0]}, model {group[1]}, adapter {group[2]}"
-        sections.append((f"Leaderboard: {title} (MAE in pp against the declared target)",
-                         _main_view(lb, group)))
-        table = _select(lb.table, group).dropna(subset=["target"])
-        sections.append((f"MAE (pp) against every target: {title}",
-                         _pivot(table, "target", list(TARGETS))))
-        sections.append((f"MAE (pp) per dataset: {title}", _pivot(_select(lb.per_dataset, group), "dataset")))
+def _title(group: tuple[str, str, str]) -> str:
+    return f"suite {group[0]}, model {group[1]}, adapter {group[2]}"
+
+
+def _target_sections(lb: Leaderboard) -> list[tuple[str, list[tuple[str, str, pd.DataFrame]]]]:
+    """Per target (in ``TARGETS`` order): its titled tables, each with a one-line caption."""
+    out = []
+    for target in TARGETS:
+        parts = []
+        for group in _groups(lb):
+            parts.append((f"Target {target}: {_title(group)} (MAE in pp against {target})",
+                          choice_line(lb, group, target), _main_view(lb, group, target)))
+            parts.append((f"Target {target}: MAE (pp) per dataset, {_title(group)}", "",
+                          _pivot(_select(lb.per_dataset, group, target), "dataset")))
+        out.append((target, parts))
+    return out
+
+
+def _other_sections(lb: Leaderboard) -> list[tuple[str, pd.DataFrame]]:
     online = lb.online.copy()
     for target in TARGETS:
         online[target] = online[target].map(_fmt)
-    sections.append(("Mean accuracy (%) of each target over eval cells; adapted = online accuracy",
-                     online))
+    sections = [("Mean accuracy (%) of each target over eval cells; adapted = online accuracy",
+                 online)]
     if not lb.skipped.empty:
-        sections.append(("Skipped", lb.skipped))
+        sections.append(("Skipped or failed", lb.skipped))
     if lb.failed:
         sections.append(("Failed cells", pd.DataFrame(lb.failed)))
     return sections
@@ -390,31 +488,45 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 def to_markdown(lb: Leaderboard) -> str:
-    """The leaderboard as a Markdown document."""
-    parts = ["# ttabench leaderboard", "",
-             f"MAE in percentage points, per-dataset averaged; 95% bootstrap intervals over "
-             f"eval cells ({lb.n_boot} resamples, seed {lb.seed}). `vs best other`: paired "
-             f"difference to the best entry of another estimator (* = 0 outside the interval)."]
-    for title, df in _sections(lb):
+    """The leaderboard as a Markdown document: one section per target."""
+    parts = ["# ttabench leaderboard", "", statistics_note(lb)]
+    for target, tables in _target_sections(lb):
+        parts += ["", f"## Target `{target}`"]
+        for title, caption, df in tables:
+            parts += ["", f"### {title}", ""] + ([caption, ""] if caption else []) + [_markdown_table(df)]
+    for title, df in _other_sections(lb):
         parts += ["", f"## {title}", "", _markdown_table(df)]
     return "\n".join(parts) + "\n"
 
 
+def _html_table(df: pd.DataFrame) -> str:
+    return (df.to_html(index=False, na_rep="-", classes="leaderboard") if not df.empty
+            else "<p>(none)</p>")
+
+
 def to_html(lb: Leaderboard) -> str:
-    """The leaderboard as one self-contained HTML page (inline style, no external assets)."""
+    """The leaderboard as one self-contained HTML page (inline style, no external assets):
+    one ``<section data-target=...>`` per target."""
     body = []
-    for title, df in _sections(lb):
+    for target, tables in _target_sections(lb):
+        body.append(f'<section class="target" data-target="{html.escape(target)}">')
+        body.append(f"<h2>Target {html.escape(target)}</h2>")
+        for title, caption, df in tables:
+            body.append(f"<h3>{html.escape(title)}</h3>")
+            if caption:
+                body.append(f"<p>{html.escape(caption)}</p>")
+            body.append(_html_table(df))
+        body.append("</section>")
+    for title, df in _other_sections(lb):
         body.append(f"<h2>{html.escape(title)}</h2>")
-        body.append(df.to_html(index=False, na_rep="-", classes="leaderboard") if not df.empty
-                    else "<p>(none)</p>")
+        body.append(_html_table(df))
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "th{background:#eee}")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ttabench leaderboard</title>"
         f"<style>{style}</style></head><body>\n<h1>ttabench leaderboard</h1>\n"
-        f"<p>MAE in percentage points, per-dataset averaged; 95% bootstrap intervals over eval "
-        f"cells ({lb.n_boot} resamples, seed {lb.seed}).</p>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<p>{html.escape(statistics_note(lb))}</p>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 
@@ -423,43 +535,63 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def to_json(lb: Leaderboard) -> dict[str, Any]:
-    """A JSON-ready copy of every table (NaN as null)."""
+    """A JSON-ready copy (NaN as null): ``targets`` holds one object per target, in order, each
+    with its tables (one per group: the choice of baseline and the ranked rows)."""
+    targets = []
+    for target in TARGETS:
+        tables = []
+        for group in _groups(lb):
+            choice = _records(_select(lb.choices, group, target))
+            tables.append({**dict(zip(GROUP, group)), **(choice[0] if choice else {}),
+                           "rows": _records(_select(lb.table, group, target)),
+                           "per_severity": _records(_select(lb.per_severity, group, target)),
+                           "per_dataset": _records(_select(lb.per_dataset, group, target))})
+        targets.append({"target": target, "tables": tables})
     return {
         "schema": LEADERBOARD_SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "n_boot": lb.n_boot, "seed": lb.seed,
-        "table": _records(lb.table), "per_severity": _records(lb.per_severity),
-        "per_dataset": _records(lb.per_dataset), "online": _records(lb.online),
+        "n_boot": lb.n_boot, "seed": lb.seed, "boot_unit": lb.boot_unit,
+        "statistics": statistics_note(lb),
+        "targets": targets, "online": _records(lb.online),
         "skipped": _records(lb.skipped), "failed": lb.failed,
     }
 
 
+CONSOLE_DROP = ["pearson", "spearman", "datasets", "calib", "target"]
+
+
 def format_console(lb: Leaderboard) -> str:
-    """The text printed at the end of a run: one table per group, then skipped and failed."""
+    """The text printed at the end of a run: per group, one table per target (``source``,
+    ``bn``, ``adapted``), then skipped and failed."""
     lines = []
     for group in _groups(lb):
-        view = _main_view(lb, group)
         online = _select(lb.online, group)
-        lines.append(f"== suite {group[0]}, model {group[1]}, adapter {group[2]}: MAE (pp) "
-                     f"against the declared target ==")
-        if view.empty:
-            lines.append("(no scored entries)")
-        else:
-            view = view.drop(columns=["pearson", "spearman", "datasets", "calib", "vs best other"])
+        lines.append(f"== suite {group[0]}, model {group[1]}, adapter {group[2]} ==")
+        if len(online):
+            accs = ", ".join(f"{t} {_fmt(online[t].iloc[0], 1)}" for t in TARGETS)
+            lines.append(f"mean accuracy % over {online['n_cells'].iloc[0]} eval cells: {accs}")
+        for target in TARGETS:
+            view = _main_view(lb, group, target)
+            lines.append(f"-- target {target}: MAE (pp) against {target}, each estimator on the "
+                         f"{target} model's outputs --")
+            if view.empty:
+                lines.append("(no scored entries)")
+                continue
+            view = view.drop(columns=[c for c in CONSOLE_DROP if c in view.columns])
             view["note"] = [
-                "skipped (see below)" if n.startswith("skipped:") else n for n in view["note"]
+                "skipped (see below)" if n.startswith("skipped:") else n[:60] for n in view["note"]
             ]
             if not any(view["note"]):
                 view = view.drop(columns=["note"])
             lines.append(view.to_string(index=False))
-        if len(online):
-            accs = ", ".join(f"{t} {_fmt(online[t].iloc[0], 1)}" for t in TARGETS)
-            lines.append(f"mean accuracy % over {online['n_cells'].iloc[0]} eval cells: {accs}")
+            lines.append(choice_line(lb, group, target))
         lines.append("")
+    lines.append(statistics_note(lb))
     if not lb.skipped.empty:
-        lines.append("skipped:")
+        lines.append("skipped or failed:")
         for _, r in lb.skipped.iterrows():
-            lines.append(f"  [{r['adapter']}] {r['entry']}: {r['reason']} ({r['n_cells']} cells)")
+            lines.append(f"  [{r['adapter']}, {r['target']}] {r['entry']}: {r['reason']} "
+                         f"({r['n_cells']} cells)")
     if lb.failed:
         lines.append(f"failed cells ({len(lb.failed)}):")
         for f in lb.failed:
@@ -471,10 +603,10 @@ def format_console(lb: Leaderboard) -> str:
 
 
 def scatter_png(lb: Leaderboard) -> bytes:
-    """Estimated vs true accuracy (%), one panel per group, one colour per estimator.
+    """Estimated vs true accuracy (%): one panel per (group, target), one colour per estimator.
 
-    Each estimator shows its best-ranked entry against its declared target; the dashed line
-    is the identity (a perfect estimator lies on it).
+    Each panel holds one target's table only: each estimator's best-ranked entry there; the
+    dashed line is the identity (a perfect estimator lies on it).
     """
     import matplotlib
 
@@ -482,27 +614,28 @@ def scatter_png(lb: Leaderboard) -> bytes:
     from matplotlib import pyplot as plt
 
     groups = _groups(lb) or [("-", "-", "-")]
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5.5), squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        table = _select(lb.table, group).dropna(subset=["mae"])
-        best = table[table["target"] == table["declared"]].sort_values("rank")
-        best = best.drop_duplicates("estimator")
-        pairs = _select(lb.pairs, group)
-        colours = plt.get_cmap("tab20" if len(best) > 10 else "tab10")
-        for i, (_, r) in enumerate(best.iterrows()):
-            p = pairs[(pairs["entry"] == r["entry"]) & (pairs["target"] == r["target"])]
-            ax.scatter(100 * p["true"], 100 * p["estimate"], s=18, alpha=0.8,
-                       color=colours(i % colours.N), label=f"{r['entry']} vs {r['target']} ({r['mae']:.1f} pp)")
-        ax.plot([0, 100], [0, 100], "k--", linewidth=1, label="identity")
-        ax.set_xlim(0, 100)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("true accuracy (%)")
-        ax.set_ylabel("estimated accuracy (%)")
-        ax.set_title(f"{group[1]} on {group[0]}, adapter {group[2]}", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
+    fig, axes = plt.subplots(len(groups), len(TARGETS), figsize=(6 * len(TARGETS), 5.5 * len(groups)),
+                             squeeze=False)
+    for row, group in enumerate(groups):
+        for ax, target in zip(axes[row], TARGETS):
+            table = _select(lb.table, group, target).dropna(subset=["mae"])
+            best = table.sort_values("rank").drop_duplicates("estimator")
+            pairs = _select(lb.pairs, group, target)
+            colours = plt.get_cmap("tab20" if len(best) > 10 else "tab10")
+            for i, (_, r) in enumerate(best.iterrows()):
+                p = pairs[pairs["entry"] == r["entry"]]
+                ax.scatter(100 * p["true"], 100 * p["estimate"], s=14, alpha=0.8,
+                           color=colours(i % colours.N), label=f"{r['entry']} ({r['mae']:.1f} pp)")
+            ax.plot([0, 100], [0, 100], "k--", linewidth=1, label="identity")
+            ax.set_xlim(0, 100)
+            ax.set_ylim(0, 100)
+            ax.set_xlabel(f"true {target} accuracy (%)")
+            ax.set_ylabel("estimated accuracy (%)")
+            ax.set_title(f"target {target}: {group[1]} on {group[0]}, adapter {group[2]}", fontsize=10)
+            ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
 

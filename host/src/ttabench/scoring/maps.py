@@ -1,7 +1,10 @@
-"""Leaderboard entries from finished cells, fitting score-to-accuracy maps where needed.
+"""Leaderboard entries of one target's table, fitting score-to-accuracy maps where needed.
 
 Cells passed to ``build_entries`` are the finished (``status: ok``) cells of one group (one
-suite, model and adapter). Each estimator found in them becomes one or more entries:
+suite, model and adapter) and one target; every estimator is read in that target's view (a
+static estimator's result computed on the outputs of the model whose accuracy the target is;
+a trajectory estimator's view-free result), and every map is fitted against that target.
+Each estimator found in them becomes one or more entries:
 
 - a direct estimator (``kind: direct``) is scored as is: its ``estimate`` (or ``value``);
 - a score estimator whose cells carry their own ``estimate`` (run with a calibration file)
@@ -15,9 +18,9 @@ suite, model and adapter). Each estimator found in them becomes one or more entr
   ``"<est>[best] (lin|quad)"``: the score name with the lowest leave-one-out MAE on the
   calibration cells (declared target) is chosen, never looking at eval cells.
 
-Maps are fitted against each target's truth (source, bn, adapted) so every entry can be scored
-against every target; an entry's declared target is its estimator's. Estimators skipped in
-every eval cell, and maps that cannot be fitted, are returned as ``Skipped`` with the reason.
+An entry's ``role`` is its estimator's (``candidate`` or ``baseline``). Estimators skipped or
+failed in every eval cell, and maps that cannot be fitted, are returned as ``Skipped`` with the
+reason; an entry that failed in some cells says how many in its note.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ import numpy as np
 
 from ttabench.calibration import Calibration, fit_polynomial
 from ttabench.errors import TTABenchError
+from ttabench.records import VIEWS, Cell, ViewResult
 from ttabench.scoring.metrics import mae_by_dataset
 
-# The accuracy targets a cell records; the same names as ``ttabench.api.TARGETS`` (not
-# imported, so that scoring stays free of torch).
-TARGETS: tuple[str, ...] = ("source", "bn", "adapted")
+# The accuracy targets a cell records, each with its view (``ttabench.records.VIEWS``).
+TARGETS: tuple[str, ...] = VIEWS
 DEGREES: tuple[tuple[int, str], ...] = ((1, "lin"), (2, "quad"))
 MAP_NAMES = {1: "linear", 2: "quadratic"}
 VALUE = "value"  # input name of a map fitted on an estimator's main ``value``
@@ -44,12 +47,14 @@ VALUE = "value"  # input name of a map fitted on an estimator's main ``value``
 
 @dataclass
 class Entry:
-    """One leaderboard entry: estimates (fractions) per target, keyed by eval cell key."""
+    """One entry of a target's table: estimates (fractions) keyed by target then eval cell key
+    (the one target of the table it was built for)."""
 
     name: str
     estimator: str
     map: str  # "direct", "own" (the estimator's own calibration), "linear", "quadratic"
     declared: str
+    role: str = "baseline"
     input: str | None = None  # the score a map reads: "value" or a name from ``scores``
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
     maps: dict[str, Calibration] = field(default_factory=dict)
@@ -67,17 +72,15 @@ class Skipped:
     n_cells: int
 
 
-def role(cell: dict[str, Any]) -> str:
+def role(cell: Cell) -> str:
     """``"calibration"`` or ``"eval"`` (any other role is scored as eval)."""
-    return "calibration" if cell["split"].get("role") == "calibration" else "eval"
+    return cell.role
 
 
-def record(cell: dict[str, Any], estimator: str) -> dict[str, Any] | None:
-    """The estimator's record in a cell; ``None`` if it is absent or was skipped."""
-    rec = cell.get("estimators", {}).get(estimator)
-    if rec is None or "skipped" in rec:
-        return None
-    return cast("dict[str, Any]", rec)
+def record(cell: Cell, estimator: str, view: str) -> ViewResult | None:
+    """The estimator's result in ``view``'s table; ``None`` if absent, skipped or failed."""
+    rec = cell.estimators.get(estimator)
+    return None if rec is None else rec.in_view(view)
 
 
 def _finite(value: Any) -> float | None:
@@ -90,46 +93,46 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def score_of(rec: dict[str, Any], name: str) -> float | None:
-    """The record's ``value`` (name ``"value"``) or one of its ``scores``; ``None`` if absent."""
+def score_of(res: ViewResult, name: str) -> float | None:
+    """The result's ``value`` (name ``"value"``) or one of its ``scores``; ``None`` if absent."""
     if name == VALUE:
-        return _finite(rec.get("value"))
-    return _finite((rec.get("scores") or {}).get(name))
+        return _finite(res.value)
+    return _finite(res.scores.get(name))
 
 
-def direct_estimate(rec: dict[str, Any]) -> float | None:
+def direct_estimate(res: ViewResult, kind: str) -> float | None:
     """An accuracy the estimator gave itself: ``estimate``, else ``value`` for direct ones."""
-    own = _finite(rec.get("estimate"))
-    if own is None and rec.get("kind") == "direct":
-        own = _finite(rec.get("value"))
+    own = _finite(res.estimate)
+    if own is None and kind == "direct":
+        own = _finite(res.value)
     return own
 
 
-def truth(cell: dict[str, Any], target: str) -> float | None:
+def truth(cell: Cell, target: str) -> float | None:
     """True accuracy of a cell for a target (fraction), ``None`` if not recorded."""
-    return _finite((cell.get("targets") or {}).get(target))
+    return _finite(cell.targets.get(target))
 
 
 def labelled_points(
-    cells: list[dict[str, Any]], estimator: str, score: str, target: str
-) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, list[str]]:
-    """The cells where ``estimator`` has a finite ``score`` and ``target`` is known, with the
-    scores, the true accuracies and each cell's dataset, in cell order."""
+    cells: list[Cell], estimator: str, score: str, target: str
+) -> tuple[list[Cell], np.ndarray, np.ndarray, list[str]]:
+    """The cells where ``estimator`` has a finite ``score`` in ``target``'s view and ``target``
+    is known, with the scores, the true accuracies and each cell's dataset, in cell order."""
     chosen, xs, ys, datasets = [], [], [], []
     for cell in cells:
-        rec = record(cell, estimator)
+        rec = record(cell, estimator, target)
         x = score_of(rec, score) if rec is not None else None
         y = truth(cell, target)
         if x is not None and y is not None:
             chosen.append(cell)
             xs.append(x)
             ys.append(y)
-            datasets.append(str(cell["split"].get("dataset")))
+            datasets.append(cell.dataset)
     return chosen, np.asarray(xs), np.asarray(ys), datasets
 
 
 def protocol_facts(
-    cells: list[dict[str, Any]], estimator: str, score: str = VALUE, strict: bool = True
+    cells: list[Cell], estimator: str, score: str = VALUE, strict: bool = True
 ) -> dict[str, Any]:
     """What a map fitted on these cells is tied to: model, suite, steps, probe size.
 
@@ -141,10 +144,11 @@ def protocol_facts(
     facts: dict[str, set[Any]] = {"model": set(), "suite": set(), "steps": set(), "probe_size": set()}
     at = re.search(r"@(\d+)$", score) if score != VALUE else None
     for cell in cells:
-        model = cell.get("protocol", {}).get("model", {}).get("id") or cell.get("model")
+        model = cell.protocol.get("model", {}).get("id") or cell.model
         facts["model"].add(model)
-        facts["suite"].add(cell.get("suite"))
-        params = (record(cell, estimator) or {}).get("params") or {}
+        facts["suite"].add(cell.suite)
+        rec = cell.estimators.get(estimator)
+        params = rec.params if rec is not None else {}
         steps = params.get("estimate_at")
         if isinstance(steps, list) and len(steps) == 1:
             steps = steps[0]
@@ -199,44 +203,63 @@ def fit_map(
 def loo_mae(x: np.ndarray, y: np.ndarray, datasets: list[str], degree: int) -> float:
     """Leave-one-out MAE (pp, per-dataset averaged) of a degree-``degree`` polynomial map.
 
-    Point i is predicted by the map fitted on all other points, clipped to [0, 1].
+    Point i is predicted by the map fitted on all other points, clipped to [0, 1]. ``inf``
+    when some fit is impossible (too few distinct scores once a point is left out).
     """
     preds = np.empty(len(x))
     for i in range(len(x)):
         keep = np.arange(len(x)) != i
-        coef = np.polyfit(x[keep], y[keep], degree)
+        if len(np.unique(x[keep])) <= degree:
+            return math.inf
+        try:
+            with np.errstate(all="ignore"):
+                coef = np.polyfit(x[keep], y[keep], degree)
+        except np.linalg.LinAlgError:
+            return math.inf
         preds[i] = np.clip(np.polyval(coef, x[i]), 0.0, 1.0)
-    return mae_by_dataset(preds, y, datasets)
+    return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
 
 
-def _estimators(cells: list[dict[str, Any]]) -> list[str]:
-    return sorted({name for cell in cells for name in cell.get("estimators", {})})
+def _estimators(cells: list[Cell]) -> list[str]:
+    return sorted({name for cell in cells for name in cell.estimators})
 
 
-def _skip_reasons(cells: list[dict[str, Any]], estimator: str) -> Counter[str]:
+def _skip_reasons(cells: list[Cell], estimator: str, view: str) -> tuple[Counter[str], int]:
+    """Why the estimator has no result in these cells (skipped or failed), and how many of
+    them failed."""
     reasons: Counter[str] = Counter()
+    failed = 0
     for cell in cells:
-        rec = cell.get("estimators", {}).get(estimator)
-        if rec is not None and "skipped" in rec:
-            reasons[str(rec["skipped"])] += 1
-    return reasons
+        rec = cell.estimators.get(estimator)
+        if rec is None:
+            continue
+        if rec.skipped is not None:
+            reasons[str(rec.skipped)] += 1
+        elif (why := rec.failure(view)) is not None:
+            reasons[f"failed: {why}"] += 1
+            failed += 1
+    return reasons, failed
 
 
 class _Builder:
     """Builds the entries of one group of cells (see the module docstring)."""
 
-    def __init__(self, cells: list[dict[str, Any]]):
+    def __init__(self, cells: list[Cell], target: str):
         self.cells = cells
+        self.target = target
         self.eval = [c for c in cells if role(c) == "eval"]
         self.calib = [c for c in cells if role(c) == "calibration"]
         self.entries: list[Entry] = []
         self.skipped: list[Skipped] = []
+        self.roles: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
 
     def build(self) -> tuple[list[Entry], list[Skipped]]:
         mapped: list[tuple[str, str, str]] = []  # (estimator, declared target, note)
         for name in _estimators(self.cells):
-            recs = [rec for c in self.eval if (rec := record(c, name)) is not None]
-            reasons = _skip_reasons(self.eval, name)
+            recs = [c.estimators[name] for c in self.eval
+                    if record(c, name, self.target) is not None]
+            reasons, failed = _skip_reasons(self.eval, name, self.target)
             if not recs:
                 reason = reasons.most_common(1)[0][0] if reasons else "not run on any eval cell"
                 self.skipped.append(Skipped(name, name, reason, sum(reasons.values())))
@@ -244,10 +267,13 @@ class _Builder:
             note = ""
             if reasons:
                 reason, count = reasons.most_common(1)[0]
-                note = f"skipped in {sum(reasons.values())} eval cells: {reason}"
+                note = (f"failed in {failed} eval cells: {reason}" if failed else
+                        f"skipped in {sum(reasons.values())} eval cells: {reason}")
                 self.skipped.append(Skipped(name, name, reason, count))
-            declared = str(recs[0].get("target", "source"))
-            if recs[0].get("kind") == "direct":
+            self.roles[name] = recs[0].role
+            self.kinds[name] = recs[0].kind
+            declared = self.target
+            if recs[0].kind == "direct":
                 if not self._add_direct(name, declared, "direct", note):
                     self.skipped.append(Skipped(name, name, "no estimate in any eval cell", 0))
                 continue
@@ -259,33 +285,33 @@ class _Builder:
     def _add_direct(self, name: str, declared: str, kind: str, note: str) -> bool:
         estimates = {}
         for cell in self.eval:
-            rec = record(cell, name)
-            value = direct_estimate(rec) if rec is not None else None
+            rec = record(cell, name, self.target)
+            value = direct_estimate(rec, self.kinds[name]) if rec is not None else None
             if value is not None:
-                estimates[cell["key"]] = value
+                estimates[cell.key] = value
         if not estimates:
             return False
-        self.entries.append(
-            Entry(name, name, kind, declared, estimates={t: estimates for t in TARGETS}, note=note)
-        )
+        self.entries.append(Entry(name, name, kind, declared, role=self.roles[name],
+                                  estimates={self.target: estimates}, note=note))
         return True
 
     def _calibration_keys(self, mapped: list[tuple[str, str, str]]) -> list[str]:
         """Calibration cells on which every mapped estimator (that has any score there) has one."""
         present = [
             name for name, _, _ in mapped
-            if any(score_of(r, VALUE) is not None for c in self.calib if (r := record(c, name)))
+            if any(score_of(r, VALUE) is not None for c in self.calib
+                   if (r := record(c, name, self.target)))
         ]
         keys = []
         for cell in self.calib:
-            recs = [record(cell, name) for name in present]
+            recs = [record(cell, name, self.target) for name in present]
             if all(r is not None and score_of(r, VALUE) is not None for r in recs):
-                keys.append(cell["key"])
+                keys.append(cell.key)
         return keys
 
     def _add_maps(self, mapped: list[tuple[str, str, str]]) -> None:
         common = set(self._calibration_keys(mapped))
-        calib = [c for c in self.calib if c["key"] in common]
+        calib = [c for c in self.calib if c.key in common]
         for name, declared, note in mapped:
             if not calib:
                 reason = (
@@ -299,66 +325,49 @@ class _Builder:
                 self._add_map(f"{name} ({label})", name, declared, VALUE, degree, calib, note)
             self._add_best(name, declared, calib, note)
 
-    def _points(
-        self, cells: list[dict[str, Any]], name: str, score: str, target: str
-    ) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-        keys, xs, ys, datasets = [], [], [], []
-        for cell in cells:
-            rec = record(cell, name)
-            x = score_of(rec, score) if rec is not None else None
-            y = truth(cell, target)
-            if x is not None and y is not None:
-                keys.append(cell["key"])
-                xs.append(x)
-                ys.append(y)
-                datasets.append(str(cell["split"].get("dataset")))
-        return keys, np.asarray(xs), np.asarray(ys), datasets
-
     def _add_map(
         self, entry_name: str, name: str, declared: str, score: str, degree: int,
-        calib: list[dict[str, Any]], note: str,
+        calib: list[Cell], note: str,
     ) -> None:
-        entry = Entry(entry_name, name, MAP_NAMES[degree], declared, input=score, note=note)
-        for target in TARGETS:
-            keys, x, y, _ = self._points(calib, name, score, target)
-            if len(keys) <= degree:
-                if target == declared:
-                    self.skipped.append(Skipped(
-                        entry_name, name,
-                        f"{len(keys)} calibration cells with a score and a {target} accuracy; "
-                        f"a degree-{degree} map needs at least {degree + 1}",
-                        len(keys),
-                    ))
-                    return
-                continue
-            try:
-                cal = fit_map(
-                    x, y, degree, estimator=name, input=score, target=target,
-                    fitted_for=protocol_facts(calib, name, score, strict=False),
-                    provenance=f"least squares on {len(keys)} calibration cells (leaderboard)",
-                )
-            except TTABenchError as err:  # e.g. a score constant on the calibration cells
-                if target == declared:
-                    self.skipped.append(Skipped(entry_name, name, str(err), len(keys)))
-                    return
-                continue
-            entry.maps[target] = cal
-            entry.calibration_keys[target] = keys
-            entry.estimates[target] = {}
-            for cell in self.eval:
-                rec = record(cell, name)
-                value = score_of(rec, score) if rec is not None else None
-                if value is not None:
-                    entry.estimates[target][cell["key"]] = float(cal(value))
+        target = self.target
+        entry = Entry(entry_name, name, MAP_NAMES[degree], declared, role=self.roles[name],
+                      input=score, note=note)
+        chosen, x, y, _ = labelled_points(calib, name, score, target)
+        keys = [c.key for c in chosen]
+        if len(keys) <= degree:
+            self.skipped.append(Skipped(
+                entry_name, name,
+                f"{len(keys)} calibration cells with a score and a {target} accuracy; "
+                f"a degree-{degree} map needs at least {degree + 1}",
+                len(keys),
+            ))
+            return
+        try:
+            cal = fit_map(
+                x, y, degree, estimator=name, input=score, target=target,
+                fitted_for=protocol_facts(calib, name, score, strict=False),
+                provenance=f"least squares on {len(keys)} calibration cells (leaderboard)",
+            )
+        except TTABenchError as err:  # e.g. a score constant on the calibration cells
+            self.skipped.append(Skipped(entry_name, name, str(err), len(keys)))
+            return
+        entry.maps[target] = cal
+        entry.calibration_keys[target] = keys
+        entry.estimates[target] = {}
+        for cell in self.eval:
+            rec = record(cell, name, target)
+            value = score_of(rec, score) if rec is not None else None
+            if value is not None:
+                entry.estimates[target][cell.key] = float(cal(value))
         self.entries.append(entry)
 
-    def _add_best(self, name: str, declared: str, calib: list[dict[str, Any]], note: str) -> None:
+    def _add_best(self, name: str, declared: str, calib: list[Cell], note: str) -> None:
         """``<est>[best] (lin|quad)``: the alternative score chosen on calibration cells only."""
         cells = [c for c in calib if truth(c, declared) is not None]
         candidates: set[str] | None = None
         for cell in cells:
-            rec = record(cell, name) or {}
-            names = {s for s in (rec.get("scores") or {}) if score_of(rec, s) is not None}
+            rec = record(cell, name, declared)
+            names = {s for s in (rec.scores if rec else {}) if score_of(rec, s) is not None}
             candidates = names if candidates is None else candidates & names
         if not candidates:
             return
@@ -372,12 +381,16 @@ class _Builder:
                     len(cells),
                 ))
                 continue
-            chosen = select_score(cells, name, sorted(candidates), declared, degree)
+            try:
+                chosen = select_score(cells, name, sorted(candidates), declared, degree)
+            except TTABenchError as err:
+                self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
+                continue
             self._add_map(entry_name, name, declared, chosen, degree, calib, note)
 
 
 def select_score(
-    calib: list[dict[str, Any]], estimator: str, candidates: list[str], target: str, degree: int
+    calib: list[Cell], estimator: str, candidates: list[str], target: str, degree: int
 ) -> str:
     """The candidate score with the lowest leave-one-out MAE against ``target`` on ``calib``.
 
@@ -389,13 +402,14 @@ def select_score(
         if len(x) < degree + 2:
             continue
         mae = loo_mae(x, y, datasets, degree)
-        if best is None or mae < best[0]:
+        if math.isfinite(mae) and (best is None or mae < best[0]):
             best = (mae, score)
     if best is None:
         raise TTABenchError(f"no score of {estimator!r} has enough calibration cells to choose from")
     return best[1]
 
 
-def build_entries(cells: list[dict[str, Any]]) -> tuple[list[Entry], list[Skipped]]:
-    """Entries and skipped entries of one group of finished cells (see the module docstring)."""
-    return _Builder(cells).build()
+def build_entries(cells: list[Cell], target: str) -> tuple[list[Entry], list[Skipped]]:
+    """Entries and skipped entries of ``target``'s table for one group of finished cells (see
+    the module docstring)."""
+    return _Builder(cells, target).build()

@@ -127,6 +127,58 @@ def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
+BOOT_UNITS: tuple[str, ...] = ("dataset", "split")
+
+
+@lru_cache(maxsize=64)
+def _dataset_resamples(codes: tuple[int, ...], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two-stage resamples over datasets: ``(weights, counts)``.
+
+    Resample b draws D datasets with replacement (``weights[b, d]``: how often dataset d was
+    drawn) and, within every dataset, its n_d cells with replacement (``counts[b, i]``: how
+    often cell i was drawn; one draw per dataset and resample, shared by its repeated copies).
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    code_array = np.asarray(codes)
+    n_datasets = int(code_array.max()) + 1
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_datasets, size=(n_boot, n_datasets))
+    weights = np.stack([np.bincount(row, minlength=n_datasets) for row in drawn]).astype(np.float64)
+    counts = np.zeros((n_boot, code_array.size))
+    for d in range(n_datasets):
+        members = np.flatnonzero(code_array == d)
+        picks = rng.integers(0, members.size, size=(n_boot, members.size))
+        for j in range(members.size):
+            counts[:, members[j]] = (picks == j).sum(axis=1)
+    weights.flags.writeable = False
+    counts.flags.writeable = False
+    return weights, counts
+
+
+def boot_mae_samples(err: np.ndarray, datasets: Sequence[Any], n_boot: int, seed: int,
+                     unit: str = "dataset") -> np.ndarray:
+    """Per-dataset-averaged MAE (pp) of each bootstrap resample of absolute errors ``err``.
+
+    ``unit="dataset"``: resample datasets, then cells within each (``_dataset_resamples``);
+    MAE_b = ``100 * sum_d w_bd m_bd / D`` with ``m_bd`` the mean resampled error of dataset d.
+    ``unit="split"``: resample cells (splits) as if independent (``_resample_counts``).
+    The same (n, datasets, n_boot, seed) always gives the same resamples, so two estimators'
+    samples are paired.
+    """
+    if unit not in BOOT_UNITS:
+        raise ValueError(f"unit must be one of {BOOT_UNITS}, got {unit!r}")
+    codes, n_datasets = _codes(datasets, err.size)
+    if unit == "split":
+        return _boot_mae(_resample_counts(err.size, n_boot, seed), err, codes, n_datasets)
+    weights, counts = _dataset_resamples(tuple(int(c) for c in codes), n_boot, seed)
+    means = np.empty((n_boot, n_datasets))
+    for d in range(n_datasets):
+        members = np.flatnonzero(codes == d)
+        means[:, d] = counts[:, members] @ err[members] / members.size
+    return 100.0 * (weights * means).sum(axis=1) / n_datasets
+
+
 def _boot_mae(counts: np.ndarray, err: np.ndarray, codes: np.ndarray, n_datasets: int) -> np.ndarray:
     """Per-dataset-averaged MAE (pp) of each resample; datasets absent from it are left out."""
     sums = np.empty((counts.shape[0], n_datasets))
@@ -156,18 +208,17 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    unit: str = "dataset",
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mae_by_dataset`` over cells (splits).
+    """Percentile bootstrap interval of ``mae_by_dataset``.
 
-    Each resample draws n cells with replacement from all n (plain, not stratified by
-    dataset), recomputes the per-dataset-averaged MAE, and the interval is the
-    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the ``n_boot`` values.
+    Each resample (``boot_mae_samples``: over datasets then splits within them by default, or
+    over splits with ``unit="split"``) recomputes the per-dataset-averaged MAE; the interval is
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the ``n_boot`` values.
     Deterministic for a seed.
     """
     e, t = _pair(est, true)
-    codes, n_datasets = _codes(datasets, e.size)
-    counts = _resample_counts(e.size, n_boot, seed)
-    return _interval(_boot_mae(counts, np.abs(e - t), codes, n_datasets), level)
+    return _interval(boot_mae_samples(np.abs(e - t), datasets, n_boot, seed, unit), level)
 
 
 @dataclass(frozen=True)
@@ -178,6 +229,7 @@ class PairedDifference:
     mean: float  # mean over bootstrap resamples
     low: float
     high: float
+    p_value: float = 1.0  # two-sided bootstrap p-value of "no difference" (uncorrected)
 
     @property
     def significant(self) -> bool:
@@ -193,20 +245,39 @@ def paired_difference(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    unit: str = "dataset",
 ) -> PairedDifference:
     """Bootstrap distribution of ``MAE_a - MAE_b`` with both MAEs on the same resamples.
 
-    Resamples are drawn as in ``bootstrap_ci``; for each, ``MAE_a`` and ``MAE_b`` are the
-    per-dataset-averaged MAEs of the two estimators on the resampled cells, so their
-    difference cancels the cell-to-cell variation both share.
+    Resamples are drawn as in ``bootstrap_ci`` (``unit``); for each, ``MAE_a`` and ``MAE_b``
+    are the per-dataset-averaged MAEs of the two estimators on the resampled cells, so their
+    difference cancels the variation both share. ``p_value = min(1, 2 min(P(d <= 0),
+    P(d >= 0)))`` over the resampled differences d.
     """
     a, t = _pair(est_a, true)
     b, _ = _pair(est_b, true)
-    codes, n_datasets = _codes(datasets, a.size)
-    counts = _resample_counts(a.size, n_boot, seed)
-    diffs = _boot_mae(counts, np.abs(a - t), codes, n_datasets) - _boot_mae(
-        counts, np.abs(b - t), codes, n_datasets
-    )
+    diffs = (boot_mae_samples(np.abs(a - t), datasets, n_boot, seed, unit)
+             - boot_mae_samples(np.abs(b - t), datasets, n_boot, seed, unit))
     low, high = _interval(diffs, level)
     point = mae_by_dataset(a, t, datasets) - mae_by_dataset(b, t, datasets)
-    return PairedDifference(difference=point, mean=float(diffs.mean()), low=low, high=high)
+    p_value = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return PairedDifference(difference=point, mean=float(diffs.mean()), low=low, high=high,
+                            p_value=p_value)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error control), in the input order.
+
+    Sorted ascending ``p_(1) <= ... <= p_(m)``: ``adj_(j) = max_{i <= j} min(1, (m - i + 1) p_(i))``.
+
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = round(running, 12)
+    return adjusted

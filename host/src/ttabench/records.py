@@ -1,0 +1,140 @@
+"""The cell record: one finished (or failed) cell as typed data, and its one reader.
+
+A cell file is JSON with ``schema == CELL_SCHEMA``. Each estimator's record holds either one
+result per model view (``views``: a static estimator, computed once per view, see
+``ttabench.runner.views``) or one view-free ``result`` (a trajectory estimator, or a static one
+that compares models, e.g. ``agreement``), and its ``role`` (``candidate``: named by
+``--estimator``; ``baseline``: the configuration's baselines). A result that failed in a view
+carries ``failed`` (the one-line error) and no value; the other views and estimators still count.
+
+Cells of schema ``ttabench.cell/1`` (one result per estimator, computed on the frozen model
+only) are refused with advice to rerun: their baselines never saw the ``bn`` or ``adapted``
+models, so they cannot fill the per-target tables. Torch-free, so scoring stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttabench.errors import TTABenchError
+
+CELL_SCHEMA = "ttabench.cell/2"
+OLD_SCHEMAS = ("ttabench.cell/1",)
+VIEWS: tuple[str, ...] = ("source", "bn", "adapted")
+ROLES: tuple[str, ...] = ("candidate", "baseline")
+
+
+@dataclass
+class ViewResult:
+    """An estimator's output in one view (or its view-free output); ``failed`` when it raised
+    or gave a non-finite value there."""
+
+    value: float | None = None
+    estimate: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    failed: str | None = None
+
+
+@dataclass
+class EstimatorRecord:
+    """One estimator in one cell: what it is, and its results."""
+
+    target: str
+    kind: str
+    role: str = "baseline"
+    params: dict[str, Any] = field(default_factory=dict)
+    plugin: dict[str, Any] = field(default_factory=dict)
+    trajectory: bool = False
+    input: str | None = None
+    views: dict[str, ViewResult] = field(default_factory=dict)
+    result: ViewResult | None = None
+    skipped: str | None = None
+
+    def in_view(self, view: str) -> ViewResult | None:
+        """The result that view ``view``'s table scores: the view-free result, else the
+        view's own; None when skipped, absent or failed."""
+        if self.skipped is not None:
+            return None
+        found = self.result if self.result is not None else self.views.get(view)
+        return None if found is None or found.failed is not None else found
+
+    def failure(self, view: str) -> str | None:
+        """The one-line error of this estimator in ``view``'s table, if it failed there."""
+        found = self.result if self.result is not None else self.views.get(view)
+        return None if found is None else found.failed
+
+
+@dataclass
+class Cell:
+    """One cell's record (see the module docstring)."""
+
+    key: str
+    status: str
+    suite: str | None = None
+    model: str | None = None
+    adapter: str | None = None
+    seed: int | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 1
+    protocol: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    n_examples: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, float | None] = field(default_factory=dict)
+    estimators: dict[str, EstimatorRecord] = field(default_factory=dict)
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    schema: str = CELL_SCHEMA
+
+    @property
+    def dataset(self) -> str:
+        return str(self.split.get("dataset"))
+
+    @property
+    def role(self) -> str:
+        """``"calibration"`` or ``"eval"`` (any other split role is scored as eval)."""
+        return "calibration" if self.split.get("role") == "calibration" else "eval"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "cell") -> Cell:
+        """A Cell from its JSON form; refuses another schema with a one-line error."""
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema in OLD_SCHEMAS:
+            raise TTABenchError(
+                f"{where} has schema {schema}, from before per-view scoring (its baselines saw "
+                f"only the frozen model); rerun `ttabench run` into a new output folder"
+            )
+        if schema != CELL_SCHEMA:
+            raise TTABenchError(f"{where} is not a ttabench cell (schema {schema!r}, expected "
+                                f"{CELL_SCHEMA})")
+        body = dict(data)
+        records = {}
+        for name, rec in (body.pop("estimators", None) or {}).items():
+            rec = dict(rec)
+            views = {v: ViewResult(**r) for v, r in (rec.pop("views", None) or {}).items()}
+            result = rec.pop("result", None)
+            records[name] = EstimatorRecord(**rec, views=views,
+                                            result=None if result is None else ViewResult(**result))
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in body.items() if k in known}, estimators=records)
+        except TypeError as err:
+            raise TTABenchError(f"{where} is damaged: {err}") from None
+
+
+def read_cell(path: Path | str) -> Cell:
+    """The cell in ``path``; a one-line TTABenchError when unreadable or of another schema."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
+                            "it and re-run that cell") from None
+    return Cell.from_dict(data, where=f"cell file {path}")
