@@ -105,13 +105,14 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
 def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo) -> None:
     """Score the finished cells, write the leaderboard files and print the summary."""
     from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
+    from ttabench.scoring.report_html import write_report
 
     ok = [c for c in cells if c.get("status") == "ok"]
     if not ok:
         echo("no finished cells to score")
         return
     board = build_leaderboard(cells, n_boot=n_boot)
-    paths = write_leaderboard(board, output)
+    paths = [*write_leaderboard(board, output), write_report(board, cells, output)]
     echo(format_console(board))
     echo("wrote " + ", ".join(str(p) for p in paths))
 

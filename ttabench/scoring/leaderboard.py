@@ -26,6 +26,7 @@ import pandas as pd
 from ttabench.errors import TTABenchError
 from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
+from ttabench.scoring.aliases import find_aliases
 from ttabench.scoring.maps import TARGETS, Entry, build_entries, role, truth
 
 CELL_SCHEMA = "ttabench.cell/1"
@@ -309,13 +310,24 @@ def _count(value: Any) -> str:
 
 
 def _main_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
-    """Declared-target rows (and skipped entries) of one group, with per-severity MAE columns."""
+    """Declared-target rows (and skipped entries) of one group, with per-severity MAE columns.
+
+    An entry repeating another's numbers exactly is left out; the row it repeats notes it
+    (``aliases: ...``)."""
     table = _select(lb.table, group)
     declared = table[(table["target"] == table["declared"]) | table["target"].isna()]
     sev = _select(lb.per_severity, group)
     levels = list(dict.fromkeys(sev["severity"].tolist()))
+    aliases = {k[3]: v for k, v in find_aliases(lb.table, lb.pairs).items() if k[:3] == group}
     rows = []
     for _, r in declared.iterrows():
+        if r["entry"] in aliases:
+            continue
+        same = [a for a, of in aliases.items() if of == r["entry"]]
+        note = r["note"] if isinstance(r["note"], str) else ""
+        if same:
+            note = "; ".join([*([note] if note else []), f"aliases: {', '.join(same)} "
+                              "(alias of this entry: same numbers)"])
         row = {
             "rank": _fmt(r["rank"]), "entry": r["entry"], "target": _fmt(r["declared"]),
             "MAE": _fmt(r["mae"]),
@@ -333,7 +345,7 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
                 f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
                 + (" *" if r["significant"] else "")
             ),
-            "note": r["note"] if isinstance(r["note"], str) else "",
+            "note": note,
         })
         rows.append(row)
     return pd.DataFrame(rows)
@@ -359,14 +371,20 @@ def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd
 def _sections(lb: Leaderboard) -> list[tuple[str, pd.DataFrame]]:
     """Titled tables shared by the Markdown and HTML files."""
     sections = []
+    aliases = find_aliases(lb.table, lb.pairs)
     for group in _groups(lb):
         title = f"suite {group[0]}, model {group[1]}, adapter {group[2]}"
         sections.append((f"Leaderboard: {title} (MAE in pp against the declared target)",
                          _main_view(lb, group)))
-        table = _select(lb.table, group).dropna(subset=["target"])
+
+        def shown(df: pd.DataFrame, group: tuple[str, str, str] = group) -> pd.DataFrame:
+            return df[~df["entry"].map(lambda e: (*group, e) in aliases)]
+
+        table = shown(_select(lb.table, group).dropna(subset=["target"]))
         sections.append((f"MAE (pp) against every target: {title}",
                          _pivot(table, "target", list(TARGETS))))
-        sections.append((f"MAE (pp) per dataset: {title}", _pivot(_select(lb.per_dataset, group), "dataset")))
+        sections.append((f"MAE (pp) per dataset: {title}",
+                         _pivot(shown(_select(lb.per_dataset, group)), "dataset")))
     online = lb.online.copy()
     for target in TARGETS:
         online[target] = online[target].map(_fmt)
@@ -447,7 +465,8 @@ def format_console(lb: Leaderboard) -> str:
         else:
             view = view.drop(columns=["pearson", "spearman", "datasets", "calib", "vs best other"])
             view["note"] = [
-                "skipped (see below)" if n.startswith("skipped:") else n for n in view["note"]
+                "skipped (see below)" if n.startswith("skipped:")
+                else "has aliases (below)" if "aliases:" in n else n for n in view["note"]
             ]
             if not any(view["note"]):
                 view = view.drop(columns=["note"])
@@ -455,6 +474,9 @@ def format_console(lb: Leaderboard) -> str:
         if len(online):
             accs = ", ".join(f"{t} {_fmt(online[t].iloc[0], 1)}" for t in TARGETS)
             lines.append(f"mean accuracy % over {online['n_cells'].iloc[0]} eval cells: {accs}")
+        for alias, of in find_aliases(lb.table, lb.pairs).items():
+            if alias[:3] == group:
+                lines.append(f"{alias[3]}: alias of {of} (same numbers, shown once)")
         lines.append("")
     if not lb.skipped.empty:
         lines.append("skipped:")
