@@ -229,9 +229,9 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
         spec.device = "cuda" if gpus > 0 else "cpu"
-    jobs = resolve_jobs(int(jobs if jobs is not None else config.run.get("jobs", 1)),
-                        resolve_device(spec.device).type, cpu_cores())
-    spec.jobs = jobs if executor == "local" else 1
+    n_jobs = resolve_jobs(int(jobs if jobs is not None else config.run.get("jobs", 1)),
+                          resolve_device(spec.device).type, cpu_cores())
+    spec.jobs = n_jobs if executor == "local" else 1
     out = Path(output or config.run.get("output") or "runs/default")
     if quick and not output:
         out = out.with_name(out.name + "-quick")
@@ -263,7 +263,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         t = time.perf_counter()
         try:
             counts = execute_cells(bench, spec, todo, out, config, executor=executor,
-                                   retries=retries, ray_address=ray_address, jobs=jobs)
+                                   retries=retries, ray_address=ray_address, jobs=n_jobs)
         except KeyboardInterrupt as stop:
             finished = sum(is_finished(out, p.key) for p in plans)
             raise Interrupted(getattr(stop, "signum", signal.SIGINT),

@@ -1,8 +1,8 @@
 """Entries that repeat another entry's numbers exactly, shown once.
 
 Two entries of one (suite, model, adapter) group are the same when their estimates are equal
-on every (target, eval cell) pair they are scored on, e.g. ``enigma[best] (lin)`` when the
-best calibration score is the main value, so ``enigma (lin)`` again. The best-ranked of such
+on every (target, eval cell) pair they are scored on, e.g. ``<est>[best] (lin)`` when the
+best calibration score is the main value, so ``<est> (lin)`` again. The best-ranked of such
 a set is shown; the others are listed as its aliases.
 """
 

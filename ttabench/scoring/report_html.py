@@ -305,7 +305,7 @@ def dots_svg(per_dataset: dict[str, dict[str, float]], title: str) -> str:
     parts = ax.frame(title, "MAE (pp)", "", [0, round(top / 2, 1), round(top, 1)], [])
     for i, d in enumerate(datasets):
         y = ax.py(len(datasets) - i - 0.5)
-        parts.append(f'<text x="{ax.left - 4}" y="{y + 3:.1f}" class="k" text-anchor="end">'
+        parts.append(f'<text x="{ax.left - 4}" y="{y + 3:.1f}" class="k r">'
                      f"{_e(d)}</text>")
         for j, values in enumerate(per_dataset.values()):
             if d in values:
@@ -328,7 +328,7 @@ tr:nth-child(even) td{background:#fafafa}
 .grid{display:flex;flex-wrap:wrap;gap:6px}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 svg text{font-size:9px;text-anchor:middle;fill:#333}svg text.t{font-size:10px;font-weight:600}
-svg text.l{font-size:9px}
+svg text.l{font-size:9px}svg text.r{text-anchor:end}
 .key{display:inline-block;margin-right:12px;font-size:12px}
 .key i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:5px}
 .note{color:#555;font-size:13px}
