@@ -32,7 +32,8 @@ from torch.utils.data import TensorDataset
 from ttabench import registry
 from ttabench.api import to_unit_float
 from ttabench.paths import cache_dir
-from ttabench.runner.execute import CellInputs, _Batches, _trajectory, seed_everything
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
+from ttabench.runner.execute import CellInputs, _trajectory, probe_setup, seed_everything
 from ttabench.runner.stream import first_epoch, stream_indices
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,7 +60,11 @@ def full_estimate(loaded, suite, split, adapter_cls, params, est, images, labels
         source_logits = torch.cat([loaded.module(to_unit_float(part).to(device)).cpu()
                                    for part in images.split(500)])
     start = time.perf_counter()
-    out = _trajectory(inputs, _Batches(None, images, labels, 0), n, source_logits, {"enigma": est})
+    cache = DecodedCache(n, images.numel() * images.element_size())
+    cache.add(torch.arange(n), images, labels)
+    reader = StreamReader(None, cache, LoaderOptions())
+    out = _trajectory(inputs, reader, n, source_logits, {"enigma": est},
+                      probe_setup({"enigma": est}))
     return time.perf_counter() - start, out
 
 
@@ -67,8 +72,8 @@ def probe_memory(probe_size: int = 1000, size: int = 224) -> dict:
     """Bytes of the probe the runner keeps vs the reference's float32 copy."""
     images = torch.randint(0, 256, (probe_size + 24, 3, size, size), dtype=torch.uint8)
     dataset = TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
-    batches = _Batches(dataset, None, torch.zeros(len(images), dtype=torch.long), 0)
-    probe, _ = batches.take(first_epoch(len(images), 0)[:probe_size])
+    reader = StreamReader(dataset, DecodedCache(len(images), 0), LoaderOptions())
+    probe = reader.take(first_epoch(len(images), 0)[:probe_size])
     reference = probe_size * 3 * size * size * 4
     return {"probe_bytes": probe.numel() * probe.element_size(), "probe_dtype": str(probe.dtype),
             "reference_float32_bytes": reference,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -82,14 +83,15 @@ def one_error_line(result) -> str:
 
 
 def test_ls_json_lists_the_host_builtins(site):
-    result = invoke("ls", "--json")
+    result = invoke("ls", "--json", "--check")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     expected = {(group.split(".")[1], n) for group, e in data.items() for n in e}
     assert {(r["kind"], r["name"]) for r in rows if r["distribution"] == "ttabench"} == expected
     for row in rows:
-        assert set(row) == {"kind", "name", "target", "distribution", "version", "status"}
+        assert set(row) == {"kind", "name", "target", "distribution", "version", "status",
+                            "description"}
         assert row["status"] == "ok" or row["status"].startswith("broken: ")
     estimators = {r["name"] for r in rows if r["kind"] == "estimators"}
     assert {"ac", "aetta"} <= estimators  # host built-ins
@@ -105,15 +107,39 @@ def test_ls_one_kind(site):
 
 def test_ls_table_shows_a_broken_plugin(site):
     make_dist(site, "broken-dist", {"ttabench.estimators": {"wobbly": "clibroken:Thing"}})
-    result = invoke("ls", "estimators")
+    result = invoke("ls", "estimators", "--check")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["name", "kind", "target", "distribution", "version", "status"]
+    assert header.split() == ["name", "kind", "target", "distribution", "version", "status",
+                              "description"]
     row = next(r for r in rows if r.startswith("wobbly "))
     assert row.split(None, 5) == [
         "wobbly", "estimators", "clibroken:Thing", "broken-dist", "0.9",
-        "broken: ImportError: needs libfoo",
+        "broken: ImportError: needs libfoo  -",
     ]
+
+
+def test_ls_and_help_import_no_plugin_and_describe_from_source(site):
+    """Without --check nothing is imported (no torch); each description is the first line of
+    the docstring the imported object carries."""
+    code = ("import sys; from click.testing import CliRunner; from ttabench import cli\n"
+            "for args in (['--help'], ['ls'], ['ls', '--json']):\n"
+            "    assert CliRunner().invoke(cli.main, args).exit_code == 0\n"
+            "heavy = [m for m in ('torch', 'sklearn', 'matplotlib', 'ttabench_enigma.adapters')\n"
+            "         if m in sys.modules]\n"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    rows = {(r["kind"], r["name"]): r for r in json.loads(invoke("ls", "--json").stdout)}
+    assert all(r["status"] == "not loaded" for r in rows.values())
+    for key in (("adapters", "rdumb"), ("estimators", "cot"), ("suites", "mnist-c"),
+                ("commands", "analyze")):
+        obj = registry.get(*key)
+        doc = (getattr(obj, "callback", None) or obj).__doc__
+        assert rows[key]["description"] == doc.strip().splitlines()[0].strip()
+    assert "Embedding drift" in invoke("--help").stdout
 
 
 def test_unknown_command_and_plugin_are_one_line_exit_2(site):

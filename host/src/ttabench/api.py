@@ -84,6 +84,9 @@ class Suite(ABC):
     #: When labels are not logit indices: label ``y`` is correct for a prediction ``p`` iff
     #: ``p in label_sets[y]``; None: iff ``p == y``. Either way a label of -1 is never correct.
     label_sets: list[tuple[int, ...]] | None = None
+    #: Whether reading a split decodes files (image folders, ImageNet-C, CCC): such a split
+    #: gets DataLoader worker processes by default (see ``ttabench.runner.resources``).
+    streams_from_disk: bool = False
 
     @abstractmethod
     def splits(self) -> list[SplitSpec]:

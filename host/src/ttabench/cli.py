@@ -3,7 +3,9 @@
 ``ls`` and ``validate`` live here. ``run``, ``estimate``, ``fit`` and ``leaderboard`` are named
 by ``module:attr`` in ``BUILTIN_COMMANDS`` and imported only when invoked, and every entry point
 of group ``ttabench.commands`` adds a subcommand. A subcommand that fails to import becomes a
-stub that prints one ``error:`` line.
+stub that prints one ``error:`` line. ``--help`` and ``ls`` import no command or plugin: their
+one-line descriptions are read from the source (``ttabench.source_docs``), so neither imports
+torch; ``ls --check`` imports each plugin to report whether it loads.
 
 Errors: a TTABenchError, or a bad option value (click's usage errors), prints ``error:
 <message>`` on one line on stderr and exits 2; Ctrl-C exits 130 and SIGTERM, which stops the
@@ -26,6 +28,7 @@ import click
 
 from ttabench import __version__, registry
 from ttabench.errors import Interrupted, TTABenchError, raise_interrupted
+from ttabench.source_docs import describe
 
 BUILTIN_COMMANDS: dict[str, str] = {
     "run": "ttabench.runner.command:run",
@@ -70,6 +73,20 @@ class LazyGroup(click.Group):
             except TTABenchError as exc:
                 return _broken_command(cmd_name, exc)
         return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, described from source: nothing is imported."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                text = self.commands[name].get_short_help_str(formatter.width)
+            else:
+                target = BUILTIN_COMMANDS.get(name) or registry.info("commands", name).target
+                text = click.utils.make_default_short_help(describe(target) or "", formatter.width)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def _import_builtin(self, cmd_name: str) -> click.Command:
         target = BUILTIN_COMMANDS[cmd_name]
@@ -152,17 +169,21 @@ def _cell(value: str | None) -> str:
 @main.command("ls")
 @click.argument("kind", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def ls(kind: str | None, as_json: bool) -> None:
-    """List plugins (of KIND: adapters, estimators, suites, models, commands) and their status."""
-    plugins = registry.list_plugins(registry.normalize_kind(kind) if kind else None, load=True)
+@click.option("--check", is_flag=True,
+              help="Import every plugin: status ok or its load error (else: not loaded).")
+def ls(kind: str | None, as_json: bool, check: bool) -> None:
+    """List plugins (of KIND: adapters, estimators, suites, models, commands), described."""
+    plugins = registry.list_plugins(registry.normalize_kind(kind) if kind else None, load=check)
     if as_json:
         keys = ("kind", "name", "target", "distribution", "version", "status")
-        rows = [{key: getattr(p, key) for key in keys} for p in plugins]
+        rows = [{**{key: getattr(p, key) for key in keys}, "description": describe(p.target)}
+                for p in plugins]
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ("name", "kind", "target", "distribution", "version", "status")
+    header = ("name", "kind", "target", "distribution", "version", "status", "description")
     table = [header] + [
-        (p.name, p.kind, p.target, _cell(p.distribution), _cell(p.version), p.status)
+        (p.name, p.kind, p.target, _cell(p.distribution), _cell(p.version), p.status,
+         _cell(describe(p.target)))
         for p in plugins
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]

@@ -31,15 +31,18 @@ from ttabench.runner.cells import (
     protocol_key,
     read_cell,
 )
-from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.records import EstimatorRecord
+from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
+from ttabench.runner.execute import PRECISIONS, CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
 from ttabench.runner.preflight import (
     check_adapter_setup,
+    check_compute_options,
     check_severities,
     check_steps,
     resolve_device,
 )
+from ttabench.runner.resources import cpu_cores, default_threads, default_workers
 from ttabench.runner.store import write_json_atomic
 from ttabench.runner.views import batch_statistics_val, describe_error
 from ttabench.suites.images import check_num_classes
@@ -63,9 +66,20 @@ class RunSpec:
     severities: list[int] = field(default_factory=list)
     data_dir: str | None = None
     device: str | None = None
-    num_workers: int = 0
+    #: DataLoader workers per cell; None: ``default_workers`` (4 at most, for suites that
+    #: stream from disk, else 0).
+    num_workers: int | None = None
     plugins: list[str] = field(default_factory=list)
+    #: CPU threads per process; None: ``default_threads(cores, jobs)``.
     threads: int | None = None
+    #: Cells running in parallel processes on this machine (sizes threads and workers).
+    jobs: int = 1
+    #: Byte budget (MiB) of the decoded images a cell keeps for its stream (0: the probe only).
+    cache_mib: int = DEFAULT_CACHE_MIB
+    #: ``"fp32"``, or ``"bf16"`` (autocast on CUDA); a protocol fact, it changes the numbers.
+    precision: str = "fp32"
+    #: Model weights and activations in channels_last memory format (CUDA only).
+    channels_last: bool = False
     #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
     model_options: dict[str, Any] = field(default_factory=dict)
     #: The estimators that are the configuration's baselines (role ``baseline``); the others
@@ -95,8 +109,9 @@ class Benchmark:
         self.spec = spec
         self.show_progress = show_progress
         self.device = resolve_device(spec.device)
-        if spec.threads:
-            torch.set_num_threads(int(spec.threads))
+        check_compute_options(self.device, spec.precision, spec.channels_last, PRECISIONS)
+        cores = cpu_cores()
+        torch.set_num_threads(int(spec.threads or default_threads(cores, spec.jobs)))
         # The intra-op thread count changes the numbers on the CPU, so the key records the
         # count in effect, and worker processes are told it explicitly through the spec.
         self.threads = spec.threads = torch.get_num_threads()
@@ -105,6 +120,10 @@ class Benchmark:
                                          num_classes=self.suite.num_classes,
                                          options=spec.model_options)
         check_num_classes(self.suite, self.model)
+        workers = spec.num_workers
+        if workers is None:
+            workers = default_workers(cores, spec.jobs, self.suite.streams_from_disk)
+        self.loader = LoaderOptions(workers=workers, pin_memory=self.device.type == "cuda")
         self.estimators: dict[str, Estimator] = {
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
             for name in spec.estimators
@@ -120,6 +139,7 @@ class Benchmark:
         self._source_val: Outputs | None = None
         self._source_val_done = False
         self._source_val_bn: Outputs | None = None
+        self._plans: list[CellPlan] | None = None
 
     # ------------------------------------------------------------------ planning
     def selected_splits(self) -> list:
@@ -163,6 +183,9 @@ class Benchmark:
             "batch_size": self.spec.batch_size,
             "steps": self.spec.steps,
             "seed": seed,
+            "data_path": {"cache_mib": self.spec.cache_mib},
+            "compute": {"precision": self.spec.precision,
+                        "channels_last": self.spec.channels_last},
             "device_type": self.device.type,
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
@@ -178,14 +201,18 @@ class Benchmark:
                                 "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
-        """Every cell of the run, in a fixed order (split, adapter, seed)."""
+        """Every cell of the run, in a fixed order (split, adapter, seed); planned once per
+        process (a worker looks up every cell it runs in it)."""
+        if self._plans is not None:
+            return list(self._plans)
         cells = []
         for split in self.selected_splits():
             for adapter in self.spec.adapters:
                 for seed in self.spec.seeds:
                     protocol = self.protocol(split, adapter, seed)
                     cells.append(CellPlan(split, seed, protocol, protocol_key(protocol)))
-        return cells
+        self._plans = cells
+        return list(cells)
 
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
@@ -229,7 +256,9 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            source_val_bn=self.source_val_bn(), source_data=self.source_data, num_workers=self.spec.num_workers,
+            source_val_bn=self.source_val_bn(), source_data=self.source_data, loader=self.loader,
+            cache_bytes=self.spec.cache_mib << 20, precision=self.spec.precision,
+            channels_last=self.spec.channels_last,
             show_progress=self.show_progress, counters=self.counters,
         )
         out = run_cell(inputs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -23,6 +22,10 @@ from ttabench.runner.cells import is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
 from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
 from ttabench.runner.config_schema import validate as validate_config
+from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
+from ttabench.runner.execute import PRECISIONS
+from ttabench.runner.preflight import resolve_device
+from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 
 
@@ -61,8 +64,10 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                splits: tuple[str, ...] = (), severities: tuple[int, ...] = (),
                n_examples: int | None = None, steps: int | None = None,
                batch_size: int | None = None, data_dir: str | None = None,
-               device: str | None = None, baselines: bool = True, workers: int = 0,
-               threads: int | None = None, trust_pickle: bool = False) -> RunSpec:
+               device: str | None = None, baselines: bool = True, workers: int | None = None,
+               threads: int | None = None, trust_pickle: bool = False,
+               cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
+               channels_last: bool = False) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
@@ -93,6 +98,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         device=device or run.get("device"),
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
+        cache_mib=cache_mib, precision=precision, channels_last=channels_last,
         model_options={"trust_pickle": True} if trust_pickle else {},
         baselines=roster if baselines else [],
     )
@@ -103,14 +109,15 @@ def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=clic
     """Score the finished cells, write the leaderboard files and print the summary."""
     from ttabench.records import Cell
     from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
+    from ttabench.scoring.report_html import write_report
 
     ok = [c for c in cells if c.get("status") == "ok"]
     if not ok:
         echo("no finished cells to score")
         return
-    board = build_leaderboard([Cell.from_dict(c) for c in cells], n_boot=n_boot,
-                              boot_unit=boot_unit)
-    paths = write_leaderboard(board, output)
+    cell_records = [Cell.from_dict(c) for c in cells]
+    board = build_leaderboard(cell_records, n_boot=n_boot, boot_unit=boot_unit)
+    paths = [*write_leaderboard(board, output), write_report(board, cell_records, output)]
     echo(format_console(board))
     echo("wrote " + ", ".join(str(p) for p in paths))
 
@@ -159,7 +166,7 @@ common_options = [
     click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
     click.option("--threads", type=THREADS, default=None,
                  help="CPU threads per process (default [run].threads, 1 in plugins.toml; "
-                      "0: torch's default)."),
+                      "0 or unset: CPU cores // parallel jobs)."),
     click.option("--trust-pickle", is_flag=True,
                  help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
                       "runs whatever code the file names (arbitrary code, with your rights): "
@@ -191,7 +198,15 @@ def with_options(options):
               help="Retries of a failing cell before it is recorded failed.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
-@click.option("--workers", type=COUNT, default=0, help="Data-loading worker processes.")
+@click.option("--workers", type=COUNT, default=None,
+              help="Data-loading worker processes per cell (default: min(4, cores // jobs) for "
+                   "a suite that streams from disk, else 0).")
+@click.option("--cache-mib", type=COUNT, default=DEFAULT_CACHE_MIB,
+              help="MiB of decoded images a cell keeps for its adaptation stream (0: the probe "
+                   "only); recorded in the cell's protocol.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+              help="bf16: bfloat16 autocast (CUDA only; recorded, changes the numbers).")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA only).")
 @click.option("--jobs", "-j", type=COUNT, default=None,
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=POSITIVE, default=1000, help="Bootstrap resamples for the intervals.")
@@ -202,7 +217,8 @@ def with_options(options):
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
-        retries, executor, ray_address, workers, jobs, n_boot, boot_unit, dry_run) -> None:
+        retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
+        boot_unit, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
@@ -215,11 +231,15 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
                       baselines=not no_baselines, workers=workers, threads=threads,
-                      trust_pickle=trust_pickle)
+                      trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
+                      channels_last=channels_last)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
         spec.device = "cuda" if gpus > 0 else "cpu"
+    n_jobs = resolve_jobs(int(jobs if jobs is not None else config.run.get("jobs", 1)),
+                          resolve_device(spec.device).type, cpu_cores())
+    spec.jobs = n_jobs if executor == "local" else 1
     out = Path(output or config.run.get("output") or "runs/default")
     if quick and not output:
         out = out.with_name(out.name + "-quick")
@@ -251,7 +271,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         t = time.perf_counter()
         try:
             counts = execute_cells(bench, spec, todo, out, config, executor=executor,
-                                   retries=retries, ray_address=ray_address, jobs=jobs)
+                                   retries=retries, ray_address=ray_address, jobs=n_jobs)
         except KeyboardInterrupt as stop:
             finished = sum(is_finished(out, p.key) for p in plans)
             raise Interrupted(getattr(stop, "signum", signal.SIGINT),
@@ -266,7 +286,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                   "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
         todo_keys = {p.key for p in todo}
         ran = [c for c in cells if c.get("status") == "ok" and c["key"] in todo_keys]
-        for key in ("source_pass", "bn_pass", "static_estimators", "adaptation"):
+        for key in ("source_and_bn_pass", "static_estimators", "adaptation"):
             phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in ran)
         folder.record({"spec": spec.__dict__, "config": config.source,
                        "overrides": config.overrides, "cells": len(plans)}, counts, phases)
@@ -278,7 +298,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
 
 def execute_cells(bench: Benchmark, spec: RunSpec, todo: list, out: Path, config: RunConfig, *,
                   executor: str, retries: int, ray_address: str | None,
-                  jobs: int | None) -> dict[str, int]:
+                  jobs: int) -> dict[str, int]:
     """Run the pending cells with the chosen executor; returns the ok/failed counts."""
     if executor == "ray":
         from ttabench.runner.ray_executor import run_ray
@@ -286,9 +306,6 @@ def execute_cells(bench: Benchmark, spec: RunSpec, todo: list, out: Path, config
         ray_options = config.data.get("executor", {}).get("ray", {})
         return run_ray(spec, todo, out, retries=retries, address=ray_address,
                        options=ray_options, bench=bench)
-    jobs = int(jobs if jobs is not None else config.run.get("jobs", 1))
-    if jobs == 0:  # auto: one process per core on the CPU, one on an accelerator
-        jobs = (os.cpu_count() or 1) if bench.device.type == "cpu" else 1
     if jobs > 1 and len(todo) > 1:
         from ttabench.runner.pool import run_pool
 

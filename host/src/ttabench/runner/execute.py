@@ -2,11 +2,13 @@
 
 The order of work (see ``ttabench.api`` for the contracts):
 
-1. the source pass: frozen model, eval mode, dataset order -> ``source`` accuracy and the
-   ``source`` view's outputs (labels withheld);
-2. the ``bn`` pass: the same weights with test-batch statistics, over the first epoch of the
-   seeded stream in batches of ``batch_size`` -> ``bn`` accuracy and the ``bn`` view's outputs;
-3. the trajectory: the adapter steps through the seeded stream; the probe (the first
+1. the source and ``bn`` passes, from one read of each image (``split_passes``): the frozen
+   model in eval mode -> ``source`` accuracy and the ``Outputs`` handed to every static
+   estimator (labels withheld); the same weights with test-batch statistics -> ``bn``, both
+   over the first epoch of the seeded stream in batches of ``batch_size``. The decoded images
+   stay in a ``DecodedCache`` within ``cache_bytes`` (the probe always), and the stream reads
+   only what it lacks (``decodes`` in the cell's ``data`` record);
+2. the trajectory: the adapter steps through the seeded stream; the probe (the first
    ``probe_size`` images of the first draw, see ``ttabench.runner.stream`` for the two probe
    draws) is snapshotted with ``adapter.predict`` in chunks at each
    checkpoint any trajectory estimator asked for; the online predictions give the
@@ -18,6 +20,7 @@ Every static estimator is computed once per view (``ttabench.runner.views``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -26,8 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ttabench.api import (
@@ -43,27 +45,30 @@ from ttabench.api import (
     to_unit_float,
 )
 from ttabench.errors import TTABenchError
+from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.passes import (
     FeatureHook,
     accuracy,
-    batch_statistics_copy,
     check_finite,
     check_label_range,
     correct,
-    has_batch_norm,
     restrict,
-    source_pass,
+    split_passes,
 )
 from ttabench.runner.preflight import check_split_size
-from ttabench.runner.stream import (
-    batches_of,
-    first_epoch,
-    gather,
-    source_batches,
-    stream_indices,
-    stream_start,
-)
+from ttabench.runner.stream import first_epoch, source_batches, stream_indices, stream_start
 from ttabench.runner.views import View, estimate_views, safe_result
+
+
+#: ``precision`` values: full float32, or bfloat16 autocast (CUDA only, see preflight).
+PRECISIONS = ("fp32", "bf16")
+
+
+def compute_context(inputs: "CellInputs") -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 on CUDA when ``precision == "bf16"``, else nothing."""
+    if inputs.precision == "bf16":
+        return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -90,7 +95,10 @@ class CellInputs:
     source_val: Outputs | None = None
     source_val_bn: Outputs | None = None
     source_data: Dataset | None = None
-    num_workers: int = 0
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    cache_bytes: int = DEFAULT_CACHE_MIB << 20
+    precision: str = "fp32"
+    channels_last: bool = False
     show_progress: bool = False
     labelled: bool = True
     counters: dict[str, int] = field(default_factory=dict)
@@ -100,90 +108,49 @@ def _count(inputs: CellInputs, name: str) -> None:
     inputs.counters[name] = inputs.counters.get(name, 0) + 1
 
 
-class _Batches:
-    """Serves stream batches from in-memory images or by reading the dataset."""
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What the trajectory estimators ask of the probe: its size, snapshot chunk and draw,
+    and the steps at which each one wants a snapshot."""
 
-    def __init__(self, dataset: Dataset, images: torch.Tensor | None, labels: torch.Tensor,
-                 num_workers: int) -> None:
-        self.dataset, self.images, self.labels, self.num_workers = dataset, images, labels, num_workers
-
-    def batches(self, index_batches: list[torch.Tensor]):
-        if self.images is not None:
-            for idx in index_batches:
-                yield self.images[idx], self.labels[idx]
-            return
-        loader = DataLoader(self.dataset, batch_sampler=[i.tolist() for i in index_batches],
-                            num_workers=self.num_workers)
-        yield from loader
-
-    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.images is not None:
-            return self.images[indices], self.labels[indices]
-        return gather(self.dataset, indices)
+    size: int
+    chunk: int
+    draw: str
+    wanted: dict[int, list[str]]
 
 
-@dataclass
-class BnPass:
-    """The batch-statistics pass: its accuracy and outputs, rows in stream order ``order``."""
-
-    accuracy: float | None
-    outputs: Outputs
-    order: torch.Tensor
-
-
-@torch.no_grad()
-def bn_pass(model: nn.Module, batches: _Batches, n: int, inputs: CellInputs,
-            class_subset: list[int] | None, labels_known: bool, want_features: bool) -> BnPass:
-    """The batch-statistics model over the first stream epoch, in batches of ``batch_size``
-    (a final batch of one image is merged into the one before): accuracy, logits and
-    (``want_features``) penultimate features."""
-    order = first_epoch(n, inputs.seed)
-    chunks = batches_of(order, inputs.batch_size)
-    bn_model = batch_statistics_copy(model)
-    hook = FeatureHook(bn_model, inputs.model.classifier if want_features else None)
-    right, parts = 0, []
-    try:
-        for x, y in batches.batches(chunks):
-            logits = restrict(bn_model(to_unit_float(x).to(inputs.device)), class_subset)
-            check_finite(logits, "the batch-statistics model")
-            parts.append(logits.float().cpu())
-            if labels_known:
-                right += int(correct(logits, y, inputs.suite.label_sets).sum())
-    finally:
-        features = hook.close()
-    _count(inputs, "bn_pass")
-    seen = torch.cat(chunks)
-    return BnPass(right / len(seen) if labels_known else None,
-                  Outputs(logits=torch.cat(parts), features=features), seen)
+def probe_setup(trajectory: dict[str, TrajectoryEstimator]) -> ProbeSetup:
+    """The estimators' plans merged; they must agree on the chunk and the draw."""
+    plans = {name: est.plan() for name, est in trajectory.items()}
+    chunks = {p.chunk for p in plans.values() if p.probe_size}
+    if len(chunks) > 1:
+        raise TTABenchError(f"trajectory estimators ask for different probe chunks {sorted(chunks)}")
+    draws = {p.probe_draw for p in plans.values() if p.probe_size}
+    if len(draws) > 1:
+        raise TTABenchError(f"trajectory estimators ask for different probe draws {sorted(draws)}")
+    wanted: dict[int, list[str]] = {}
+    for name, plan in plans.items():
+        for step in plan.checkpoints:
+            wanted.setdefault(int(step), []).append(name)
+    return ProbeSetup(size=max((p.probe_size for p in plans.values()), default=0),
+                      chunk=chunks.pop() if chunks else 100,
+                      draw=draws.pop() if draws else "stream", wanted=wanted)
 
 
-def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: torch.Tensor,
-                trajectory: dict[str, TrajectoryEstimator], want_features: bool
+def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits: torch.Tensor,
+                trajectory: dict[str, TrajectoryEstimator], probe: ProbeSetup, want_features: bool
                 ) -> tuple[dict[str, Any], Outputs | None]:
     """Run the adapter along the seeded stream, feeding every trajectory estimator; returns
     the adaptation record and the online outputs (the ``adapted`` view's target outputs, rows
     in stream order, with the frozen logits of the same images)."""
     class_subset = inputs.suite.class_subset
-    plans = {name: est.plan() for name, est in trajectory.items()}
-    probe_size = max((p.probe_size for p in plans.values()), default=0)
-    chunks = {p.chunk for p in plans.values() if p.probe_size}
-    if len(chunks) > 1:
-        raise TTABenchError(f"trajectory estimators ask for different probe chunks {sorted(chunks)}")
-    chunk = chunks.pop() if chunks else 100
-    draws = {p.probe_draw for p in plans.values() if p.probe_size}
-    if len(draws) > 1:
-        raise TTABenchError(f"trajectory estimators ask for different probe draws {sorted(draws)}")
-    probe_draw = draws.pop() if draws else "stream"
-    start = stream_start(probe_draw)
-    wanted: dict[int, list[str]] = {}
-    for name, plan in plans.items():
-        for step in plan.checkpoints:
-            wanted.setdefault(int(step), []).append(name)
+    start = stream_start(probe.draw)
+    wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     steps = max([inputs.steps, *wanted.keys()])
     if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
         steps = n // inputs.batch_size
-    probe_idx = first_epoch(n, inputs.seed)[: min(probe_size, n)]
-    probe_images, _ = batches.take(probe_idx) if probe_size else (None, None)
+    probe_idx = first_epoch(n, inputs.seed)[: min(probe.size, n)]
+    probe_images = reader.take(probe_idx) if probe.size else None
 
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
     params = dict(inputs.adapter_params)
@@ -218,7 +185,7 @@ def _trajectory(inputs: CellInputs, batches: _Batches, n: int, source_logits: to
     online_features: list[torch.Tensor] | None = [] if want_features else None
     progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
-    for step, (x, y) in enumerate(batches.batches(index_batches), start=1):
+    for step, (x, y) in enumerate(reader.batches(index_batches), start=1):
         x = to_unit_float(x).to(inputs.device)
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
@@ -293,40 +260,44 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
                                                     for e in active.values()))
     want_features = any("features" in est.needs for est in active.values())
     module = inputs.model.module.to(inputs.device)
+    if inputs.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
+    probe = probe_setup(trajectory)
+    adapts = bool(trajectory or inputs.steps)
 
     t = time.perf_counter()
-    split_pass = source_pass(module, dataset, inputs.device, classifier=inputs.model.classifier,
-                             want_features=want_features, class_subset=inputs.suite.class_subset,
-                             num_workers=inputs.num_workers,
-                             what=f"the source model on split {inputs.split.name!r}")
+    cache = DecodedCache(n, inputs.cache_bytes if adapts else 0,
+                         keep_first=probe.size if adapts else 0)
+    reader = StreamReader(dataset, cache, inputs.loader)
+    with compute_context(inputs):
+        passes = split_passes(module, reader, first_epoch(n, inputs.seed), inputs.batch_size,
+                              inputs.device, classifier=inputs.model.classifier,
+                              want_features=want_features,
+                              class_subset=inputs.suite.class_subset,
+                              what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
-    labels = split_pass.labels
+    _count(inputs, "bn_pass")
+    labels = passes.labels
     if inputs.labelled:
-        check_label_range(labels, split_pass.outputs.logits.shape[1],
+        check_label_range(labels, passes.source.logits.shape[1],
                           f"split {inputs.split.name!r} of suite {inputs.suite.name!r}",
                           inputs.suite.label_sets)
-    timings["source_pass"] = time.perf_counter() - t
-    batches = _Batches(dataset, split_pass.images, labels, inputs.num_workers)
-    source_logits = split_pass.outputs.logits
+    timings["source_and_bn_pass"] = time.perf_counter() - t
     static = {name: est for name, est in active.items() if isinstance(est, StaticEstimator)}
-    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
     targets: dict[str, float | None] = {"source": None, "bn": None}
     if inputs.labelled:
-        targets["source"] = accuracy(source_logits, labels, inputs.suite.label_sets)
-    views = {"source": View("source", Outputs(source_logits, features=split_pass.outputs.features,
-                                              frozen_logits=source_logits), inputs.source_val)}
-    t = time.perf_counter()
-    if has_batch_norm(module) and (inputs.labelled or static):
-        bn = bn_pass(module, batches, n, inputs, inputs.suite.class_subset, inputs.labelled,
-                     want_features)
-        targets["bn"] = bn.accuracy
-        views["bn"] = View("bn", Outputs(bn.outputs.logits, features=bn.outputs.features,
-                                         frozen_logits=source_logits[bn.order]),
-                           inputs.source_val_bn)
-    else:  # no batch normalization: the batch-statistics model is the frozen one
-        targets["bn"] = targets["source"]
-        views["bn"] = View("bn", views["source"].target, inputs.source_val)
-    timings["bn_pass"] = time.perf_counter() - t
+        targets["source"] = accuracy(passes.source.logits, labels, inputs.suite.label_sets)
+        targets["bn"] = accuracy(passes.bn.logits, labels, inputs.suite.label_sets)
+    # both passes are in dataset order, so the frozen logits align row by row
+    source_logits = passes.source.logits
+    views = {
+        "source": View("source", Outputs(source_logits, features=passes.source.features,
+                                         frozen_logits=source_logits), inputs.source_val),
+        "bn": View("bn", Outputs(passes.bn.logits, features=passes.bn.features,
+                                 frozen_logits=source_logits),
+                   inputs.source_val_bn if passes.bn is not passes.source else inputs.source_val),
+    }
 
     t = time.perf_counter()
     per_view = estimate_views(static, views)
@@ -337,9 +308,10 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
                                   "adapter_counters": {}}
     results: dict[str, Any] = {}
     t = time.perf_counter()
-    if trajectory or inputs.steps:
-        adaptation, online = _trajectory(inputs, batches, n, source_logits, trajectory,
-                                         want_features)
+    if adapts:
+        with compute_context(inputs):
+            adaptation, online = _trajectory(inputs, reader, n, source_logits, trajectory, probe,
+                                             want_features)
         results.update(adaptation.pop("results"))
         if online is not None:
             adapted_view = View("adapted", online, views["bn"].source_val)
@@ -355,7 +327,10 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - start
     return {
         "n_examples": n,
-        "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0))},
+        "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0)),
+                 "decodes": reader.decodes, "decodes_per_image": reader.decodes / n,
+                 "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
+                 "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         "targets": targets,
         "results": results,
         "views": per_view,

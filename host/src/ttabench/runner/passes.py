@@ -4,6 +4,10 @@ One pass of the frozen source model (eval mode, running statistics) per split yi
 logits (and penultimate features when asked) that feed the ``source`` target and every static
 estimator. The ``bn`` target uses the same weights normalizing with test-batch statistics, the
 model Weighted Flips' first snapshot sees.
+
+In a cell both run from one read of each image (``split_passes``): over the stream's first
+epoch, in batches of the stream's batch size, which is the order the bn model needs; the frozen
+model's outputs do not depend on order, so they are put back in dataset order afterwards.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from ttabench.api import Outputs, to_unit_float
 from ttabench.errors import TTABenchError
+from ttabench.runner.decoded_cache import StreamReader
+from ttabench.runner.stream import batches_of
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
 class SplitPass:
-    """The source pass over one split: outputs (labels kept apart) and the images when the
-    split was small enough to keep in memory (uint8)."""
+    """The source pass over one split: outputs, labels kept apart."""
 
     outputs: Outputs
     labels: torch.Tensor
-    images: torch.Tensor | None
 
 
 def restrict(logits: torch.Tensor, class_subset: list[int] | None) -> torch.Tensor:
@@ -113,26 +117,16 @@ def source_pass(
     want_features: bool = False,
     class_subset: list[int] | None = None,
     batch_size: int = 256,
-    keep_images_bytes: int = 2 << 30,
     num_workers: int = 0,
     what: str = "the source model",
 ) -> SplitPass:
-    """Frozen model in eval mode over the split in dataset order.
-
-    Keeps the uint8 images too when the split takes at most ``keep_images_bytes`` (so the
-    adaptation stream need not decode them again).
-    """
+    """Frozen model in eval mode over a split (the source-validation split) in dataset order."""
     model.eval()
     hook = FeatureHook(model, classifier if want_features else None)
-    logits, labels, images = [], [], []
-    keep = len(dataset) > 0
+    logits, labels = [], []
     try:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         for x, y in loader:
-            if keep:
-                images.append(x)
-                if len(images) * x[0].numel() * batch_size > keep_images_bytes:
-                    keep, images = False, []
             out = restrict(_forward(model, to_unit_float(x).to(device), what), class_subset)
             out = out.float().cpu()
             logits.append(out)
@@ -146,8 +140,66 @@ def source_pass(
     return SplitPass(
         outputs=Outputs(logits=all_logits, labels=None, features=features),
         labels=torch.cat(labels),
-        images=torch.cat(images) if keep and images else None,
     )
+
+
+@dataclass
+class SplitPasses:
+    """The source and bn passes over one split, both in dataset order (labels kept apart).
+
+    ``bn`` is ``source`` itself when the model has no batch normalization (the two models are
+    the same then).
+    """
+
+    source: Outputs
+    bn: Outputs
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def split_passes(
+    model: nn.Module,
+    reader: StreamReader,
+    order: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    *,
+    classifier: str | None = None,
+    want_features: bool = False,
+    class_subset: list[int] | None = None,
+    what: str = "the source model",
+) -> SplitPasses:
+    """The frozen model and its batch-statistics copy on every batch of
+    ``batches_of(order, batch_size)``, each image read once (through ``reader``, which keeps
+    what its cache allows).
+
+    Row ``r`` of the pass is image ``order[r]``; ``out[argsort(order)]`` puts it back in
+    dataset order.
+    """
+    model.eval()
+    bn_model = batch_statistics_copy(model) if has_batch_norm(model) else None
+    hooks = [FeatureHook(m, classifier if want_features else None)
+             for m in (model, bn_model) if m is not None]
+    chunks = batches_of(order, batch_size)
+    logits: list[list[torch.Tensor]] = [[] for _ in hooks]
+    labels = []
+    try:
+        for x, y in reader.fill(chunks):
+            labels.append(integer_labels(y, f"the data given to {what}"))
+            x = to_unit_float(x).to(device, non_blocking=True)
+            for part, (net, name) in zip(logits, ((model, what), (bn_model, "the batch-statistics model"))):
+                out = restrict(_forward(net, x, name), class_subset).float().cpu()
+                check_finite(out, name)
+                part.append(out)
+    finally:
+        features = [hook.close() for hook in hooks]
+    if not labels:
+        raise TTABenchError("the split is empty")
+    back = torch.argsort(torch.cat(chunks))
+    outputs = [Outputs(logits=torch.cat(part)[back], labels=None,
+                       features=None if feats is None else feats[back])
+               for part, feats in zip(logits, features)]
+    return SplitPasses(source=outputs[0], bn=outputs[-1], labels=torch.cat(labels)[back])
 
 
 def batch_statistics_copy(model: nn.Module) -> nn.Module:

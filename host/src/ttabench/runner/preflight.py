@@ -19,6 +19,16 @@ from ttabench.api import Adapter, Estimator, LoadedModel, Suite, TrajectoryEstim
 from ttabench.errors import TTABenchError
 
 
+def check_compute_options(device: torch.device, precision: str, channels_last: bool,
+                          precisions: tuple[str, ...]) -> None:
+    """bf16 autocast and channels_last are CUDA options; refused elsewhere, before any work."""
+    if precision not in precisions:
+        raise TTABenchError(f"--precision must be one of {', '.join(precisions)}, got {precision!r}")
+    if device.type != "cuda" and (precision != "fp32" or channels_last):
+        given = "--precision bf16" if precision != "fp32" else "--channels-last"
+        raise TTABenchError(f"{given} needs a CUDA device; this run uses {device}")
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``name`` if given, else CUDA when present, else the CPU; a device this machine does not
     have is a one-line error (before any work)."""

@@ -14,6 +14,7 @@ import numpy as np
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
+from ttabench.scoring.report_html import write_report
 from ttabench.scoring.maps import (
     TARGETS,
     VALUE,
@@ -42,12 +43,12 @@ def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: 
     """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
 
     Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
-    .json, pairs.csv and scatter.png, and prints the summary.
+    .json, pairs.csv, scatter.png and report.html, and prints the summary.
     """
     cells = load_cells(list(dirs))
     lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit)
     out_dir = output or dirs[0]
-    paths = write_leaderboard(lb, out_dir)
+    paths = [*write_leaderboard(lb, out_dir), write_report(lb, cells, out_dir)]
     click.echo(format_console(lb), nl=False)
     click.echo(f"wrote {len(paths)} files to {out_dir}")
 

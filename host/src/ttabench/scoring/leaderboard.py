@@ -36,6 +36,7 @@ from ttabench.errors import TTABenchError
 from ttabench.records import Cell
 from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
+from ttabench.scoring.aliases import find_aliases
 from ttabench.scoring.maps import (
     VALUE,
     Entry,
@@ -399,8 +400,13 @@ def choice_line(lb: Leaderboard, group: tuple[str, str, str], target: str) -> st
 
 
 def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.DataFrame:
-    """The rows of one target's table (skipped entries last), with per-severity MAE columns."""
+    """The rows of one target's table (skipped entries last), with per-severity MAE columns.
+
+    An entry repeating another's numbers exactly (``find_aliases``) is left out; the row it
+    repeats notes it (``aliases: ...``)."""
+    aliases = group_aliases(lb, group)
     table = _select(lb.table, group, target)
+    table = table[~table["entry"].isin(aliases)]
     sev = _select(lb.per_severity, group, target)
     levels = list(dict.fromkeys(sev["severity"].tolist()))
     rows = []
@@ -423,10 +429,18 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
                 f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
                 f"p_holm {r['p_holm']:.3f}" + (" *" if r["significant"] else "")
             ),
-            "note": r["note"] if isinstance(r["note"], str) else "",
+            "note": "; ".join(
+                [*([r["note"]] if isinstance(r["note"], str) and r["note"] else []),
+                 *([f"aliases: {', '.join(same)} (same numbers)"] if (same := [
+                     a for a, of in aliases.items() if of == r["entry"]]) else [])]),
         })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def group_aliases(lb: Leaderboard, group: tuple[str, str, str]) -> dict[str, str]:
+    """``entry -> the entry it repeats`` within ``group`` (see ``ttabench.scoring.aliases``)."""
+    return {k[3]: v for k, v in find_aliases(lb.table, lb.pairs).items() if k[:3] == group}
 
 
 def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd.DataFrame:
@@ -579,12 +593,15 @@ def format_console(lb: Leaderboard) -> str:
                 continue
             view = view.drop(columns=[c for c in CONSOLE_DROP if c in view.columns])
             view["note"] = [
-                "skipped (see below)" if n.startswith("skipped:") else n[:60] for n in view["note"]
+                "skipped (see below)" if n.startswith("skipped:")
+                else "has aliases (below)" if "aliases:" in n else n[:60] for n in view["note"]
             ]
             if not any(view["note"]):
                 view = view.drop(columns=["note"])
             lines.append(view.to_string(index=False))
             lines.append(choice_line(lb, group, target))
+        for alias, of in group_aliases(lb, group).items():
+            lines.append(f"{alias}: alias of {of} (same numbers, shown once)")
         lines.append("")
     lines.append(statistics_note(lb))
     if not lb.skipped.empty:

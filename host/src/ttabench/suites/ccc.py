@@ -117,6 +117,7 @@ class CCC(Suite):
     """
 
     name = "ccc"
+    streams_from_disk = True
     num_classes = 1000
 
     def __init__(self, data_dir: str | Path | None = None, root: str = "CCC",

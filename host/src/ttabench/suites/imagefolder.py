@@ -70,6 +70,7 @@ class ImageFolderSuite(Suite):
     """
 
     name = "imagefolder"
+    streams_from_disk = True
 
     def __init__(
         self,

@@ -139,6 +139,7 @@ class ImageNetC(Suite):
     """
 
     name = "imagenetc"
+    streams_from_disk = True
     num_classes = 1000
 
     def __init__(

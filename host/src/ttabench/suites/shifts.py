@@ -165,6 +165,7 @@ class ShiftSuite(Suite):
         self.num_classes = self.inner.num_classes
         self.class_subset = self.inner.class_subset
         self.label_sets = self.inner.label_sets
+        self.streams_from_disk = self.inner.streams_from_disk
 
     def splits(self) -> list[SplitSpec]:
         return self.inner.splits()
