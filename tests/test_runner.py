@@ -25,7 +25,7 @@ from ttabench.runner.passes import batch_statistics_copy
 from ttabench.runner.stream import first_epoch, stream_indices
 from ttabench.suites.tiny import TinySuite
 
-SUPPORT = str(Path(__file__).parent / "support")
+SUPPORT = str(Path(__file__).parents[1] / "host" / "tests" / "support")
 
 
 @pytest.fixture(autouse=True)

@@ -80,8 +80,10 @@ def test_decodes_per_image_without_and_with_the_cache():
     assert uncached["data"]["decodes"] == reads_off and cached["data"]["decodes"] == reads_on
     # the cache changes where images come from, never the numbers
     assert cached["targets"] == uncached["targets"]
-    assert cached["estimators"]["recording-trajectory"]["value"] == \
-        uncached["estimators"]["recording-trajectory"]["value"]
+    assert cached["estimators"]["recording-trajectory"]["result"] == \
+        uncached["estimators"]["recording-trajectory"]["result"]
+    assert cached["estimators"]["recording-static"]["views"] == \
+        uncached["estimators"]["recording-static"]["views"]
     assert cached["protocol"]["data_path"] == {"cache_mib": 1}
 
 

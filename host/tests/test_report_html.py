@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the leaderboard tests' fabricated cells
-from test_leaderboard import N_BOOT, make_cells, rec  # noqa: E402
+from cell_builders import trajectory  # noqa: E402
+from test_leaderboard import N_BOOT, make_cells  # noqa: E402
 
 from ttabench.scoring import build_leaderboard, format_console
 from ttabench.scoring.leaderboard import to_markdown
@@ -28,13 +29,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def cells():
     """The leaderboard test cells plus ``ac2`` (a copy of ``ac``: an alias) and ``flips``, a
-    score declared for the ``bn`` target (a second section)."""
+    view-free score declared for the ``bn`` target."""
     out = make_cells()
     for cell in out:
-        if cell["status"] == "ok":
-            cell["estimators"]["ac2"] = copy.deepcopy(cell["estimators"]["ac"])
-            cell["estimators"]["flips"] = rec("score", 100 * (1 - cell["targets"]["bn"]) ** 2,
-                                              target="bn")
+        if cell.status == "ok":
+            cell.estimators["ac2"] = copy.deepcopy(cell.estimators["ac"])
+            cell.estimators["flips"] = trajectory("score", 100 * (1 - cell.targets["bn"]) ** 2)
     return out
 
 
@@ -44,26 +44,29 @@ def report(cells):
 
 
 def test_sections_per_target_in_order_with_aliases_shown_once(cells, report):
-    assert [t.target for t in report.tables] == ["source", "bn"]
+    assert [t.target for t in report.tables] == ["source", "bn", "adapted"]
     source = report.tables[0]
     entries = [row[source.columns.index("entry")] for row in source.rows]
     assert "ac" in entries and "ac2" not in entries and source.aliases == {"ac2": "ac"}
     lb = build_leaderboard(cells, n_boot=N_BOOT)
     assert "ac2: alias of ac" in format_console(lb)
     assert "| ac2 |" not in to_markdown(lb) and "aliases: ac2" in to_markdown(lb)
-    assert {p.entry for p in report.tables[1].panels} <= {"flips (lin)", "flips (quad)"}
+    assert {"flips (lin)", "flips (quad)"} <= {p.entry for p in report.tables[1].panels}
+    for table in report.tables:  # every entry of a table estimates that table's target
+        assert "ac2" not in {p.entry for p in table.panels}
 
 
 def test_a_mapped_panel_holds_calibration_and_eval_points_and_the_fitted_map(cells, report):
     panel = next(p for p in report.tables[0].panels if p.entry == "mde (lin)")
     calib = [p for p in panel.points if p.role == "calibration"]
     evals = [p for p in panel.points if p.role == "eval"]
-    ok = [c for c in cells if c["status"] == "ok"]
-    assert len(calib) == sum(c["split"]["role"] == "calibration" for c in ok) == 8
+    ok = [c for c in cells if c.status == "ok"]
+    assert len(calib) == sum(c.split["role"] == "calibration" for c in ok) == 8
     assert len(evals) == 18
     # independent fit: accuracy (%) linear in the score on the calibration cells
-    x = [c["estimators"]["mde"]["value"] for c in ok if c["split"]["role"] == "calibration"]
-    y = [100 * c["targets"]["source"] for c in ok if c["split"]["role"] == "calibration"]
+    x = [c.estimators["mde"].views["source"].value for c in ok
+         if c.split["role"] == "calibration"]
+    y = [100 * c.targets["source"] for c in ok if c.split["role"] == "calibration"]
     slope, intercept = np.polyfit(x, y, 1)
     for score, acc in (panel.curve[0], panel.curve[-1]):
         assert acc == pytest.approx(slope * score + intercept, abs=1e-6)
@@ -134,8 +137,8 @@ def test_the_page_renders_in_headless_chromium(cells, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     parsed = _Dom()
     parsed.feed(dom.stdout)
-    assert parsed.sections == ["source", "bn"]
-    assert len(parsed.tables) == 2
+    assert parsed.sections == ["source", "bn", "adapted"]
+    assert len(parsed.tables) == 3
     for table in parsed.tables:
         assert table["sorted"] == "entry asc"  # set by the script: the JS ran
         names = [row[1] for row in table["rows"]]

@@ -472,8 +472,10 @@ def _target_sections(lb: Leaderboard) -> list[tuple[str, list[tuple[str, str, pd
         for group in _groups(lb):
             parts.append((f"Target {target}: {_title(group)} (MAE in pp against {target})",
                           choice_line(lb, group, target), _main_view(lb, group, target)))
+            per_dataset = _select(lb.per_dataset, group, target)
+            per_dataset = per_dataset[~per_dataset["entry"].isin(group_aliases(lb, group))]
             parts.append((f"Target {target}: MAE (pp) per dataset, {_title(group)}", "",
-                          _pivot(_select(lb.per_dataset, group, target), "dataset")))
+                          _pivot(per_dataset, "dataset")))
         out.append((target, parts))
     return out
 

@@ -167,7 +167,7 @@ def report_from_leaderboard(lb: Leaderboard, cells: list[Cell]) -> Report:
             part = _main_view(lb, group, target)
             if part.empty:
                 continue
-            part = part[~part["entry"].isin(in_group)]
+            part = part[~part["entry"].isin(in_group)].drop(columns=["target"])  # the section's
             ranked = _select(lb.table, group, target)
             ranked = ranked[~ranked["entry"].isin(in_group)].sort_values("rank")
             shown = {a: of for a, of in in_group.items() if of in set(part["entry"])}
