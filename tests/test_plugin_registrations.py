@@ -16,6 +16,7 @@ from registry_kit import check_registered, kit_cases
 
 from ttabench import registry
 from ttabench.cli import main
+from ttabench.records import Cell
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIST = "ttabench-enigma"
@@ -85,6 +86,9 @@ def test_a_third_party_estimator_is_checked_and_runs(third_party_dist, tmp_path,
     assert result.exit_code == 0, result.output
     cells = [c for c in (out / "cells").rglob("*.json")]
     assert cells, result.output
-    values = [json.loads(c.read_text())["estimators"]["max-logit-share"]["value"] for c in cells]
-    assert all(0.0 <= v <= 1.0 for v in values)
+    records = [Cell.from_dict(json.loads(c.read_text())).estimators["max-logit-share"]
+               for c in cells]
+    assert all({"source", "bn"} <= set(r.views) for r in records)
+    values = [result.value for r in records for result in r.views.values()]
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in values)
     assert "max-logit-share" in (out / "leaderboard.md").read_text()

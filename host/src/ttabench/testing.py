@@ -16,6 +16,7 @@ and returns ``[(check name, ok, message)]``; ``ttabench validate`` prints it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -265,6 +266,8 @@ def _static_estimate(estimator: StaticEstimator) -> EstimateResult:
     features = "features" in estimator.needs
     x, _ = _images(128, seed=7, noise=80.0)
     target = _outputs(x, None, features)
+    # the source view: the frozen model's logits are the target outputs themselves
+    target = dataclasses.replace(target, frozen_logits=target.logits)
     source_val = None
     if "source_val" in estimator.needs:
         source_val = _outputs(*_images(128, seed=1), features=features)
@@ -600,7 +603,8 @@ def _label(obj: Any) -> str:
 
 
 def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
-    """Every check for a plugin of ``kind`` (adapters, estimators, suites, models, commands).
+    """Every check for a plugin of ``kind`` (adapters, adapter wrappers, estimators, suites,
+    models, commands).
 
     ``params`` go to the plugin: constructor parameters for adapters and estimators, options
     (and ``data_dir``) for suites, ``arg``/``cache_dir``/``num_classes`` for model sources.
@@ -618,7 +622,32 @@ def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
         return _run(_suite_checks(obj, data_dir, params))
     if kind == "models":
         return _run(_model_checks(obj, **params))
+    if kind == "adapter_wrappers":
+        return _run(_wrapper_checks(obj, params))
     return _run(_command_checks(obj))
+
+
+def _wrapper_checks(wrapper: Any, params: dict[str, Any]) -> list[Check]:
+    """An adapter wrapper (``<wrapper>:<adapter>``) turns an adapter class into an adapter
+    class that passes the adapter checks; checked on the host's ``source`` adapter."""
+    from ttabench.adapters import SourceAdapter
+
+    wrapped: list[type] = []
+
+    def wraps() -> None:
+        cls = wrapper(SourceAdapter)
+        _ensure(isinstance(cls, type) and issubclass(cls, Adapter),
+                f"{wrapper!r}(SourceAdapter) is not an Adapter subclass")
+        wrapped.append(cls)
+
+    checks: list[Check] = [("wrap", wraps, True)]
+    return checks + [(f"wrapped {name}", functools.partial(_deferred, wrapped, i), fatal)
+                     for i, (name, _, fatal) in enumerate(_adapter_checks(SourceAdapter, params))]
+
+
+def _deferred(wrapped: list[type], index: int) -> None:
+    """Run the ``index``-th adapter check on the wrapped class (built by the ``wrap`` check)."""
+    _adapter_checks(wrapped[0], {})[index][1]()
 
 
 __all__ = [

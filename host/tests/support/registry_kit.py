@@ -23,13 +23,14 @@ from ttabench.testing import run_all
 FAST: dict[tuple[str, str], dict[str, Any]] = {
     ("suites", "tiny"): {"n_examples": 32},
     ("suites", "mnist-c"): {"corruptions": "fog", "severities": 1, "n_examples": 32, "holdout": False},
+    ("estimators", "enigma-online"): {"window": 2},
 }
 #: Model sources the kit loads as they are (no files needed beyond installed packages).
-LOADABLE_MODELS = {"tiny-cnn", "cifar10-resnet18", "mnist-cnn"}
+LOADABLE_MODELS = {"tiny-cnn", "cifar10-resnet18", "mnist-cnn", "mnist-resnet"}
 #: Suites built from data inside installed packages (the kit runs them in full).
 PACKAGED_SUITES = {"tiny", "mnist-c"}
 #: Plugins whose kit takes minutes (mnist-c builds, mnist-cnn trains on first use): slow tests.
-SLOW = {("models", "mnist-cnn"), ("suites", "mnist-c")}
+SLOW = {("models", "mnist-cnn"), ("models", "mnist-resnet"), ("suites", "mnist-c")}
 
 
 def kit_cases(distribution: str) -> list[Any]:
