@@ -36,10 +36,15 @@ import time
 from pathlib import Path
 
 import torch
+from bench_stream_memory import fabricate
 from torch.utils.data import DataLoader, Dataset
 
-from bench_stream_memory import fabricate
-from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
+from ttabench.runner.decoded_cache import (
+    DEFAULT_CACHE_MIB,
+    DecodedCache,
+    LoaderOptions,
+    StreamReader,
+)
 from ttabench.runner.resources import cpu_cores, default_workers
 from ttabench.runner.store import write_json_atomic
 from ttabench.runner.stream import batches_of, first_epoch, stream_indices

@@ -43,7 +43,8 @@ from beyond_collect import CHECKPOINTS, load_npz  # noqa: E402
 
 from ttabench.api import EstimateResult, Outputs, TrajectoryContext  # noqa: E402
 from ttabench.errors import TTABenchError  # noqa: E402
-from ttabench.estimators import classic, scores as score_estimators  # noqa: E402
+from ttabench.estimators import classic  # noqa: E402
+from ttabench.estimators import scores as score_estimators
 from ttabench.runner.store import write_bytes_atomic, write_json_atomic  # noqa: E402
 from ttabench.scoring.map_kinds import MAP_KINDS, fit_map_kind, loo_predictions  # noqa: E402
 from ttabench.scoring.metrics import mae_by_dataset  # noqa: E402

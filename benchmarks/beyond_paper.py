@@ -22,7 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beyond_collect import (  # noqa: E402
-    N_EXAMPLES, clean_target, collect_split, load_npz, save_npz, source_val_views, split_arrays,
+    N_EXAMPLES,
+    clean_target,
+    collect_split,
+    save_npz,
+    source_val_views,
+    split_arrays,
     study_splits,
 )
 

@@ -16,7 +16,6 @@ thread each, ``nice``-friendly.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path

@@ -22,8 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ttabench.api import Adapter
-from ttabench.api import TTABenchError
+from ttabench.api import Adapter, TTABenchError
 from ttabench_enigma.drift import RollingProbe
 from ttabench_enigma.guard_settings import DEFAULT_ID, load_settings
 

@@ -28,11 +28,10 @@ from ttabench.api import (
     TrajectoryContext,
     TrajectoryEstimator,
     TrajectoryPlan,
+    TTABenchError,
 )
-from ttabench.api import TTABenchError
 from ttabench_enigma.drift import RollingProbe
 from ttabench_enigma.guard_settings import DEFAULT_ID, load_settings
-
 
 FEATURES: tuple[str, ...] = ("conf", "flips", "collapse")
 

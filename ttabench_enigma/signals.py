@@ -27,15 +27,19 @@ the classifier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-import math
-
 import torch
 
-from ttabench.api import EstimateResult, TrajectoryContext, TrajectoryEstimator, TrajectoryPlan
-from ttabench.api import TTABenchError
+from ttabench.api import (
+    EstimateResult,
+    TrajectoryContext,
+    TrajectoryEstimator,
+    TrajectoryPlan,
+    TTABenchError,
+)
 
 #: Signals computed at every checkpoint t > 0 (named ``<stem>@t``).
 PER_STEP = ("flips", "mflips", "eflips", "cflips", "cmax", "cos", "l2", "fa", "ca")

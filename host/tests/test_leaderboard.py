@@ -184,7 +184,7 @@ def test_no_output_file_mixes_targets_in_one_ranking(tmp_path, lb):
     write_leaderboard(lb, tmp_path)
     csv = pd.read_csv(tmp_path / "leaderboard.csv")
     assert list(dict.fromkeys(csv["target"])) == ["source", "bn", "adapted"]
-    for target, part in csv.dropna(subset=["mae"]).groupby("target"):
+    for _target, part in csv.dropna(subset=["mae"]).groupby("target"):
         assert sorted(part["rank"].astype(int)) == list(range(1, len(part) + 1))
         assert part.sort_values("rank")["mae"].is_monotonic_increasing
     md = _ranked_tables_of_markdown((tmp_path / "leaderboard.md").read_text())

@@ -9,7 +9,6 @@ results are always written by the process that owns the output folder.
 from __future__ import annotations
 
 import fnmatch
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

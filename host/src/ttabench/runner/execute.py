@@ -64,7 +64,7 @@ from ttabench.runner.views import View, estimate_views, safe_result
 PRECISIONS = ("fp32", "bf16")
 
 
-def compute_context(inputs: "CellInputs") -> contextlib.AbstractContextManager:
+def compute_context(inputs: CellInputs) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bfloat16 on CUDA when ``precision == "bf16"``, else nothing."""
     if inputs.precision == "bf16":
         return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)

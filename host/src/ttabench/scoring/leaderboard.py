@@ -200,7 +200,7 @@ def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | Non
             est.append(value)
             true.append(truth(cell, target))
             datasets.append(cell.dataset)
-    return metrics.mae_by_dataset(est, true, datasets) if len(est) >= 2 else None
+    return metrics.mae_by_dataset(est, true, datasets) if len(est) >= 2 else None  # type: ignore[arg-type]
 
 
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
@@ -244,7 +244,7 @@ def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot:
         }
         if entry.name in diffs:
             d = diffs[entry.name]
-            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,
+            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,  # type: ignore[union-attr]
                        p_holm=adjusted[entry.name], significant=adjusted[entry.name] < ALPHA)
         rows.append(row)
         for key, est, true in zip(s.keys, s.est, s.true):
@@ -284,7 +284,7 @@ def _online(labels: dict[str, str], cells: list[Cell]) -> dict[str, Any]:
     for target in TARGETS:
         accs = [(a, c.dataset) for c in eval_cells if (a := truth(c, target)) is not None]
         online[target] = (
-            100.0 * metrics.mean_by_dataset([a for a, _ in accs], [d for _, d in accs])  # type: ignore[misc]
+            100.0 * metrics.mean_by_dataset([a for a, _ in accs], [d for _, d in accs])
             if accs else None
         )
     return online

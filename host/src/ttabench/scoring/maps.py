@@ -29,7 +29,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -367,7 +367,7 @@ class _Builder:
         candidates: set[str] | None = None
         for cell in cells:
             rec = record(cell, name, declared)
-            names = {s for s in (rec.scores if rec else {}) if score_of(rec, s) is not None}
+            names = {s for s in (rec.scores if rec else {}) if score_of(rec, s) is not None}  # type: ignore[arg-type]
             candidates = names if candidates is None else candidates & names
         if not candidates:
             return

@@ -100,12 +100,12 @@ def _panels(group_cells: list[Cell], lb: Leaderboard, group: tuple[str, str, str
         points = []
         for p in pairs[pairs["entry"] == r["entry"]].itertuples(index=False):
             rec = record(cells[p.key], entry.estimator, target) if p.key in cells else None
-            score = score_of(rec, entry.input) if mapping is not None and rec else None
+            score = score_of(rec, entry.input) if mapping is not None and rec else None  # type: ignore[arg-type]
             points.append(Point(p.split, "eval", 100 * p.estimate, 100 * p.true, score))
         if mapping is not None:
             for key in entry.calibration_keys.get(target, []):
                 rec, true = record(cells[key], entry.estimator, target), truth(cells[key], target)
-                score = score_of(rec, entry.input) if rec else None
+                score = score_of(rec, entry.input) if rec else None  # type: ignore[arg-type]
                 if score is None or true is None:
                     continue
                 points.append(Point(str(cells[key].split.get("name")), "calibration",
@@ -203,13 +203,13 @@ class _Axes:
                  left: int = 34, bottom: int = 26, top: int = 18, right: int = 8) -> None:
         self.w, self.h, self.left, self.bottom, self.top, self.right = w, h, left, bottom, top, right
         span = lambda lo, hi: (lo, hi) if hi > lo else (lo - 1, hi + 1)  # noqa: E731
-        self.x, self.y = span(*x), span(*y)
+        self.x, self.y = span(*x), span(*y)  # type: ignore[no-untyped-call]
 
     def px(self, x: float) -> float:
-        return self.left + (x - self.x[0]) / (self.x[1] - self.x[0]) * (self.w - self.left - self.right)
+        return self.left + (x - self.x[0]) / (self.x[1] - self.x[0]) * (self.w - self.left - self.right)  # type: ignore[no-any-return]
 
     def py(self, y: float) -> float:
-        return self.h - self.bottom - (y - self.y[0]) / (self.y[1] - self.y[0]) * (
+        return self.h - self.bottom - (y - self.y[0]) / (self.y[1] - self.y[0]) * (  # type: ignore[no-any-return]
             self.h - self.bottom - self.top)
 
     def frame(self, title: str, xlabel: str, ylabel: str, xticks: list[float],
@@ -283,7 +283,7 @@ def lines_svg(per_level: dict[str, dict[str, float]], title: str) -> str:
     parts = ax.frame(title, "severity", "MAE (pp)", [], [0, round(top, 1)])
     for i, lv in enumerate(levels):
         parts.append(f'<text x="{ax.px(i):.1f}" y="{h - ax.bottom + 11}" class="k">{_e(lv)}</text>')
-    for j, (name, values) in enumerate(per_level.items()):
+    for j, values in enumerate(per_level.values()):
         colour = PALETTE[j % len(PALETTE)]
         pts = [(ax.px(i), ax.py(values[lv])) for i, lv in enumerate(levels) if lv in values]
         parts.append(_polyline(pts, colour))
