@@ -404,7 +404,7 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
 
     An entry repeating another's numbers exactly (``find_aliases``) is left out; the row it
     repeats notes it (``aliases: ...``)."""
-    aliases = group_aliases(lb, group)
+    aliases = group_aliases(lb, group, target)
     table = _select(lb.table, group, target)
     table = table[~table["entry"].isin(aliases)]
     sev = _select(lb.per_severity, group, target)
@@ -438,9 +438,11 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
     return pd.DataFrame(rows)
 
 
-def group_aliases(lb: Leaderboard, group: tuple[str, str, str]) -> dict[str, str]:
-    """``entry -> the entry it repeats`` within ``group`` (see ``ttabench.scoring.aliases``)."""
-    return {k[3]: v for k, v in find_aliases(lb.table, lb.pairs).items() if k[:3] == group}
+def group_aliases(lb: Leaderboard, group: tuple[str, str, str], target: str) -> dict[str, str]:
+    """``entry -> the entry it repeats`` in ``target``'s table of ``group`` (equal estimates on
+    every eval cell of that table; see ``ttabench.scoring.aliases``)."""
+    found = find_aliases(_select(lb.table, group, target), _select(lb.pairs, group, target))
+    return {k[3]: v for k, v in found.items()}
 
 
 def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd.DataFrame:
@@ -473,7 +475,7 @@ def _target_sections(lb: Leaderboard) -> list[tuple[str, list[tuple[str, str, pd
             parts.append((f"Target {target}: {_title(group)} (MAE in pp against {target})",
                           choice_line(lb, group, target), _main_view(lb, group, target)))
             per_dataset = _select(lb.per_dataset, group, target)
-            per_dataset = per_dataset[~per_dataset["entry"].isin(group_aliases(lb, group))]
+            per_dataset = per_dataset[~per_dataset["entry"].isin(group_aliases(lb, group, target))]
             parts.append((f"Target {target}: MAE (pp) per dataset, {_title(group)}", "",
                           _pivot(per_dataset, "dataset")))
         out.append((target, parts))
@@ -602,8 +604,8 @@ def format_console(lb: Leaderboard) -> str:
                 view = view.drop(columns=["note"])
             lines.append(view.to_string(index=False))
             lines.append(choice_line(lb, group, target))
-        for alias, of in group_aliases(lb, group).items():
-            lines.append(f"{alias}: alias of {of} (same numbers, shown once)")
+            for alias, of in group_aliases(lb, group, target).items():
+                lines.append(f"{alias}: alias of {of} (same numbers, shown once)")
         lines.append("")
     lines.append(statistics_note(lb))
     if not lb.skipped.empty:

@@ -28,8 +28,7 @@ import pandas as pd
 
 from ttabench.records import Cell
 from ttabench.runner.store import write_bytes_atomic
-from ttabench.scoring.aliases import find_aliases
-from ttabench.scoring.leaderboard import Leaderboard, _groups, _main_view, _select
+from ttabench.scoring.leaderboard import Leaderboard, _groups, _main_view, _select, group_aliases
 from ttabench.scoring.maps import TARGETS, build_entries, record, role, score_of, truth
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -159,11 +158,10 @@ def report_from_leaderboard(lb: Leaderboard, cells: list[Cell]) -> Report:
         if cell.status == "ok":
             by_group.setdefault((str(cell.suite), str(cell.model), str(cell.adapter)),
                                 []).append(cell)
-    aliases = find_aliases(lb.table, lb.pairs)
     tables = []
     for group in _groups(lb):
-        in_group = {k[3]: v for k, v in aliases.items() if k[:3] == group}
         for target in TARGETS:
+            in_group = group_aliases(lb, group, target)
             part = _main_view(lb, group, target)
             if part.empty:
                 continue
