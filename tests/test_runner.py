@@ -19,8 +19,9 @@ from ttabench import registry
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
 from ttabench.models.tiny import load_tiny_cnn
-from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells, run_local
+from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
 from ttabench.runner.cells import in_shard, parse_shard, protocol_key, read_cell
+from ttabench.runner.executor import LocalBackend, run_cells
 from ttabench.runner.passes import batch_statistics_copy
 from ttabench.runner.stream import first_epoch, stream_indices
 from ttabench.suites.tiny import TinySuite
@@ -165,7 +166,7 @@ def test_shards_partition_the_cells():
 def test_failed_cell_is_recorded_and_others_go_on(tmp_path):
     bench = Benchmark(spec(suite="failing-tiny", suite_options={"fail_split": "noise-1", "n_examples": 192}))
     plans = bench.plan()
-    counts = run_local(bench, plans, tmp_path, retries=1, progress=False)
+    counts = run_cells(bench, plans, tmp_path, LocalBackend(), retries=1, progress=False)
     assert counts == {"ok": len(plans) - 1, "failed": 1}
     cells = collect_cells(tmp_path, plans)
     failed = [c for c in cells if c["status"] == "failed"]
@@ -241,7 +242,7 @@ def test_fitted_calibration_is_accepted_by_the_estimator_it_was_fitted_for(tmp_p
     bench = Benchmark(spec(estimators=["enigma"], adapters=["rdumb"], estimator_params=params,
                            adapter_params={"rdumb": {"lr": 0.5}}))
     plans = bench.plan()
-    run_local(bench, plans, tmp_path / "run", progress=False)
+    run_cells(bench, plans, tmp_path / "run", LocalBackend(), progress=False)
     out = tmp_path / "f.json"
     result = CliRunner().invoke(main, ["fit", str(tmp_path / "run"), "--estimator", "enigma",
                                        "--degree", "1", "--splits", "all", "--output", str(out)])

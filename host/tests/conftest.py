@@ -35,6 +35,21 @@ def spawned_workers_env():
             os.environ[name] = value
 
 
+@pytest.fixture(scope="module")
+def local_ray(spawned_workers_env):
+    """A two-CPU Ray session for a test module (skipped where the ray extra is absent); the
+    driver runs one thread like its workers, and the thread count is restored afterwards."""
+    ray = pytest.importorskip("ray", reason="the ray extra is installed by the test command")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def config(tmp_path):
     """An empty config file: the built-in defaults, not the repository's plugins.toml."""

@@ -2,8 +2,8 @@
 
 ``Benchmark`` loads the suite, the model and the plugins once (per process), plans the cells
 (every selected split x adapter x seed), and executes one cell by its plan. Executors
-(``run_local`` here, ``ttabench.runner.ray_executor`` for a cluster) decide where cells run;
-results are always written by the process that owns the output folder.
+(``ttabench.runner.executor``: in this process, a process pool or a Ray cluster) decide where
+cells run; results are always written by the process that owns the output folder.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ttabench import registry
 from ttabench.api import Estimator, Outputs, TrajectoryEstimator
@@ -42,8 +41,7 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
-from ttabench.runner.store import write_json_atomic
-from ttabench.runner.views import batch_statistics_val, describe_error
+from ttabench.runner.views import batch_statistics_val
 from ttabench.suites.images import check_num_classes
 
 
@@ -299,32 +297,6 @@ class Benchmark:
 def pending_cells(plans: list[CellPlan], output: Path, shard: tuple[int, int] | None) -> list[CellPlan]:
     """Cells of this shard without a finished result in ``output``."""
     return [p for p in plans if in_shard(p.key, shard) and not is_finished(output, p.key)]
-
-
-def run_local(bench: Benchmark, plans: list[CellPlan], output: Path, retries: int = 0,
-              progress: bool = True) -> dict[str, int]:
-    """Execute cells one after another in this process, writing each result atomically.
-
-    A cell that raises is retried ``retries`` times, then recorded as failed with its one-line
-    error; the other cells go on. Ctrl-C stops after nothing more than the cell in flight is
-    lost (finished cells are already on disk).
-    """
-    counts = {"ok": 0, "failed": 0}
-    bar = tqdm(plans, desc="cells", unit="cell", disable=not progress)
-    for plan in bar:
-        bar.set_postfix_str(f"{plan.split.name} {plan.protocol['adapter']['name']} s{plan.seed}")
-        for attempt in range(1, retries + 2):
-            try:
-                cell = bench.execute(plan)
-                cell["attempts"] = attempt
-                break
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:  # recorded, never lost: the run goes on
-                cell = bench.failed(plan, describe_error(err), attempt)
-        write_json_atomic(cell_path(output, plan.key), cell)
-        counts[cell["status"]] += 1
-    return counts
 
 
 def collect_cells(output: Path, plans: list[CellPlan]) -> list[dict[str, Any]]:

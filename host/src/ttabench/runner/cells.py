@@ -101,18 +101,28 @@ def git_revision() -> str | None:
     return rev + ("-dirty" if dirty else "")
 
 
+#: The libraries whose versions a cell records (torch's own comes from ``torch.__version__``).
+RECORDED_LIBRARIES = ("torchvision", "numpy", "timm")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and the recorded libraries' versions, read from the installed packages'
+    metadata: recording a version imports nothing (a worker that never uses torchvision or
+    timm does not load them for this). torch, imported here anyway, gives its own version with
+    its build tag (``2.3.0+cu121``); a library that is not installed records None."""
+    versions: dict[str, str | None] = {"torch": torch.__version__,
+                                       "python": platform.python_version()}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment_record(device: torch.device) -> dict[str, Any]:
     """Facts recorded beside the protocol: versions, git revision, machine, device."""
-    import numpy
-    import torchvision
-
-    versions = {"torch": torch.__version__, "python": platform.python_version(),
-                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
-    try:  # from its metadata: importing timm only for its version is slow (and warns)
-        versions["timm"] = importlib.metadata.version("timm")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a pinned dependency
-        versions["timm"] = None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"versions": versions, "git_revision": git_revision(), "device": str(device),
-            "device_name": device_name, "machine": platform.machine(),
+    return {"versions": library_versions(), "git_revision": git_revision(),
+            "device": str(device), "device_name": device_name, "machine": platform.machine(),
             "threads": torch.get_num_threads()}

@@ -17,12 +17,13 @@ import torch
 from ttabench import registry
 from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
 from ttabench.errors import Interrupted, TTABenchError
-from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells, run_local
+from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
 from ttabench.runner.cells import is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
 from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
 from ttabench.runner.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
+from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.execute import PRECISIONS
 from ttabench.runner.preflight import resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
@@ -270,7 +271,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                    + (f" (shard {shard})" if shard else "") + f"; output {out}")
         t = time.perf_counter()
         try:
-            counts = execute_cells(bench, spec, todo, out, config, executor=executor,
+            counts = execute_cells(bench, todo, out, config, executor=executor,
                                    retries=retries, ray_address=ray_address, jobs=n_jobs)
         except KeyboardInterrupt as stop:
             finished = sum(is_finished(out, p.key) for p in plans)
@@ -296,21 +297,22 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                             f"{failed[0]['error']} (results of the others are in {out})")
 
 
-def execute_cells(bench: Benchmark, spec: RunSpec, todo: list, out: Path, config: RunConfig, *,
+def execute_cells(bench: Benchmark, todo: list, out: Path, config: RunConfig, *,
                   executor: str, retries: int, ray_address: str | None,
                   jobs: int) -> dict[str, int]:
     """Run the pending cells with the chosen executor; returns the ok/failed counts."""
+    backend: Backend
     if executor == "ray":
-        from ttabench.runner.ray_executor import run_ray
+        from ttabench.runner.ray_executor import RayBackend
 
-        ray_options = config.data.get("executor", {}).get("ray", {})
-        return run_ray(spec, todo, out, retries=retries, address=ray_address,
-                       options=ray_options, bench=bench)
-    if jobs > 1 and len(todo) > 1:
-        from ttabench.runner.pool import run_pool
+        backend = RayBackend(ray_address, config.data.get("executor", {}).get("ray", {}))
+    elif jobs > 1 and len(todo) > 1:
+        from ttabench.runner.pool import PoolBackend
 
-        return run_pool(bench, spec, todo, out, jobs=min(jobs, len(todo)), retries=retries)
-    return run_local(bench, todo, out, retries=retries)
+        backend = PoolBackend(jobs=min(jobs, len(todo)))
+    else:
+        backend = LocalBackend()
+    return run_cells(bench, todo, out, backend, retries=retries)
 
 
 def seed_interval(estimates: list[float]) -> list[float]:

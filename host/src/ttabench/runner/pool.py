@@ -1,11 +1,11 @@
 """Run cells in parallel worker processes on this machine (``ttabench run --jobs N``).
 
 Each worker process builds the Benchmark once (``ttabench.runner.worker``) and runs one cell
-at a time with ``threads`` intra-op threads; the driver writes every result atomically as it
-arrives. Cells are independent and seeded, so the results equal a sequential run's. A cell
-that raises is retried ``retries`` times, then recorded as failed with the one-line error made
-in its worker; when a worker process dies, every cell in flight counts an attempt, and the pool
-is rebuilt for those and the rest.
+at a time with ``threads`` intra-op threads; the driver (``ttabench.runner.executor``) writes
+every result atomically as it arrives. Cells are independent and seeded, so the results equal a
+sequential run's. A cell that raises fails its attempt with the one-line error made in its
+worker; when a worker process dies, every cell in flight fails its attempt (``WORKER_DIED``),
+and the pool is rebuilt for the retries and the rest.
 
 Workers never outlive the driver: each asks the kernel to kill it when the driver dies
 (``PR_SET_PDEATHSIG`` on Linux) and also watches its parent (``ttabench.runner.orphans``); an
@@ -21,31 +21,21 @@ import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ttabench.errors import TTABenchError
-from ttabench.runner.benchmark import Benchmark, RunSpec, describe_error
-from ttabench.runner.cells import CellPlan, cell_path
+from ttabench.runner.benchmark import Benchmark
+from ttabench.runner.cells import CellPlan
+from ttabench.runner.executor import Outcome
 from ttabench.runner.orphans import die_with_parent
-from ttabench.runner.store import write_json_atomic
-from ttabench.runner.worker import execute_cell
+from ttabench.runner.views import describe_error
+from ttabench.runner.worker import execute_cell_described
 
 
 #: The error recorded for a cell whose worker process died (every cell in flight then counts an
 #: attempt: which one killed the process is not known).
 WORKER_DIED = ("a worker process died while this cell was in flight (killed, out of memory or a "
                "crash in native code); rerun to retry it, or run with --jobs 1 to isolate it")
-
-
-def _execute(spec_data: dict, key: str) -> dict:
-    """``execute_cell`` in a worker; an error is re-raised as its one-line description, made
-    there, because the traceback it names does not cross the process boundary."""
-    try:
-        return execute_cell(spec_data, key)
-    except Exception as err:
-        raise TTABenchError(describe_error(err)) from None
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -56,60 +46,59 @@ def _init_worker(parent_pid: int) -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _kill(pool: ProcessPoolExecutor) -> None:
-    """Kill this driver's worker processes now and drop the queued cells."""
-    for process in multiprocessing.active_children():
-        process.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
+class PoolBackend:
+    """``jobs`` spawned worker processes; the pool is built on the first submission and
+    rebuilt after a worker died, once every cell that was in flight has settled."""
 
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.label = f"cells ({jobs} processes)"
 
-def run_pool(bench: Benchmark, spec: RunSpec, plans: list[CellPlan], output: Path, jobs: int,
-             retries: int = 0, progress: bool = True) -> dict[str, int]:
-    """Execute ``plans`` in ``jobs`` worker processes; write each result into ``output``."""
-    data = dataclasses.asdict(spec)
-    counts = {"ok": 0, "failed": 0}
-    attempts = {plan.key: 0 for plan in plans}
-    queue = list(plans)
-    bar = tqdm(total=len(plans), desc=f"cells ({jobs} processes)", unit="cell", disable=not progress)
-    context = multiprocessing.get_context("spawn")
-    while queue:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                   initializer=_init_worker, initargs=(os.getpid(),))
-        try:
-            running: dict[Future, CellPlan] = {}
-            broken = False
-            # after a worker died, submit nothing more: settle every cell in flight (a broken
-            # pool fails them all at once), then rebuild the pool for the requeued ones
-            while running or (queue and not broken):
-                while queue and not broken and len(running) < jobs:
-                    plan = queue.pop(0)
-                    attempts[plan.key] += 1
-                    running[pool.submit(_execute, data, plan.key)] = plan
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    plan = running.pop(future)
-                    try:
-                        cell = future.result()
-                        cell["attempts"] = attempts[plan.key]
-                    except BrokenProcessPool:
-                        broken = True
-                        error = WORKER_DIED
-                    except Exception as err:  # a raising cell: its one line from the worker
-                        error = describe_error(err)
-                    else:
-                        error = None
-                    if error is not None:
-                        if attempts[plan.key] <= retries:
-                            queue.append(plan)
-                            continue
-                        cell = bench.failed(plan, error, attempts[plan.key])
-                    write_json_atomic(cell_path(output, plan.key), cell)
-                    counts[cell["status"]] += 1
-                    bar.update(1)
-        except BaseException:  # Ctrl-C, SIGTERM: finished cells are on disk, stop the rest now
-            _kill(pool)
-            bar.close()
-            raise
-        pool.shutdown(wait=True)
-    bar.close()
-    return counts
+    def start(self, bench: Benchmark) -> None:
+        self._data = dataclasses.asdict(bench.spec)
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[Future, CellPlan] = {}
+        self._broken = False
+
+    def accepts(self) -> bool:
+        # after a worker died, submit nothing more: a broken pool fails every cell in flight
+        # at once; those settle first, then a new pool takes the requeued ones
+        return not self._broken and len(self._running) < self.jobs
+
+    def submit(self, plan: CellPlan) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(os.getpid(),))
+        self._running[self._pool.submit(execute_cell_described, self._data, plan.key)] = plan
+
+    def running(self) -> int:
+        return len(self._running)
+
+    def wait(self) -> list[Outcome]:
+        done, _ = wait(self._running, return_when=FIRST_COMPLETED)
+        outcomes = []
+        for future in done:
+            plan = self._running.pop(future)
+            try:
+                outcomes.append(Outcome(plan, cell=future.result()))
+            except BrokenProcessPool:
+                self._broken = True
+                outcomes.append(Outcome(plan, error=WORKER_DIED))
+            except Exception as err:  # a raising cell: its one line from the worker
+                outcomes.append(Outcome(plan, error=describe_error(err)))
+        if self._broken and not self._running:
+            self.close()
+        return outcomes
+
+    def stop(self) -> None:
+        """Kill this driver's worker processes now and drop the queued cells."""
+        for process in multiprocessing.active_children():
+            process.kill()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._pool, self._broken = None, False

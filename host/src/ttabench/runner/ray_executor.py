@@ -1,16 +1,16 @@
 """Run the cells of a benchmark on a Ray cluster (``ttabench run --executor ray``).
 
-One Ray task per cell. The task receives the run specification as plain data (suite name,
-model spec, data locations, plugin specs: paths and ids, never tensors) and the cell's key;
-each worker process builds the ``Benchmark`` once and reuses it for every cell it runs. The
-task returns the finished cell as a dict and the driver writes it atomically into the output
-folder, so workers need no shared filesystem for results.
+One Ray task per cell attempt. The task receives the run specification as plain data (suite
+name, model spec, data locations, plugin specs: paths and ids, never tensors) and the cell's
+key; each worker process builds the ``Benchmark`` once and reuses it for every cell it runs. The
+task returns the finished cell as a dict and the driver (``ttabench.runner.executor``) writes
+it atomically into the output folder, so workers need no shared filesystem for results.
 
 Resources per task come from ``[executor.ray]`` in the config: ``num_cpus`` (default 1),
 ``num_gpus`` (default 0; fractions such as 0.25 let several small cells share one device).
-A task that raises or whose worker dies is retried ``retries`` times by Ray, then recorded as
-a failed cell with its error; the other cells go on. Ctrl-C cancels what is in flight; the
-finished cells are already on disk, so a rerun resumes.
+A task that raises or whose worker dies is retried ``retries`` times by the driver (a new
+task), then recorded as a failed cell with its error; the other cells go on. Ctrl-C cancels
+what is in flight; the finished cells are already on disk, so a rerun resumes.
 
 Ray is an optional extra: ``pip install .[ray]``.
 """
@@ -18,18 +18,17 @@ Ray is an optional extra: ``pip install .[ray]``.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ttabench.errors import TTABenchError
-from ttabench.runner.benchmark import Benchmark, RunSpec, describe_error
-from ttabench.runner.worker import benchmark_for, execute_cell
-from ttabench.runner.cells import CellPlan, cell_path
-from ttabench.runner.store import write_json_atomic
+from ttabench.runner.benchmark import Benchmark
+from ttabench.runner.cells import CellPlan
+from ttabench.runner.executor import Outcome
+from ttabench.runner.views import describe_error
+from ttabench.runner.worker import execute_cell_described
 
-def _import_ray():
+
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -37,49 +36,55 @@ def _import_ray():
     return ray
 
 
-def run_ray(spec: RunSpec, plans: list[CellPlan], output: Path, retries: int = 0,
-            address: str | None = None, options: dict[str, Any] | None = None,
-            bench: Benchmark | None = None, progress: bool = True) -> dict[str, int]:
-    """Execute ``plans`` as Ray tasks; write every result (ok or failed) into ``output``."""
-    ray = _import_ray()
-    options = dict(options or {})
-    started_here = not ray.is_initialized()
-    if started_here:
-        init = {"include_dashboard": False, "log_to_driver": bool(options.get("log_to_driver", False))}
-        if address:
-            init["address"] = address
-        elif "num_cpus_total" in options:
-            init["num_cpus"] = int(options["num_cpus_total"])
-        ray.init(**init)
-    task = ray.remote(execute_cell).options(
-        num_cpus=float(options.get("num_cpus", 1)),
-        num_gpus=float(options.get("num_gpus", 0)),
-        max_retries=retries,
-        retry_exceptions=retries > 0,
-    )
-    spec_data = dataclasses.asdict(spec)
-    pending = {task.remote(spec_data, plan.key): plan for plan in plans}
-    counts = {"ok": 0, "failed": 0}
-    bar = tqdm(total=len(plans), desc="cells (ray)", unit="cell", disable=not progress)
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            plan = pending.pop(done[0])
-            try:
-                cell = ray.get(done[0])
-            except Exception as err:  # the task failed after its retries: record it
-                cause = getattr(err, "cause", None) or err
-                failure = bench or benchmark_for(spec_data)
-                cell = failure.failed(plan, describe_error(cause), retries + 1)
-            write_json_atomic(cell_path(output, plan.key), cell)
-            counts[cell["status"]] += 1
-            bar.update(1)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        bar.close()
-        if started_here:
-            ray.shutdown()
-    return counts
+class RayBackend:
+    """One Ray task per cell attempt, every cell submitted at once (Ray schedules them by
+    their resources); Ray itself retries nothing, the driver does."""
+
+    label = "cells (ray)"
+
+    def __init__(self, address: str | None = None, options: dict[str, Any] | None = None) -> None:
+        self.ray = _import_ray()
+        self.address = address
+        self.options = dict(options or {})
+
+    def start(self, bench: Benchmark) -> None:
+        self._started_here = not self.ray.is_initialized()
+        if self._started_here:
+            init: dict[str, Any] = {"include_dashboard": False,
+                                    "log_to_driver": bool(self.options.get("log_to_driver", False))}
+            if self.address:
+                init["address"] = self.address
+            elif "num_cpus_total" in self.options:
+                init["num_cpus"] = int(self.options["num_cpus_total"])
+            self.ray.init(**init)
+        self._task = self.ray.remote(execute_cell_described).options(
+            num_cpus=float(self.options.get("num_cpus", 1)),
+            num_gpus=float(self.options.get("num_gpus", 0)),
+            max_retries=0, retry_exceptions=False)
+        self._spec_data = dataclasses.asdict(bench.spec)
+        self._pending: dict[Any, CellPlan] = {}
+
+    def accepts(self) -> bool:
+        return True
+
+    def submit(self, plan: CellPlan) -> None:
+        self._pending[self._task.remote(self._spec_data, plan.key)] = plan
+
+    def running(self) -> int:
+        return len(self._pending)
+
+    def wait(self) -> list[Outcome]:
+        done, _ = self.ray.wait(list(self._pending), num_returns=1)
+        plan = self._pending.pop(done[0])
+        try:
+            return [Outcome(plan, cell=self.ray.get(done[0]))]
+        except Exception as err:  # the task raised, or its worker died
+            return [Outcome(plan, error=describe_error(getattr(err, "cause", None) or err))]
+
+    def stop(self) -> None:
+        for ref in self._pending:
+            self.ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._started_here:
+            self.ray.shutdown()

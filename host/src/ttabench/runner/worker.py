@@ -1,37 +1,61 @@
 """The worker side of parallel executors (process pool, Ray): one Benchmark per process.
 
 A worker receives the run specification as plain data and a cell key. It builds the
-``Benchmark`` (suite, model, plugins) on first use and reuses it for every later cell of the
-same run, then returns the finished cell as a dict for the driver to write.
+``Benchmark`` (suite, model, plugins) and plans its cells on first use, and reuses both for
+every later cell of the same run: a cell is looked up by its key in that plan. It returns the
+finished cell as a dict for the driver to write.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec
+from ttabench.runner.cells import CellPlan
+from ttabench.runner.views import describe_error
 
-_BENCHMARKS: dict[str, Benchmark] = {}
+
+@dataclass
+class _Loaded:
+    """A run as loaded in this process: its Benchmark and its planned cells by key."""
+
+    bench: Benchmark
+    plans: dict[str, CellPlan]
 
 
-def benchmark_for(spec_data: dict[str, Any]) -> Benchmark:
-    """This process's Benchmark for the spec, built once (explicit plugins registered first)."""
+_LOADED: dict[str, _Loaded] = {}
+
+
+def _loaded(spec_data: dict[str, Any]) -> _Loaded:
+    """This process's loaded run for the spec, built and planned once (explicit plugins
+    registered first)."""
     key = json.dumps(spec_data, sort_keys=True, default=str)
-    if key not in _BENCHMARKS:
+    if key not in _LOADED:
         for plugin in spec_data.get("plugins", []):
             registry.add_plugin_spec(plugin)
-        _BENCHMARKS[key] = Benchmark(RunSpec(**spec_data))
-    return _BENCHMARKS[key]
+        bench = Benchmark(RunSpec(**spec_data))
+        _LOADED[key] = _Loaded(bench, {plan.key: plan for plan in bench.plan()})
+    return _LOADED[key]
 
 
 def execute_cell(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
     """Find the planned cell by its key and execute it."""
-    bench = benchmark_for(spec_data)
-    plans = {plan.key: plan for plan in bench.plan()}
-    if key not in plans:
+    loaded = _loaded(spec_data)
+    if key not in loaded.plans:
         raise TTABenchError(f"cell {key} is not in the worker's plan: the spec differs between "
                             "driver and worker (versions, data, device or thread count)")
-    return bench.execute(plans[key])
+    return loaded.bench.execute(loaded.plans[key])
+
+
+def execute_cell_described(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``execute_cell`` as a worker task runs it: an error is re-raised as a TTABenchError
+    holding its one-line description, made here, because the traceback it names does not
+    cross the process boundary (the driver records the same line as a local run would)."""
+    try:
+        return execute_cell(spec_data, key)
+    except Exception as err:
+        raise TTABenchError(describe_error(err)) from None
