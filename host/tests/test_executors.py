@@ -57,10 +57,11 @@ def test_every_backend_retries_then_records_the_failing_cell_and_matches_direct_
     assert counts == {"ok": len(plans) - 1, "failed": 1}
     cells = {c["split"]["name"]: c for c in collect_cells(tmp_path / "out", plans)}
     assert len(cells) == len(plans) == 6
-    # the dead worker's cell took a second attempt; every other finished cell one
-    assert {name: c["attempts"] for name, c in cells.items() if name != "shift-1"} == {
-        p.split.name: 2 if apart and p.split.name == "noise-2" else 1
-        for p in plans if p.split.name != "shift-1"}
+    # the dead worker's cell took a second attempt, and so did, in a pool, a cell that was in
+    # flight beside it (which one killed the pool is not known); every other cell one
+    assert cells["noise-2"]["attempts"] == (2 if apart else 1)
+    others = [c["attempts"] for name, c in cells.items() if name not in ("noise-2", "shift-1")]
+    assert sorted(others) in ([1, 1, 1, 1], [1, 1, 1, 2] if backend_name == "pool" else None)
     failed = cells["shift-1"]
     assert failed["status"] == "failed" and failed["attempts"] == 3
     # the one-line error of the same failure raised here, not the backend's plumbing

@@ -18,7 +18,7 @@ from ttabench import registry
 from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
 from ttabench.errors import Interrupted, TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
-from ttabench.runner.cells import is_finished, parse_shard
+from ttabench.runner.cells import CellPlan, is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
 from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
 from ttabench.runner.config_schema import validate as validate_config
@@ -297,7 +297,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                             f"{failed[0]['error']} (results of the others are in {out})")
 
 
-def execute_cells(bench: Benchmark, todo: list, out: Path, config: RunConfig, *,
+def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: RunConfig, *,
                   executor: str, retries: int, ray_address: str | None,
                   jobs: int) -> dict[str, int]:
     """Run the pending cells with the chosen executor; returns the ok/failed counts."""

@@ -21,6 +21,7 @@ import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from tqdm import tqdm
 
@@ -57,7 +58,7 @@ class PoolBackend:
     def start(self, bench: Benchmark) -> None:
         self._data = dataclasses.asdict(bench.spec)
         self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future, CellPlan] = {}
+        self._running: dict[Future[dict[str, Any]], CellPlan] = {}
         self._broken = False
 
     def accepts(self) -> bool:
