@@ -109,8 +109,8 @@ def run_cells(bench: Benchmark, plans: list[CellPlan], output: Path, backend: Ba
     counts = {"ok": 0, "failed": 0}
     attempts = {plan.key: 0 for plan in plans}
     queue = list(plans)
-    bar = tqdm(total=len(plans), desc=backend.label, unit="cell", disable=not progress)
     backend.start(bench)
+    bar = tqdm(total=len(plans), desc=backend.label, unit="cell", disable=not progress)
     try:
         while queue or backend.running():
             while queue and backend.accepts():
