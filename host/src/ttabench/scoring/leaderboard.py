@@ -627,22 +627,21 @@ def scatter_png(lb: Leaderboard) -> bytes:
     """Estimated vs true accuracy (%): one panel per (group, target), one colour per estimator.
 
     Each panel holds one target's table only: each estimator's best-ranked entry there; the
-    dashed line is the identity (a perfect estimator lies on it).
+    dashed line is the identity (a perfect estimator lies on it). Drawn on a standalone
+    ``Figure`` (matplotlib's object API): no pyplot state, the process's backend untouched.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     groups = _groups(lb) or [("-", "-", "-")]
-    fig, axes = plt.subplots(len(groups), len(TARGETS), figsize=(6 * len(TARGETS), 5.5 * len(groups)),
-                             squeeze=False)
+    fig = Figure(figsize=(6 * len(TARGETS), 5.5 * len(groups)))
+    axes = fig.subplots(len(groups), len(TARGETS), squeeze=False)
     for row, group in enumerate(groups):
         for ax, target in zip(axes[row], TARGETS):
             table = _select(lb.table, group, target).dropna(subset=["mae"])
             best = table.sort_values("rank").drop_duplicates("estimator")
             pairs = _select(lb.pairs, group, target)
-            colours = plt.get_cmap("tab20" if len(best) > 10 else "tab10")
+            colours = colormaps["tab20" if len(best) > 10 else "tab10"]
             for i, (_, r) in enumerate(best.iterrows()):
                 p = pairs[pairs["entry"] == r["entry"]]
                 ax.scatter(100 * p["true"], 100 * p["estimate"], s=14, alpha=0.8,
@@ -657,7 +656,6 @@ def scatter_png(lb: Leaderboard) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 
