@@ -352,6 +352,9 @@ class TrajectoryEstimator(Estimator):
 # The record types: ttabench.records (the typed cell record) is re-exported here when it lands.
 
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
+from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
+from ttabench.config_schema import plugin_parameters  # noqa: E402
+from ttabench.config_schema import validate as validate_config  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.errors import Interrupted  # noqa: E402
 from ttabench.estimators.functional import fit_temperature  # noqa: E402
@@ -359,23 +362,29 @@ from ttabench.models.base import find_classifier  # noqa: E402
 from ttabench.paths import cache_dir  # noqa: E402
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
+from ttabench.runner.config import RunConfig, load_config  # noqa: E402
 from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
     "CALIBRATION_SCHEMA",
     "Calibration",
+    "ConfigRule",
+    "RunConfig",
     "Interrupted",
     "TTABenchError",
     "cache_dir",
     "find_classifier",
     "get_plugin",
+    "load_config",
     "load_model",
     "make_suite",
     "first_epoch",
     "fit_polynomial",
     "fit_temperature",
+    "plugin_parameters",
     "stream_indices",
+    "validate_config",
     "write_json_atomic",
     "Adapter",
     "EstimateResult",

@@ -20,8 +20,8 @@ from ttabench.errors import Interrupted, TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells, run_local
 from ttabench.runner.cells import is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
-from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
-from ttabench.runner.config_schema import validate as validate_config
+from ttabench.config_schema import MAX_SEED, MAX_THREADS
+from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.execute import PRECISIONS
 from ttabench.runner.preflight import resolve_device
