@@ -191,16 +191,18 @@ def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | Non
                                             entry.input or VALUE, target)
         mae = loo_mae(x, y, datasets, degree) if len(x) >= degree + 2 else np.inf
         return float(mae) if np.isfinite(mae) else None
-    est, true, datasets = [], [], []
+    est: list[float] = []
+    true: list[float] = []
+    of_dataset: list[str] = []
     for cell in calib:
         res = record(cell, entry.estimator, target)
         kind = cell.estimators[entry.estimator].kind if res is not None else "direct"
         value = direct_estimate(res, kind) if res is not None else None
-        if value is not None and truth(cell, target) is not None:
+        if value is not None and (actual := truth(cell, target)) is not None:
             est.append(value)
-            true.append(truth(cell, target))
-            datasets.append(cell.dataset)
-    return metrics.mae_by_dataset(est, true, datasets) if len(est) >= 2 else None  # type: ignore[arg-type]
+            true.append(actual)
+            of_dataset.append(cell.dataset)
+    return metrics.mae_by_dataset(est, true, of_dataset) if len(est) >= 2 else None
 
 
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
@@ -242,9 +244,9 @@ def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot:
             "n_calib": len(entry.calibration_keys.get(target, [])),
             "calib_loo": loo[entry.name], "note": entry.note,
         }
-        if entry.name in diffs:
+        if chosen is not None and entry.name in diffs:
             d = diffs[entry.name]
-            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,  # type: ignore[union-attr]
+            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,
                        p_holm=adjusted[entry.name], significant=adjusted[entry.name] < ALPHA)
         rows.append(row)
         for key, est, true in zip(s.keys, s.est, s.true):
