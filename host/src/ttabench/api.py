@@ -88,6 +88,13 @@ class Suite(ABC):
     #: gets DataLoader worker processes by default (see ``ttabench.runner.resources``).
     streams_from_disk: bool = False
 
+    @property
+    def skipped_files(self) -> dict[str, int]:
+        """Unreadable files left out of each split indexed so far (split name -> count), the
+        ``data.skipped_files`` of each cell; a suite that reads no files leaves none out.
+        Not part of ``record()``: it changes as splits are read."""
+        return {}
+
     @abstractmethod
     def splits(self) -> list[SplitSpec]:
         """Every split in the suite's fixed, recorded order."""
@@ -231,6 +238,9 @@ class Estimator(ABC):
     #: The adapter a run uses when neither ``--adapter`` nor ``[run] adapter`` names one (the
     #: first estimator that declares one decides); None: no preference (``source``).
     default_adapter: ClassVar[str | None] = None
+    #: The score-to-accuracy map this estimator applies itself (``ttabench run --dry-run``
+    #: shows its id, input, target and what it was fitted for); None: it applies none.
+    calibration: Calibration | None = None
 
     @property
     def score_input(self) -> str | None:
@@ -266,6 +276,8 @@ class StaticEstimator(Estimator):
     target's table, like a trajectory estimator's).
     """
 
+    #: The one view this estimator is computed in (its result is scored in every target's
+    #: table), or None: computed in every view, each result scored in that view's table.
     view: ClassVar[Target | None] = None
 
     @abstractmethod

@@ -274,7 +274,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                                    retries=retries, ray_address=ray_address, jobs=n_jobs)
         except KeyboardInterrupt as stop:
             finished = sum(is_finished(out, p.key) for p in plans)
-            raise Interrupted(getattr(stop, "signum", signal.SIGINT),
+            raise Interrupted(stop.signum if isinstance(stop, Interrupted) else signal.SIGINT,
                               f"{finished} of {len(plans)} cells finished are kept in {out}; "
                               "rerun the same command to resume") from None
         cells_time = time.perf_counter() - t
@@ -455,7 +455,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     report = {
         "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
         "target": est.target, "data": str(data), "n_images": len(folder),
-        "skipped_files": getattr(folder, "skipped_files", 0),
+        "skipped_files": folder.skipped_files,
         "preprocessing": {"image_size": size, "resize": shorter},
         "estimate": estimates[0], "score": values[0], "seeds": seeds,
         "interval": seed_interval(estimates),
