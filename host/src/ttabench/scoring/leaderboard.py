@@ -113,6 +113,8 @@ class Leaderboard:
 
     ``table``: one row per (group, target, entry), ranked by MAE within its (group, target)
     (skipped entries last, with ``note``). MAE, CI, worst case and differences are in pp.
+    ``alias_of``: the entry a row repeats exactly in its table (``alias_column``), read by
+    every writer (such a row is shown once, as a note of the row it repeats).
     ``choices``: per (group, target) the chosen baseline (calibration leave-one-out) and the
     best baseline after the fact (evaluation MAE). ``per_severity`` / ``per_dataset``: MAE per
     target, long format. ``online``: per group, the mean accuracy (%) of each target over eval
@@ -135,7 +137,7 @@ class Leaderboard:
 TABLE_COLUMNS = [
     *GROUP, "target", "rank", "entry", "estimator", "role", "map", "input", "mae", "ci_low",
     "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
-    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note",
+    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note", "alias_of",
 ]
 CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
                   "best_after_the_fact", "best_after_the_fact_mae"]
@@ -317,6 +319,9 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
     table = pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS)
     for column in ("rank", "n_cells", "n_datasets", "n_calib"):
         table[column] = table[column].astype("Int64")
+    pairs = pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
+                                                  "split", "severity", "estimate", "true"])
+    table["alias_of"] = alias_column(table, pairs)
     return Leaderboard(
         table=table,
         choices=pd.DataFrame(parts["choices"], columns=CHOICE_COLUMNS),
@@ -326,8 +331,7 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
         per_dataset=pd.DataFrame(parts["ds"], columns=[*GROUP, "target", "entry", "dataset", "mae",
                                                        "n_cells"]),
         online=pd.DataFrame(parts["online"], columns=[*GROUP, *TARGETS, "n_cells"]),
-        pairs=pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
-                                                    "split", "severity", "estimate", "true"]),
+        pairs=pairs,
         skipped=pd.DataFrame(parts["skipped"], columns=[*GROUP, "target", "entry", "estimator",
                                                         "reason", "n_cells"]),
         failed=failed,
@@ -440,11 +444,23 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
     return pd.DataFrame(rows)
 
 
+def alias_column(table: pd.DataFrame, pairs: pd.DataFrame) -> list[str | None]:
+    """The ``alias_of`` column of ``table``: per row, the entry whose numbers it repeats in its
+    own (group, target) table (equal estimates on every eval cell of that table; see
+    ``ttabench.scoring.aliases``), or None. Computed once, when the leaderboard is built."""
+    of: dict[tuple[Any, ...], str] = {}
+    for target in TARGETS:
+        found = find_aliases(table[table["target"] == target], pairs[pairs["target"] == target])
+        of.update({(*keys[:3], target, keys[3]): entry for keys, entry in found.items()})
+    return [of.get((*group, target, entry)) for *group, target, entry
+            in table[[*GROUP, "target", "entry"]].itertuples(index=False)]
+
+
 def group_aliases(lb: Leaderboard, group: tuple[str, str, str], target: str) -> dict[str, str]:
-    """``entry -> the entry it repeats`` in ``target``'s table of ``group`` (equal estimates on
-    every eval cell of that table; see ``ttabench.scoring.aliases``)."""
-    found = find_aliases(_select(lb.table, group, target), _select(lb.pairs, group, target))
-    return {k[3]: v for k, v in found.items()}
+    """``entry -> the entry it repeats`` in ``target``'s table of ``group`` (the table's
+    ``alias_of`` column, see ``alias_column``)."""
+    rows = _select(lb.table, group, target).dropna(subset=["alias_of"])
+    return dict(zip(rows["entry"], rows["alias_of"]))
 
 
 def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd.DataFrame:
