@@ -364,10 +364,10 @@ class TrajectoryEstimator(Estimator):
 # The record types: ttabench.records (the typed cell record) is re-exported here when it lands.
 
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
+from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
 from ttabench.config_schema import plugin_parameters  # noqa: E402
 from ttabench.config_schema import validate as validate_config  # noqa: E402
-from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.errors import Interrupted  # noqa: E402
 from ttabench.estimators.functional import fit_temperature  # noqa: E402
 from ttabench.models.base import find_classifier  # noqa: E402

@@ -22,6 +22,8 @@ reproducible from the seed, whatever the number of worker processes. Files are w
 temp name and renamed; ``base.json`` (clean arrays) and ``manifest.json`` (everything) are
 written last, with the seed, the hash of the corruption constants and each file's SHA-256. A
 folder without a matching manifest, or with a file of the wrong size, is rebuilt, never trusted.
+A build holds ``<root>/.build.lock`` (``filelock``): a second process building the same folder
+waits for it and then reads its build.
 The clean arrays are a separate fast step (``ensure_base``) so the model can train without
 building all corruptions.
 """
