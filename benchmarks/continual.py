@@ -177,12 +177,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(records: list[dict[str, Any]], path: Path, lr: float) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.subplots()
     colours = dict(zip(METHODS, ("grey", "tab:red", "tab:blue", "tab:orange", "tab:green")))
     for method in METHODS:
         want = 0.0 if method == "source" else lr
@@ -211,7 +209,6 @@ def plot(records: list[dict[str, Any]], path: Path, lr: float) -> None:
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def markdown(summary: dict[str, Any]) -> str:

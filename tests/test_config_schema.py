@@ -21,7 +21,7 @@ def config_file(tmp_path: Path, text: str) -> Path:
 
 
 def error_of(path: Path, *sets: str) -> str:
-    from ttabench.runner.config_schema import validate
+    from ttabench.config_schema import validate
 
     with pytest.raises(TTABenchError) as info:
         validate(load_config(path, overrides=list(sets)))
@@ -83,7 +83,7 @@ def test_set_paths_that_match_nothing(tmp_path, assignment, expected):
 
 
 def test_valid_file_and_sets_pass(tmp_path):
-    from ttabench.runner.config_schema import validate
+    from ttabench.config_schema import validate
 
     path = config_file(tmp_path, '[adapter.rdumb]\nlr = 0.01\nd_margin = "reference"\n'
                                  "[estimator.enigma]\ncheckpoints = [0, 5]\n"
@@ -98,7 +98,7 @@ def test_fits_and_describe_follow_annotations():
     from collections.abc import Iterable
     from typing import Literal
 
-    from ttabench.runner.config_schema import describe, fits
+    from ttabench.config_schema import describe, fits
 
     assert fits(3, float) and fits(3.5, float) and fits(True, float) is False
     assert fits("x", int) is False and fits([1, 2], Iterable[int]) and not fits([1, "a"], Iterable[int])
@@ -110,7 +110,7 @@ def test_fits_and_describe_follow_annotations():
 
 
 def test_plugin_parameters_follow_forwarded_keywords():
-    from ttabench.runner.config_schema import plugin_parameters
+    from ttabench.config_schema import plugin_parameters
     from ttabench_enigma.adapters import EATA, RDumb
     from ttabench_enigma.estimator import UnweightedFlips
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,6 +230,31 @@ def test_write_leaderboard_files_parse(tmp_path, lb):
     pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
     assert len(pairs[(pairs["entry"] == "ac") & (pairs["target"] == "bn")]) == 18
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+SCATTER_IN_A_FRESH_PROCESS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import matplotlib
+from cell_builders import every_view, make_cell, static
+from ttabench.scoring import build_leaderboard, write_leaderboard
+cells = [make_cell(f"fog-{i}", ("fog", "blur")[i % 2], 1, "eval",
+                   {"source": 0.4 + 0.05 * i, "bn": 0.5, "adapted": 0.6},
+                   {"ac": static("direct", every_view(lambda view: 0.55))}) for i in range(6)]
+write_leaderboard(build_leaderboard(cells, n_boot=10, seed=0), sys.argv[2])
+pyplot = "matplotlib.pyplot" in sys.modules  # before get_backend(), which imports pyplot
+print(json.dumps({"pyplot": pyplot, "backend": matplotlib.get_backend()}))
+"""
+
+
+def test_scatter_png_leaves_pyplot_and_the_process_backend_alone(tmp_path):
+    support = Path(__file__).parent / "support"
+    env = {**os.environ, "MPLBACKEND": "svg"}  # a backend other than the Agg a plot draws with
+    out = subprocess.run([sys.executable, "-c", SCATTER_IN_A_FRESH_PROCESS, str(support),
+                          str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"pyplot": False, "backend": "svg"}
+    assert (tmp_path / "out" / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_groups_by_adapter():

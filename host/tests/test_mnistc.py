@@ -3,6 +3,9 @@ the ``mnist-cnn`` model's deterministic training."""
 
 from __future__ import annotations
 
+import functools
+import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from ttabench.suites.mnistc import (
     ALL_CORRUPTIONS,
     MNISTC,
     PER_CLASS,
+    build_lock,
     build_mnistc,
     mnist_digits,
     split_indices,
@@ -138,6 +142,36 @@ def test_subset_build_is_byte_reproducible(tmp_path: Path) -> None:
     assert np.array_equal(images[:16], expected)
     assert np.load(tmp_path / "a" / "train.npy").shape == (2500, 32, 32, 3)
     assert np.load(tmp_path / "a" / "source_val.npy").shape == (500, 32, 32, 3)
+
+
+def test_two_processes_building_at_once_make_one_correct_cache(tmp_path: Path) -> None:
+    spawn = multiprocessing.get_context("spawn")
+
+    def builder(root: Path) -> multiprocessing.process.BaseProcess:
+        build = functools.partial(build_mnistc, root, seed=0, corruptions=SUBSET[:2],
+                                  n_target=16, workers=1, progress=False)
+        return spawn.Process(target=build)
+
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    with build_lock(shared):  # held here: a build into `shared` waits, writing nothing
+        waiting, control = builder(shared), builder(alone)
+        waiting.start()
+        control.start()  # the same work, unlocked: once it is done, `waiting` would be too
+        control.join(timeout=120)
+        assert control.exitcode == 0
+        waiting.join(timeout=1)
+        assert waiting.is_alive() and not list(shared.glob("*.npy"))
+        rival = builder(shared)
+        rival.start()
+    for child in (waiting, rival):
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    assert suite_is_built(shared, 0, SUBSET[:2], 16)
+    manifest = json.loads((shared / "manifest.json").read_text())
+    assert manifest == json.loads((alone / "manifest.json").read_text())
+    for name in manifest["files"]:
+        assert (shared / name).read_bytes() == (alone / name).read_bytes()
+    assert not [p for p in shared.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_half_built_cache_is_not_trusted(tmp_path: Path) -> None:

@@ -245,3 +245,63 @@ def test_make_suite_and_load_model(site, tmp_path):
     assert str(caught.value).endswith("accepted options: n_examples, seed")
     model = registry.load_model("tiny-cnn", tmp_path)
     assert isinstance(model, LoadedModel) and model.model_id == "tiny-cnn:0"
+
+
+ACME_MODULE = '''
+from typing import Literal
+
+from ttabench.api import Adapter, EstimateResult, StaticEstimator
+from ttabench.suites.tiny import TinySuite
+
+class Acme(StaticEstimator):
+    name = "acme"
+    def __init__(self, alpha: float = 0.5, mode: Literal["fast", "slow"] = "fast") -> None:
+        self.alpha, self.mode = alpha, mode
+    def estimate(self, target, source_val):
+        return EstimateResult(value=self.alpha)
+
+class AcmeAdapter(Adapter):
+    name = "acme-adapt"
+    source_data_param = "fisher"
+    def __init__(self, model, lr: float = 1e-3, steps: int = 1, fisher=None) -> None:
+        super().__init__(model)
+    def forward(self, x):
+        return self.model(x)
+    def reset(self):
+        pass
+
+def acme_suite(data_dir, *, size: int = 8):
+    return TinySuite(data_dir, n_examples=size)
+'''
+
+
+@pytest.mark.parametrize("table, sets, expected", [
+    ("[estimator.acme]\nalpa = 1.0\n", [],
+     "[estimator.acme]: unknown parameter of estimator acme 'alpa'; did you mean 'alpha'?"),
+    ("[estimator.acme]\nalpha = \"high\"\n", [], "[estimator.acme] alpha: expected float, got 'high'"),
+    ("", ["estimator.acme.mode=\"medium\""],
+     "[estimator.acme] mode: expected 'fast' | 'slow', got 'medium'"),
+    ("[adapter.acme-adapt]\nsteps = 1.5\n", [], "[adapter.acme-adapt] steps: expected int, got 1.5"),
+    ("[adapter.acme-adapt]\nfisher = 1\n", [],  # the host hands it the source data itself
+     "unknown parameter of adapter acme-adapt 'fisher'"),
+    ("[suite.acme-suite]\nsise = 4\n", [], "did you mean 'size'?"),
+    ("[suite.acme-suite]\ndata_dir = \"x\"\n", [], "unknown parameter of suite acme-suite 'data_dir'"),
+    ("[estimator.acmee]\nalpha = 1.0\n", [], "unknown estimator 'acmee'; did you mean 'acme'?"),
+])
+def test_a_third_party_plugins_section_is_checked_against_its_signature(site, table, sets,
+                                                                       expected):
+    from ttabench.api import load_config, validate_config
+
+    make_dist(site, "acme-tta", "0.1", {
+        "ttabench.estimators": {"acme": "acmeplug:Acme"},
+        "ttabench.adapters": {"acme-adapt": "acmeplug:AcmeAdapter"},
+        "ttabench.suites": {"acme-suite": "acmeplug:acme_suite"},
+    }, {"acmeplug": ACME_MODULE})
+    path = site / "plugins.toml"
+    path.write_text('[estimator.acme]\nalpha = 0.2\nmode = "slow"\n[adapter.acme-adapt]\n'
+                    "lr = 0.01\nsteps = 3\n[suite.acme-suite]\nsize = 4\n")
+    validate_config(load_config(path))  # every declared parameter, of its declared type
+    path.write_text(table)
+    with pytest.raises(TTABenchError) as info:
+        validate_config(load_config(path, overrides=sets))
+    assert expected in str(info.value) and "\n" not in str(info.value)

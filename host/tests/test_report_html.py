@@ -156,3 +156,38 @@ def test_render_is_self_contained(report):
     page = render(report)
     assert "<script>" in page and "<style>" in page
     assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_aliases_are_found_once_per_table_and_every_writer_reads_them(cells, tmp_path,
+                                                                       monkeypatch):
+    import pandas as pd
+
+    from cell_builders import static
+    from ttabench.api import TARGETS
+    from ttabench.scoring import leaderboard, write_leaderboard
+
+    mixed = copy.deepcopy(cells)
+    for cell in mixed:  # ac3 repeats ac on the source and adapted tables, not on bn's
+        if cell.status == "ok":
+            t = cell.targets
+            cell.estimators["ac3"] = static("direct", {
+                "source": t["source"] + 0.10, "bn": t["bn"] + 0.20, "adapted": t["adapted"] + 0.10})
+    calls = []
+    real = leaderboard.find_aliases
+    monkeypatch.setattr(leaderboard, "find_aliases",
+                        lambda table, pairs: calls.append(1) or real(table, pairs))
+    lb = build_leaderboard(mixed, n_boot=N_BOOT)
+    assert len(calls) == len(TARGETS)  # once per target, all groups at once
+    console, markdown = format_console(lb), to_markdown(lb)
+    write_leaderboard(lb, tmp_path)
+    report = report_from_leaderboard(lb, mixed)
+    assert len(calls) == len(TARGETS)  # the writers read the table's alias_of column
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    of = {(r.entry, r.target): r.alias_of for r in csv.itertuples() if r.entry in ("ac2", "ac3")}
+    assert of[("ac2", "source")] == of[("ac2", "bn")] == of[("ac2", "adapted")] == "ac"
+    assert of[("ac3", "source")] == of[("ac3", "adapted")] == "ac" and pd.isna(of[("ac3", "bn")])
+    assert "ac3: alias of ac" in console and "| ac3 |" in markdown  # shown in bn's table only
+    by_target = {t.target: t for t in report.tables}
+    assert by_target["source"].aliases == {"ac2": "ac", "ac3": "ac"}
+    assert by_target["bn"].aliases == {"ac2": "ac"}
+    assert "ac3" in [row[by_target["bn"].columns.index("entry")] for row in by_target["bn"].rows]

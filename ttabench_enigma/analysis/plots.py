@@ -1,16 +1,14 @@
-"""PNG figures of an embedding-drift analysis (matplotlib, Agg backend, no display needed)."""
+"""PNG figures of an embedding-drift analysis, drawn on standalone matplotlib ``Figure``
+objects (no pyplot state, the process's backend untouched, no display needed)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
 
 DPI = 110
 
@@ -32,7 +30,8 @@ def plot_curves(frame: pd.DataFrame, path: Path | str, title: str = "") -> Path:
         ("silhouette", "silhouette (k-means)"),
         ("shift_distance", "shift distance"),
     )
-    figure, axes = plt.subplots(len(panels), 1, figsize=(6, 7), sharex=True)
+    figure = Figure(figsize=(6, 7))
+    axes = figure.subplots(len(panels), 1, sharex=True)
     for axis, (column, label) in zip(axes, panels):
         axis.plot(frame["step"], frame[column], marker="o", markersize=3)
         axis.axvline(peak, color="tab:red", linestyle="--", linewidth=1)
@@ -43,7 +42,6 @@ def plot_curves(frame: pd.DataFrame, path: Path | str, title: str = "") -> Path:
     axes[-1].set_xlabel("adaptation step")
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
     return path
 
 
@@ -65,7 +63,8 @@ def plot_embeddings(
     labels = np.asarray(labels)
     stacked = np.concatenate([embeddings[s] for s in steps])
     pca = PCA(n_components=2, random_state=0).fit(stacked)
-    figure, axes = plt.subplots(1, len(steps), figsize=(4 * len(steps), 4), squeeze=False)
+    figure = Figure(figsize=(4 * len(steps), 4))
+    axes = figure.subplots(1, len(steps), squeeze=False)
     for axis, step in zip(axes[0], steps):
         points = pca.transform(embeddings[step])
         axis.scatter(points[:, 0], points[:, 1], c=labels % 10, cmap="tab10", vmin=-0.5, vmax=9.5,
@@ -81,14 +80,14 @@ def plot_embeddings(
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
     return path
 
 
 def plot_sweep(sweep: pd.DataFrame, path: Path | str, title: str = "") -> Path:
     """Per-split changes: silhouette vs accuracy in phase 1, shift distance vs accuracy in phase 2."""
     path = Path(path)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     pairs = (
         ("d_silhouette_1", "d_accuracy_1", "phase 1 (start -> peak)", "change in silhouette"),
         ("d_shift_2", "d_accuracy_2", "phase 2 (peak -> end)", "change in shift distance"),
@@ -103,7 +102,6 @@ def plot_sweep(sweep: pd.DataFrame, path: Path | str, title: str = "") -> Path:
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
     return path
 
 

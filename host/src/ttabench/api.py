@@ -88,6 +88,13 @@ class Suite(ABC):
     #: gets DataLoader worker processes by default (see ``ttabench.runner.resources``).
     streams_from_disk: bool = False
 
+    @property
+    def skipped_files(self) -> dict[str, int]:
+        """Unreadable files left out of each split indexed so far (split name -> count), the
+        ``data.skipped_files`` of each cell; a suite that reads no files leaves none out.
+        Not part of ``record()``: it changes as splits are read."""
+        return {}
+
     @abstractmethod
     def splits(self) -> list[SplitSpec]:
         """Every split in the suite's fixed, recorded order."""
@@ -231,6 +238,9 @@ class Estimator(ABC):
     #: The adapter a run uses when neither ``--adapter`` nor ``[run] adapter`` names one (the
     #: first estimator that declares one decides); None: no preference (``source``).
     default_adapter: ClassVar[str | None] = None
+    #: The score-to-accuracy map this estimator applies itself (``ttabench run --dry-run``
+    #: shows its id, input, target and what it was fitted for); None: it applies none.
+    calibration: Calibration | None = None
 
     @property
     def score_input(self) -> str | None:
@@ -266,6 +276,8 @@ class StaticEstimator(Estimator):
     target's table, like a trajectory estimator's).
     """
 
+    #: The one view this estimator is computed in (its result is scored in every target's
+    #: table), or None: computed in every view, each result scored in that view's table.
     view: ClassVar[Target | None] = None
 
     @abstractmethod
@@ -353,29 +365,38 @@ class TrajectoryEstimator(Estimator):
 
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
+from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
+from ttabench.config_schema import plugin_parameters  # noqa: E402
+from ttabench.config_schema import validate as validate_config  # noqa: E402
 from ttabench.errors import Interrupted  # noqa: E402
 from ttabench.estimators.functional import fit_temperature  # noqa: E402
 from ttabench.models.base import find_classifier  # noqa: E402
 from ttabench.paths import cache_dir  # noqa: E402
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
+from ttabench.runner.config import RunConfig, load_config  # noqa: E402
 from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
     "CALIBRATION_SCHEMA",
     "Calibration",
+    "ConfigRule",
+    "RunConfig",
     "Interrupted",
     "TTABenchError",
     "cache_dir",
     "find_classifier",
     "get_plugin",
+    "load_config",
     "load_model",
     "make_suite",
     "first_epoch",
     "fit_polynomial",
     "fit_temperature",
+    "plugin_parameters",
     "stream_indices",
+    "validate_config",
     "write_json_atomic",
     "Adapter",
     "EstimateResult",

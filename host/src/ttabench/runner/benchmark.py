@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, TrajectoryEstimator
+from ttabench.api import Estimator, Outputs, StaticEstimator, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.cells import (
@@ -269,7 +269,7 @@ class Benchmark:
                 input=est.score_input, skipped=out["skipped"].get(name))
             if record.skipped is None and name in out["results"]:
                 record.result = out["results"][name]
-            elif record.skipped is None and getattr(est, "view", None) is not None:
+            elif record.skipped is None and isinstance(est, StaticEstimator) and est.view is not None:
                 record.result = out["views"][name].get(est.view)
             elif record.skipped is None:
                 record.views = out["views"][name]

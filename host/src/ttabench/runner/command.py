@@ -20,8 +20,8 @@ from ttabench.errors import Interrupted, TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
 from ttabench.runner.cells import CellPlan, is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
-from ttabench.runner.config_schema import MAX_SEED, MAX_THREADS
-from ttabench.runner.config_schema import validate as validate_config
+from ttabench.config_schema import MAX_SEED, MAX_THREADS
+from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.execute import PRECISIONS
@@ -275,7 +275,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                                    retries=retries, ray_address=ray_address, jobs=n_jobs)
         except KeyboardInterrupt as stop:
             finished = sum(is_finished(out, p.key) for p in plans)
-            raise Interrupted(getattr(stop, "signum", signal.SIGINT),
+            raise Interrupted(stop.signum if isinstance(stop, Interrupted) else signal.SIGINT,
                               f"{finished} of {len(plans)} cells finished are kept in {out}; "
                               "rerun the same command to resume") from None
         cells_time = time.perf_counter() - t
@@ -457,7 +457,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     report = {
         "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
         "target": est.target, "data": str(data), "n_images": len(folder),
-        "skipped_files": getattr(folder, "skipped_files", 0),
+        "skipped_files": folder.skipped_files,
         "preprocessing": {"image_size": size, "resize": shorter},
         "estimate": estimates[0], "score": values[0], "seeds": seeds,
         "interval": seed_interval(estimates),

@@ -49,7 +49,7 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
         adapter = cls(copy.deepcopy(model.module), **spec.adapter_params.get(name, {}))
         lines.append(f"adapter {name}: {_fmt(adapter.params())}")
     for name, est in bench.estimators.items():
-        cal = getattr(est, "calibration", None)
+        cal = est.calibration
         line = f"estimator {name} (target {est.target}, {est.kind}): {_fmt(est.params())}"
         if cal is not None:
             line += (f"; calibration {cal.id} maps {cal.input} to {cal.target} accuracy, "

@@ -327,7 +327,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - start
     return {
         "n_examples": n,
-        "data": {"skipped_files": int(getattr(dataset, "skipped_files", 0)),
+        "data": {"skipped_files": inputs.suite.skipped_files.get(inputs.split.name, 0),
                  "decodes": reader.decodes, "decodes_per_image": reader.decodes / n,
                  "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
                  "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},

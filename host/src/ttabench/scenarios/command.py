@@ -15,7 +15,7 @@ import click
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
-from ttabench.runner.config_schema import plugin_parameters
+from ttabench.config_schema import plugin_parameters
 from ttabench.scenarios.cells import ScenarioBench, ScenarioRun
 from ttabench.scenarios.spec import KINDS, ROLES, ScenarioSpec
 

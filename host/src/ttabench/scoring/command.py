@@ -149,10 +149,10 @@ def fit(
     )
     # the calibration's input: what the estimator calls its value (e.g. "weighted_flips"),
     # or the named score the map was fitted on
-    declared = {c.estimators[estimator].input for c in chosen} - {None}
+    declared = {name for c in chosen if (name := c.estimators[estimator].input) is not None}
     map_input = declared.pop() if score == VALUE and len(declared) == 1 else score
     cal = fit_map(
-        x, y, deg, estimator=estimator, input=map_input, target=target,  # type: ignore[arg-type]
+        x, y, deg, estimator=estimator, input=map_input, target=target,
         fitted_for=protocol_facts(chosen, estimator, score), provenance=provenance,
         monotone=monotone, id=cal_id,
     )

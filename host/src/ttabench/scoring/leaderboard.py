@@ -113,6 +113,8 @@ class Leaderboard:
 
     ``table``: one row per (group, target, entry), ranked by MAE within its (group, target)
     (skipped entries last, with ``note``). MAE, CI, worst case and differences are in pp.
+    ``alias_of``: the entry a row repeats exactly in its table (``alias_column``), read by
+    every writer (such a row is shown once, as a note of the row it repeats).
     ``choices``: per (group, target) the chosen baseline (calibration leave-one-out) and the
     best baseline after the fact (evaluation MAE). ``per_severity`` / ``per_dataset``: MAE per
     target, long format. ``online``: per group, the mean accuracy (%) of each target over eval
@@ -135,7 +137,7 @@ class Leaderboard:
 TABLE_COLUMNS = [
     *GROUP, "target", "rank", "entry", "estimator", "role", "map", "input", "mae", "ci_low",
     "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
-    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note",
+    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note", "alias_of",
 ]
 CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
                   "best_after_the_fact", "best_after_the_fact_mae"]
@@ -191,16 +193,18 @@ def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | Non
                                             entry.input or VALUE, target)
         mae = loo_mae(x, y, datasets, degree) if len(x) >= degree + 2 else np.inf
         return float(mae) if np.isfinite(mae) else None
-    est, true, datasets = [], [], []
+    est: list[float] = []
+    true: list[float] = []
+    of_dataset: list[str] = []
     for cell in calib:
         res = record(cell, entry.estimator, target)
         kind = cell.estimators[entry.estimator].kind if res is not None else "direct"
         value = direct_estimate(res, kind) if res is not None else None
-        if value is not None and truth(cell, target) is not None:
+        if value is not None and (actual := truth(cell, target)) is not None:
             est.append(value)
-            true.append(truth(cell, target))
-            datasets.append(cell.dataset)
-    return metrics.mae_by_dataset(est, true, datasets) if len(est) >= 2 else None  # type: ignore[arg-type]
+            true.append(actual)
+            of_dataset.append(cell.dataset)
+    return metrics.mae_by_dataset(est, true, of_dataset) if len(est) >= 2 else None
 
 
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
@@ -242,9 +246,9 @@ def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot:
             "n_calib": len(entry.calibration_keys.get(target, [])),
             "calib_loo": loo[entry.name], "note": entry.note,
         }
-        if entry.name in diffs:
+        if chosen is not None and entry.name in diffs:
             d = diffs[entry.name]
-            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,  # type: ignore[union-attr]
+            row.update(vs=chosen.name, diff=d.difference, diff_low=d.low, diff_high=d.high,
                        p_holm=adjusted[entry.name], significant=adjusted[entry.name] < ALPHA)
         rows.append(row)
         for key, est, true in zip(s.keys, s.est, s.true):
@@ -315,6 +319,9 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
     table = pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS)
     for column in ("rank", "n_cells", "n_datasets", "n_calib"):
         table[column] = table[column].astype("Int64")
+    pairs = pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
+                                                  "split", "severity", "estimate", "true"])
+    table["alias_of"] = alias_column(table, pairs)
     return Leaderboard(
         table=table,
         choices=pd.DataFrame(parts["choices"], columns=CHOICE_COLUMNS),
@@ -324,8 +331,7 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
         per_dataset=pd.DataFrame(parts["ds"], columns=[*GROUP, "target", "entry", "dataset", "mae",
                                                        "n_cells"]),
         online=pd.DataFrame(parts["online"], columns=[*GROUP, *TARGETS, "n_cells"]),
-        pairs=pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
-                                                    "split", "severity", "estimate", "true"]),
+        pairs=pairs,
         skipped=pd.DataFrame(parts["skipped"], columns=[*GROUP, "target", "entry", "estimator",
                                                         "reason", "n_cells"]),
         failed=failed,
@@ -438,11 +444,23 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
     return pd.DataFrame(rows)
 
 
+def alias_column(table: pd.DataFrame, pairs: pd.DataFrame) -> list[str | None]:
+    """The ``alias_of`` column of ``table``: per row, the entry whose numbers it repeats in its
+    own (group, target) table (equal estimates on every eval cell of that table; see
+    ``ttabench.scoring.aliases``), or None. Computed once, when the leaderboard is built."""
+    of: dict[tuple[Any, ...], str] = {}
+    for target in TARGETS:
+        found = find_aliases(table[table["target"] == target], pairs[pairs["target"] == target])
+        of.update({(*keys[:3], target, keys[3]): entry for keys, entry in found.items()})
+    return [of.get((*group, target, entry)) for *group, target, entry
+            in table[[*GROUP, "target", "entry"]].itertuples(index=False)]
+
+
 def group_aliases(lb: Leaderboard, group: tuple[str, str, str], target: str) -> dict[str, str]:
-    """``entry -> the entry it repeats`` in ``target``'s table of ``group`` (equal estimates on
-    every eval cell of that table; see ``ttabench.scoring.aliases``)."""
-    found = find_aliases(_select(lb.table, group, target), _select(lb.pairs, group, target))
-    return {k[3]: v for k, v in found.items()}
+    """``entry -> the entry it repeats`` in ``target``'s table of ``group`` (the table's
+    ``alias_of`` column, see ``alias_column``)."""
+    rows = _select(lb.table, group, target).dropna(subset=["alias_of"])
+    return dict(zip(rows["entry"], rows["alias_of"]))
 
 
 def _pivot(df: pd.DataFrame, columns: str, order: list[Any] | None = None) -> pd.DataFrame:
@@ -627,22 +645,21 @@ def scatter_png(lb: Leaderboard) -> bytes:
     """Estimated vs true accuracy (%): one panel per (group, target), one colour per estimator.
 
     Each panel holds one target's table only: each estimator's best-ranked entry there; the
-    dashed line is the identity (a perfect estimator lies on it).
+    dashed line is the identity (a perfect estimator lies on it). Drawn on a standalone
+    ``Figure`` (matplotlib's object API): no pyplot state, the process's backend untouched.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     groups = _groups(lb) or [("-", "-", "-")]
-    fig, axes = plt.subplots(len(groups), len(TARGETS), figsize=(6 * len(TARGETS), 5.5 * len(groups)),
-                             squeeze=False)
+    fig = Figure(figsize=(6 * len(TARGETS), 5.5 * len(groups)))
+    axes = fig.subplots(len(groups), len(TARGETS), squeeze=False)
     for row, group in enumerate(groups):
         for ax, target in zip(axes[row], TARGETS):
             table = _select(lb.table, group, target).dropna(subset=["mae"])
             best = table.sort_values("rank").drop_duplicates("estimator")
             pairs = _select(lb.pairs, group, target)
-            colours = plt.get_cmap("tab20" if len(best) > 10 else "tab10")
+            colours = colormaps["tab20" if len(best) > 10 else "tab10"]
             for i, (_, r) in enumerate(best.iterrows()):
                 p = pairs[pairs["entry"] == r["entry"]]
                 ax.scatter(100 * p["true"], 100 * p["estimate"], s=14, alpha=0.8,
@@ -657,7 +674,6 @@ def scatter_png(lb: Leaderboard) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 

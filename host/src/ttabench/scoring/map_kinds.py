@@ -47,7 +47,7 @@ class FittedMap:
             out = 1.0 / (1.0 + np.exp(-np.polyval(self.coefficients, x)))
         else:
             out = np.polyval(self.coefficients, x)
-        return np.clip(out, 0.0, 1.0)  # type: ignore[no-any-return]
+        return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float64)
 
 
 def fit_map_kind(kind: str, x: Sequence[float], y: Sequence[float]) -> FittedMap:

@@ -367,7 +367,8 @@ class _Builder:
         candidates: set[str] | None = None
         for cell in cells:
             rec = record(cell, name, declared)
-            names = {s for s in (rec.scores if rec else {}) if score_of(rec, s) is not None}  # type: ignore[arg-type]
+            names = ({s for s in rec.scores if score_of(rec, s) is not None}
+                     if rec is not None else set())
             candidates = names if candidates is None else candidates & names
         if not candidates:
             return

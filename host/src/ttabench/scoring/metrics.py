@@ -176,7 +176,7 @@ def boot_mae_samples(err: np.ndarray, datasets: Sequence[Any], n_boot: int, seed
     for d in range(n_datasets):
         members = np.flatnonzero(codes == d)
         means[:, d] = counts[:, members] @ err[members] / members.size
-    return 100.0 * (weights * means).sum(axis=1) / n_datasets  # type: ignore[no-any-return]
+    return np.asarray(100.0 * (weights * means).sum(axis=1) / n_datasets, dtype=np.float64)
 
 
 def _boot_mae(counts: np.ndarray, err: np.ndarray, codes: np.ndarray, n_datasets: int) -> np.ndarray:

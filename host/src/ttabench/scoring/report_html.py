@@ -96,15 +96,16 @@ def _panels(group_cells: list[Cell], lb: Leaderboard, group: tuple[str, str, str
         if entry is None or pd.isna(r["mae"]):
             continue
         mapping = entry.maps.get(target)
+        map_input = entry.input if mapping is not None else None  # the score the map reads
         points = []
         for p in pairs[pairs["entry"] == r["entry"]].itertuples(index=False):
             rec = record(cells[p.key], entry.estimator, target) if p.key in cells else None
-            score = score_of(rec, entry.input) if mapping is not None and rec else None  # type: ignore[arg-type]
+            score = score_of(rec, map_input) if rec is not None and map_input is not None else None
             points.append(Point(p.split, "eval", 100 * p.estimate, 100 * p.true, score))
-        if mapping is not None:
+        if mapping is not None and map_input is not None:
             for key in entry.calibration_keys.get(target, []):
                 rec, true = record(cells[key], entry.estimator, target), truth(cells[key], target)
-                score = score_of(rec, entry.input) if rec else None  # type: ignore[arg-type]
+                score = score_of(rec, map_input) if rec is not None else None
                 if score is None or true is None:
                     continue
                 points.append(Point(str(cells[key].split.get("name")), "calibration",
@@ -194,20 +195,24 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    """An axis range ``(lo, hi)``, widened by 1 each side when it is empty (``hi <= lo``)."""
+    return (lo, hi) if hi > lo else (lo - 1, hi + 1)
+
+
 class _Axes:
     """A linear map from data to pixels inside a ``w`` x ``h`` plot with margins."""
 
     def __init__(self, w: int, h: int, x: tuple[float, float], y: tuple[float, float],
                  left: int = 34, bottom: int = 26, top: int = 18, right: int = 8) -> None:
         self.w, self.h, self.left, self.bottom, self.top, self.right = w, h, left, bottom, top, right
-        span = lambda lo, hi: (lo, hi) if hi > lo else (lo - 1, hi + 1)  # noqa: E731
-        self.x, self.y = span(*x), span(*y)  # type: ignore[no-untyped-call]
+        self.x, self.y = _span(*x), _span(*y)
 
     def px(self, x: float) -> float:
-        return self.left + (x - self.x[0]) / (self.x[1] - self.x[0]) * (self.w - self.left - self.right)  # type: ignore[no-any-return]
+        return self.left + (x - self.x[0]) / (self.x[1] - self.x[0]) * (self.w - self.left - self.right)
 
     def py(self, y: float) -> float:
-        return self.h - self.bottom - (y - self.y[0]) / (self.y[1] - self.y[0]) * (  # type: ignore[no-any-return]
+        return self.h - self.bottom - (y - self.y[0]) / (self.y[1] - self.y[0]) * (
             self.h - self.bottom - self.top)
 
     def frame(self, title: str, xlabel: str, ylabel: str, xticks: list[float],

@@ -49,7 +49,7 @@ from ttabench.suites.images import (
     screened_dataset,
 )
 
-ROLES: tuple[str, ...] = ("eval", "calibration")
+ROLES: tuple[Role, ...] = ("eval", "calibration")
 
 
 def class_folders(root: Path) -> list[str]:
@@ -104,12 +104,13 @@ class ImageFolderSuite(Suite):
             raise TTABenchError(
                 f"class_map must be one of {', '.join(CLASS_MAPS)}, got '{class_map}'"
             )
-        if role not in ROLES:
+        roles = [choice for choice in ROLES if choice == role]
+        if not roles:
             raise TTABenchError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
         if integer_names not in ("refuse", "sorted"):
             raise TTABenchError(f"integer_names must be 'refuse' or 'sorted', got {integer_names!r}")
         self.class_map = class_map
-        self.role: Role = role  # type: ignore[assignment]
+        self.role: Role = roles[0]
         self.suite_name = name or self.root.name
         self.group = dataset
         self.on_corrupt = check_on_corrupt(on_corrupt)
@@ -162,7 +163,7 @@ class ImageFolderSuite(Suite):
     def splits(self) -> list[SplitSpec]:
         return [SplitSpec(name, self.group or name, None, self.role) for name in self._split_dirs]
 
-    def dataset(self, split: SplitSpec) -> Dataset:
+    def dataset(self, split: SplitSpec) -> Dataset[Any]:
         if split.name not in self._split_dirs:
             raise TTABenchError(f"suite {self.suite_name} has no split '{split.name}'")
         if split.name not in self._datasets:
@@ -175,7 +176,7 @@ class ImageFolderSuite(Suite):
             return len(self._datasets[split.name])
         return len(self._files(self._split_dirs[split.name])[0])
 
-    def source_val(self) -> Dataset | None:
+    def source_val(self) -> Dataset[Any] | None:
         if self.source_val_dir is None:
             return None
         if "source_val" not in self._datasets:

@@ -43,7 +43,7 @@ from ttabench.errors import TTABenchError
 #: File name endings that count as images (compared case-insensitively: ``.JPEG`` matches).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OnCorrupt = Literal["skip", "error"]
-ON_CORRUPT_CHOICES: tuple[str, ...] = ("skip", "error")
+ON_CORRUPT_CHOICES: tuple[OnCorrupt, ...] = ("skip", "error")
 
 
 class CorruptImageWarning(UserWarning):
@@ -57,7 +57,7 @@ def is_image_file(path: str | Path) -> bool:
 
 def list_images(root: Path) -> list[Path]:
     """Every image file below ``root`` (recursive), sorted by relative path string."""
-    found = []
+    found: list[Path] = []
     for directory, subdirs, files in os.walk(root, followlinks=True):
         subdirs.sort()
         found.extend(Path(directory) / f for f in files if is_image_file(f))
@@ -79,12 +79,13 @@ def class_folder_files(folder: Path, label_of: dict[str, int]) -> tuple[list[Pat
 
 
 def check_on_corrupt(on_corrupt: str) -> OnCorrupt:
-    """Validate the ``on_corrupt`` option."""
-    if on_corrupt not in ON_CORRUPT_CHOICES:
-        raise TTABenchError(
-            f"on_corrupt must be one of {', '.join(ON_CORRUPT_CHOICES)}, got '{on_corrupt}'"
-        )
-    return on_corrupt  # type: ignore[return-value]
+    """Validate the ``on_corrupt`` option: the choice it names."""
+    for choice in ON_CORRUPT_CHOICES:
+        if on_corrupt == choice:
+            return choice
+    raise TTABenchError(
+        f"on_corrupt must be one of {', '.join(ON_CORRUPT_CHOICES)}, got '{on_corrupt}'"
+    )
 
 
 def unreadable_reason(path: str | Path) -> str | None:
@@ -182,7 +183,7 @@ def decode(path: str | BinaryIO, transform: ImageTransform, name: str | None = N
         ) from exc
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
     """Items ``(uint8 tensor (3, H, W), int label)`` decoded from files on every access.
 
     Holds only the paths (numpy byte strings) and labels, never decoded images.

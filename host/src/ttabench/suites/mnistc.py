@@ -22,24 +22,25 @@ reproducible from the seed, whatever the number of worker processes. Files are w
 temp name and renamed; ``base.json`` (clean arrays) and ``manifest.json`` (everything) are
 written last, with the seed, the hash of the corruption constants and each file's SHA-256. A
 folder without a matching manifest, or with a file of the wrong size, is rebuilt, never trusted.
+A build holds ``<root>/.build.lock`` (``filelock``): a second process building the same folder
+waits for it and then reads its build.
 The clean arrays are a separate fast step (``ensure_base``) so the model can train without
 building all corruptions.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
@@ -155,16 +156,15 @@ def _files_intact(root: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
-    """An exclusive lock on ``<root>/.build.lock`` so two processes never build at once."""
+#: The lock file in a suite folder: held while a process writes the folder's arrays.
+BUILD_LOCK = ".build.lock"
+
+
+def build_lock(root: Path) -> FileLock:
+    """The exclusive lock on ``<root>/.build.lock`` (created with ``root``), so two processes
+    never build one folder at once: the second waits, then finds the first one's build."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(str(root / BUILD_LOCK))
 
 
 # --------------------------------------------------------------------------- building
@@ -180,7 +180,7 @@ def ensure_base(root: Path, seed: int = DEFAULT_SEED) -> None:
     """Write train/source_val/clean arrays and ``base.json`` unless already intact (fast)."""
     if base_is_built(root, seed):
         return
-    with _build_lock(root):
+    with build_lock(root):
         if base_is_built(root, seed):
             return
         (root / "base.json").unlink(missing_ok=True)
@@ -229,7 +229,9 @@ def build_mnistc(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build (or rebuild) the suite folder ``root``; returns the manifest.
+    """Build the suite folder ``root`` unless it holds an intact build of these parameters
+    (checked again under ``build_lock``, so a process that waited for another's build reads
+    it instead of redoing it); returns the manifest.
 
     ``corruptions`` and ``n_target`` (first images of the target split) build a subset (tests).
     ``workers``: processes (default ``min(2, cpus)``); the bytes do not depend on it.
@@ -238,7 +240,10 @@ def build_mnistc(
 
     root = Path(root)
     ensure_base(root, seed)
-    with _build_lock(root):
+    with build_lock(root):
+        built = _read_manifest(root / "manifest.json")
+        if built is not None and suite_is_built(root, seed, corruptions, n_target):
+            return built
         (root / "manifest.json").unlink(missing_ok=True)
         base = _read_manifest(root / "base.json") or {}
         files: dict[str, dict[str, Any]] = dict(base.get("files", {}))

@@ -1,5 +1,9 @@
 """The schema of a run's configuration: what ``plugins.toml`` and ``--set`` may hold, and where.
 
+A public module (its names are re-exported by ``ttabench.api``: ``validate_config``,
+``ConfigRule``, ``plugin_parameters``, ``RunConfig`` and ``load_config``), so a plugin's own
+tests can check that a config naming the plugin is accepted or refused as the host will do.
+
 One check serves the file, its ``[quick]`` table and every ``--set`` (``validate``), before any
 plugin is built or any data read. Each layer is checked on its own, so an error names where the
 value came from (the file and its table, or the ``--set`` assignment):
@@ -20,6 +24,16 @@ unless the constructor takes ``**kwargs`` all the way down its base classes; a v
 against the parameter's annotation when that is built from plain types (bool, int, float, str,
 paths, lists, unions, Literal), and left to the plugin otherwise. Unknown names get a "did
 you mean" suggestion (difflib, as ``registry.unknown_error``).
+
+What a plugin author declares is therefore what the schema accepts, for a built-in or a
+third-party plugin alike (registered by entry point, ``--plugin`` or ``registry.add_plugin``):
+
+- an estimator ``class Mine(StaticEstimator): def __init__(self, alpha: float = 0.5)`` makes
+  ``[estimator.mine] alpha = 0.2`` valid, ``alpha = "high"`` a type error and ``alpa = 1`` an
+  unknown parameter with "did you mean 'alpha'?";
+- an adapter's first parameter (the model) and its ``Adapter.source_data_param`` are the
+  host's, never the config's; a suite factory's first parameter (the data folder) likewise;
+- ``**kwargs`` forwarded to a base class accept exactly the base's parameters.
 """
 
 from __future__ import annotations
@@ -221,9 +235,13 @@ def plugin_parameters(target: Any, skip: int) -> dict[str, Any] | None:
 
 
 def _without_host_supplied(target: Any, accepted: dict[str, Any]) -> dict[str, Any]:
-    """Drop the parameter through which the host hands an adapter its source data."""
-    supplied = getattr(target, "source_data_param", None)
-    return {k: v for k, v in accepted.items() if k != supplied}
+    """Drop the parameter through which the host hands an adapter its source data
+    (``Adapter.source_data_param``); other plugins get every parameter from the config."""
+    from ttabench.api import Adapter  # the api re-exports this module: imported when needed
+
+    if not (isinstance(target, type) and issubclass(target, Adapter)):
+        return accepted
+    return {k: v for k, v in accepted.items() if k != target.source_data_param}
 
 
 _PATHS = (str, pathlib.Path, pathlib.PurePath, os.PathLike)
