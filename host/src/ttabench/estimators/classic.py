@@ -5,7 +5,9 @@ source-val outputs, so it estimates the accuracy of the model that produced them
 ``ttabench.estimators.functional``. The ``+ts`` variants fit one temperature T by NLL on the
 labelled source-validation outputs and divide both the source-val and the target logits by T
 before estimating; they do this themselves (the host hands them unscaled logits), and report T
-in ``extras``.
+in ``extras``. What they take from source val (thresholds, DoC's val accuracy and confidence,
+T) and COT's and COTT's shared transport problem are derived once per ``Outputs`` object
+(``ttabench.estimators.derived``): once per view per process, and once per (split, view).
 """
 
 from __future__ import annotations
