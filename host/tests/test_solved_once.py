@@ -4,6 +4,7 @@ view's estimates are timed once."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -173,3 +174,11 @@ def test_the_adapted_view_is_not_timed_twice():
     assert timings["static_estimators"] >= 3 * 0.25  # three views, one sleep each
     phases = timings["source_and_bn_pass"] + timings["static_estimators"] + timings["adaptation"]
     assert phases <= timings["total"]
+
+
+def test_a_replaced_copy_derives_afresh():
+    first = Outputs(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    cot = classic.COT()
+    before = cot.estimate(first, None).value
+    other = dataclasses.replace(first, logits=torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
+    assert cot.estimate(other, None).value == functional.cot(other.logits) != before

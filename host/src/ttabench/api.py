@@ -203,7 +203,8 @@ class Outputs:
     labels: torch.Tensor | None = None
     features: torch.Tensor | None = None
     frozen_logits: torch.Tensor | None = None
-    derived: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
+    derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False,
+                                         compare=False)  # fresh in a dataclasses.replace copy
 
     def derive(self, key: Hashable, compute: Callable[[], _Derived]) -> _Derived:
         """``compute()`` the first time ``key`` is asked of this object, the kept value after.
