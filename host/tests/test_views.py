@@ -8,12 +8,10 @@ import torch
 
 from ttabench import registry
 from ttabench.estimators import functional as fn
-from ttabench.models.tiny import load_tiny_cnn
 from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark, RunSpec
-from ttabench.runner.passes import batch_statistics_copy
-from ttabench.runner.stream import batches_of, first_epoch, stream_indices
-from ttabench.suites.tiny import TinySuite
+from ttabench.runner.stream import stream_indices
+from tiny_direct import direct_logits
 
 SPLIT = "noise-2"
 
@@ -35,20 +33,7 @@ def cell() -> Cell:
 @pytest.fixture(scope="module")
 def direct() -> dict[str, torch.Tensor]:
     """Frozen and batch-statistics logits computed here, independently of the runner."""
-    suite = TinySuite(n_examples=192)
-    images, labels = suite.dataset([s for s in suite.splits() if s.name == SPLIT][0]).tensors
-    val_images, val_labels = suite.source_val().tensors
-    model = load_tiny_cnn().module.eval()
-    bn_model = batch_statistics_copy(model)
-    order = first_epoch(len(labels), 0)
-    with torch.no_grad():
-        frozen = model(images.float() / 255)
-        bn = torch.cat([bn_model(images[idx].float() / 255) for idx in batches_of(order, 64)])
-        val_frozen = model(val_images.float() / 255)
-        val_bn = torch.cat([bn_model(val_images[idx].float() / 255)
-                            for idx in batches_of(torch.arange(len(val_labels)), 64)])
-    return {"frozen": frozen, "bn": bn, "order": order, "val_frozen": val_frozen,
-            "val_bn": val_bn, "val_labels": val_labels}
+    return direct_logits(SPLIT, 192)
 
 
 def test_the_two_models_differ_here(direct):

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from collections.abc import Sized
-from typing import Any, ClassVar, Literal, cast
+from collections.abc import Callable, Hashable, Sized
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ Role = Literal["eval", "calibration"]
 PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 Target = Literal["source", "bn", "adapted"]
 TARGETS: tuple[Target, ...] = ("source", "bn", "adapted")
+_Derived = TypeVar("_Derived")
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -197,12 +198,27 @@ class Outputs:
     ``frozen_logits``: the frozen eval-mode model's logits on the same samples in the same
     row order (the host sets them on target outputs of every view; for the ``source`` view
     they are ``logits`` themselves).
+
+    Outputs are not modified once made, so a quantity computed from one object holds for its
+    life: ``derive`` computes it once per object (``derived`` keeps it). The host makes a
+    view's target outputs once per (split, view) and each view's source-val outputs once per
+    process, so what estimators derive through ``derive`` is shared by every estimator of
+    that view (e.g. COT's and COTT's transport problem) and, on source val, by every cell.
     """
 
     logits: torch.Tensor
     labels: torch.Tensor | None = None
     features: torch.Tensor | None = None
     frozen_logits: torch.Tensor | None = None
+    derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False,
+                                         compare=False)  # fresh in a dataclasses.replace copy
+
+    def derive(self, key: Hashable, compute: Callable[[], _Derived]) -> _Derived:
+        """``compute()`` the first time ``key`` is asked of this object, the kept value after.
+        ``key`` names the quantity and every parameter it depends on."""
+        if key not in self.derived:
+            self.derived[key] = compute()
+        return cast(_Derived, self.derived[key])
 
 
 @dataclass

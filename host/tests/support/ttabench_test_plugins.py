@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ class FailsOffFrozen(StaticEstimator):
             return EstimateResult(value=float("nan"))
         if not torch.equal(target.frozen_logits, target.logits):
             raise RuntimeError("not the frozen model")
+        return EstimateResult(value=0.5, estimate=0.5)
+
+
+class SleepyStatic(StaticEstimator):
+    """Direct estimator that sleeps ``seconds`` per call (a measurable estimation time)."""
+
+    name = "sleepy-static"
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        time.sleep(self.seconds)
         return EstimateResult(value=0.5, estimate=0.5)
 
 

@@ -5,18 +5,18 @@ source-val outputs, so it estimates the accuracy of the model that produced them
 ``ttabench.estimators.functional``. The ``+ts`` variants fit one temperature T by NLL on the
 labelled source-validation outputs and divide both the source-val and the target logits by T
 before estimating; they do this themselves (the host hands them unscaled logits), and report T
-in ``extras``.
+in ``extras``. What they take from source val (thresholds, DoC's val accuracy and confidence,
+T) and COT's and COTT's shared transport problem are derived once per ``Outputs`` object
+(``ttabench.estimators.derived``): once per view per process, and once per (split, view).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ttabench.api import EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
-from ttabench.estimators import functional
+from ttabench.estimators import derived, functional
 
 
 def require_source_val(name: str, source_val: Outputs | None) -> Outputs:
@@ -50,7 +50,8 @@ class DifferenceOfConfidences(StaticEstimator):
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        return _direct(functional.doc(val.logits, val.labels, target.logits))
+        functional.check_classes(val.logits, target.logits)
+        return _direct(functional.doc_from_reference(derived.doc_reference(val), target.logits))
 
 
 def check_choice(name: str, option: str, value: str, choices: tuple[str, ...]) -> str:
@@ -69,15 +70,16 @@ class ATCMaxConf(StaticEstimator):
 
     name = "atc-mc"
     needs = frozenset({"source_val"})
-    score = "maxconf"
+    score: functional.AtcScore = "maxconf"
 
     def __init__(self, rank: str = "code") -> None:
         self.rank = check_choice(self.name, "rank", rank, functional.THRESHOLD_RANKS)
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        return _direct(functional.atc(val.logits, val.labels, target.logits, score=self.score,
-                                      rank=self.rank))
+        functional.check_classes(val.logits, target.logits)
+        threshold = derived.atc_threshold(val, self.score, self.rank)
+        return _direct(functional.atc_from_threshold(threshold, target.logits, self.score))
 
     def params(self) -> dict[str, Any]:
         return {"score": self.score, "rank": self.rank}
@@ -102,11 +104,9 @@ class COT(StaticEstimator):
     def __init__(self, source_marginal: list[float] | None = None) -> None:
         self.source_marginal = source_marginal
 
-    def _marginal(self) -> torch.Tensor | None:
-        return None if self.source_marginal is None else torch.tensor(self.source_marginal)
-
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
-        return _direct(functional.cot(target.logits, self._marginal()))
+        costs = derived.transport_costs(target, self.source_marginal)
+        return _direct(1.0 - costs.mean().item())
 
     def params(self) -> dict[str, Any]:
         return {"source_marginal": self.source_marginal or "uniform"}
@@ -133,8 +133,10 @@ class COTT(COT):
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        return _direct(functional.cott(val.logits, val.labels, target.logits, self._marginal(),
-                                       validation=self.validation, rank=self.rank))
+        functional.check_classes(val.logits, target.logits)
+        threshold = derived.cott_threshold(val, self.source_marginal, self.validation, self.rank)
+        costs = derived.transport_costs(target, self.source_marginal)
+        return _direct(functional.cott_from_costs(threshold, costs))
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "validation": self.validation, "rank": self.rank}
@@ -147,11 +149,9 @@ class _TemperatureScaled(StaticEstimator):
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
         val = require_source_val(self.name, source_val)
-        temperature = functional.fit_temperature(val.logits, val.labels)
-        result = super().estimate(
-            Outputs(logits=target.logits / temperature),
-            Outputs(logits=val.logits / temperature, labels=val.labels),
-        )
+        temperature = derived.temperature(val)
+        result = super().estimate(derived.scaled(target, temperature),
+                                  derived.scaled(val, temperature))
         result.extras["temperature"] = temperature
         return result
 

@@ -14,6 +14,8 @@ used by the ``+ts`` variants.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -41,16 +43,12 @@ def _check_logits(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
 
 
 def _check_labelled(
-    val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor | None = None
+    val_logits: torch.Tensor, val_labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     val = _check_logits(val_logits, "val_logits")
     if val_labels is None or val_labels.shape != (val.shape[0],):
         got = None if val_labels is None else tuple(val_labels.shape)
         raise TTABenchError(f"val_labels must have shape ({val.shape[0]},), got {got}")
-    if logits is not None and logits.shape[1] != val.shape[1]:
-        raise TTABenchError(
-            f"val_logits have {val.shape[1]} classes but logits have {logits.shape[1]}"
-        )
     return val, val_labels.to(val.device).long()
 
 
@@ -89,10 +87,38 @@ def doc(val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor
     0.1192
     """
     target = _check_logits(logits)
-    val, labels = _check_labelled(val_logits, val_labels, target)
-    val_accuracy = _val_correct(val, labels).double().mean().item()
-    shift = average_confidence(val) - average_confidence(target)
-    return min(max(val_accuracy - shift, 0.0), 1.0)
+    check_classes(val_logits, target)
+    return doc_from_reference(doc_reference(val_logits, val_labels), target)
+
+
+@dataclass(frozen=True)
+class DocReference:
+    """What DoC takes from labelled source val: its accuracy and its average confidence."""
+
+    accuracy: float
+    confidence: float
+
+
+def doc_reference(val_logits: torch.Tensor, val_labels: torch.Tensor) -> DocReference:
+    """``acc_val`` and ``AC_val`` of labelled source val (see ``doc``)."""
+    val, labels = _check_labelled(val_logits, val_labels)
+    return DocReference(_val_correct(val, labels).double().mean().item(), average_confidence(val))
+
+
+def doc_from_reference(reference: DocReference, logits: torch.Tensor) -> float:
+    """DoC of a target split given its val reference: ``acc_val - (AC_val - AC_target)``,
+    clipped to [0, 1]."""
+    shift = reference.confidence - average_confidence(logits)
+    return min(max(reference.accuracy - shift, 0.0), 1.0)
+
+
+def check_classes(val_logits: torch.Tensor, logits: torch.Tensor) -> None:
+    """Refuse val and target logits of different class counts."""
+    val, target = _check_logits(val_logits, "val_logits"), _check_logits(logits)
+    if val.shape[1] != target.shape[1]:
+        raise TTABenchError(
+            f"val_logits have {val.shape[1]} classes but logits have {target.shape[1]}"
+        )
 
 
 ThresholdRank = Literal["code", "paper"]
@@ -133,7 +159,7 @@ def atc(
     val_logits: torch.Tensor,
     val_labels: torch.Tensor,
     logits: torch.Tensor,
-    score: Literal["maxconf", "negentropy"] = "maxconf",
+    score: AtcScore = "maxconf",
     rank: ThresholdRank = "code",
 ) -> float:
     """ATC: the fraction of target samples whose score reaches the val-matched threshold.
@@ -145,13 +171,32 @@ def atc(
     >>> atc(val, torch.tensor([0, 1, 1, 1]), torch.tensor([[0.2, 0.0], [4.0, 0.0]]), rank="paper")
     0.5
     """
+    target = _check_logits(logits)
+    check_classes(val_logits, target)
+    return atc_from_threshold(atc_threshold(val_logits, val_labels, score, rank), target, score)
+
+
+AtcScore = Literal["maxconf", "negentropy"]
+
+
+def _atc_score(score: AtcScore) -> Callable[[torch.Tensor], torch.Tensor]:
     score_fn = {"maxconf": softmax_confidence, "negentropy": negative_entropy}.get(score)
     if score_fn is None:
         raise TTABenchError(f"unknown ATC score {score!r}; use 'maxconf' or 'negentropy'")
-    target = _check_logits(logits)
-    val, labels = _check_labelled(val_logits, val_labels, target)
-    threshold = matched_threshold(score_fn(val), _val_correct(val, labels), rank)
-    return (score_fn(target) >= threshold).double().mean().item()
+    return score_fn
+
+
+def atc_threshold(val_logits: torch.Tensor, val_labels: torch.Tensor,
+                  score: AtcScore = "maxconf", rank: ThresholdRank = "code") -> float:
+    """ATC's threshold ``t``: ``matched_threshold`` of the val scores (see ``atc``)."""
+    score_fn = _atc_score(score)
+    val, labels = _check_labelled(val_logits, val_labels)
+    return matched_threshold(score_fn(val), _val_correct(val, labels), rank)
+
+
+def atc_from_threshold(threshold: float, logits: torch.Tensor, score: AtcScore = "maxconf") -> float:
+    """ATC's estimate on a target split given the val threshold: ``mean_i [s_i >= t]``."""
+    return (_atc_score(score)(_check_logits(logits)) >= threshold).double().mean().item()
 
 
 def _marginal(source_marginal: torch.Tensor | None, num_classes: int) -> np.ndarray:
@@ -230,14 +275,32 @@ def cott(
     ...      validation="marginal", rank="paper")
     0.5
     """
+    target = _check_logits(logits)
+    check_classes(val_logits, target)
+    threshold = cott_threshold(val_logits, val_labels, source_marginal, validation, rank)
+    return cott_from_costs(threshold, transport_costs(target, source_marginal))
+
+
+def cott_threshold(
+    val_logits: torch.Tensor,
+    val_labels: torch.Tensor,
+    source_marginal: torch.Tensor | None = None,
+    validation: CottValidation = "labels",
+    rank: ThresholdRank = "code",
+) -> float:
+    """COTT's threshold on ``-cost``: ``matched_threshold`` of the val transport costs (see
+    ``cott``; one transport problem, on val)."""
     if validation not in COTT_VALIDATIONS:
         raise TTABenchError(f"unknown COTT validation {validation!r}; use one of {COTT_VALIDATIONS}")
-    target = _check_logits(logits)
-    val, labels = _check_labelled(val_logits, val_labels, target)
+    val, labels = _check_labelled(val_logits, val_labels)
     val_marginal = label_marginal(labels, val.shape[1]) if validation == "labels" else source_marginal
     val_costs = transport_costs(val, val_marginal)
-    threshold = matched_threshold(-val_costs, _val_correct(val, labels), rank)
-    return (-transport_costs(target, source_marginal) >= threshold).double().mean().item()
+    return matched_threshold(-val_costs, _val_correct(val, labels), rank)
+
+
+def cott_from_costs(threshold: float, costs: torch.Tensor) -> float:
+    """COTT's estimate from a target split's transport costs: ``mean_i [-cost_i >= t]``."""
+    return (-costs >= threshold).double().mean().item()
 
 
 def agreement(source_logits: torch.Tensor, bn_logits: torch.Tensor) -> float:

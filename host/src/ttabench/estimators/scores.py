@@ -12,7 +12,7 @@ from typing import Any
 
 from ttabench.api import EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
-from ttabench.estimators import functional
+from ttabench.estimators import derived, functional
 
 
 class NuclearNorm(StaticEstimator):
@@ -53,7 +53,7 @@ class MaNo(StaticEstimator):
             if source_val is None:
                 raise TTABenchError("estimator 'mano' decides its branch on source val, but the "
                                     "host passed none; set criterion = 'split'")
-            phi = functional.mano_criterion(source_val.logits)
+            phi = derived.mano_criterion(source_val)
         else:
             phi = functional.mano_criterion(target.logits)
         branch = functional.mano_branch(phi)
