@@ -6,10 +6,13 @@ the batch-statistics model in batches of 64):
 
 1. scores per split: every host baseline (``ttabench.estimators``) on the target's view, the
    ``agreement`` baseline, and the candidates: every score of ``enigma-signals`` on the
-   three-snapshot budget (steps 0, 50, 100) and on the dense curve (0, 10, 25, 50, 75, 100),
-   WF and WF-source (the paper's), and two analysis-only signals (probe embedding drift, and the
-   shift-distance proxy: cosine between predicted-class feature means and the classifier's
-   weight vectors);
+   three-snapshot budget (steps 0, 50, 100), WF and WF-source (the paper's), and two
+   analysis-only signals (probe embedding drift, and the shift-distance proxy: cosine between
+   predicted-class feature means and the classifier's weight vectors);
+0. before any of it, the adapter's learning rate: per (model, seed), the lr of ``LRS`` whose
+   budget signals reach the lowest calibration LOO MAE (mean of the two targets; real
+   calibration datasets only, ``choose_lr``); the synthetic and evaluation splits are then
+   run at that lr only;
 2. choices by calibration leave-one-dataset-out only: each entry's map kind
    (``ttabench.scoring.map_kinds``; a direct baseline may also stay unmapped) and whether the
    synthetic holdout compositions join the fit; LOO error = per-dataset MAE on the five real
@@ -39,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beyond_collect import CHECKPOINTS, load_npz  # noqa: E402
+from beyond_collect import LRS, load_npz  # noqa: E402
 
 from ttabench.api import EstimateResult, Outputs, TrajectoryContext  # noqa: E402
 from ttabench.errors import TTABenchError  # noqa: E402
@@ -121,13 +124,18 @@ class SplitScores:
     timing: dict[str, float]
 
 
+def _truth(raw: dict[str, np.ndarray]) -> dict[str, float]:
+    """The labelled accuracies of the two targets on a split."""
+    labels = raw["labels"]
+    bn_labels = labels[raw["bn_order"][:len(raw["bn_logits"])]]
+    return {"source": float((raw["frozen_logits"].argmax(1) == labels).mean()),
+            "bn": float((raw["bn_logits"].argmax(1) == bn_labels).mean())}
+
+
 def split_scores(name: str, raw: dict[str, np.ndarray], val: dict[str, np.ndarray],
                  weight: np.ndarray, role: str, dataset: str) -> SplitScores:
-    labels = raw["labels"]
     n_bn = len(raw["bn_logits"])
-    bn_labels = labels[raw["bn_order"][:n_bn]]
-    truth = {"source": float((raw["frozen_logits"].argmax(1) == labels).mean()),
-             "bn": float((raw["bn_logits"].argmax(1) == bn_labels).mean())}
+    truth = _truth(raw)
     views = {
         "source": (Outputs(torch.from_numpy(raw["frozen_logits"]),
                            features=torch.from_numpy(raw["frozen_features"])),
@@ -153,16 +161,12 @@ def split_scores(name: str, raw: dict[str, np.ndarray], val: dict[str, np.ndarra
     budget = _trajectory(TrajectorySignals(probe_size=len(raw["probe_index"]),
                                            checkpoints=BUDGET), raw)
     signal_seconds = time.perf_counter() - t
-    dense = _trajectory(TrajectorySignals(probe_size=len(raw["probe_index"]),
-                                          checkpoints=CHECKPOINTS), raw)
     probe = len(raw["probe_index"])
     wf = _trajectory(WeightedFlips(probe_size=probe, checkpoints=BUDGET), raw)
     wfs = _trajectory(WeightedFlipsSource(probe_size=probe, checkpoints=BUDGET), raw)
     budget.pop("value")
-    dense.pop("value")
     candidates = {
         "budget": budget,
-        "dense": dense,
         "paper": {"wf@100": wf["wf@100"], "wfa@100": wfs["wfa@100"]},
         "analysis-only": {**feature_drift(raw),
                           "proxy-source": shift_proxy(raw["frozen_features"],
@@ -171,9 +175,10 @@ def split_scores(name: str, raw: dict[str, np.ndarray], val: dict[str, np.ndarra
     }
     steps = list(raw["checkpoints"])
     snap = raw["snapshot_seconds"]
-    timing = {"steps": float(raw["step_seconds"]),
+    timing = {"steps": float(raw["step_seconds"]), "snapshot0": float(snap[0]),
               "snapshot_budget": float(sum(snap[steps.index(k)] for k in BUDGET)),
-              "snapshot_dense": float(snap.sum()), "signals": signal_seconds}
+              "snapshot_later_mean": float(np.mean([snap[steps.index(k)] for k in BUDGET[1:]])),
+              "signals": signal_seconds}
     return SplitScores(name, dataset, role, truth, baselines, candidates, timing)
 
 
@@ -181,9 +186,49 @@ def _dataset_of(name: str) -> str:
     return name.rsplit("-", 1)[0] if name[-1].isdigit() else name
 
 
+def lr_folder(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def is_real_calibration(name: str) -> bool:
+    return bool(REAL_CAL.match(_dataset_of(name)))
+
+
+def lr_loo(folder: Path) -> dict[str, float]:
+    """Calibration LOO MAE (pp) of the best budget signal per target, for the splits of one lr
+    (real calibration datasets only)."""
+    rows = []
+    for file in sorted(folder.glob("*.npz")):
+        if not is_real_calibration(file.stem):
+            continue
+        raw = load_npz(file)
+        signals = _trajectory(TrajectorySignals(probe_size=len(raw["probe_index"]),
+                                                checkpoints=BUDGET), raw)
+        signals.pop("value")
+        rows.append(SplitScores(file.stem, _dataset_of(file.stem), "calibration", _truth(raw),
+                                {}, {"budget": signals}, {}))
+    pool = _entries(rows, "bn")["budget"]
+    return {target: best_choice(rows, target, pool).loo for target in TARGETS}
+
+
+def choose_lr(seed_folder: Path) -> dict[str, Any]:
+    """The lr of ``LRS`` with the lowest mean (over targets) calibration LOO MAE; written to
+    ``lr_choice.json`` in the (model, seed) folder."""
+    path = seed_folder / "lr_choice.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    loo = {f"{lr:g}": lr_loo(seed_folder / lr_folder(lr)) for lr in LRS}
+    chosen = min(LRS, key=lambda lr: float(np.mean(list(loo[f"{lr:g}"].values()))))
+    record = {"chosen": chosen, "loo": loo}
+    write_json_atomic(path, record)
+    return record
+
+
 def model_seed_scores(cache: Path, model: str, seed: int) -> list[SplitScores]:
-    """Scores of every cached split of one (model, seed), cached themselves as JSON."""
-    folder = cache / model / f"seed{seed}"
+    """Scores of every cached split of one (model, seed) at its chosen lr, cached themselves
+    as JSON."""
+    seed_folder = cache / model / f"seed{seed}"
+    folder = seed_folder / lr_folder(choose_lr(seed_folder)["chosen"])
     path = cache.parent / "scores" / f"{model}-seed{seed}.json"
     if path.is_file():
         return [SplitScores(**row) for row in json.loads(path.read_text())]
@@ -191,7 +236,7 @@ def model_seed_scores(cache: Path, model: str, seed: int) -> list[SplitScores]:
 
     loaded = MODELS[model]()
     weight = loaded.module.get_submodule(loaded.classifier).weight.detach().numpy()
-    val = load_npz(folder / "source_val.npz")
+    val = load_npz(seed_folder / "source_val.npz")
     rows = []
     for file in sorted(folder.glob("*.npz")):
         if file.stem == "source_val":
@@ -233,7 +278,7 @@ def best_choice(rows: list[SplitScores], target: str, entries: dict[str, Any],
         x_syn = np.array([get(r) for r in syn], dtype=np.float64)
         if not (np.isfinite(x).all() and np.isfinite(x_syn).all()):
             continue
-        options = [(kind, s) for kind in MAP_KINDS for s in (False, True)]
+        options = [(kind, s) for kind in MAP_KINDS for s in ((False, True) if syn else (False,))]
         if name in direct:
             options.append(("raw", False))
         for kind, synthetic in options:
@@ -267,6 +312,9 @@ def fitted_predict(choice: Choice, fit_rows: list[SplitScores], apply_rows: list
 def _entries(rows: list[SplitScores], target: str) -> dict[str, dict[str, Any]]:
     """Entry getters per pool: the baselines of the target's view, and each candidate pool."""
     first = rows[0]
+    if not first.baselines:
+        return {pool: {name: (lambda r, p=pool, n=name: r.candidates[p][n])
+                       for name in first.candidates[pool]} for pool in first.candidates}
     pools: dict[str, dict[str, Any]] = {
         "baseline": {name: (lambda r, n=name: r.baselines[target][n][0])
                      for name in first.baselines[target]},
@@ -282,7 +330,6 @@ def _entries(rows: list[SplitScores], target: str) -> dict[str, dict[str, Any]]:
 IDEAS = {  # idea -> (pool, regex over score names)
     "WF (paper, 3 snapshots)": ("paper", r"^wfa?@"),
     "flip rate F(t)": ("budget", r"^flips@"),
-    "dense flip curve (6 snapshots)": ("dense", r"^(flips@|auc|first_flip|flip_backs)"),
     "AUC / first flip / flip-backs": ("budget", r"^(auc|first_flip|flip_backs)$"),
     "margin/entropy-weighted flips": ("budget", r"^[me]flips@"),
     "per-class flip rates": ("budget", r"^(cflips|cmax)@"),
@@ -434,6 +481,8 @@ def write_report(cache: Path, models: list[str], seeds: list[int], results: Path
             _transfer(all_rows, models, seeds, target, "best baseline")
             + _transfer(all_rows, models, seeds, target, "all budget signals"))
     report["overhead"] = _overhead(all_rows)
+    report["lr"] = {f"{m}/seed{s}": choose_lr(cache / m / f"seed{s}") for m in models
+                    for s in seeds}
     report["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report["command"] = ("OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
                          "benchmarks/beyond_paper.py")
@@ -455,10 +504,11 @@ def _overhead(all_rows: dict[tuple[str, int], list[SplitScores]]) -> dict[str, A
         rows = [r for (m, _), rs in all_rows.items() if m == model for r in rs]
         steps = sum(r.timing["steps"] for r in rows)
         budget = sum(r.timing["snapshot_budget"] + r.timing["signals"] for r in rows)
-        dense = sum(r.timing["snapshot_dense"] + r.timing["signals"] for r in rows)
+        full0 = sum(r.timing["snapshot_later_mean"] - r.timing["snapshot0"] for r in rows)
         out[model] = {"splits": len(rows), "adapter_steps_s": steps,
+                      "trajectory_extra_s": budget,
                       "ratio_budget_3_snapshots": (steps + budget) / steps,
-                      "ratio_dense_6_snapshots": (steps + dense) / steps}
+                      "ratio_if_step0_were_computed": (steps + budget + full0) / steps}
     return out
 
 

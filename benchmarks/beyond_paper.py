@@ -4,9 +4,11 @@ One command::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/beyond_paper.py
 
-collects (or reads from ``/tmp/h16/``) the raw per-split outputs of ``beyond_collect`` for
-``mnist-cnn`` and ``mnist-resnet`` x stream seeds 0, 1, 2, then runs the analysis of
-``beyond_analysis`` and writes ``benchmarks/results/quality_beyond.{md,json}``.
+collects (or reads from ``/tmp/x16/raw``) the raw per-split outputs of ``beyond_collect`` for
+``mnist-cnn`` and ``mnist-resnet`` x stream seeds 0, 1, 2 -- the real calibration splits at
+every lr of ``LRS``, then the synthetic and evaluation splits at the lr chosen on them
+(``beyond_analysis.choose_lr``) -- then runs the analysis of ``beyond_analysis`` and writes
+``benchmarks/results/quality_beyond.{md,json}`` and ``beyond_overhead.json``.
 ``--models`` / ``--seeds`` narrow the grid; ``--collect-only`` stops after collecting.
 """
 
@@ -22,7 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beyond_collect import (  # noqa: E402
+    LRS,
     N_EXAMPLES,
+    StudySplit,
     clean_target,
     collect_split,
     save_npz,
@@ -37,11 +41,14 @@ from ttabench.suites.mnistc import MNISTC  # noqa: E402
 
 MODELS = {"mnist-cnn": load_mnist_cnn, "mnist-resnet": load_mnist_resnet}
 SEEDS = (0, 1, 2)
-CACHE = Path("/tmp/h16/raw")
+CACHE = Path("/tmp/x16/raw")
 
 
 def collect(model_name: str, seed: int, cache: Path = CACHE) -> None:
-    """Every study split of one (model, seed), skipping the ones already cached."""
+    """Every study split of one (model, seed), skipping the ones already cached: the real
+    calibration splits at each lr of ``LRS``, the others at the lr chosen on those."""
+    from beyond_analysis import choose_lr, lr_folder
+
     suite = MNISTC(n_examples=N_EXAMPLES)
     loaded = MODELS[model_name]()
     folder = cache / model_name / f"seed{seed}"
@@ -49,15 +56,24 @@ def collect(model_name: str, seed: int, cache: Path = CACHE) -> None:
         save_npz(folder / "source_val.npz", source_val_views(loaded, suite, seed))
     clean = clean_target(suite)
     splits = study_splits(suite)
+    real_cal = [s for s in splits if s.role != "eval" and s.suite_split is not None]
     start = time.perf_counter()
-    for index, split in enumerate(splits):
-        path = folder / f"{split.name}.npz"
-        if path.is_file():
-            continue
-        images, labels = split_arrays(suite, split, clean)
-        save_npz(path, collect_split(loaded, images, labels, seed))
-        print(f"{model_name} seed {seed} {index + 1}/{len(splits)} {split.name} "
-              f"{time.perf_counter() - start:.0f}s", flush=True)
+
+    def run(todo: list[StudySplit], lr: float) -> None:
+        for index, split in enumerate(todo):
+            path = folder / lr_folder(lr) / f"{split.name}.npz"
+            if path.is_file():
+                continue
+            images, labels = split_arrays(suite, split, clean)
+            save_npz(path, collect_split(loaded, images, labels, seed, lr))
+            print(f"{model_name} seed {seed} lr {lr:g} {index + 1}/{len(todo)} {split.name} "
+                  f"{time.perf_counter() - start:.0f}s", flush=True)
+
+    for lr in LRS:
+        run(real_cal, lr)
+    chosen = choose_lr(folder)["chosen"]
+    print(f"{model_name} seed {seed}: lr {chosen:g} chosen on calibration", flush=True)
+    run([s for s in splits if s not in real_cal], chosen)
 
 
 def main() -> None:
