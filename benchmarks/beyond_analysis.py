@@ -9,10 +9,10 @@ the batch-statistics model in batches of 64):
    three-snapshot budget (steps 0, 50, 100), WF and WF-source (the paper's), and two
    analysis-only signals (probe embedding drift, and the shift-distance proxy: cosine between
    predicted-class feature means and the classifier's weight vectors);
-0. before any of it, the adapter's learning rate: per (model, seed), the lr of ``LRS`` whose
-   budget signals reach the lowest calibration LOO MAE (mean of the two targets; real
-   calibration datasets only, ``choose_lr``); the synthetic and evaluation splits are then
-   run at that lr only;
+0. before any of it, the adapter's learning rate: per model, the lr of ``LRS`` whose budget
+   signals reach the lowest calibration LOO MAE on stream seed 0 (mean of the two targets;
+   real calibration datasets only, ``choose_lr``); every other split and seed is then run
+   at that lr only;
 2. choices by calibration leave-one-dataset-out only: each entry's map kind
    (``ttabench.scoring.map_kinds``; a direct baseline may also stay unmapped) and whether the
    synthetic holdout compositions join the fit; LOO error = per-dataset MAE on the five real
@@ -228,7 +228,7 @@ def model_seed_scores(cache: Path, model: str, seed: int) -> list[SplitScores]:
     """Scores of every cached split of one (model, seed) at its chosen lr, cached themselves
     as JSON."""
     seed_folder = cache / model / f"seed{seed}"
-    folder = seed_folder / lr_folder(choose_lr(seed_folder)["chosen"])
+    folder = seed_folder / lr_folder(choose_lr(cache / model / "seed0")["chosen"])
     path = cache.parent / "scores" / f"{model}-seed{seed}.json"
     if path.is_file():
         return [SplitScores(**row) for row in json.loads(path.read_text())]
@@ -481,8 +481,7 @@ def write_report(cache: Path, models: list[str], seeds: list[int], results: Path
             _transfer(all_rows, models, seeds, target, "best baseline")
             + _transfer(all_rows, models, seeds, target, "all budget signals"))
     report["overhead"] = _overhead(all_rows)
-    report["lr"] = {f"{m}/seed{s}": choose_lr(cache / m / f"seed{s}") for m in models
-                    for s in seeds}
+    report["lr"] = {m: choose_lr(cache / m / "seed0") for m in models}
     report["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report["command"] = ("OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
                          "benchmarks/beyond_paper.py")
