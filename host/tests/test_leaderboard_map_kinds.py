@@ -32,7 +32,7 @@ def make_cells():
             cells.append(make_cell(
                 f"{datasets[i % len(datasets)]}-{i}", datasets[i % len(datasets)], 1, role,
                 targets,
-                {"s": static("score", every_view(lambda v: float(np.exp(-4 * targets[v])))),
+                {"s": static("score", every_view(lambda v, t=targets: float(np.exp(-4 * t[v])))),
                  "t": trajectory("score", 0.0, scores={"good": 1.0 - targets["bn"],
                                                        "noise": float(rng.uniform())})}))
     return cells

@@ -70,7 +70,8 @@ class FittedMap:
         return np.clip(out, 0.0, 1.0)  # type: ignore[no-any-return]
 
 
-def fit_map_kind(kind: str, x: Sequence[float], y: Sequence[float]) -> FittedMap:
+def fit_map_kind(kind: str, x: Sequence[float] | np.ndarray,
+                 y: Sequence[float] | np.ndarray) -> FittedMap:
     """Fit a map of ``kind`` (one of ``MAP_KINDS``) from scores ``x`` to accuracies ``y``."""
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if kind not in MAP_KINDS:
