@@ -8,8 +8,13 @@ For one (model, stream seed, split) it records, in one ``.npz`` under the cache 
   batches of ``BATCH`` (``order`` holds the image index of each row): the ``bn`` view;
 - the adapter's ``predict`` logits (and features) on the probe (the first ``PROBE`` images of
   the stream) at every step of ``CHECKPOINTS``, the online logits of every adaptation step,
-  the online (``adapted``) accuracy;
+  the online (``adapted``) accuracy; the step-0 snapshot is the runner's
+  (``ttabench.runner.first_snapshot``): chunks of ``BATCH`` = the bn view's first batches,
+  one chunk computed and checked, the others read from the bn view;
 - timings: the adapter's own steps, and each probe snapshot.
+
+The adapter's learning rate is an argument: the study runs the calibration splits at each of
+``LRS`` and the rest at the one chosen on calibration (``beyond_paper``).
 
 Source-validation outputs are stored once per (model, seed): frozen, and through the
 batch-statistics model in batches of ``BATCH`` drawn from the seed.
@@ -31,6 +36,7 @@ import torch
 
 from ttabench.api import LoadedModel, SplitSpec, Suite, to_unit_float
 from ttabench.runner.execute import seed_everything
+from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import FeatureHook, batch_statistics_copy, source_pass
 from ttabench.runner.store import atomic_file
 from ttabench.runner.stream import batches_of, first_epoch, stream_indices
@@ -40,12 +46,12 @@ from ttabench_enigma.adapters import RDumb
 
 BATCH = 64
 STEPS = 100
-PROBE = 500
-CHUNK = 100
-LR = 2.5e-3
-CHECKPOINTS = (0, 10, 25, 50, 75, 100)
+PROBE = 512
+CHUNK = BATCH
+LRS = (1e-3, 2.5e-3, 6.25e-3)
+CHECKPOINTS = (0, 50, 100)
 N_EXAMPLES = 1000
-EVAL_SEVERITIES = (2, 4)
+EVAL_SEVERITIES = (3,)
 CAL_SEVERITIES = (1, 3, 5)
 SYNTHETIC_SEVERITIES = (4,)
 
@@ -125,7 +131,7 @@ def source_val_views(loaded: LoadedModel, suite: Suite, seed: int) -> dict[str, 
 
 
 def collect_split(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tensor,
-                  seed: int) -> dict[str, np.ndarray]:
+                  seed: int, lr: float) -> dict[str, np.ndarray]:
     """The views, probe snapshots, online logits and timings of one split (see module doc)."""
     seed_everything(seed)
     module = loaded.module.eval()
@@ -139,19 +145,31 @@ def collect_split(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tenso
 
     probe = images[order[:PROBE]]
     model = copy.deepcopy(module)
-    adapter = RDumb(model, lr=LR)
+    adapter = RDumb(model, lr=lr)
     snap_logits, snap_features, snap_seconds = [], [], []
+    bn_by_image = torch.empty(n, bn_logits.shape[1])
+    bn_by_image[order] = torch.from_numpy(bn_logits)
+
+    def predict(rows: slice) -> torch.Tensor:
+        return adapter.predict(to_unit_float(probe[rows]))
+
+    t = time.perf_counter()
+    logits0, computed = step0_snapshot(predict, order[:PROBE], CHUNK, order, BATCH, bn_by_image)
+    snap_seconds.append(time.perf_counter() - t)
+    if computed != 1:
+        raise RuntimeError(f"the step-0 snapshot computed {computed} chunks, expected 1")
+    snap_logits.append(logits0.numpy())
+    snap_features.append(bn_features[:PROBE].astype(np.float16))  # the same rows (bn view)
 
     def snapshot() -> None:
         t = time.perf_counter()
         hook = FeatureHook(model, loaded.classifier)
-        parts = [adapter.predict(to_unit_float(part)) for part in torch.split(probe, CHUNK)]
+        parts = [predict(slice(start, start + CHUNK)) for start in range(0, PROBE, CHUNK)]
         features = hook.close()
         snap_seconds.append(time.perf_counter() - t)
         snap_logits.append(torch.cat(parts).float().numpy())
         snap_features.append(features.numpy().astype(np.float16))
 
-    snapshot()
     online, online_index = [], []
     step_seconds = 0.0
     for step, idx in enumerate(stream_indices(n, seed, BATCH, STEPS), start=1):
@@ -172,6 +190,7 @@ def collect_split(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tenso
         "probe_logits": np.stack(snap_logits), "probe_features": np.stack(snap_features),
         "online_logits": online_logits, "online_index": np.stack(online_index),
         "adapted": np.array((online_logits.argmax(-1) == online_labels).mean()),
+        "lr": np.array(lr),
         "step_seconds": np.array(step_seconds), "snapshot_seconds": np.array(snap_seconds),
     }
 

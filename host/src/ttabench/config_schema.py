@@ -110,6 +110,7 @@ RUN_KEYS: dict[str, Rule] = {
     "severities": Rule(_ints(1), "a positive integer or a list of them"),
     "data_dir": STRING,
     "device": STRING,
+    "map_kinds": NAMES,  # and each a kind of ttabench.scoring.map_kinds (check_layer)
     "boot_unit": Rule(lambda v: v in ("dataset", "split"), "'dataset' or 'split' (the bootstrap's "
                       "resampling unit)"),
 }
@@ -157,6 +158,13 @@ def check_layer(layer: Layer) -> None:
             raise _fail(layer.origin, section, f"must be a table ([{section}]), got {content!r}")
         if section == "run":
             _check_keys(layer.origin, "[run]", content, RUN_KEYS)
+            if "map_kinds" in content:
+                from ttabench.scoring.map_kinds import check_map_kinds  # scipy: only when asked
+
+                try:
+                    check_map_kinds(content["map_kinds"])
+                except TTABenchError as err:
+                    raise _fail(layer.origin, "[run] map_kinds", str(err)) from None
         elif section == "executor":
             for name, table in content.items():
                 if name not in EXECUTORS:

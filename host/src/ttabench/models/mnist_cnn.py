@@ -255,29 +255,39 @@ def cached_network(name: str, build: Callable[[], nn.Module], seed: int, cache_d
     return net
 
 
-def load_mnist_cnn(
-    arg: str | None = None, *, cache_dir: Path | None = None, num_classes: int | None = None
+def load_mnist_network(
+    name: str, build: Callable[[], nn.Module], config: TrainConfig, arg: str | None,
+    cache_dir: Path | None, num_classes: int | None,
 ) -> LoadedModel:
-    """The ``mnist-cnn`` model source; ``arg`` is an optional integer training seed (default 0)."""
+    """The model source ``name`` of the mnist-c networks: ``build()`` trained with ``config``
+    (``cached_network``) for the integer seed ``arg`` (default 0), normalised with the MNIST
+    mean/std, classifier ``net.fc``."""
     if num_classes not in (None, NUM_CLASSES):
-        raise TTABenchError(f"mnist-cnn has {NUM_CLASSES} classes, not {num_classes}")
+        raise TTABenchError(f"{name} has {NUM_CLASSES} classes, not {num_classes}")
     try:
         seed = int(arg) if arg else 0
     except ValueError:
-        raise TTABenchError(f"mnist-cnn: the argument is an integer seed, got '{arg}'") from None
-    net = trained_network(seed, Path(cache_dir) if cache_dir else default_cache_dir())
+        raise TTABenchError(f"{name}: the argument is an integer seed, got '{arg}'") from None
+    net = cached_network(name, build, seed, Path(cache_dir) if cache_dir else default_cache_dir(),
+                         config)
     module = NormalizedModel(net, mean=MEAN, std=STD).eval()
     return LoadedModel(
         module=module,
         num_classes=NUM_CLASSES,
-        model_id=f"mnist-cnn:{seed}",
+        model_id=f"{name}:{seed}",
         weights_hash=weights_hash(module),
         preprocessing={
             "mean": list(MEAN),
             "std": list(STD),
             "input_size": 32,
-            "training": {"seed": seed, "data": "mnist-c train (2,500 digits)",
-                         **asdict(TrainConfig())},
+            "training": {"seed": seed, "data": "mnist-c train (2,500 digits)", **asdict(config)},
         },
         classifier="net.fc",
     )
+
+
+def load_mnist_cnn(
+    arg: str | None = None, *, cache_dir: Path | None = None, num_classes: int | None = None
+) -> LoadedModel:
+    """The ``mnist-cnn`` model source; ``arg`` is an optional integer training seed (default 0)."""
+    return load_mnist_network("mnist-cnn", MnistCNN, TrainConfig(), arg, cache_dir, num_classes)

@@ -16,17 +16,13 @@ augmentations, Adam one-cycle, label smoothing), seeded and deterministic on the
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ttabench.api import LoadedModel
-from ttabench.errors import TTABenchError
-from ttabench.models.base import NormalizedModel, weights_hash
-from ttabench.models.mnist_cnn import MEAN, NUM_CLASSES, STD, TrainConfig, cached_network
-from ttabench.paths import cache_dir as default_cache_dir
+from ttabench.models.mnist_cnn import NUM_CLASSES, TrainConfig, load_mnist_network
 
 STEM = 16
 WIDTHS = (32, 64, 64)
@@ -78,35 +74,9 @@ class MnistResNet(nn.Module):
         return self.fc(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
-def trained_resnet(seed: int, cache_dir: Path, config: TrainConfig | None = None) -> nn.Module:
-    """The residual network for ``seed`` (recipe ``config``, default ``TRAIN_CONFIG``), from
-    the cache or trained and cached."""
-    return cached_network("mnist-resnet", MnistResNet, seed, cache_dir, config or TRAIN_CONFIG)
-
-
 def load_mnist_resnet(
     arg: str | None = None, *, cache_dir: Path | None = None, num_classes: int | None = None
 ) -> LoadedModel:
     """The ``mnist-resnet`` model source; ``arg`` is an optional integer training seed (0)."""
-    if num_classes not in (None, NUM_CLASSES):
-        raise TTABenchError(f"mnist-resnet has {NUM_CLASSES} classes, not {num_classes}")
-    try:
-        seed = int(arg) if arg else 0
-    except ValueError:
-        raise TTABenchError(f"mnist-resnet: the argument is an integer seed, got '{arg}'") from None
-    net = trained_resnet(seed, Path(cache_dir) if cache_dir else default_cache_dir())
-    module = NormalizedModel(net, mean=MEAN, std=STD).eval()
-    return LoadedModel(
-        module=module,
-        num_classes=NUM_CLASSES,
-        model_id=f"mnist-resnet:{seed}",
-        weights_hash=weights_hash(module),
-        preprocessing={
-            "mean": list(MEAN),
-            "std": list(STD),
-            "input_size": 32,
-            "training": {"seed": seed, "data": "mnist-c train (2,500 digits)",
-                         **asdict(TRAIN_CONFIG)},
-        },
-        classifier="net.fc",
-    )
+    return load_mnist_network("mnist-resnet", MnistResNet, TRAIN_CONFIG, arg, cache_dir,
+                              num_classes)

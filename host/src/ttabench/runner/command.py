@@ -106,7 +106,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
 
 
 def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo,
-               boot_unit: str = "dataset") -> None:
+               boot_unit: str = "dataset", map_kinds: tuple[str, ...] = ("lin", "quad")) -> None:
     """Score the finished cells, write the leaderboard files and print the summary."""
     from ttabench.records import Cell
     from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
@@ -117,10 +117,19 @@ def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=clic
         echo("no finished cells to score")
         return
     cell_records = [Cell.from_dict(c) for c in cells]
-    board = build_leaderboard(cell_records, n_boot=n_boot, boot_unit=boot_unit)
+    board = build_leaderboard(cell_records, n_boot=n_boot, boot_unit=boot_unit,
+                              map_kinds=map_kinds)
     paths = [*write_leaderboard(board, output), write_report(board, cell_records, output)]
     echo(format_console(board))
     echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def map_kinds_option(value: str | list[str]) -> tuple[str, ...]:
+    """Map kinds from ``--map-kinds a,b`` or ``[run] map_kinds``, checked before any work."""
+    from ttabench.scoring.map_kinds import check_map_kinds
+
+    names = [k.strip() for k in value.split(",")] if isinstance(value, str) else value
+    return check_map_kinds(names)
 
 
 def _option(flag: str, value: Any) -> str:
@@ -214,12 +223,15 @@ def with_options(options):
 @click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default=None,
               help="What the bootstrap resamples: datasets, then splits within them (default "
                    "[run].boot_unit, else dataset), or splits.")
+@click.option("--map-kinds", default=None,
+              help="Map kinds fitted for every score estimator, comma-separated, from lin, quad, "
+                   "iso, logit-lin, logit-quad (default [run].map_kinds, else lin,quad).")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
-        boot_unit, dry_run) -> None:
+        boot_unit, map_kinds, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
@@ -228,6 +240,8 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
+    kinds = map_kinds_option(map_kinds if map_kinds is not None
+                             else config.run.get("map_kinds", ["lin", "quad"]))
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
@@ -282,7 +296,8 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         t = time.perf_counter()
         cells = collect_cells(out, plans)
         finish_run(out, cells, n_boot,
-                   boot_unit=boot_unit or str(config.run.get("boot_unit", "dataset")))
+                   boot_unit=boot_unit or str(config.run.get("boot_unit", "dataset")),
+                   map_kinds=kinds)
         phases = {"setup (suite + model)": setup_time, "cells": cells_time,
                   "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
         todo_keys = {p.key for p in todo}

@@ -46,6 +46,7 @@ from ttabench.api import (
 )
 from ttabench.errors import TTABenchError
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
+from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
     FeatureHook,
     accuracy,
@@ -138,18 +139,21 @@ def probe_setup(trajectory: dict[str, TrajectoryEstimator]) -> ProbeSetup:
 
 
 def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits: torch.Tensor,
-                trajectory: dict[str, TrajectoryEstimator], probe: ProbeSetup, want_features: bool
+                trajectory: dict[str, TrajectoryEstimator], probe: ProbeSetup, want_features: bool,
+                bn_logits: torch.Tensor | None = None,
                 ) -> tuple[dict[str, Any], Outputs | None]:
     """Run the adapter along the seeded stream, feeding every trajectory estimator; returns
     the adaptation record and the online outputs (the ``adapted`` view's target outputs, rows
-    in stream order, with the frozen logits of the same images)."""
+    in stream order, with the frozen logits of the same images). ``bn_logits`` (the bn pass,
+    dataset order) spare the step-0 snapshot the chunks it already holds."""
     class_subset = inputs.suite.class_subset
     start = stream_start(probe.draw)
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     steps = max([inputs.steps, *wanted.keys()])
     if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
         steps = n // inputs.batch_size
-    probe_idx = first_epoch(n, inputs.seed)[: min(probe.size, n)]
+    epoch_order = first_epoch(n, inputs.seed)
+    probe_idx = epoch_order[: min(probe.size, n)]
     probe_images = reader.take(probe_idx) if probe.size else None
 
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
@@ -167,12 +171,20 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
     for est in trajectory.values():
         est.reset()
 
+    def predict(rows: slice) -> torch.Tensor:
+        assert probe_images is not None
+        part = to_unit_float(probe_images[rows]).to(inputs.device)
+        return restrict(adapter.predict(part), class_subset).float().cpu()
+
     def snapshot(step: int) -> None:
         if step not in wanted or probe_images is None:
             return
-        parts = [restrict(adapter.predict(to_unit_float(part).to(inputs.device)), class_subset)
-                 for part in torch.split(probe_images, chunk)]
-        logits = torch.cat(parts).float().cpu()
+        if step == 0:  # the bn pass's rows where they are the same (first_snapshot)
+            logits, _ = step0_snapshot(predict, probe_idx, chunk, epoch_order,
+                                       inputs.batch_size, bn_logits)
+        else:
+            logits = torch.cat([predict(slice(start, start + chunk))
+                                for start in range(0, len(probe_idx), chunk)])
         check_finite(logits, f"the adapted model at step {step}")
         _count(inputs, "snapshot")
         for name in wanted[step]:
@@ -312,7 +324,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
         t = time.perf_counter()
         with compute_context(inputs):
             adaptation, online = _trajectory(inputs, reader, n, source_logits, trajectory, probe,
-                                             want_features)
+                                             want_features, passes.bn.logits)
         timings["adaptation"] = time.perf_counter() - t
         results.update(adaptation.pop("results"))
         if online is not None:  # timed as static estimation alone, not as adaptation

@@ -13,6 +13,7 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
+from ttabench.runner.command import map_kinds_option
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.report_html import write_report
 from ttabench.scoring.maps import (
@@ -38,15 +39,19 @@ from ttabench.scoring.metrics import mae_by_dataset
 @click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default="dataset",
               show_default=True,
               help="What the bootstrap resamples: datasets (then splits within them), or splits.")
+@click.option("--map-kinds", default="lin,quad", show_default=True,
+              help="Map kinds fitted for every score estimator, comma-separated, from lin, quad, "
+                   "iso, logit-lin, logit-quad.")
 def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: int,
-                boot_unit: str) -> None:
+                boot_unit: str, map_kinds: str) -> None:
     """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
 
     Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
     .json, pairs.csv, scatter.png and report.html, and prints the summary.
     """
+    kinds = map_kinds_option(map_kinds)
     cells = load_cells(list(dirs))
-    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit)
+    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit, map_kinds=kinds)
     out_dir = output or dirs[0]
     paths = [*write_leaderboard(lb, out_dir), write_report(lb, cells, out_dir)]
     click.echo(format_console(lb), nl=False)

@@ -37,13 +37,16 @@ from ttabench.records import Cell
 from ttabench.runner.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.aliases import find_aliases
+from ttabench.scoring.map_kinds import MIN_POINTS, check_map_kinds
 from ttabench.scoring.maps import (
+    DEFAULT_MAP_KINDS,
+    KIND_OF_MAP,
     VALUE,
     Entry,
     build_entries,
     direct_estimate,
+    kind_loo_mae,
     labelled_points,
-    loo_mae,
     record,
     role,
     truth,
@@ -132,6 +135,7 @@ class Leaderboard:
     n_boot: int = 1000
     seed: int = 0
     boot_unit: str = "dataset"
+    map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS
 
 
 TABLE_COLUMNS = [
@@ -181,17 +185,17 @@ def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int,
 def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | None:
     """The entry's leave-one-out MAE (pp) on the calibration cells against ``target``.
 
-    A mapped entry: ``maps.loo_mae`` of its map's degree on its calibration cells; a direct
+    A mapped entry: ``maps.kind_loo_mae`` of its map's kind on its calibration cells; a direct
     entry (or one with its own calibration): its plain MAE there, since nothing was fitted on
     them. None without at least two usable calibration cells (or, for a map, when a cell left
     out leaves too few distinct scores to fit it).
     """
-    if entry.map in ("linear", "quadratic"):
+    if entry.map in KIND_OF_MAP:
         keys = set(entry.calibration_keys.get(target, []))
-        degree = 1 if entry.map == "linear" else 2
+        kind = KIND_OF_MAP[entry.map]
         _, x, y, datasets = labelled_points([c for c in calib if c.key in keys], entry.estimator,
                                             entry.input or VALUE, target)
-        mae = loo_mae(x, y, datasets, degree) if len(x) >= degree + 2 else np.inf
+        mae = kind_loo_mae(kind, x, y, datasets) if len(x) > MIN_POINTS[kind] else np.inf
         return float(mae) if np.isfinite(mae) else None
     est: list[float] = []
     true: list[float] = []
@@ -208,9 +212,9 @@ def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | Non
 
 
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
-                 unit: str) -> dict[str, list[dict[str, Any]]]:
+                 unit: str, map_kinds: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
     """The rows of one target's table of one group (see the module docstring)."""
-    entries, skipped = build_entries(cells, target)
+    entries, skipped = build_entries(cells, target, map_kinds)
     eval_cells = {c.key: c for c in cells if role(c) == "eval"}
     calib = [c for c in cells if role(c) == "calibration"]
     scored = {e.name: s for e in entries if (s := _Scored(e, target, eval_cells)).keys}
@@ -295,13 +299,16 @@ def _online(labels: dict[str, str], cells: list[Cell]) -> dict[str, Any]:
 
 
 def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
-                      boot_unit: str = "dataset") -> Leaderboard:
-    """Score every estimator of the finished cells (failed cells are listed, not scored).
+                      boot_unit: str = "dataset",
+                      map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS) -> Leaderboard:
+    """Score every estimator of the finished cells (failed cells are listed, not scored),
+    mapping every score estimator with each kind of ``map_kinds``.
 
     See the module docstring for the tables, the chosen baseline and the statistics.
     """
     if boot_unit not in metrics.BOOT_UNITS:
         raise TTABenchError(f"boot unit must be one of {list(metrics.BOOT_UNITS)}, got {boot_unit!r}")
+    map_kinds = check_map_kinds(map_kinds)
     ok = [c for c in cells if c.status == "ok"]
     failed = [_failed_record(c) for c in cells if c.status != "ok"]
     groups: dict[tuple[str, str, str], list[Cell]] = {}
@@ -313,7 +320,7 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
         labels = dict(zip(GROUP, group))
         for target in TARGETS:
             for name, rows in _score_table(labels, target, groups[group], n_boot, seed,
-                                           boot_unit).items():
+                                           boot_unit, map_kinds).items():
                 parts[name].extend(rows)
         parts["online"].append(_online(labels, groups[group]))
     table = pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS)
@@ -338,6 +345,7 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
         n_boot=n_boot,
         seed=seed,
         boot_unit=boot_unit,
+        map_kinds=map_kinds,
     )
 
 

@@ -15,6 +15,7 @@ a time.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,25 @@ from ttabench.errors import TTABenchError
 MAP_KINDS: tuple[str, ...] = ("lin", "quad", "iso", "logit-lin", "logit-quad")
 EPS = 1e-3
 _DEGREE = {"lin": 1, "quad": 2, "logit-lin": 1, "logit-quad": 2}
+#: Calibration points a map of each kind needs (degree + 1; two for a monotone step map).
+MIN_POINTS = {kind: _DEGREE.get(kind, 1) + 1 for kind in MAP_KINDS}
+
+
+def check_map_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    """``kinds`` (a name or a list of names of ``MAP_KINDS``) as a tuple; TTABenchError naming
+    the closest known kind for an unknown one, and for an empty list or a repeat."""
+    names = [kinds] if isinstance(kinds, str) else list(kinds)
+    if not names:
+        raise TTABenchError(f"no map kind given; choose from {', '.join(MAP_KINDS)}")
+    for name in names:
+        if name not in MAP_KINDS:
+            close = difflib.get_close_matches(str(name), MAP_KINDS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ";"
+            raise TTABenchError(f"unknown map kind {name!r}{hint} known: {', '.join(MAP_KINDS)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TTABenchError(f"map kind {repeated[0]!r} is given twice")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,8 @@ class FittedMap:
         return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float64)
 
 
-def fit_map_kind(kind: str, x: Sequence[float], y: Sequence[float]) -> FittedMap:
+def fit_map_kind(kind: str, x: Sequence[float] | np.ndarray,
+                 y: Sequence[float] | np.ndarray) -> FittedMap:
     """Fit a map of ``kind`` (one of ``MAP_KINDS``) from scores ``x`` to accuracies ``y``."""
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if kind not in MAP_KINDS:
@@ -87,4 +108,5 @@ def loo_predictions(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[st
     return preds
 
 
-__all__ = ["EPS", "FittedMap", "MAP_KINDS", "fit_map_kind", "loo_predictions"]
+__all__ = ["EPS", "FittedMap", "MAP_KINDS", "MIN_POINTS", "check_map_kinds", "fit_map_kind",
+           "loo_predictions"]

@@ -9,14 +9,17 @@ Each estimator found in them becomes one or more entries:
 - a direct estimator (``kind: direct``) is scored as is: its ``estimate`` (or ``value``);
 - a score estimator whose cells carry their own ``estimate`` (run with a calibration file)
   gets an entry ``"<est>"`` scored as is;
-- every score estimator also gets ``"<est> (lin)"`` and ``"<est> (quad)"``: polynomial maps of
-  degree 1 and 2 from its ``value`` to accuracy, fitted on the calibration-role cells and
-  applied to the eval-role cells. Fairness rule: every score estimator's maps are fitted on
-  exactly the same calibration cells (those on which every mapped estimator has a score and
-  the target's truth is known), with the same degrees;
+- every score estimator also gets ``"<est> (<kind>)"`` for every map kind asked for
+  (``map_kinds``, default ``lin`` and ``quad``: least-squares polynomials of degree 1 and 2;
+  also ``iso``, ``logit-lin``, ``logit-quad`` of ``ttabench.scoring.map_kinds``): a map from
+  its ``value`` to accuracy, fitted on the calibration-role cells and applied to the eval-role
+  cells. Fairness rule: every score estimator's maps are fitted on exactly the same
+  calibration cells (those on which every mapped estimator has a score and the target's truth
+  is known), with the same kinds;
 - a score estimator whose cells carry alternative ``scores`` (e.g. ``"wf@100"``) also gets
-  ``"<est>[best] (lin|quad)"``: the score name with the lowest leave-one-out MAE on the
-  calibration cells (declared target) is chosen, never looking at eval cells.
+  ``"<est>[best] (<kind>)"`` per kind: the score name with the lowest leave-one-out MAE of
+  that kind's map on the calibration cells (declared target) is chosen, never looking at eval
+  cells.
 
 An entry's ``role`` is its estimator's (``candidate`` or ``baseline``). Estimators skipped or
 failed in every eval cell, and maps that cannot be fitted, are returned as ``Skipped`` with the
@@ -36,12 +39,25 @@ import numpy as np
 from ttabench.calibration import Calibration, fit_polynomial
 from ttabench.errors import TTABenchError
 from ttabench.records import VIEWS, Cell, ViewResult
+from ttabench.scoring.map_kinds import (
+    MIN_POINTS,
+    FittedMap,
+    check_map_kinds,
+    fit_map_kind,
+    loo_predictions,
+)
 from ttabench.scoring.metrics import mae_by_dataset
 
 # The accuracy targets a cell records, each with its view (``ttabench.records.VIEWS``).
 TARGETS: tuple[str, ...] = VIEWS
-DEGREES: tuple[tuple[int, str], ...] = ((1, "lin"), (2, "quad"))
 MAP_NAMES = {1: "linear", 2: "quadratic"}
+#: The map kinds of a table unless asked otherwise; the polynomial ones keep an exportable
+#: ``Calibration`` and their names in ``Entry.map`` (``KIND_OF_MAP`` reads them back).
+DEFAULT_MAP_KINDS: tuple[str, ...] = ("lin", "quad")
+POLYNOMIAL = {"lin": 1, "quad": 2}
+ENTRY_MAP = {"lin": "linear", "quad": "quadratic"}
+KIND_OF_MAP = {"linear": "lin", "quadratic": "quad", "iso": "iso", "logit-lin": "logit-lin",
+               "logit-quad": "logit-quad"}
 VALUE = "value"  # input name of a map fitted on an estimator's main ``value``
 
 
@@ -52,12 +68,12 @@ class Entry:
 
     name: str
     estimator: str
-    map: str  # "direct", "own" (the estimator's own calibration), "linear", "quadratic"
+    map: str  # "direct", "own" (the estimator's own calibration), or a key of KIND_OF_MAP
     declared: str
     role: str = "baseline"
     input: str | None = None  # the score a map reads: "value" or a name from ``scores``
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
-    maps: dict[str, Calibration] = field(default_factory=dict)
+    maps: dict[str, Calibration | FittedMap] = field(default_factory=dict)
     calibration_keys: dict[str, list[str]] = field(default_factory=dict)
     note: str = ""
 
@@ -220,6 +236,19 @@ def loo_mae(x: np.ndarray, y: np.ndarray, datasets: list[str], degree: int) -> f
     return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
 
 
+def kind_loo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: list[str]) -> float:
+    """Leave-one-out MAE (pp, per-dataset averaged) of a ``kind`` map: ``loo_mae`` for the
+    polynomial kinds; for the others point i is predicted by ``fit_map_kind`` on all other
+    points (``inf`` when such a fit is impossible)."""
+    if kind in POLYNOMIAL:
+        return loo_mae(x, y, datasets, POLYNOMIAL[kind])
+    try:
+        preds = loo_predictions(kind, x, y, [str(i) for i in range(len(x))])
+    except TTABenchError:
+        return math.inf
+    return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
+
+
 def _estimators(cells: list[Cell]) -> list[str]:
     return sorted({name for cell in cells for name in cell.estimators})
 
@@ -244,9 +273,10 @@ def _skip_reasons(cells: list[Cell], estimator: str, view: str) -> tuple[Counter
 class _Builder:
     """Builds the entries of one group of cells (see the module docstring)."""
 
-    def __init__(self, cells: list[Cell], target: str):
+    def __init__(self, cells: list[Cell], target: str, map_kinds: tuple[str, ...]):
         self.cells = cells
         self.target = target
+        self.map_kinds = map_kinds
         self.eval = [c for c in cells if role(c) == "eval"]
         self.calib = [c for c in cells if role(c) == "calibration"]
         self.entries: list[Entry] = []
@@ -318,36 +348,40 @@ class _Builder:
                     "no calibration cell carries its score: nothing to fit a map on" if self.calib
                     else "no calibration-role cells: run the suite's calibration splits to fit a map"
                 )
-                for _, label in DEGREES:
-                    self.skipped.append(Skipped(f"{name} ({label})", name, reason, 0))
+                for kind in self.map_kinds:
+                    self.skipped.append(Skipped(f"{name} ({kind})", name, reason, 0))
                 continue
-            for degree, label in DEGREES:
-                self._add_map(f"{name} ({label})", name, declared, VALUE, degree, calib, note)
-            self._add_best(name, declared, calib, note)
+            for kind in self.map_kinds:
+                self._add_map(f"{name} ({kind})", name, declared, VALUE, kind, calib, note)
+                self._add_best(name, declared, kind, calib, note)
 
     def _add_map(
-        self, entry_name: str, name: str, declared: str, score: str, degree: int,
+        self, entry_name: str, name: str, declared: str, score: str, kind: str,
         calib: list[Cell], note: str,
     ) -> None:
         target = self.target
-        entry = Entry(entry_name, name, MAP_NAMES[degree], declared, role=self.roles[name],
-                      input=score, note=note)
+        entry = Entry(entry_name, name, ENTRY_MAP.get(kind, kind), declared,
+                      role=self.roles[name], input=score, note=note)
         chosen, x, y, _ = labelled_points(calib, name, score, target)
         keys = [c.key for c in chosen]
-        if len(keys) <= degree:
+        if len(keys) < MIN_POINTS[kind]:
             self.skipped.append(Skipped(
                 entry_name, name,
                 f"{len(keys)} calibration cells with a score and a {target} accuracy; "
-                f"a degree-{degree} map needs at least {degree + 1}",
+                f"a {kind} map needs at least {MIN_POINTS[kind]}",
                 len(keys),
             ))
             return
+        cal: Calibration | FittedMap
         try:
-            cal = fit_map(
-                x, y, degree, estimator=name, input=score, target=target,
-                fitted_for=protocol_facts(calib, name, score, strict=False),
-                provenance=f"least squares on {len(keys)} calibration cells (leaderboard)",
-            )
+            if kind in POLYNOMIAL:
+                cal = fit_map(
+                    x, y, POLYNOMIAL[kind], estimator=name, input=score, target=target,
+                    fitted_for=protocol_facts(calib, name, score, strict=False),
+                    provenance=f"least squares on {len(keys)} calibration cells (leaderboard)",
+                )
+            else:
+                cal = fit_map_kind(kind, x, y)
         except TTABenchError as err:  # e.g. a score constant on the calibration cells
             self.skipped.append(Skipped(entry_name, name, str(err), len(keys)))
             return
@@ -361,8 +395,9 @@ class _Builder:
                 entry.estimates[target][cell.key] = float(cal(value))
         self.entries.append(entry)
 
-    def _add_best(self, name: str, declared: str, calib: list[Cell], note: str) -> None:
-        """``<est>[best] (lin|quad)``: the alternative score chosen on calibration cells only."""
+    def _add_best(self, name: str, declared: str, kind: str, calib: list[Cell],
+                  note: str) -> None:
+        """``<est>[best] (<kind>)``: the alternative score chosen on calibration cells only."""
         cells = [c for c in calib if truth(c, declared) is not None]
         candidates: set[str] | None = None
         for cell in cells:
@@ -372,37 +407,37 @@ class _Builder:
             candidates = names if candidates is None else candidates & names
         if not candidates:
             return
-        for degree, label in DEGREES:
-            entry_name = f"{name}[best] ({label})"
-            if len(cells) < degree + 2:
-                self.skipped.append(Skipped(
-                    entry_name, name,
-                    f"{len(cells)} calibration cells; choosing a score by leave-one-out needs "
-                    f"at least {degree + 2}",
-                    len(cells),
-                ))
-                continue
-            try:
-                chosen = select_score(cells, name, sorted(candidates), declared, degree)
-            except TTABenchError as err:
-                self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
-                continue
-            self._add_map(entry_name, name, declared, chosen, degree, calib, note)
+        entry_name = f"{name}[best] ({kind})"
+        if len(cells) < MIN_POINTS[kind] + 1:
+            self.skipped.append(Skipped(
+                entry_name, name,
+                f"{len(cells)} calibration cells; choosing a score by leave-one-out needs "
+                f"at least {MIN_POINTS[kind] + 1}",
+                len(cells),
+            ))
+            return
+        try:
+            chosen = select_score(cells, name, sorted(candidates), declared, kind)
+        except TTABenchError as err:
+            self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
+            return
+        self._add_map(entry_name, name, declared, chosen, kind, calib, note)
 
 
 def select_score(
-    calib: list[Cell], estimator: str, candidates: list[str], target: str, degree: int
+    calib: list[Cell], estimator: str, candidates: list[str], target: str, kind: str
 ) -> str:
-    """The candidate score with the lowest leave-one-out MAE against ``target`` on ``calib``.
+    """The candidate score with the lowest leave-one-out MAE of a ``kind`` map against
+    ``target`` on ``calib``.
 
     Only calibration cells are read; ties go to the first name in sorted order.
     """
     best: tuple[float, str] | None = None
     for score in sorted(candidates):
         _, x, y, datasets = labelled_points(calib, estimator, score, target)
-        if len(x) < degree + 2:
+        if len(x) < MIN_POINTS[kind] + 1:
             continue
-        mae = loo_mae(x, y, datasets, degree)
+        mae = kind_loo_mae(kind, x, y, datasets)
         if math.isfinite(mae) and (best is None or mae < best[0]):
             best = (mae, score)
     if best is None:
@@ -410,7 +445,9 @@ def select_score(
     return best[1]
 
 
-def build_entries(cells: list[Cell], target: str) -> tuple[list[Entry], list[Skipped]]:
-    """Entries and skipped entries of ``target``'s table for one group of finished cells (see
-    the module docstring)."""
-    return _Builder(cells, target).build()
+def build_entries(cells: list[Cell], target: str,
+                  map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS,
+                  ) -> tuple[list[Entry], list[Skipped]]:
+    """Entries and skipped entries of ``target``'s table for one group of finished cells, with
+    a map of every kind of ``map_kinds`` per score estimator (see the module docstring)."""
+    return _Builder(cells, target, check_map_kinds(map_kinds)).build()

@@ -87,7 +87,7 @@ class Report:
 
 def _panels(group_cells: list[Cell], lb: Leaderboard, group: tuple[str, str, str],
             target: str, ranked: pd.DataFrame) -> list[Panel]:
-    entries = {e.name: e for e in build_entries(group_cells, target)[0]}
+    entries = {e.name: e for e in build_entries(group_cells, target, lb.map_kinds)[0]}
     cells = {c.key: c for c in group_cells}
     pairs = _select(lb.pairs, group, target)
     panels = []
