@@ -50,7 +50,12 @@ def test_every_backend_retries_then_records_the_failing_cell_and_matches_direct_
     marker = tmp_path / "killed-once"
     bench = Benchmark(failing_spec(fail_split="shift-1", crash_split="noise-2" if apart else "",
                                    marker=str(marker)))
-    plans = bench.plan()
+    by_name = {p.split.name: p for p in bench.plan()}
+    # the crashing cell first, the failing one last: in a pool, a worker's death fails every
+    # cell in flight, so the failing cell's attempts must not overlap it (its recorded error
+    # would then be the death's, rightly); they come after every other cell
+    plans = [by_name.pop("noise-2"), *[p for n, p in by_name.items() if n != "shift-1"],
+             by_name["shift-1"]]
     counts = run_cells(bench, plans, tmp_path / "out", make_backend(backend_name), retries=2,
                        progress=False)
     assert marker.exists() == apart  # the worker running noise-2 really died once

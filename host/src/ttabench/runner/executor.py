@@ -31,11 +31,14 @@ from ttabench.runner.views import describe_error
 
 @dataclass
 class Outcome:
-    """One finished attempt of a cell: its record (``cell``), or the one-line ``error``."""
+    """One finished attempt of a cell: its record (``cell``), or the one-line ``error``; or,
+    with ``started`` False, a submission the backend could not start (run it again, no
+    attempt spent)."""
 
     plan: CellPlan
     cell: dict[str, Any] | None = None
     error: str | None = None
+    started: bool = True
 
 
 class Backend(Protocol):
@@ -121,6 +124,10 @@ def run_cells(bench: Benchmark, plans: list[CellPlan], output: Path, backend: Ba
                 backend.submit(plan)
             for outcome in backend.wait():
                 plan = outcome.plan
+                if not outcome.started:
+                    attempts[plan.key] -= 1
+                    queue.insert(0, plan)
+                    continue
                 if outcome.cell is not None:
                     cell = outcome.cell
                     cell["attempts"] = attempts[plan.key]

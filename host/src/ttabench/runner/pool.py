@@ -59,6 +59,7 @@ class PoolBackend:
         self._data = dataclasses.asdict(bench.spec)
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[Future[dict[str, Any]], CellPlan] = {}
+        self._unstarted: list[CellPlan] = []
         self._broken = False
 
     def accepts(self) -> bool:
@@ -71,14 +72,19 @@ class PoolBackend:
             self._pool = ProcessPoolExecutor(max_workers=self.jobs,
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker, initargs=(os.getpid(),))
-        self._running[self._pool.submit(execute_cell_described, self._data, plan.key)] = plan
+        try:
+            self._running[self._pool.submit(execute_cell_described, self._data, plan.key)] = plan
+        except BrokenProcessPool:  # a worker died since the last outcome: this one never started
+            self._broken = True
+            self._unstarted.append(plan)
 
     def running(self) -> int:
-        return len(self._running)
+        return len(self._running) + len(self._unstarted)
 
     def wait(self) -> list[Outcome]:
-        done, _ = wait(self._running, return_when=FIRST_COMPLETED)
-        outcomes = []
+        outcomes = [Outcome(plan, started=False) for plan in self._unstarted]
+        self._unstarted = []
+        done = wait(self._running, return_when=FIRST_COMPLETED)[0] if not outcomes else set()
         for future in done:
             plan = self._running.pop(future)
             try:
