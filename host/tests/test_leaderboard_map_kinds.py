@@ -120,6 +120,9 @@ def test_leaderboard_command_option(tmp_path: Path, cells):
                                        "--map-kinds", "iso,logit-quad"])
     assert result.exit_code == 0, result.output
     assert "s (iso)" in result.output and "s (lin)" not in result.output
+    rows = [line for line in (tmp_path / "run" / "leaderboard.md").read_text().splitlines()
+            if "| s (iso) | baseline |" in line]  # the ranked tables' rows, one per target
+    assert len(rows) == 3 and all("| 9 |" in line for line in rows)  # its 9 calibration cells
     line = one_line_error(CliRunner().invoke(
         main, ["leaderboard", str(tmp_path / "run"), "--map-kinds", "lin,logit_lin"]))
     assert "unknown map kind 'logit_lin'; did you mean 'logit-lin'?" in line

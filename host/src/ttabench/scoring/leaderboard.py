@@ -437,7 +437,7 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
         row.update({
             "pearson": _fmt(r["pearson"]), "spearman": _fmt(r["spearman"]),
             "cells": _count(r["n_cells"]), "datasets": _count(r["n_datasets"]),
-            "calib": _count(r["n_calib"]) if r["map"] in ("linear", "quadratic") else "-",
+            "calib": _count(r["n_calib"]) if r["map"] in KIND_OF_MAP else "-",
             "calib LOO": _fmt(r["calib_loo"]),
             "vs chosen baseline": "-" if pd.isna(r["diff"]) else (
                 f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
