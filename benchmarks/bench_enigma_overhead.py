@@ -63,8 +63,8 @@ def full_estimate(loaded, suite, split, adapter_cls, params, est, images, labels
     cache = DecodedCache(n, images.numel() * images.element_size())
     cache.add(torch.arange(n), images, labels)
     reader = StreamReader(None, cache, LoaderOptions())
-    out = _trajectory(inputs, reader, n, source_logits, {"enigma": est},
-                      probe_setup({"enigma": est}))
+    out, _online = _trajectory(inputs, reader, n, source_logits, {"enigma": est},
+                               probe_setup({"enigma": est}), want_features=False)
     return time.perf_counter() - start, out
 
 
