@@ -4,7 +4,7 @@ One command::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/beyond_paper.py
 
-collects (or reads from ``/tmp/x16/raw``) the raw per-split outputs of ``beyond_collect`` for
+collects (or reads from ``/tmp/ttabench-beyond-paper/raw``) the raw per-split outputs of ``beyond_collect`` for
 ``mnist-cnn`` and ``mnist-resnet`` x stream seeds 0, 1, 2 -- the real calibration splits at
 every lr of ``LRS``, then the synthetic and evaluation splits at the lr chosen on them
 (``beyond_analysis.choose_lr``; the grid runs on stream seed 0 only, its lr serves the three
@@ -44,7 +44,7 @@ from ttabench.suites.mnistc import MNISTC  # noqa: E402
 
 MODELS = {"mnist-cnn": load_mnist_cnn, "mnist-resnet": load_mnist_resnet}
 SEEDS = (0, 1, 2)
-CACHE = Path("/tmp/x16/raw")
+CACHE = Path("/tmp/ttabench-beyond-paper/raw")
 
 
 LR_SEED = 0
