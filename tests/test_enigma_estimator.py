@@ -272,3 +272,29 @@ def test_calibration_fitted_for_another_estimator_is_refused(tmp_path) -> None:
         WeightedFlips(calibration=str(path))
     assert WeightedFlips(calibration=str(path), force_calibration=True).calibration.id == "ts-map"
     assert WeightedFlips(calibration="rn50-v1-wf-quadratic").calibration.estimator == "enigma"
+
+
+def test_temperature_is_fitted_once_per_source_val_object(monkeypatch) -> None:
+    """The host keeps one source-val object per process: enigma+ts fits T on it once, not once
+    per cell, and a different object gets its own fit."""
+    from dataclasses import replace
+
+    import ttabench.estimators.functional as functional
+    from ttabench.api import Outputs
+
+    calls = []
+    fit = functional.fit_temperature
+    monkeypatch.setattr(functional, "fit_temperature",
+                        lambda logits, labels: calls.append(1) or fit(logits, labels))
+    n = 200
+    snaps = {0: logits_for(n, 31), 990: logits_for(n, 32)}
+    g = torch.Generator().manual_seed(7)
+    val = Outputs(torch.randn(100, CLASSES, generator=g) * 4, torch.randint(0, CLASSES, (100,), generator=g))
+    first = [drive(WeightedFlipsTS(probe_size=n), snaps, replace(context(n), source_val=val))
+             for _ in range(3)]
+    assert len(calls) == 1
+    assert len({r.value for r in first}) == 1
+    assert first[0].extras["temperature"] == pytest.approx(fit(val.logits, val.labels))
+    other = Outputs(val.logits.clone(), val.labels.clone())
+    drive(WeightedFlipsTS(probe_size=n), snaps, replace(context(n), source_val=other))
+    assert len(calls) == 2

@@ -39,7 +39,7 @@ from ttabench.api import (
     TrajectoryEstimator,
     TrajectoryPlan,
     TTABenchError,
-    fit_temperature,
+    source_val_temperature,
 )
 from ttabench_enigma.calibrations import load_calibration
 from ttabench_enigma.flips import flip_curve
@@ -365,7 +365,7 @@ class WeightedFlipsTS(WeightedFlips):
         val = context.source_val
         if val is None or val.labels is None:
             raise TTABenchError(f"{self.name} needs labelled source-validation outputs")
-        return float(fit_temperature(val.logits, val.labels))
+        return float(source_val_temperature(val))
 
 
 __all__ = ["REFERENCE", "UnweightedFlips", "WeightedFlips", "WeightedFlipsSource", "WeightedFlipsTS"]

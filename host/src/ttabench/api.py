@@ -377,7 +377,7 @@ class TrajectoryEstimator(Estimator):
 
 # --------------------------------------------------------------------------- the rest of the API
 # Defined in small modules of their own (which import the contracts above), so imported last.
-# The record types: ttabench.records (the typed cell record) is re-exported here when it lands.
+# The record types (the typed cell record, torch-free) and the helpers plugins share.
 
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
@@ -385,9 +385,11 @@ from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
 from ttabench.config_schema import plugin_parameters  # noqa: E402
 from ttabench.config_schema import validate as validate_config  # noqa: E402
 from ttabench.errors import Interrupted  # noqa: E402
+from ttabench.estimators.derived import temperature as source_val_temperature  # noqa: E402
 from ttabench.estimators.functional import fit_temperature  # noqa: E402
 from ttabench.models.base import find_classifier  # noqa: E402
 from ttabench.paths import cache_dir  # noqa: E402
+from ttabench.records import CELL_SCHEMA, Cell, EstimatorRecord, ViewResult, read_cell  # noqa: E402
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
@@ -396,7 +398,13 @@ from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
     "CALIBRATION_SCHEMA",
+    "CELL_SCHEMA",
     "Calibration",
+    "Cell",
+    "EstimatorRecord",
+    "ViewResult",
+    "read_cell",
+    "source_val_temperature",
     "ConfigRule",
     "RunConfig",
     "Interrupted",
