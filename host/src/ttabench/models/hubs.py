@@ -339,6 +339,7 @@ def load_checkpoint(
     cache_dir: Path | None = None,
     num_classes: int | None = None,
     trust_pickle: bool = False,
+    trust_torchscript: bool = False,
 ) -> LoadedModel:
     """``checkpoint:<path>``: a local file in one of four forms.
 
@@ -347,7 +348,11 @@ def load_checkpoint(
        ``torch.load(weights_only=True)``: tensors and plain values only.
     2. A ``.safetensors`` file of the weights whose metadata holds ``"arch"`` (and optionally
        ``"num_classes"``, ``"mean"``, ``"std"`` as JSON text).
-    3. A TorchScript file (``torch.jit.save``): the model's own TorchScript program runs.
+    3. A TorchScript file (``torch.jit.save``), only with ``trust_torchscript=True``
+       (``--trust-torchscript``): the file's TorchScript program runs when it is loaded (its
+       ``__setstate__``) and on every forward pass; TorchScript runs no Python, but it can read
+       and write files (``aten::from_file``). Without it such a file is refused before
+       ``torch.jit.load``, so no code from it runs.
     4. A whole pickled ``nn.Module`` (``torch.save(model)``), only with ``trust_pickle=True``
        (``--trust-pickle``): unpickling runs whatever code the file names, so it is for files
        you made or trust. Without it such a file is refused, and no code from it runs.
@@ -368,6 +373,13 @@ def load_checkpoint(
     if path.suffix == SAFETENSORS_SUFFIX:
         content = _safetensors_checkpoint(path)
     elif _is_torchscript(path):
+        if not trust_torchscript:
+            raise TTABenchError(
+                f"checkpoint {path} is a TorchScript program, which runs when it is loaded and "
+                "can read and write files; it was not loaded. Save a dict {'arch': ..., "
+                "'state_dict': ...} or a safetensors file instead, or, if you made or trust "
+                "this file, pass --trust-torchscript"
+            )
         try:
             net = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a damaged archive can raise anything

@@ -67,6 +67,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                batch_size: int | None = None, data_dir: str | None = None,
                device: str | None = None, baselines: bool = True, workers: int | None = None,
                threads: int | None = None, trust_pickle: bool = False,
+               trust_torchscript: bool = False,
                cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
                channels_last: bool = False) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
@@ -100,7 +101,8 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
         cache_mib=cache_mib, precision=precision, channels_last=channels_last,
-        model_options={"trust_pickle": True} if trust_pickle else {},
+        model_options={**({"trust_pickle": True} if trust_pickle else {}),
+                       **({"trust_torchscript": True} if trust_torchscript else {})},
         baselines=roster if baselines else [],
     )
 
@@ -182,6 +184,11 @@ common_options = [
                       "runs whatever code the file names (arbitrary code, with your rights): "
                       "only for files you made or trust. Without it, files are read as "
                       "tensors only."),
+    click.option("--trust-torchscript", is_flag=True,
+                 help="Also load a checkpoint file that is a TorchScript program. Its program "
+                      "runs when the file is loaded and on every forward pass, and can read and "
+                      "write files (arbitrary code, with your rights): only for files you made "
+                      "or trust. Without it, such files are refused."),
 ]
 
 
@@ -229,7 +236,7 @@ def with_options(options):
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
+        threads, trust_pickle, trust_torchscript, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
         boot_unit, map_kinds, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
@@ -246,7 +253,8 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
                       baselines=not no_baselines, workers=workers, threads=threads,
-                      trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
+                      trust_pickle=trust_pickle, trust_torchscript=trust_torchscript,
+                      cache_mib=cache_mib, precision=precision,
                       channels_last=channels_last)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if executor == "ray" and spec.device is None:
@@ -393,7 +401,7 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
 @click.option("--bootstrap", type=POSITIVE, default=5, help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, threads, trust_pickle, data, image_size, resize, calibration, bootstrap,
+             sets, threads, trust_pickle, trust_torchscript, data, image_size, resize, calibration, bootstrap,
              as_json) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images.
 
@@ -422,7 +430,8 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
     spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
                       steps=steps, batch_size=batch_size, device=device, baselines=False,
-                      threads=threads, trust_pickle=trust_pickle)
+                      threads=threads, trust_pickle=trust_pickle,
+                      trust_torchscript=trust_torchscript)
     print_overrides(config, replaced_leaves({
         "adapter": ("--adapter", adapter), "model": ("--model", model), "seeds": ("--seed", seed),
         "steps": ("--steps", steps), "batch_size": ("--batch-size", batch_size),
