@@ -83,6 +83,8 @@ class Cell:
     attempts: int = 1
     protocol: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the data and the weights were read from (absolute paths): beside the key, not in it.
+    location: dict[str, Any] = field(default_factory=dict)
     n_examples: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, float | None] = field(default_factory=dict)

@@ -26,6 +26,7 @@ from ttabench.runner.cells import (
     environment_record,
     in_shard,
     is_finished,
+    locations,
     protocol_key,
     read_cell,
 )
@@ -163,14 +164,12 @@ class Benchmark:
 
     def protocol(self, split, adapter: str, seed: int) -> dict[str, Any]:
         """The protocol record of one cell (what its key hashes)."""
+        suite, model, _ = locations(self.suite, self.spec.suite_options, self.model,
+                                    self.spec.model)
         return {
-            "suite": {"name": self.suite.name, "options": self.spec.suite_options,
-                      "record": self.suite.record()},
+            "suite": suite,
             "split": asdict(split),
-            "model": {"spec": self.spec.model, "id": self.model.model_id,
-                      "weights_hash": self.model.weights_hash,
-                      "num_classes": self.model.num_classes,
-                      "preprocessing": self.model.preprocessing},
+            "model": model,
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
                         "plugin": _plugin_record("adapters", adapter),
                         **self._source_data_record(adapter)},
@@ -281,12 +280,13 @@ class Benchmark:
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
               body: dict[str, Any]) -> dict[str, Any]:
+        where = locations(self.suite, self.spec.suite_options, self.model, self.spec.model)[2]
         return {
             "schema": CELL_SCHEMA, "key": plan.key, "status": status, "error": error,
             "attempts": attempts, "suite": self.suite.name, "model": self.spec.model,
             "adapter": plan.protocol["adapter"]["name"], "seed": plan.seed,
             "split": asdict(plan.split), "protocol": plan.protocol,
-            "environment": environment_record(self.device), **body,
+            "environment": environment_record(self.device), "location": where, **body,
         }
 
     def failed(self, plan: CellPlan, error: str, attempts: int) -> dict[str, Any]:

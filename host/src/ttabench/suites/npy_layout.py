@@ -349,11 +349,21 @@ class CorruptionArraySuite(Suite):
                 return ArrayRows(images_path, labels_path, 0, _header(images_path)[0][0])
         return None
 
+    def _files(self) -> list[str]:
+        """The .npy files this suite reads, in a fixed order."""
+        stems = ["labels", *self.corruptions, *self.holdout_present]
+        stems += ["clean", "clean_labels"] if self.has_clean else []
+        stems += ["source_val", "source_val_labels"]
+        return [f"{stem}.npy" for stem in stems if (self.root / f"{stem}.npy").is_file()]
+
     def record(self) -> dict[str, Any]:
+        """The data's identity is its folder's name and each file's name and size (the
+        absolute folder is in ``location()``)."""
         source_val = self.source_val()
         return {
             "suite": self.name,
-            "root": str(self.root),
+            "root": self.folder,
+            "file_sizes": {name: (self.root / name).stat().st_size for name in self._files()},
             "layout": "CIFAR-10-C (<corruption>.npy NHWC uint8, labels.npy, 5 severity blocks)",
             "order": [s.name for s in self.splits()],
             "corruptions": list(self.corruptions),
@@ -366,3 +376,6 @@ class CorruptionArraySuite(Suite):
             "num_classes": self.num_classes,
             "source_val": None if source_val is None else source_val.images_path.name,
         }
+
+    def location(self) -> dict[str, Any]:
+        return {"root": str(self.root)}
