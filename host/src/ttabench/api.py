@@ -404,10 +404,18 @@ from ttabench.records import CELL_SCHEMA, Cell, EstimatorRecord, ViewResult, rea
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
+from ttabench.schemas import Count, Finite, Fraction, Record, Size  # noqa: E402
+from ttabench.schemas import parse as parse_record  # noqa: E402
 from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
+    "Count",
+    "Finite",
+    "Fraction",
+    "Record",
+    "Size",
+    "parse_record",
     "CALIBRATION_SCHEMA",
     "CELL_SCHEMA",
     "Calibration",

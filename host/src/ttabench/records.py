@@ -107,7 +107,11 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "cell") -> Cell:
-        """A Cell from its JSON form; refuses another schema with a one-line error."""
+        """A Cell from its JSON form, checked against ``ttabench.schemas.CellSchema`` (types,
+        ranges, a finished cell whole); one TTABenchError line naming ``where`` and the field
+        otherwise, or the old schema with advice to rerun."""
+        from ttabench.schemas import CellSchema, parse
+
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema in OLD_SCHEMAS:
             raise TTABenchError(
@@ -117,26 +121,27 @@ class Cell:
         if schema != CELL_SCHEMA:
             raise TTABenchError(f"{where} is not a ttabench cell (schema {schema!r}, expected "
                                 f"{CELL_SCHEMA})")
-        body = dict(data)
+        body = parse(CellSchema, data, where).model_dump(by_alias=True)
+        body["split"] = body["split"] or {}
         records = {}
-        for name, rec in (body.pop("estimators", None) or {}).items():
-            rec = dict(rec)
-            views = {v: ViewResult(**r) for v, r in (rec.pop("views", None) or {}).items()}
-            result = rec.pop("result", None)
+        for name, rec in body.pop("estimators").items():
+            views = {v: ViewResult(**r) for v, r in rec.pop("views").items()}
+            result = rec.pop("result")
             records[name] = EstimatorRecord(**rec, views=views,
                                             result=None if result is None else ViewResult(**result))
-        known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in body.items() if k in known}, estimators=records)
-        except TypeError as err:
-            raise TTABenchError(f"{where} is damaged: {err}") from None
+        return cls(**body, estimators=records)
 
 
 def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``; a one-line TTABenchError when unreadable or of another schema."""
+    """The cell in ``path``, checked (see ``Cell.from_dict``) and its key equal to the file's
+    name; a one-line TTABenchError naming the file otherwise."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
-    return Cell.from_dict(data, where=f"cell file {path}")
+    cell = Cell.from_dict(data, where=f"cell file {path}")
+    if cell.key != Path(path).stem:
+        raise TTABenchError(f"cell file {path}: key {cell.key!r} is not the file's name; the "
+                            "file holds another cell's result")
+    return cell

@@ -31,7 +31,7 @@ import torch
 
 from ttabench.api import LoadedModel, SplitSpec, Suite
 from ttabench.errors import TTABenchError
-from ttabench.records import CELL_SCHEMA
+from ttabench import records
 
 
 
@@ -102,13 +102,14 @@ def cell_path(output: Path, key: str) -> Path:
 
 
 def read_cell(path: Path) -> dict[str, Any] | None:
-    """A cell file's content, or None if missing, unreadable (never trusted half-written) or
-    of another schema (a ``ttabench.cell/1`` cell is rerun; see ``ttabench.records``)."""
+    """A cell file's content, or None if missing, unreadable (never trusted half-written), of
+    another schema (a ``ttabench.cell/1`` cell is rerun) or failing the cell schema
+    (``ttabench.records.read_cell``): such a cell counts as unfinished, so a rerun recomputes
+    it."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return records.read_cell(path).to_dict()
+    except TTABenchError:
         return None
-    return data if isinstance(data, dict) and data.get("schema") == CELL_SCHEMA else None
 
 
 def is_finished(output: Path, key: str) -> bool:

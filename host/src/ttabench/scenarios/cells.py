@@ -26,6 +26,7 @@ from ttabench.runner.benchmark import _instantiate, _plugin_record
 from ttabench.runner.cells import environment_record, locations, protocol_key
 from ttabench.runner.preflight import check_adapter_setup, resolve_device
 from ttabench.runner.store import write_json_atomic
+from ttabench.schemas import ScenarioCellSchema, parse
 from ttabench.scenarios.run import ScenarioInputs, run_scenario
 from ttabench.scenarios.spec import ScenarioSpec, scenario_order, scenario_pool
 from ttabench.suites.images import check_num_classes
@@ -58,12 +59,15 @@ def scenario_path(output: Path, key: str) -> Path:
 
 
 def read_scenario(path: Path) -> dict[str, Any] | None:
-    """A scenario cell's content, or None when missing, unreadable or not one."""
+    """A scenario cell's content, or None when missing, unreadable, not one, failing
+    ``ttabench.schemas.ScenarioCellSchema`` or holding another key than its file's name: such
+    a cell is unfinished, and a rerun recomputes it."""
     try:
         data = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        parse(ScenarioCellSchema, data, f"scenario cell {path}")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, TTABenchError):
         return None
-    return data if isinstance(data, dict) and data.get("schema") == SCENARIO_SCHEMA else None
+    return data if data["key"] == Path(path).stem else None
 
 
 class ScenarioBench:
