@@ -30,6 +30,7 @@ count is reported, and ``ttabench.suites.images.check_num_classes`` refuses a mi
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from ttabench.models.weight_files import (
     unwrap_state_dict,
 )
 from ttabench.paths import cache_dir as default_cache_dir
+from ttabench.schemas import CheckpointMetaSchema, parse
 
 TIMM_WEIGHTS_ENV = "TTABENCH_TIMM_WEIGHTS"
 TIMM_SUFFIXES: tuple[str, ...] = (".pth", ".safetensors", ".bin")
@@ -381,7 +383,9 @@ def load_checkpoint(
                 "this file, pass --trust-torchscript"
             )
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a damaged archive can raise anything
             raise TTABenchError(f"cannot read checkpoint {path}: {_one_line(exc)}") from exc
         return _self_normalizing(net, path, num_classes, {**facts, "checkpoint_form": "torchscript"})
@@ -449,9 +453,12 @@ def _from_state_dict(
             f"checkpoint {path} is neither a module, a TorchScript file nor a dict with "
             "'arch' and 'state_dict' keys"
         )
-    arch = str(content["arch"])
+    meta = parse(CheckpointMetaSchema, {k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in content.items() if k != "state_dict"},
+                 f"checkpoint {path}")
+    arch = meta.arch
     source, _, name = arch.partition(":")
-    classes = content.get("num_classes") or num_classes
+    classes = meta.num_classes or num_classes
     kwargs = {} if classes is None else {"num_classes": int(classes)}
     if source == "timm":
         timm = import_timm()
@@ -460,19 +467,20 @@ def _from_state_dict(
         net = timm.create_model(name, pretrained=False, **kwargs)
         cfg = net.pretrained_cfg
         mean, std = cfg["mean"], cfg["std"]
-    elif source == "torchvision":
+    else:
         from torchvision import models
 
+        if name not in models.list_models():
+            raise TTABenchError(f"checkpoint {path}: torchvision has no model '{name}'; see "
+                                "torchvision.models.list_models()")
         net = models.get_model(name, weights=None, **kwargs)
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    else:
-        raise TTABenchError(f"checkpoint {path}: arch must be timm:<name> or torchvision:<name>")
     try:
         net.load_state_dict(unwrap_state_dict(content["state_dict"], path), strict=True)
     except RuntimeError as exc:
         raise TTABenchError(
             f"checkpoint {path}: state_dict does not fit {arch}: {_one_line(exc)}"
         ) from exc
-    mean, std = content.get("mean", mean), content.get("std", std)
+    mean, std = meta.mean or mean, meta.std or std
     return _wrap(net.eval(), mean, std, f"checkpoint:{path.name}", _output_classes(net) or classes,
                  arch=arch, **facts)

@@ -25,7 +25,7 @@ from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.execute import PRECISIONS
-from ttabench.runner.preflight import resolve_device
+from ttabench.runner.preflight import check_ray_address, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 
@@ -76,8 +76,9 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
     roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
     if baselines:
         estimators += roster
-    if not estimators and not adapter and not run.get("adapter"):
-        raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
+    if not estimators:
+        raise TTABenchError("nothing to run: name an --estimator, or [run] estimators or "
+                            "baselines in the config (see `ttabench ls estimators`)")
     adapters = choose_adapters(_names(adapter), config, estimators)
     suite_name = suite or run["suite"]
     suite_options = config.section("suite", suite_name)
@@ -245,6 +246,10 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
     """
     started = time.perf_counter()
+    if ray_address is not None:
+        if executor != "ray":
+            raise TTABenchError("--ray-address needs --executor ray")
+        check_ray_address(ray_address)
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
     kinds = map_kinds_option(map_kinds if map_kinds is not None
@@ -364,6 +369,20 @@ class FolderSuite(Suite):
         return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
 
 
+def stream_seeds(given: list[int], bootstrap: int, ctx: click.Context) -> list[int]:
+    """The stream seeds of ``estimate``: the ``--seed`` values when several are given (a
+    ``--bootstrap`` given too must count them), else ``--bootstrap`` consecutive seeds from the
+    one ``--seed`` (else ``[run] seeds``, else 0)."""
+    if len(given) > 1:
+        explicit = ctx.get_parameter_source("bootstrap") is not click.core.ParameterSource.DEFAULT
+        if explicit and bootstrap != len(given):
+            raise TTABenchError(f"--bootstrap {bootstrap} contradicts the {len(given)} --seed "
+                                "values; give one of them")
+        return given
+    start = given[0] if given else 0
+    return [start + i for i in range(bootstrap)]
+
+
 def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
                    resize: int | None) -> tuple[int, int]:
     """(crop size, resize of the shorter side) for a folder of images fed to a model.
@@ -420,6 +439,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     )
     from ttabench.suites.images import UnlabelledFolder
 
+    if data_dir is not None:
+        raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
+                            "folder) has no meaning here: drop it")
     config = load_config(config_path, overrides=list(sets))
     validate_config(config)
     names = _names(estimator)
@@ -432,6 +454,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
                       steps=steps, batch_size=batch_size, device=device, baselines=False,
                       threads=threads, trust_pickle=trust_pickle,
                       trust_torchscript=trust_torchscript)
+    seeds = stream_seeds(spec.seeds, bootstrap, click.get_current_context())
     print_overrides(config, replaced_leaves({
         "adapter": ("--adapter", adapter), "model": ("--model", model), "seeds": ("--seed", seed),
         "steps": ("--steps", steps), "batch_size": ("--batch-size", batch_size),
@@ -461,7 +484,6 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
-    seeds = [spec.seeds[0] + i for i in range(bootstrap)]
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(

@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +32,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.runner.store import check_writable_folder, write_json_atomic
 
 LOCK_NAME = ".lock"
 SHARD_LOCK_PREFIX = ".lock.shard-"
@@ -87,15 +86,8 @@ class RunFolder:
         """Make, check and lock ``path`` for a run (or shard ``(i, n)``); a one-line
         TTABenchError when it cannot be written or an overlapping run holds it."""
         folder = cls(path, shard)
-        try:
-            (folder.path / "cells").mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder.path / "cells"):
-                pass
-        except OSError as exc:
-            raise TTABenchError(
-                f"output folder {folder.path} is not writable ({exc.strerror or exc}); "
-                "choose another with --output"
-            ) from None
+        check_writable_folder(folder.path, "--output")
+        check_writable_folder(folder.path / "cells", "--output")
         try:
             folder._lock.acquire()
         except Timeout:

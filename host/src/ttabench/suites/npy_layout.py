@@ -264,6 +264,8 @@ class CorruptionArraySuite(Suite):
         for labels in ("labels", "clean_labels", "source_val_labels"):
             if (self.root / f"{labels}.npy").is_file():
                 check_labels(self.root / f"{labels}.npy", self.num_classes)
+        for images in ("clean", "source_val"):
+            self._check_label_count(images)
 
     # ----------------------------------------------------------------- layout checks
 
@@ -287,6 +289,16 @@ class CorruptionArraySuite(Suite):
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise self._layout_error(shown)
+
+    def _check_label_count(self, stem: str) -> None:
+        """``<stem>_labels.npy`` holds one label per image of ``<stem>.npy`` (when both exist):
+        fewer would fail inside a cell, more would pair images with other images' labels."""
+        images, labels = self.root / f"{stem}.npy", self.root / f"{stem}_labels.npy"
+        if images.is_file() and labels.is_file():
+            n_images, n_labels = _header(images)[0][0], _header(labels)[0][0]
+            if n_images != n_labels:
+                raise TTABenchError(f"{labels} holds {n_labels} labels but {images} holds "
+                                    f"{n_images} images; they must match one to one")
 
     def _check_arrays(self) -> tuple[int, int]:
         """Every used array is readable, uint8 NHWC with 3 channels and 5*n rows (any number
