@@ -142,6 +142,11 @@ ROWS: list[Row] = [
     ("--set value nested deeply", lambda t: run("-e", "ac", "--set", "run.steps="
                                                 + "[" * 5000 + "]" * 5000),
      "nested too deeply"),
+    ("damaged run.json", lambda t: (write_json(t / "out" / "run.json", {
+        "ran": {}, "phases_seconds": {}, "invocations": [{
+            "started": "x", "command": [], "ran": {"ok": "6"}, "phases_seconds": {}}]}),
+        run("-e", "ac"))[1],
+     "run.json (fix or delete it): invocations.0.ran.ok: input should be a valid integer"),
     # model files
     ("text file as -m", lambda t: run("-e", "ac", "-m", str(write_json(t / "m.pt", "hi"))),
      "is not a weight file"),

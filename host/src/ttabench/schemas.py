@@ -152,6 +152,30 @@ class ScenarioCellSchema(Record):
     estimators: dict[str, ScenarioEstimateSchema]
 
 
+# ----------------------------------------------------------------------------- run.json
+
+
+class InvocationSchema(Record):
+    """One invocation of a run folder's ``run.json`` (``ttabench.runner.run_folder``)."""
+
+    started: str
+    command: list[str]
+    ran: dict[str, Size]
+    shard: str | None = None
+    phases_seconds: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
+
+
+class RunRecordSchema(Record):
+    """A run folder's ``run.json``: the latest invocation's facts at the top level (kept as
+    written) and every invocation under ``invocations``."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    ran: dict[str, Size]
+    phases_seconds: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
+    invocations: list[InvocationSchema]
+
+
 # ----------------------------------------------------------------------------- calibrations
 
 
@@ -194,5 +218,5 @@ class CheckpointMetaSchema(Record):
         default=None, min_length=3, max_length=3)
 
 
-__all__ = ["CalibrationSchema", "CellSchema", "ScenarioCellSchema", "CheckpointMetaSchema", "Count", "Finite",
+__all__ = ["CalibrationSchema", "CellSchema", "RunRecordSchema", "ScenarioCellSchema", "CheckpointMetaSchema", "Count", "Finite",
            "Fraction", "MAX_COUNT", "Record", "Seed", "Size", "parse"]

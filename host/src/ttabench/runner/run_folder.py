@@ -88,6 +88,7 @@ class RunFolder:
         folder = cls(path, shard)
         check_writable_folder(folder.path, "--output")
         check_writable_folder(folder.path / "cells", "--output")
+        folder.invocations()  # a damaged run.json is refused before any work
         try:
             folder._lock.acquire()
         except Timeout:
@@ -125,6 +126,22 @@ class RunFolder:
                  trace: TracebackType | None) -> None:
         self.release()
 
+    def invocations(self) -> list[dict[str, Any]]:
+        """The invocations recorded in ``run.json`` (none when it does not exist), checked
+        against ``ttabench.schemas.RunRecordSchema``: a one-line TTABenchError naming the
+        file and the field when it is damaged."""
+        from ttabench.schemas import RunRecordSchema, parse
+
+        path = self.path / RUN_RECORD
+        if not path.exists():
+            return []
+        where = f"run record {path} (fix or delete it)"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise TTABenchError(f"{where}: {' '.join(str(err).split())}") from None
+        return [dict(i) for i in parse(RunRecordSchema, data, where).model_dump()["invocations"]]
+
     def record(self, top: dict[str, Any], ran: dict[str, int],
                phases: dict[str, float]) -> bool:
         """Add this invocation to ``run.json`` when it ran cells (True), else leave it (False).
@@ -136,10 +153,7 @@ class RunFolder:
         with FileLock(str(self.path / f".{RUN_RECORD}.lock"), timeout=RECORD_LOCK_SECONDS):
             if not sum(ran.values()) and path.exists():
                 return False
-            try:
-                previous = json.loads(path.read_text()).get("invocations", [])
-            except (OSError, ValueError, AttributeError):
-                previous = []
+            previous = self.invocations()
             this = {"started": self.started, "command": sys.argv, "ran": ran,
                     "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
                     "phases_seconds": phases}
