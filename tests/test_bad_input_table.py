@@ -26,6 +26,7 @@ from ttabench import registry
 from ttabench.cli import main
 from ttabench.models.tiny import TinyCNN
 from ttabench.runner.cells import is_finished
+from ttabench.scoring.leaderboard import load_cells
 from ttabench.suites.npy_layout import CORRUPTIONS
 
 TINY = ["-s", "tiny", "-m", "tiny-cnn", "--set", "suite.tiny.n_examples=64", "--n-boot", "10"]
@@ -142,6 +143,8 @@ ROWS: list[Row] = [
     ("--set value nested deeply", lambda t: run("-e", "ac", "--set", "run.steps="
                                                 + "[" * 5000 + "]" * 5000),
      "nested too deeply"),
+    ("output is a file", lambda t: run("-e", "ac", "-o", str(write_json(t / "f", 1) / "out")),
+     "is not writable"),
     ("damaged run.json", lambda t: (write_json(t / "out" / "run.json", {
         "ran": {}, "phases_seconds": {}, "invocations": [{
             "started": "x", "command": [], "ran": {"ok": "6"}, "phases_seconds": {}}]}),
@@ -190,6 +193,12 @@ ROWS: list[Row] = [
     ("estimate --data-dir", lambda t: ["estimate", "-e", "ac", "-m", "tiny-cnn", "--data",
                                        str(t), "--data-dir", str(t)],
      "--data-dir (a suite's data folder) has no meaning here"),
+    # cells
+    ("leaderboard of damaged cells only", lambda t: ["leaderboard", str(t), "--output",
+                                                     str(t / "lb")] if write_json(
+        t / "cells" / f"{'0' * 16}.json", {"schema": "ttabench.cell/2", "key": "0" * 16,
+                                           "status": "failed", "surprise": 1}) else [],
+     "every cell file is damaged (1), first: cell file"),
     # outputs of the scoring commands
     ("leaderboard output not writable",
      lambda t: ["leaderboard", str(t), "--output", str(write_json(t / "f", 1) / "sub")],
@@ -211,7 +220,7 @@ def test_plugins():
 def test_bad_input_gives_one_error_line(tmp_path, config, setup, expected):
     args = setup(tmp_path)
     if args[0] == "run":
-        args += ["--config", str(config), "-o", str(tmp_path / "out")]
+        args += ["--config", str(config)] + ([] if "-o" in args else ["-o", str(tmp_path / "out")])
     line = one_line_error(CliRunner().invoke(main, args))
     assert expected in line, line
     assert no_cells(tmp_path / "out")
@@ -272,11 +281,21 @@ def test_an_edited_cell_is_unfinished_and_ignored(tmp_path, finished_run, edit, 
     edit(cell)
     path.write_text(json.dumps(cell))
     assert not is_finished(out, path.stem)  # a rerun recomputes it
+    ignored: list[str] = []
+    assert len(load_cells([out], ignored)) == 5
+    assert len(ignored) == 1 and ignored[0].startswith(f"cell file {path}: ")
+    assert reason in ignored[0]
+
+
+def test_the_leaderboard_says_it_ignored_a_damaged_cell(tmp_path, finished_run):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    path = sorted((out / "cells").glob("*.json"))[0]
+    path.write_text(path.read_text().replace('"status": "ok"', '"status": "ok", "surprise": 1'))
     result = CliRunner().invoke(main, ["leaderboard", str(out), "--n-boot", "10"])
     assert result.exit_code == 0, result.output
-    assert f"ignored 1 damaged cell file(s) (a rerun of their run recomputes them); first: " \
-           f"cell file {path}: " in result.output
-    assert reason in result.output
+    assert ("ignored 1 damaged cell file(s) (a rerun of their run recomputes them); first: "
+            f"cell file {path}: surprise: extra inputs are not permitted") in result.output
 
 
 def test_a_cell_under_another_keys_file_name_is_rerun(tmp_path, finished_run, config):
