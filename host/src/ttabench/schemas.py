@@ -1,6 +1,6 @@
 """One typed, range-checked schema for every record read from disk.
 
-Cells, calibrations and checkpoint metadata (and a plugin's own files, e.g. the enigma guard
+Cells, calibrations and checkpoint metadata (and a plugin's own files, e.g. an adapter's fitted
 settings, through ``ttabench.api``) are parsed by ``parse``: a pydantic model in strict mode,
 so a number given as a string is refused instead of read digit by digit, a float must be
 finite, a fraction lies in [0, 1], an integer is positive and bounded where it counts
