@@ -35,6 +35,8 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "estimate": "ttabench.runner.command:estimate",
     "fit": "ttabench.scoring.command:fit",
     "leaderboard": "ttabench.scoring.command:leaderboard",
+    "fetch": "ttabench.fetch.command:fetch",
+    "fetch-model": "ttabench.fetch.command:fetch_model",
 }
 
 EXIT_USER_ERROR = 2
