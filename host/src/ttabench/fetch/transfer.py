@@ -12,7 +12,7 @@ resumed with an HTTP ``Range: bytes=<size>-`` request; a server that ignores the
 200) is read from the start again. A response that is a web page (``Content-Type: text/html``,
 or a body that starts like an HTML document: a login, quota or confirmation page saved in place
 of the file) stops the fetch with one line before anything is written. One process at a time
-fetches a destination (a file lock beside it). Every failure is a ``TTABenchError`` of one line
+fetches a destination (a file lock in the cache). Every failure is a ``TTABenchError`` of one line
 that says what was kept and what to do.
 """
 
@@ -171,6 +171,16 @@ def _transfer(url: str, part: Path, progress: bool) -> Digest | None:
     return stated
 
 
+def lock_path(dest: Path) -> Path:
+    """The lock of one destination, kept in the cache (not beside the data or the weights)."""
+    from ttabench.paths import cache_dir
+
+    name = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    folder = cache_dir() / "fetch-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
+
+
 def download(url: str, dest: Path, *, digest: Digest | None, verify: bool = True,
              progress: bool = True, check: Callable[[Path], None] | None = None) -> Fetched:
     """Fetch ``url`` into ``dest`` through ``dest.part`` (see the module docstring).
@@ -184,7 +194,7 @@ def download(url: str, dest: Path, *, digest: Digest | None, verify: bool = True
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+    with FileLock(str(lock_path(dest))):
         if dest.is_file():
             md5, sha256 = file_digests(dest)
             if digest is None or digest.matches(md5, sha256):
