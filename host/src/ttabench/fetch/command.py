@@ -34,7 +34,7 @@ from ttabench.fetch.published import (
 )
 from ttabench.fetch.transfer import Fetched, download
 from ttabench.fetch.unpack import unpack
-from ttabench.paths import cache_dir, data_dir
+from ttabench.paths import cache_dir
 from ttabench.runner.store import write_json_atomic
 
 RECORD_DIR = ".ttabench-fetch"
@@ -160,6 +160,12 @@ def shard_images(path: Path) -> int:
     return sum(1 for _ in TarImageDataset._members(path))
 
 
+def check_shard(path: Path) -> None:
+    """Refuse a shard that is not a readable webdataset tar with at least one sample."""
+    if not shard_images(path):
+        raise TTABenchError(f"{path} holds no CCC sample (<key>.input.jpg + <key>.output.cls)")
+
+
 def fetch_ccc(root: Path, streams: list[str], images: int, mirror: str | None, verify: bool,
               echo: Any = click.echo) -> Path:
     """Fetch the first shards of each CCC stream until it holds ``images`` images."""
@@ -176,7 +182,7 @@ def fetch_ccc(root: Path, streams: list[str], images: int, mirror: str | None, v
             name = f"{folder}/serial_{index:05d}.tar"
             try:
                 fetched = download(f"{base.rstrip('/')}/{name}", root / "CCC" / name, digest=None,
-                                   verify=False, progress=_progress(), check=shard_images)
+                                   verify=False, progress=_progress(), check=check_shard)
             except TTABenchError as err:
                 if index and str(err).startswith("HTTP 404"):
                     echo(f"{folder}: the stream ends after {index} shards ({count} images)")

@@ -22,7 +22,6 @@ import errno
 import hashlib
 import http.client
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -136,7 +135,7 @@ def _write_all(response: http.client.HTTPResponse, out: BinaryIO, part: Path, ur
             bar.update(len(block))
             try:
                 block = response.read(CHUNK)
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError):
+            except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError):
                 break
     finally:
         bar.close()

@@ -104,12 +104,12 @@ def _readers(archive: Path) -> Iterator[tuple[str, IO[bytes] | None]]:
     """(member name, its content stream or None for a folder), in archive order."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as handle:
-            for info in handle.infolist():
-                yield info.filename, None if info.is_dir() else handle.open(info)
+            for entry in handle.infolist():
+                yield entry.filename, None if entry.is_dir() else handle.open(entry)
         return
     with tarfile.open(archive) as tar:
-        for info in tar:
-            yield info.name, tar.extractfile(info) if info.isfile() else None
+        for member in tar:
+            yield member.name, tar.extractfile(member) if member.isfile() else None
 
 
 def _move_into(source: Path, dest: Path) -> None:
