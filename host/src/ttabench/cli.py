@@ -38,6 +38,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "diff": "ttabench.run_diff:diff",
     "fetch": "ttabench.fetch.command:fetch",
     "fetch-model": "ttabench.fetch.command:fetch_model",
+    "presets": "ttabench.preset:presets",
 }
 
 EXIT_USER_ERROR = 2
