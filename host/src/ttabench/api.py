@@ -330,7 +330,10 @@ class PoolEstimator(Estimator):
     outputs of that view and every peer's outputs of the same view (an estimator of the ``bn``
     target reads the bn-view outputs of every model it uses), and scores the result in that
     view's table. ``min_peers``: the fewest peers it works with (a run with fewer models is
-    refused before any work; ``estimate`` raises TTABenchError when handed fewer).
+    refused before any work; ``estimate`` raises TTABenchError when handed fewer). The run
+    loop does not hand peers' outputs to estimators yet: the host's pool estimators
+    (``ttabench.estimators.pool``) are importable and pass the conformance kit, but are not
+    registered.
     """
 
     #: The views this estimator is computed in, each result scored in that view's table.
