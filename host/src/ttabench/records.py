@@ -132,16 +132,17 @@ class Cell:
         return cls(**body, estimators=records)
 
 
-def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``, checked (see ``Cell.from_dict``) and its key equal to the file's
-    name; a one-line TTABenchError naming the file otherwise."""
+def read_cell(path: Path | str, named_by_key: bool = True) -> Cell:
+    """The cell in ``path``, checked (see ``Cell.from_dict``) and, with ``named_by_key`` (a
+    file of a run folder's ``cells/``), its key equal to the file's name; a one-line
+    TTABenchError naming the file otherwise."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
     cell = Cell.from_dict(data, where=f"cell file {path}")
-    if cell.key != Path(path).stem:
+    if named_by_key and cell.key != Path(path).stem:
         raise TTABenchError(f"cell file {path}: key {cell.key!r} is not the file's name; the "
                             "file holds another cell's result")
     return cell

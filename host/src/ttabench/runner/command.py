@@ -69,14 +69,17 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                threads: int | None = None, trust_pickle: bool = False,
                trust_torchscript: bool = False,
                cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
-               channels_last: bool = False) -> RunSpec:
-    """Merge command-line options over the configuration into a ``RunSpec``."""
+               channels_last: bool = False, accuracy_only: bool = False) -> RunSpec:
+    """Merge command-line options over the configuration into a ``RunSpec``.
+
+    A run without any estimator is refused (it would score nothing and exit 0), unless
+    ``accuracy_only`` (a preset's protocol that measures accuracy only)."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
     roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
     if baselines:
         estimators += roster
-    if not estimators:
+    if not estimators and not accuracy_only:
         raise TTABenchError("nothing to run: name an --estimator, or [run] estimators or "
                             "baselines in the config (see `ttabench ls estimators`)")
     adapters = choose_adapters(_names(adapter), config, estimators)
@@ -270,7 +273,7 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       baselines=not no_baselines, workers=workers, threads=threads,
                       trust_pickle=trust_pickle, trust_torchscript=trust_torchscript,
                       cache_mib=cache_mib, precision=precision,
-                      channels_last=channels_last)
+                      channels_last=channels_last, accuracy_only=protocol_preset is not None)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if protocol_preset is not None:
         if dry_run:
