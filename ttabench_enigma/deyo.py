@@ -42,7 +42,6 @@ from ttabench.api import (
     check_fraction,
     check_positive,
     check_positive_int,
-    eval_mode,
 )
 from ttabench_enigma.adapters import softmax_entropy
 from ttabench_enigma.sar_setup import collect_like_sar, configure_like_sar, imagenet_lr
@@ -87,7 +86,9 @@ def occlude(x: Tensor, size: int, row: int, column: int) -> Tensor:
 
 
 class DeYO(ResettableAdapter):
-    """DeYO; ``margin`` and ``e_margin`` are fractions of ln K, as DeYO's command line takes
+    """DeYO: entropy and pseudo-label probability difference filters and weights.
+
+    ``margin`` and ``e_margin`` are fractions of ln K, as DeYO's command line takes
     them; ``lr`` overrides the family's value."""
 
     name = "deyo"
@@ -178,12 +179,6 @@ class DeYO(ResettableAdapter):
         optimizer.zero_grad()
         self.updates += 1
         return outputs.detach()
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        with eval_mode(self.model):
-            logits: Tensor = self.model(x)
-        return logits
 
     def params(self) -> dict[str, Any]:
         log_k = None if self.num_classes is None else math.log(self.num_classes)

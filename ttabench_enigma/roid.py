@@ -50,7 +50,7 @@ from ttabench.api import (
     check_choice,
     check_fraction,
     check_positive,
-    eval_mode,
+    use_batch_statistics,
 )
 from ttabench_enigma.adapters import softmax_entropy
 
@@ -65,9 +65,7 @@ def configure_like_roid(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     for layer in model.modules():
         if isinstance(layer, nn.BatchNorm2d):
-            layer.track_running_stats = False
-            layer.running_mean = None
-            layer.running_var = None
+            use_batch_statistics(layer)
         elif isinstance(layer, nn.BatchNorm1d):
             layer.train()
         if isinstance(layer, ADAPTED_TYPES):
@@ -93,7 +91,9 @@ def min_max(values: Tensor) -> Tensor:
 
 
 class ROID(ResettableAdapter):
-    """ROID; ``lr`` overrides the family's value; ``use_weighting``, ``use_consistency``,
+    """ROID: weight ensembling, diversity weighting, prior correction.
+
+    ``lr`` overrides the family's value; ``use_weighting``, ``use_consistency``,
     ``use_prior_correction``, ``momentum_src``, ``momentum_probs`` and ``temperature`` are
     conf.py's ``ROID`` options (without weighting every sample is kept with weight 1)."""
 
@@ -187,9 +187,7 @@ class ROID(ResettableAdapter):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        with eval_mode(self.model):
-            logits: Tensor = self.model(x)
-        return self.corrected(logits)
+        return self.corrected(super().predict(x))
 
     def forget(self) -> None:
         self.class_probs = None

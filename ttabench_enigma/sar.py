@@ -43,7 +43,6 @@ from ttabench.api import (
     check_choice,
     check_fraction,
     check_positive,
-    eval_mode,
 )
 from ttabench_enigma.adapters import softmax_entropy
 from ttabench_enigma.sar_setup import collect_like_sar, configure_like_sar, imagenet_lr
@@ -53,7 +52,10 @@ EMA_KEEP = 0.9
 
 
 class SAR(ResettableAdapter):
-    """SAR; ``lr`` overrides the family's rule, ``e_margin`` E0 (default 0.4 ln K)."""
+    """SAR: reliable entropy minimization, sharpness-aware updates, model recovery.
+
+    ``lr`` overrides the family's rule, ``e_margin`` E0 (default 0.4 ln K); ``recovery_ema``
+    and ``recovery_momentum`` choose the authors' recovery or the fixed one."""
 
     name = "sar"
 
@@ -155,12 +157,6 @@ class SAR(ResettableAdapter):
         if self.recovery_ema == "cleared":
             self.ema = None
         self.recoveries += 1
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        with eval_mode(self.model):
-            logits: Tensor = self.model(x)
-        return logits
 
     def forget(self) -> None:
         self.ema = None

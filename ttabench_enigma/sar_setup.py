@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ttabench.api import TTABenchError
+from ttabench.api import TTABenchError, use_batch_statistics
 
 SKIPPED_NAMES = ("layer4", "blocks.9", "blocks.10", "blocks.11", "norm.")
 ADAPTED_TYPES = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -29,9 +29,7 @@ def configure_like_sar(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     for layer in model.modules():
         if isinstance(layer, nn.BatchNorm2d):
-            layer.track_running_stats = False
-            layer.running_mean = None
-            layer.running_var = None
+            use_batch_statistics(layer)
         if isinstance(layer, ADAPTED_TYPES):
             layer.requires_grad_(True)
     return model

@@ -6,7 +6,7 @@ stream as the project's adapter, and logits and adapted parameters must agree wi
 every step, across a reset (or the method's own restore/memory event). Random draws: the
 references use torch's global generator, as the authors' code does; the adapters their own
 generator seeded with the same seed (the same draws in the same order). The augmentation is
-checked against torchvision's ops, which the authors' code calls.
+checked against torchvision's ops, which the authors' code calls (``support/authors_references.py``).
 
 - BN-EMA, BN-alpha: mariodoebler/test-time-adaptation ``methods/norm.py`` ``BNEMA``,
   ``BNAlpha`` and ``methods/bn.py`` ``EMABatchNorm``, ``AlphaBatchNorm``;
@@ -29,8 +29,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
-import torchvision.transforms.functional as TF
+from authors_references import close, stream, tta_transforms
 from torch import nn
 
 from ttabench import registry
@@ -39,26 +38,15 @@ from ttabench.adapters.bn_stats import BNAlpha, BNEMA
 from ttabench.adapters.cotta import CoTTA
 from ttabench.adapters.lame import LAME
 from ttabench.adapters.rotta import RoTTA
-from ttabench.api import to_unit_float
 from ttabench.errors import TTABenchError
 from ttabench.models.tiny import load_tiny_cnn
-from ttabench.suites.tiny import make_images
 
-TOL = 1e-5
 SEED = 11
 
 
 @pytest.fixture(scope="module")
 def pretrained() -> nn.Module:
     return load_tiny_cnn().module
-
-
-def stream(steps: int, batch: int, noise: float = 90.0, seed: int = 300) -> list[torch.Tensor]:
-    return [to_unit_float(make_images(batch, seed=seed + t, noise=noise)[0]) for t in range(steps)]
-
-
-def close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(a, b, atol=TOL, rtol=0, msg=lambda m: f"{what}: {m}")
 
 
 def same_parameters(ours: nn.Module, theirs: nn.Module, what: str) -> None:
@@ -69,41 +57,6 @@ def same_parameters(ours: nn.Module, theirs: nn.Module, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- augmentation
-
-
-def color_jitter_pro(img: torch.Tensor) -> torch.Tensor:
-    """my_transforms.py ``ColorJitterPro.forward`` with the strong ranges."""
-    ranges = [(0.6, 1.4), (0.7, 1.3), (0.5, 1.5), (-0.06, 0.06), (0.7, 1.3)]
-    for fn_id in torch.randperm(5):
-        factor = torch.tensor(1.0).uniform_(*ranges[fn_id]).item()
-        if fn_id == 0:
-            img = TF.adjust_brightness(img, factor)
-        if fn_id == 1:
-            img = TF.adjust_contrast(img, factor)
-        if fn_id == 2:
-            img = TF.adjust_saturation(img, factor)
-        if fn_id == 3:
-            img = TF.adjust_hue(img, factor)
-        if fn_id == 4:
-            img = TF.adjust_gamma(img.clamp(1e-8, 1.0), factor)
-    return img
-
-
-def tta_transforms(n_pixels: int, padding_mode: str = "edge", cotta_augs: bool = True):
-    """get_tta_transforms (cotta.py; transforms_cotta.py for ROID's ``cotta_augs=False``)."""
-    ops = [lambda img: torch.clip(img, 0.0, 1.0), color_jitter_pro,
-           T.Pad(padding=int(n_pixels / 2), padding_mode=padding_mode),
-           T.RandomAffine(degrees=[-15, 15], translate=(1 / 16, 1 / 16), scale=(0.9, 1.1),
-                          shear=None, interpolation=T.InterpolationMode.BILINEAR, fill=0)]
-    if cotta_augs:
-        ops += [T.GaussianBlur(kernel_size=5, sigma=[0.001, 0.5]), T.CenterCrop(size=n_pixels),
-                T.RandomHorizontalFlip(p=0.5),
-                lambda img: img + (torch.randn(img.size()) * 0.005 + 0.0).to(img.device),
-                lambda img: torch.clip(img, 0.0, 1.0)]
-    else:
-        ops += [T.CenterCrop(size=n_pixels), T.RandomHorizontalFlip(p=0.5),
-                lambda img: torch.clip(img, 0.0, 1.0)]
-    return T.Compose(ops)
 
 
 @pytest.mark.parametrize("size", [16, 28, 15])
@@ -151,7 +104,7 @@ def test_bn_ema_matches_ema_batchnorm_across_a_reset(pretrained):
         close(adapter.predict(x), expected, "bn-ema predict")
     moved = adapter.model.state_dict()["net.features.1.running_mean"]
     assert not torch.allclose(moved, pretrained.state_dict()["net.features.1.running_mean"])
-    assert adapter.counters() == {"steps": 12, "resets": 1}
+    assert adapter.counters() == {"steps": 12, "steps_since_reset": 6, "resets": 1}
     assert adapter.params()["layer_momenta"] == [0.1]
 
 

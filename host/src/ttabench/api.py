@@ -389,7 +389,7 @@ from ttabench.adaptation.checks import (  # noqa: E402
 )
 from ttabench.adaptation.ema import blend_parameters  # noqa: E402
 from ttabench.adaptation.family import FAMILIES, FAMILY_RULE, dataset_family  # noqa: E402
-from ttabench.adaptation.modes import eval_mode  # noqa: E402
+from ttabench.adaptation.modes import eval_mode, use_batch_statistics  # noqa: E402
 from ttabench.adaptation.optimizer import CIFAR_ADAM, OptimizerSetting  # noqa: E402
 from ttabench.adaptation.resettable import ResettableAdapter  # noqa: E402
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
@@ -423,6 +423,7 @@ __all__ = [
     "check_positive_int",
     "dataset_family",
     "eval_mode",
+    "use_batch_statistics",
     "CALIBRATION_SCHEMA",
     "CELL_SCHEMA",
     "Calibration",

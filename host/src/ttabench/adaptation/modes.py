@@ -1,4 +1,5 @@
-"""Train/eval modes of a module's layers, changed for a while and put back layer by layer."""
+"""How an adapter runs a model's layers: train/eval modes changed for a while and put back layer
+by layer, and BatchNorm on batch statistics only."""
 
 from __future__ import annotations
 
@@ -19,3 +20,11 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for layer, training in modes:
             layer.training = training
+
+
+def use_batch_statistics(layer: nn.modules.batchnorm._BatchNorm) -> None:
+    """The layer normalizes with each batch's statistics, in train and eval mode alike: its
+    running statistics are removed (neither used, nor updated, nor in its state)."""
+    layer.track_running_stats = False
+    layer.running_mean = None
+    layer.running_var = None

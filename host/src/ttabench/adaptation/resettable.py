@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ttabench.adaptation.family import FAMILY_RULE, check_family, dataset_family
+from ttabench.adaptation.modes import eval_mode
 from ttabench.adaptation.optimizer import OptimizerSetting
 from ttabench.adaptation.rng import adapter_seed, seeded_generator
 from ttabench.api import Adapter
@@ -86,6 +87,14 @@ class ResettableAdapter(Adapter):
         self.forget()
         self.steps_since_reset = 0
         self.resets += 1
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.model``'s logits (the model whose outputs the adapter returns: the adapted
+        model, or a mean teacher), every layer in eval mode for the call, nothing updated."""
+        with eval_mode(self.model):
+            logits: torch.Tensor = self.model(x)
+        return logits
 
     def forget(self) -> None:
         """Clear the method's own running state (default: none)."""

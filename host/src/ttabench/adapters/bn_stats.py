@@ -20,7 +20,6 @@ Their hyper-parameters are the same for CIFAR- and ImageNet-scale data.
 
 from __future__ import annotations
 
-from copy import deepcopy
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttabench.adaptation.checks import check_fraction
-from ttabench.adaptation.modes import eval_mode
+from ttabench.adaptation.resettable import ResettableAdapter
 from ttabench.api import Adapter
 from ttabench.errors import TTABenchError
 
@@ -43,8 +42,9 @@ def _batch_norms(model: nn.Module, types: tuple[type[nn.Module], ...],
     return layers
 
 
-class BNEMA(Adapter):
-    """``bn-ema``: running BatchNorm statistics updated on every test batch, then used."""
+class BNEMA(ResettableAdapter):
+    """``bn-ema``: running BatchNorm statistics updated on every test batch, then used;
+    ``momentum`` overrides every layer's own."""
 
     name = "bn-ema"
 
@@ -56,12 +56,10 @@ class BNEMA(Adapter):
         if self.momentum is not None:
             for _, layer in layers:
                 layer.momentum = self.momentum
-        self.layer_momenta = sorted({layer.momentum for _, layer in layers},
-                                    key=lambda m: -1.0 if m is None else m)
+        momenta = {layer.momentum for _, layer in layers}
+        self.layer_momenta = sorted(momenta, key=lambda m: -1.0 if m is None else float(m))
         self.layers = len(layers)
-        self._initial = deepcopy(self.model.state_dict())
-        self.steps = 0
-        self.resets = 0
+        self.save_initial_state()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,28 +67,14 @@ class BNEMA(Adapter):
         self.model.train()
         self.model(x)
         self.model.eval()
-        self.steps += 1
+        self.count_step()
         logits: torch.Tensor = self.model(x)
         return logits
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.model):
-            logits: torch.Tensor = self.model(x)
-        return logits
-
-    def reset(self) -> None:
-        """The source running statistics (and batch counts) back."""
-        self.model.load_state_dict(self._initial)
-        self.resets += 1
 
     def params(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "momentum_rule": "given" if self.momentum is not None
                 else "each layer's own", "layer_momenta": self.layer_momenta,
                 "adapted_layers": self.layers}
-
-    def counters(self) -> dict[str, Any]:
-        return {"steps": self.steps, "resets": self.resets}
 
 
 class AlphaNorm(nn.Module):

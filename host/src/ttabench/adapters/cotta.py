@@ -39,7 +39,7 @@ from torch import nn
 from ttabench.adaptation.augment import TTAugment
 from ttabench.adaptation.checks import check_fraction, check_positive, check_positive_int
 from ttabench.adaptation.ema import blend_parameters
-from ttabench.adaptation.modes import eval_mode
+from ttabench.adaptation.modes import use_batch_statistics
 from ttabench.adaptation.optimizer import CIFAR_ADAM, OptimizerSetting
 from ttabench.adaptation.resettable import ResettableAdapter
 
@@ -87,9 +87,7 @@ def configure_student(model: nn.Module) -> nn.Module:
     model.requires_grad_(True)
     for layer in model.modules():
         if isinstance(layer, nn.BatchNorm2d):
-            layer.track_running_stats = False
-            layer.running_mean = None
-            layer.running_var = None
+            use_batch_statistics(layer)
     return model
 
 
@@ -99,7 +97,10 @@ def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 
 
 class CoTTA(ResettableAdapter):
-    """CoTTA; ``lr``, ``mt``, ``rst``, ``ap`` override the family's values."""
+    """CoTTA: mean teacher, augmentation-averaged pseudo-labels, stochastic restore.
+
+    ``lr``, ``mt``, ``rst``, ``ap`` override the family's values; ``seed`` (default: torch's
+    initial seed) seeds the augmentation and restore draws."""
 
     name = "cotta"
 
@@ -173,12 +174,6 @@ class CoTTA(ResettableAdapter):
             mask = (torch.rand(param.shape, generator=self.generator) < probability).float()
             mask = mask.to(param.device)
             param.copy_(source[key] * mask + param * (1.0 - mask))
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.model):
-            logits: torch.Tensor = self.model(x)
-        return logits
 
     def forget(self) -> None:
         self.last_anchor_confidence = None

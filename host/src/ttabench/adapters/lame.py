@@ -68,7 +68,9 @@ def laplacian_assignment(unary: torch.Tensor, kernel: torch.Tensor, *, bound_lam
 
 
 class LAME(Adapter):
-    """LAME on the frozen model; ``affinity`` rbf | kNN | linear, ``knn`` neighbours,
+    """LAME: Laplacian-adjusted maximum likelihood on the frozen model's outputs.
+
+    ``affinity`` rbf | kNN | linear, ``knn`` neighbours,
     ``force_symmetry`` averages W with its transpose, ``classifier`` names the head whose input
     are the features (default: the last ``nn.Linear``)."""
 

@@ -36,7 +36,6 @@ from torch import nn
 from ttabench.adaptation.augment import TTAugment
 from ttabench.adaptation.checks import check_fraction, check_positive, check_positive_int
 from ttabench.adaptation.ema import blend_parameters
-from ttabench.adaptation.modes import eval_mode
 from ttabench.adaptation.optimizer import CIFAR_ADAM
 from ttabench.adaptation.resettable import ResettableAdapter
 from ttabench.adapters.cotta import soft_cross_entropy
@@ -51,8 +50,10 @@ def timeliness(ages: list[float], device: torch.device) -> torch.Tensor:
 
 
 class RoTTA(ResettableAdapter):
-    """RoTTA; ``memory_size``, ``update_frequency``, ``nu``, ``alpha``, ``lambda_t``,
-    ``lambda_u`` and ``lr`` default to ``configs/adapter/rotta.yaml``."""
+    """RoTTA: robust BatchNorm, category-balanced memory, timeliness weights, mean teacher.
+
+    ``memory_size``, ``update_frequency``, ``nu``, ``alpha``, ``lambda_t``, ``lambda_u`` and
+    ``lr`` default to ``configs/adapter/rotta.yaml``; ``seed`` seeds the augmentation."""
 
     name = "rotta"
 
@@ -121,12 +122,6 @@ class RoTTA(ResettableAdapter):
             optimizer.step()
             self.updates += 1
         blend_parameters(self.model, self.student, 1 - self.nu)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.model):
-            logits: torch.Tensor = self.model(x)
-        return logits
 
     def forget(self) -> None:
         self.memory = None
