@@ -28,6 +28,7 @@ Hyper-parameters per family: imagenet: SGD, momentum 0.9, lr by ``sar_setup.imag
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ def shuffle_patches(x: Tensor, patch_len: int, generator: torch.Generator) -> Te
     patches = grid.reshape(b, c, patch_len, h, patch_len, h).permute(0, 2, 4, 1, 3, 5)
     patches = patches.reshape(b, patch_len * patch_len, c, h, h)
     order = torch.argsort(torch.rand(b, patch_len * patch_len, generator=generator), dim=-1)
-    patches = patches[torch.arange(b).unsqueeze(-1), order.to(x.device)]
+    patches = patches[torch.arange(b, device=x.device).unsqueeze(-1), order.to(x.device)]
     grid = patches.reshape(b, patch_len, patch_len, c, h, h).permute(0, 3, 1, 4, 2, 5)
     return _resize(grid.reshape(b, c, side, side), size)
 
@@ -190,7 +191,8 @@ class DeYO(ResettableAdapter):
                 "plpd_threshold": self.plpd_threshold, "aug_type": self.aug_type,
                 "patch_len": self.patch_len, "occlusion": list(self.occlusion),
                 "reweight_ent": self.reweight_ent, "reweight_plpd": self.reweight_plpd,
-                "adapted_tensors": len(self.adapted_params), "seed": self.seed,
+                "adapted_tensors": len(self.adapted_params),
+                "adapted_tensors_by_kind": dict(Counter(self.layer_kinds)), "seed": self.seed,
                 "hyperparameters_from": "Jhyun17/DeYO main.py, config.py"
                 if self.family == "imagenet" else "mariodoebler/test-time-adaptation "
                 "cfgs/cifar10_c/deyo.yaml"}

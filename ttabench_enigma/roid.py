@@ -33,6 +33,7 @@ same for full batches). ``predict`` applies the prior correction to the current 
 
 from __future__ import annotations
 
+from collections import Counter
 from copy import deepcopy
 from typing import Any
 
@@ -108,10 +109,12 @@ class ROID(ResettableAdapter):
         super().__init__(configure_like_roid(model), num_classes=num_classes, family=family,
                          seed=seed)
         self.source = deepcopy(self.model).requires_grad_(False)
-        self.adapted_params = [p for layer in self.model.modules()
-                               if isinstance(layer, ADAPTED_TYPES)
-                               for name, p in layer.named_parameters(recurse=False)
-                               if name in ("weight", "bias") and p.requires_grad]
+        adapted = [(type(layer).__name__, p) for layer in self.model.modules()
+                   if isinstance(layer, ADAPTED_TYPES)
+                   for name, p in layer.named_parameters(recurse=False)
+                   if name in ("weight", "bias") and p.requires_grad]
+        self.adapted_params = [p for _, p in adapted]
+        self.adapted_kinds = dict(Counter(kind for kind, _ in adapted))
         if not self.adapted_params:
             raise TTABenchError("roid: the model has no BatchNorm, LayerNorm or GroupNorm weight "
                                 "or bias to adapt")
@@ -200,7 +203,8 @@ class ROID(ResettableAdapter):
                 "prior_correction": self.prior_correction, "momentum_src": self.momentum_src,
                 "momentum_probs": self.momentum_probs, "temperature": self.temperature,
                 "augmentation": self.augment.record(), "loss_normalizer": "step batch size",
-                "adapted_tensors": len(self.adapted_params), "seed": self.seed,
+                "adapted_tensors": len(self.adapted_params),
+                "adapted_tensors_by_kind": self.adapted_kinds, "seed": self.seed,
                 "hyperparameters_from": "mariodoebler/test-time-adaptation cfgs/"
                 + ("imagenet_c" if self.family == "imagenet" else "cifar10_c") + "/roid.yaml"}
 

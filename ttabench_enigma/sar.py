@@ -32,6 +32,7 @@ optimizer). ``reset()`` restores everything: model, optimizer (momentum included
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import torch
@@ -168,6 +169,7 @@ class SAR(ResettableAdapter):
                 else "0.4*ln(num_classes)", "reset_constant": self.reset_constant,
                 "recovery_ema": self.recovery_ema, "recovery_momentum": self.recovery_momentum,
                 "adapted_tensors": len(self.adapted_params),
+                "adapted_tensors_by_kind": dict(Counter(self.layer_kinds)),
                 "hyperparameters_from": "mr-eggplant/SAR main.py" if self.family == "imagenet"
                 else "mariodoebler/test-time-adaptation cfgs/cifar10_c/sar.yaml"}
 

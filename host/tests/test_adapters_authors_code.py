@@ -191,6 +191,8 @@ def test_lame_matches_laplacian_optimization(pretrained, affinity):
     assert flips > 0  # LAME changes some predictions of the source model
     assert adapter.counters()["last_iterations"] > 2
     assert adapter.params()["classifier"] == "net.fc"
+    with pytest.raises(TTABenchError, match="at least 2 images"):
+        adapter(x[:1])
     with pytest.raises(TTABenchError, match="classifier"):
         LAME(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
 

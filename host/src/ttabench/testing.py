@@ -185,14 +185,18 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     def predict() -> None:
         adapter = build()
         first, x = _batches(2)
-        run(adapter, [first])  # after a step, so running state (statistics, memories) exists
-        state, counters = _state(adapter), adapter.counters()
-        logits = adapter.predict(x)
-        _ensure(tuple(logits.shape) == (x.shape[0], num_classes), "predict logits shape")
-        _ensure(bool(torch.isfinite(logits).all()), "predict returned non-finite logits")
-        changed = _state_diff(state, adapter)
-        _ensure(not changed, f"predict changed parameters or buffers: {changed[:5]}")
-        _ensure(adapter.counters() == counters, "predict changed the counters")
+        # the step-0 snapshot, then one once running state (statistics, memories) exists
+        for moment in ("before the first step", "after a step"):
+            state, counters = _state(adapter), adapter.counters()
+            logits = adapter.predict(x)
+            _ensure(tuple(logits.shape) == (x.shape[0], num_classes),
+                    f"predict logits shape {moment}")
+            _ensure(bool(torch.isfinite(logits).all()),
+                    f"predict returned non-finite logits {moment}")
+            changed = _state_diff(state, adapter)
+            _ensure(not changed, f"predict changed parameters or buffers: {changed[:5]}")
+            _ensure(adapter.counters() == counters, "predict changed the counters")
+            run(adapter, [first])
 
     def reset() -> None:
         adapter = build()

@@ -97,6 +97,9 @@ class LAME(Adapter):
 
     @torch.no_grad()
     def adjusted(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if x.shape[0] < 2:  # the rbf scale of one point is 0, their code gives NaN
+            raise TTABenchError("lame needs at least 2 images per batch: its affinity relates "
+                                "the images of a batch; use a larger --batch-size")
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_hook(
             lambda _m, inputs, _out: captured.append(inputs[0]))
