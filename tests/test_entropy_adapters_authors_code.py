@@ -405,3 +405,28 @@ def test_roid_prior_correction_variants_and_small_batches(pretrained):
           "prior on probabilities")
     with pytest.raises(TTABenchError, match="at least 2 images"):
         ROID(copy.deepcopy(pretrained))(x[:1])
+
+
+def test_sar_skips_the_top_layers_by_name_inside_a_wrapper():
+    """sar.py collect_params skips layer4, blocks.9-11 and the final norm; ttabench's models
+    wrap the network (``net.``), so the names are read inside it."""
+    from ttabench_enigma.sar_setup import collect_like_sar
+
+    class ViTish(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.LayerNorm(4) for _ in range(12)])
+            self.patch_embed = nn.Sequential()
+            self.patch_embed.norm = nn.LayerNorm(4)
+            self.norm = nn.LayerNorm(4)
+
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = ViTish()
+
+    for model, prefix in ((ViTish(), ""), (Wrapped(), "net.")):
+        _, names, kinds = collect_like_sar(model)
+        layers = sorted({name.rsplit(".", 1)[0].removeprefix(prefix) for name in names})
+        assert layers == sorted([f"blocks.{i}" for i in range(9)] + ["patch_embed.norm"])
+        assert set(kinds) == {"LayerNorm"}

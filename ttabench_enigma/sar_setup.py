@@ -7,7 +7,9 @@ Follows mr-eggplant/SAR ``sar.py`` (``configure_model``, ``collect_params``) and
   removed); BatchNorm2d, LayerNorm and GroupNorm layers get gradients;
 - the adapted parameters are the weight and bias of those layers except in the top of the
   network, skipped by name: ``layer4`` (a ResNet's last stage), ``blocks.9``-``blocks.11`` (a
-  ViT-Base's last three blocks), ``norm.`` and a final ``norm``;
+  ViT-Base's last three blocks), ``norm.`` and a final ``norm`` (names taken inside the
+  network: ttabench's models wrap theirs in a module that normalizes the input, so a model
+  with a single child is read from that child);
 - ImageNet-scale learning rate for batch size B: 0.00025 if B >= 32, else 0.00025 * 2B / 64
   (ResNet-50 with BatchNorm or GroupNorm); 0.001 * B / 64 for a ViT (a model whose adapted
   layers are all LayerNorm); doubled at B = 1 (their ``bs1`` runs).
@@ -40,8 +42,11 @@ def collect_like_sar(model: nn.Module) -> tuple[list[nn.Parameter], list[str], l
     params: list[nn.Parameter] = []
     names: list[str] = []
     kinds: list[str] = []
+    children = [name for name, _ in model.named_children()]
+    wrapper = children[0] + "." if len(children) == 1 else ""
     for layer_name, layer in model.named_modules():
-        if any(part in layer_name for part in SKIPPED_NAMES) or layer_name == "norm":
+        inner = layer_name.removeprefix(wrapper)
+        if any(part in inner for part in SKIPPED_NAMES) or inner == "norm":
             continue
         if isinstance(layer, ADAPTED_TYPES):
             for name, param in layer.named_parameters(recurse=False):
