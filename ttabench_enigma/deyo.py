@@ -193,9 +193,9 @@ class DeYO(ResettableAdapter):
                 "reweight_ent": self.reweight_ent, "reweight_plpd": self.reweight_plpd,
                 "adapted_tensors": len(self.adapted_params),
                 "adapted_tensors_by_kind": dict(Counter(self.layer_kinds)), "seed": self.seed,
-                "hyperparameters_from": "Jhyun17/DeYO main.py, config.py"
-                if self.family == "imagenet" else "mariodoebler/test-time-adaptation "
-                "cfgs/cifar10_c/deyo.yaml"}
+                "hyperparameters_from": self.per_family(
+                    "Jhyun17/DeYO main.py, config.py",
+                    "mariodoebler/test-time-adaptation cfgs/cifar10_c/deyo.yaml")}
 
     def counters(self) -> dict[str, Any]:
         return {**super().counters(), "updates": self.updates,

@@ -205,8 +205,9 @@ class ROID(ResettableAdapter):
                 "augmentation": self.augment.record(), "loss_normalizer": "step batch size",
                 "adapted_tensors": len(self.adapted_params),
                 "adapted_tensors_by_kind": self.adapted_kinds, "seed": self.seed,
-                "hyperparameters_from": "mariodoebler/test-time-adaptation cfgs/"
-                + ("imagenet_c" if self.family == "imagenet" else "cifar10_c") + "/roid.yaml"}
+                "hyperparameters_from": self.per_family(
+                    "mariodoebler/test-time-adaptation cfgs/imagenet_c/roid.yaml",
+                    "mariodoebler/test-time-adaptation cfgs/cifar10_c/roid.yaml")}
 
     def counters(self) -> dict[str, Any]:
         return {**super().counters(), "last_kept": self.last_kept}

@@ -170,8 +170,9 @@ class SAR(ResettableAdapter):
                 "recovery_ema": self.recovery_ema, "recovery_momentum": self.recovery_momentum,
                 "adapted_tensors": len(self.adapted_params),
                 "adapted_tensors_by_kind": dict(Counter(self.layer_kinds)),
-                "hyperparameters_from": "mr-eggplant/SAR main.py" if self.family == "imagenet"
-                else "mariodoebler/test-time-adaptation cfgs/cifar10_c/sar.yaml"}
+                "hyperparameters_from": self.per_family(
+                    "mr-eggplant/SAR main.py",
+                    "mariodoebler/test-time-adaptation cfgs/cifar10_c/sar.yaml")}
 
     def counters(self) -> dict[str, Any]:
         return {**super().counters(), "recoveries": self.recoveries, "ema": self.ema,

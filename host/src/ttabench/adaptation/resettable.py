@@ -33,7 +33,7 @@ class ResettableAdapter(Adapter):
         super().__init__(model)
         self.given_family = check_family(family)
         self.num_classes: int | None = None
-        self.family: str | None = None
+        self.family: str | None = self.given_family
         if num_classes is not None:
             self.resolve_classes(num_classes)
         self.seed = adapter_seed(seed)
@@ -57,6 +57,12 @@ class ResettableAdapter(Adapter):
         elif width != self.num_classes:
             raise TTABenchError(f"{self.name}: the model outputs {width} classes, expected "
                                 f"{self.num_classes}")
+
+    def per_family(self, imagenet: str, cifar: str) -> str | None:
+        """``imagenet`` or ``cifar`` by the resolved family (None before it is known)."""
+        if self.family is None:
+            return None
+        return imagenet if self.family == "imagenet" else cifar
 
     def family_record(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "family": self.family,
