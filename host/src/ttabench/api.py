@@ -88,6 +88,10 @@ class Suite(ABC):
     #: Whether reading a split decodes files (image folders, ImageNet-C, CCC): such a split
     #: gets DataLoader worker processes by default (see ``ttabench.runner.resources``).
     streams_from_disk: bool = False
+    #: Options that say where data lives (a folder or file path): recorded beside a cell's key,
+    #: never hashed into it, so moving the data, or mounting it elsewhere on another node of a
+    #: job array, keeps every key. ``record()`` holds the identity of what they point at.
+    location_options: ClassVar[tuple[str, ...]] = ()
 
     @property
     def skipped_files(self) -> dict[str, int]:
@@ -110,7 +114,14 @@ class Suite(ABC):
 
     @abstractmethod
     def record(self) -> dict[str, Any]:
-        """Protocol facts for the cell record: data location, split order, preprocessing..."""
+        """Protocol facts hashed into every cell's key: the data's identity (folder and file
+        names relative to the data folder, sizes, digests), split order, preprocessing...;
+        never an absolute path (that goes in ``location()``)."""
+
+    def location(self) -> dict[str, Any]:
+        """Where this machine reads the data from (absolute paths): recorded beside each
+        cell's key, not in it."""
+        return {}
 
     def size(self, split: SplitSpec) -> int:
         """Images in a split, for planning (``ttabench run --dry-run``); folder suites count
@@ -452,10 +463,18 @@ from ttabench.records import CELL_SCHEMA, Cell, EstimatorRecord, ViewResult, rea
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
+from ttabench.schemas import Count, Finite, Fraction, Record, Size  # noqa: E402
+from ttabench.schemas import parse as parse_record  # noqa: E402
 from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
+    "Count",
+    "Finite",
+    "Fraction",
+    "Record",
+    "Size",
+    "parse_record",
     "CIFAR_ADAM",
     "FAMILIES",
     "FAMILY_RULE",

@@ -83,6 +83,8 @@ class Cell:
     attempts: int = 1
     protocol: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the data and the weights were read from (absolute paths): beside the key, not in it.
+    location: dict[str, Any] = field(default_factory=dict)
     n_examples: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, float | None] = field(default_factory=dict)
@@ -105,7 +107,11 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "cell") -> Cell:
-        """A Cell from its JSON form; refuses another schema with a one-line error."""
+        """A Cell from its JSON form, checked against ``ttabench.schemas.CellSchema`` (types,
+        ranges, a finished cell whole); one TTABenchError line naming ``where`` and the field
+        otherwise, or the old schema with advice to rerun."""
+        from ttabench.schemas import CellSchema, parse
+
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema in OLD_SCHEMAS:
             raise TTABenchError(
@@ -115,26 +121,28 @@ class Cell:
         if schema != CELL_SCHEMA:
             raise TTABenchError(f"{where} is not a ttabench cell (schema {schema!r}, expected "
                                 f"{CELL_SCHEMA})")
-        body = dict(data)
+        body = parse(CellSchema, data, where).model_dump(by_alias=True)
+        body["split"] = body["split"] or {}
         records = {}
-        for name, rec in (body.pop("estimators", None) or {}).items():
-            rec = dict(rec)
-            views = {v: ViewResult(**r) for v, r in (rec.pop("views", None) or {}).items()}
-            result = rec.pop("result", None)
+        for name, rec in body.pop("estimators").items():
+            views = {v: ViewResult(**r) for v, r in rec.pop("views").items()}
+            result = rec.pop("result")
             records[name] = EstimatorRecord(**rec, views=views,
                                             result=None if result is None else ViewResult(**result))
-        known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in body.items() if k in known}, estimators=records)
-        except TypeError as err:
-            raise TTABenchError(f"{where} is damaged: {err}") from None
+        return cls(**body, estimators=records)
 
 
-def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``; a one-line TTABenchError when unreadable or of another schema."""
+def read_cell(path: Path | str, named_by_key: bool = True) -> Cell:
+    """The cell in ``path``, checked (see ``Cell.from_dict``) and, with ``named_by_key`` (a
+    file of a run folder's ``cells/``), its key equal to the file's name; a one-line
+    TTABenchError naming the file otherwise."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
-    return Cell.from_dict(data, where=f"cell file {path}")
+    cell = Cell.from_dict(data, where=f"cell file {path}")
+    if named_by_key and cell.key != Path(path).stem:
+        raise TTABenchError(f"cell file {path}: key {cell.key!r} is not the file's name; the "
+                            "file holds another cell's result")
+    return cell

@@ -20,16 +20,16 @@ from ttabench.api import Estimator, Outputs, StaticEstimator, TrajectoryEstimato
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.cells import (
-    CELL_SCHEMA,
     CellPlan,
     cell_path,
     environment_record,
     in_shard,
     is_finished,
+    locations,
     protocol_key,
     read_cell,
 )
-from ttabench.records import EstimatorRecord
+from ttabench.records import CELL_SCHEMA, EstimatorRecord
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
 from ttabench.runner.execute import PRECISIONS, CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
@@ -37,6 +37,7 @@ from ttabench.runner.preflight import (
     check_adapter_setup,
     check_compute_options,
     check_severities,
+    check_some_split_fits,
     check_steps,
     resolve_device,
 )
@@ -165,14 +166,12 @@ class Benchmark:
 
     def protocol(self, split, adapter: str, seed: int) -> dict[str, Any]:
         """The protocol record of one cell (what its key hashes)."""
+        suite, model, _ = locations(self.suite, self.spec.suite_options, self.model,
+                                    self.spec.model)
         return {
-            "suite": {"name": self.suite.name, "options": self.spec.suite_options,
-                      "record": self.suite.record()},
+            "suite": suite,
             "split": asdict(split),
-            "model": {"spec": self.spec.model, "id": self.model.model_id,
-                      "weights_hash": self.model.weights_hash,
-                      "num_classes": self.model.num_classes,
-                      "preprocessing": self.model.preprocessing},
+            "model": model,
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
                         "plugin": _plugin_record("adapters", adapter),
                         **self._source_data_record(adapter)},
@@ -206,13 +205,28 @@ class Benchmark:
         if self._plans is not None:
             return list(self._plans)
         cells = []
-        for split in self.selected_splits():
+        selected = self.selected_splits()
+        for split in selected:
             for adapter in self.spec.adapters:
                 for seed in self.spec.seeds:
                     protocol = self.protocol(split, adapter, seed)
                     cells.append(CellPlan(split, seed, protocol, protocol_key(protocol)))
+        self._check_sizes(selected)
         self._plans = cells
         return list(cells)
+
+    def _check_sizes(self, splits: list) -> None:
+        """Refuse a batch or probe larger than every selected split (``check_some_split_fits``),
+        with the estimators a cell would run (those whose needs the suite and model meet)."""
+        has_val = any("source_val" in e.needs for e in self.estimators.values()) and \
+            self.suite.source_val() is not None
+        active = {name: est for name, est in self.estimators.items()
+                  if ("source_val" not in est.needs or has_val)
+                  and ("features" not in est.needs or self.model.classifier is not None)}
+        adapts = self.spec.steps > 0 or any(isinstance(e, TrajectoryEstimator)
+                                            for e in active.values())
+        check_some_split_fits(((s.name, self.suite.size(s)) for s in splits), active,
+                              self.spec.batch_size, adapts)
 
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
@@ -284,12 +298,13 @@ class Benchmark:
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
               body: dict[str, Any]) -> dict[str, Any]:
+        where = locations(self.suite, self.spec.suite_options, self.model, self.spec.model)[2]
         return {
             "schema": CELL_SCHEMA, "key": plan.key, "status": status, "error": error,
             "attempts": attempts, "suite": self.suite.name, "model": self.spec.model,
             "adapter": plan.protocol["adapter"]["name"], "seed": plan.seed,
             "split": asdict(plan.split), "protocol": plan.protocol,
-            "environment": environment_record(self.device), **body,
+            "environment": environment_record(self.device), "location": where, **body,
         }
 
     def failed(self, plan: CellPlan, error: str, attempts: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.execute import PRECISIONS
-from ttabench.runner.preflight import resolve_device
+from ttabench.runner.preflight import check_ray_address, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 
@@ -67,16 +67,21 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                batch_size: int | None = None, data_dir: str | None = None,
                device: str | None = None, baselines: bool = True, workers: int | None = None,
                threads: int | None = None, trust_pickle: bool = False,
+               trust_torchscript: bool = False,
                cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
-               channels_last: bool = False) -> RunSpec:
-    """Merge command-line options over the configuration into a ``RunSpec``."""
+               channels_last: bool = False, accuracy_only: bool = False) -> RunSpec:
+    """Merge command-line options over the configuration into a ``RunSpec``.
+
+    A run without any estimator is refused (it would score nothing and exit 0), unless
+    ``accuracy_only`` (a preset's protocol that measures accuracy only)."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
     roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
     if baselines:
         estimators += roster
-    if not estimators and not adapter and not run.get("adapter"):
-        raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
+    if not estimators and not accuracy_only:
+        raise TTABenchError("nothing to run: name an --estimator, or [run] estimators or "
+                            "baselines in the config (see `ttabench ls estimators`)")
     adapters = choose_adapters(_names(adapter), config, estimators)
     suite_name = suite or run["suite"]
     suite_options = config.section("suite", suite_name)
@@ -100,7 +105,8 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
         cache_mib=cache_mib, precision=precision, channels_last=channels_last,
-        model_options={"trust_pickle": True} if trust_pickle else {},
+        model_options={**({"trust_pickle": True} if trust_pickle else {}),
+                       **({"trust_torchscript": True} if trust_torchscript else {})},
         baselines=roster if baselines else [],
     )
 
@@ -182,6 +188,11 @@ common_options = [
                       "runs whatever code the file names (arbitrary code, with your rights): "
                       "only for files you made or trust. Without it, files are read as "
                       "tensors only."),
+    click.option("--trust-torchscript", is_flag=True,
+                 help="Also load a checkpoint file that is a TorchScript program. Its program "
+                      "runs when the file is loaded and on every forward pass, and can read and "
+                      "write files (arbitrary code, with your rights): only for files you made "
+                      "or trust. Without it, such files are refused."),
 ]
 
 
@@ -233,7 +244,7 @@ def with_options(options):
 @click.option("--allow-deviation", is_flag=True,
               help="Run although options change protocol facts of the preset (recorded).")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
+        threads, trust_pickle, trust_torchscript, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
         boot_unit, map_kinds, dry_run, preset_name, allow_deviation) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
@@ -242,6 +253,10 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
     """
     started = time.perf_counter()
+    if ray_address is not None:
+        if executor != "ray":
+            raise TTABenchError("--ray-address needs --executor ray")
+        check_ray_address(ray_address)
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
     from ttabench import preset as presets
@@ -256,8 +271,9 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
                       baselines=not no_baselines, workers=workers, threads=threads,
-                      trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
-                      channels_last=channels_last)
+                      trust_pickle=trust_pickle, trust_torchscript=trust_torchscript,
+                      cache_mib=cache_mib, precision=precision,
+                      channels_last=channels_last, accuracy_only=protocol_preset is not None)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if protocol_preset is not None:
         if dry_run:
@@ -370,6 +386,20 @@ class FolderSuite(Suite):
         return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
 
 
+def stream_seeds(given: list[int], bootstrap: int, ctx: click.Context) -> list[int]:
+    """The stream seeds of ``estimate``: the ``--seed`` values when several are given (a
+    ``--bootstrap`` given too must count them), else ``--bootstrap`` consecutive seeds from the
+    one ``--seed`` (else ``[run] seeds``, else 0)."""
+    if len(given) > 1:
+        explicit = ctx.get_parameter_source("bootstrap") is not click.core.ParameterSource.DEFAULT
+        if explicit and bootstrap != len(given):
+            raise TTABenchError(f"--bootstrap {bootstrap} contradicts the {len(given)} --seed "
+                                "values; give one of them")
+        return given
+    start = given[0] if given else 0
+    return [start + i for i in range(bootstrap)]
+
+
 def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
                    resize: int | None) -> tuple[int, int]:
     """(crop size, resize of the shorter side) for a folder of images fed to a model.
@@ -407,7 +437,7 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
 @click.option("--bootstrap", type=POSITIVE, default=5, help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, threads, trust_pickle, data, image_size, resize, calibration, bootstrap,
+             sets, threads, trust_pickle, trust_torchscript, data, image_size, resize, calibration, bootstrap,
              as_json) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images.
 
@@ -426,6 +456,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     )
     from ttabench.suites.images import UnlabelledFolder
 
+    if data_dir is not None:
+        raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
+                            "folder) has no meaning here: drop it")
     config = load_config(config_path, overrides=list(sets))
     validate_config(config)
     names = _names(estimator)
@@ -436,7 +469,9 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
     spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
                       steps=steps, batch_size=batch_size, device=device, baselines=False,
-                      threads=threads, trust_pickle=trust_pickle)
+                      threads=threads, trust_pickle=trust_pickle,
+                      trust_torchscript=trust_torchscript)
+    seeds = stream_seeds(spec.seeds, bootstrap, click.get_current_context())
     print_overrides(config, replaced_leaves({
         "adapter": ("--adapter", adapter), "model": ("--model", model), "seeds": ("--seed", seed),
         "steps": ("--steps", steps), "batch_size": ("--batch-size", batch_size),
@@ -466,7 +501,6 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
-    seeds = [spec.seeds[0] + i for i in range(bootstrap)]
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(

@@ -84,6 +84,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise TTABenchError(f"--set value {text[:40]!r}... is nested too deeply") from None
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -214,6 +216,8 @@ def _load_file(file: Path, quick: bool, overrides: list[str] | None) -> RunConfi
             content = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as err:
             raise TTABenchError(f"{file} is not valid TOML: {' '.join(str(err).split())}") from None
+        except RecursionError:
+            raise TTABenchError(f"{file} is not valid TOML: nested too deeply") from None
         except (OSError, UnicodeDecodeError) as err:
             raise TTABenchError(f"cannot read config file {file}: {err}") from None
         source = str(file)

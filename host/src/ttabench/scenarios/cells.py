@@ -23,9 +23,10 @@ from ttabench.api import TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.runner.benchmark import _instantiate, _plugin_record
-from ttabench.runner.cells import environment_record, protocol_key
+from ttabench.runner.cells import environment_record, locations, protocol_key
 from ttabench.runner.preflight import check_adapter_setup, resolve_device
 from ttabench.runner.store import write_json_atomic
+from ttabench.schemas import ScenarioCellSchema, parse
 from ttabench.scenarios.run import ScenarioInputs, run_scenario
 from ttabench.scenarios.spec import ScenarioSpec, scenario_order, scenario_pool
 from ttabench.suites.images import check_num_classes
@@ -58,12 +59,15 @@ def scenario_path(output: Path, key: str) -> Path:
 
 
 def read_scenario(path: Path) -> dict[str, Any] | None:
-    """A scenario cell's content, or None when missing, unreadable or not one."""
+    """A scenario cell's content, or None when missing, unreadable, not one, failing
+    ``ttabench.schemas.ScenarioCellSchema`` or holding another key than its file's name: such
+    a cell is unfinished, and a rerun recomputes it."""
     try:
         data = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        parse(ScenarioCellSchema, data, f"scenario cell {path}")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, TTABenchError):
         return None
-    return data if isinstance(data, dict) and data.get("schema") == SCENARIO_SCHEMA else None
+    return data if data["key"] == Path(path).stem else None
 
 
 class ScenarioBench:
@@ -111,12 +115,11 @@ class ScenarioBench:
 
     def protocol(self, adapter: str, seed: int) -> dict[str, Any]:
         run = self.run
+        suite, model, _ = locations(self.suite, run.suite_options, self.model, run.model)
         return {
-            "suite": {"name": self.suite.name, "options": run.suite_options,
-                      "record": self.suite.record()},
+            "suite": suite,
             "scenario": {**run.spec.record(), "order": [s.name for s in self.order]},
-            "model": {"spec": run.model, "id": self.model.model_id,
-                      "weights_hash": self.model.weights_hash},
+            "model": {k: model[k] for k in ("id", "weights_hash")},
             "adapter": {"name": adapter, "params": run.adapter_params.get(adapter, {}),
                         "plugin": _plugin_record("adapters", adapter)},
             "estimators": {name: {"params": self._estimator(name).params(),
@@ -158,6 +161,8 @@ class ScenarioBench:
             record = {"schema": SCENARIO_SCHEMA, "key": key, "status": "ok",
                       "adapter": adapter, "seed": seed, "protocol": protocol,
                       "environment": environment_record(self.device),
+                      "location": locations(self.suite, self.run.suite_options, self.model,
+                                            self.run.model)[2],
                       "started": started, **result}
             write_json_atomic(path, record)
             records.append(record)

@@ -15,11 +15,16 @@ import click
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
-from ttabench.config_schema import plugin_parameters
+from ttabench.config_schema import MAX_SEED, plugin_parameters
+from ttabench.runner.store import check_writable_folder
 from ttabench.scenarios.cells import ScenarioBench, ScenarioRun
 from ttabench.scenarios.spec import KINDS, ROLES, ScenarioSpec
+from ttabench.scenarios.stream import SPLIT_SEED_STRIDE
 
 SET_SECTIONS = ("adapter", "estimator")
+#: The largest stream seed: split k's stream is seeded ``seed * SPLIT_SEED_STRIDE + k``, which
+#: must stay a 64-bit seed for every split a scenario can hold.
+MAX_STREAM_SEED = (MAX_SEED - SPLIT_SEED_STRIDE) // SPLIT_SEED_STRIDE
 
 
 def parse_set(items: tuple[str, ...]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -37,6 +42,8 @@ def parse_set(items: tuple[str, ...]) -> dict[str, dict[str, dict[str, Any]]]:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        except RecursionError:
+            raise TTABenchError(f"--set {path}: the value is nested too deeply") from None
         out[section].setdefault(name, {})[key] = value
     return out
 
@@ -66,8 +73,9 @@ def parse_severities(text: str) -> tuple[int, ...]:
 @click.option("--severities", default="5", show_default=True, help="Comma list.")
 @click.option("--steps-per-split", type=click.IntRange(min=1), default=80, show_default=True)
 @click.option("--window", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--order-seed", type=int, default=0, show_default=True)
-@click.option("--seed", "seeds", type=int, multiple=True, help="Stream seed (repeatable; 0).")
+@click.option("--order-seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--seed", "seeds", type=click.IntRange(0, MAX_STREAM_SEED), multiple=True,
+              help="Stream seed (repeatable; 0).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
               help="A parameter: adapter.tent.lr=0.05, estimator.aetta.n_dropouts=5.")
@@ -85,9 +93,14 @@ def continual(output: Path, adapters: tuple[str, ...], estimators: tuple[str, ..
                         steps_per_split=steps_per_split, window=window, order_seed=order_seed)
     for name in estimators:  # an estimator with a window parameter gets the scenario's
         if "window" in (plugin_parameters(registry.get("estimators", name), 0) or {}):
-            params["estimator"].setdefault(name, {}).setdefault("window", window)
+            given = params["estimator"].setdefault(name, {}).setdefault("window", window)
+            if given != window:
+                raise TTABenchError(f"--set estimator.{name}.window={given!r} contradicts "
+                                    f"--window {window}: the estimator's windows must be the "
+                                    "scenario's; drop the --set or change --window")
     if output.exists() and not output.is_dir():
         raise TTABenchError(f"--output {output} is not a folder")
+    check_writable_folder(output, "--output")
     bench = ScenarioBench(ScenarioRun(
         output=output, spec=spec, adapters=list(adapters), suite=suite, model=model,
         seeds=list(seeds) or [0], estimators=list(estimators),
