@@ -129,10 +129,9 @@ def toml_value(value: Any) -> str:
 
 def summary(obj: Any) -> str:
     """The first sentence of an object's docstring (its first paragraph, lines joined)."""
-    doc = inspect.getdoc(obj) or ""
-    paragraph = " ".join(doc.split("\n\n")[0].split())
-    head, dot, _ = paragraph.partition(". ")
-    return head + "." if dot else paragraph
+    from docsite.snippets import first_sentence
+
+    return first_sentence(inspect.getdoc(obj) or "")
 
 
 def _run_section() -> list[str]:

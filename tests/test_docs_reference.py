@@ -251,6 +251,18 @@ def test_the_shift_table_has_every_table1_record():
         snippets.expand("<!-- generated: no-such -->")
 
 
+def test_the_plugin_table_lists_every_plugin_the_distribution_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    names = {name for group, entries in declared.items()
+             if group.split(".")[1] in registry.KINDS for name in entries}
+    rows = table_rows(snippets.expand("<!-- generated: plugins ttabench-enigma -->"))
+    assert set(rows) - {"name"} == names
+    assert rows["rdumb"][1:] == ["adapter", "RDumb: ETA with a full reset to the pretrained state "
+                                 "every ``reset_every`` steps."]
+    with pytest.raises(snippets.SnippetError, match="no plugin of distribution"):
+        snippets.expand("<!-- generated: plugins no-such-dist -->")
+
+
 def test_rest_docstring_forms_become_fenced_blocks():
     doc = ("Lines::\n\n    a = 1\n    b = 2\n\nThen a table:\n\n"
            "==== ====\nkey  what\n==== ====\nrun  the run\n==== ====\n\n"
