@@ -423,8 +423,21 @@ class TrajectoryEstimator(Estimator):
 
 # --------------------------------------------------------------------------- the rest of the API
 # Defined in small modules of their own (which import the contracts above), so imported last.
-# The record types (the typed cell record, torch-free) and the helpers plugins share.
+# The record types (the typed cell record, torch-free) and the helpers plugins share (among
+# them the adapters' shared pieces, ``ttabench.adaptation``).
 
+from ttabench.adaptation.augment import TTAugment  # noqa: E402
+from ttabench.adaptation.checks import (  # noqa: E402
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
+from ttabench.adaptation.ema import blend_parameters  # noqa: E402
+from ttabench.adaptation.family import FAMILIES, FAMILY_RULE, dataset_family  # noqa: E402
+from ttabench.adaptation.modes import eval_mode, use_batch_statistics  # noqa: E402
+from ttabench.adaptation.optimizer import CIFAR_ADAM, OptimizerSetting  # noqa: E402
+from ttabench.adaptation.resettable import ResettableAdapter  # noqa: E402
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
@@ -443,6 +456,20 @@ from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
+    "CIFAR_ADAM",
+    "FAMILIES",
+    "FAMILY_RULE",
+    "OptimizerSetting",
+    "ResettableAdapter",
+    "TTAugment",
+    "blend_parameters",
+    "check_choice",
+    "check_fraction",
+    "check_positive",
+    "check_positive_int",
+    "dataset_family",
+    "eval_mode",
+    "use_batch_statistics",
     "CALIBRATION_SCHEMA",
     "CELL_SCHEMA",
     "Calibration",
