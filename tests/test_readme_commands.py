@@ -7,7 +7,9 @@ prefixes dropped, ``${VAR}`` given an example value) is a command. Each one is
 
 1. **parsed** (all of them, fast): a ``ttabench`` command by the real click tree (the command
    exists, every option and value is accepted); a ``python`` script exists and its ``--help``
-   lists every option the line uses; a ``bash`` script exists and ``bash -n`` accepts it;
+   lists every option the line uses; a ``bash`` script exists and ``bash -n`` accepts it; a
+   ``pip install`` of a folder of this repository names a folder with a ``pyproject.toml``
+   that declares every extra the line asks for (and a ``-c`` file exists);
 2. **run** (a slow test) where that needs neither the network nor long work, from a folder
    holding a copy of the repository's ``plugins.toml`` (the README's commands are typed at the
    repository root), with the default cache: ``ttabench run`` and any command with a
@@ -52,6 +54,7 @@ SHELLS = ("bash", "sh", "shell", "console")
 VARIABLES = {"SLURM_ARRAY_TASK_ID": "1"}
 TTABENCH = ("ttabench", ".venv/bin/ttabench")
 PYTHON = ("python", "python3", ".venv/bin/python")
+PIP = ("pip", "pip3", ".venv/bin/pip")
 #: Commands that only read (run as written) and commands that run long with no dry run.
 READ_ONLY = {"ls", "presets", "validate", "diff", "leaderboard"}
 DOWNLOADS = {"fetch", "fetch-model"}
@@ -170,7 +173,7 @@ def _ids(cmds: list[Command]) -> list[str]:
 def test_the_readme_has_commands_of_each_kind():
     programs = {c.program for c in README_COMMANDS}
     assert programs & set(TTABENCH), programs
-    assert all(p in (*TTABENCH, *PYTHON, "bash") for p in programs), \
+    assert all(p in (*TTABENCH, *PYTHON, *PIP, "bash") for p in programs), \
         f"a README command this test cannot check: {programs}"
 
 
@@ -205,14 +208,47 @@ def test_parsing_refuses_what_the_cli_does_not_accept():
         resolve(("runn",))
 
 
+def pip_arguments(cmd: Command) -> list[str] | None:
+    """The arguments of a pip command (``pip ...`` or ``python -m pip ...``), else None."""
+    if cmd.program in PIP:
+        return list(cmd.argv[1:])
+    if cmd.program in PYTHON and cmd.argv[1:3] == ("-m", "pip"):
+        return list(cmd.argv[3:])
+    return None
+
+
+def check_pip(args: list[str], root: Path) -> None:
+    """A ``pip install`` of this repository's folders: each local requirement ``path[extras]``
+    is a folder with a ``pyproject.toml`` declaring those extras; a ``-c``/``-r`` file exists."""
+    assert args[:1] == ["install"], f"pip {' '.join(args)}: only pip install is checked"
+    rest = args[1:]
+    for i, arg in enumerate(rest):
+        if arg in ("-c", "-r", "--constraint", "--requirement"):
+            assert (root / rest[i + 1]).is_file(), f"pip {arg} {rest[i + 1]}: no such file"
+        if arg.startswith("-") or (i and rest[i - 1] in ("-c", "-r")):
+            continue
+        match = re.fullmatch(r"([./][^\[]*)(?:\[([\w,-]+)\])?", arg)
+        if match is None:
+            continue  # a requirement from a registry: nothing local to check
+        folder = root / match.group(1)
+        assert (folder / "pyproject.toml").is_file(), f"pip install {arg}: no pyproject.toml"
+        declared = tomllib.loads((folder / "pyproject.toml").read_text())["project"].get(
+            "optional-dependencies", {})
+        for extra in filter(None, (match.group(2) or "").split(",")):
+            assert extra in declared, f"pip install {arg}: {match.group(1)} has no extra {extra!r}"
+
+
 def _python_script(cmd: Command) -> tuple[Path, list[str]]:
     script = ROOT / cmd.argv[1]
     assert script.suffix == ".py" and script.is_file(), f"no script {cmd.argv[1]}"
     return script, list(cmd.argv[2:])
 
 
-@pytest.mark.parametrize("cmd", [c for c in README_COMMANDS if c.program in PYTHON],
-                         ids=_ids([c for c in README_COMMANDS if c.program in PYTHON]))
+SCRIPTS = [c for c in README_COMMANDS if c.program in PYTHON and pip_arguments(c) is None]
+PIPS = [c for c in README_COMMANDS if pip_arguments(c) is not None]
+
+
+@pytest.mark.parametrize("cmd", SCRIPTS, ids=_ids(SCRIPTS))
 def test_python_scripts_exist_and_take_the_options_used(cmd):
     script, args = _python_script(cmd)
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
@@ -221,6 +257,20 @@ def test_python_scripts_exist_and_take_the_options_used(cmd):
     for option in (a.split("=")[0] for a in args if a.startswith("--")):
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.stdout), \
             f"{script.name} --help does not list {option}"
+
+
+def test_pip_installs_name_folders_and_extras_that_exist():
+    for cmd in PIPS:  # none in today's README's shell blocks
+        check_pip(pip_arguments(cmd), ROOT)
+
+
+def test_pip_check_refuses_an_extra_the_folder_does_not_declare():
+    check_pip(["install", "-e", "./host[ray,test]", "-c", ".ci/constraints.txt"], ROOT)
+    check_pip(["install", "ttabench[ray]"], ROOT)  # from a registry: not checked here
+    with pytest.raises(AssertionError, match="has no extra 'ray'"):
+        check_pip(["install", ".[ray]"], ROOT)
+    with pytest.raises(AssertionError, match="no pyproject.toml"):
+        check_pip(["install", "-e", "./docs"], ROOT)
 
 
 @pytest.mark.parametrize("cmd", [c for c in README_COMMANDS if c.program == "bash"],
@@ -319,7 +369,7 @@ def test_readme_commands_run_as_written(sandbox, config):
     for cmd in README_COMMANDS:
         if cmd.program in TTABENCH:
             outcome = _run_ttabench(cmd, sandbox, config)
-        elif cmd.program in PYTHON and "--dry-run" in cmd.argv:
+        elif cmd in SCRIPTS and "--dry-run" in cmd.argv:
             script, args = _python_script(cmd)
             done = subprocess.run([sys.executable, str(script), *args], capture_output=True,
                                   text=True, cwd=ROOT, timeout=600,
