@@ -30,6 +30,7 @@ would be, so ``ttabench validate`` on it runs as written.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -238,6 +239,15 @@ def check_pip(args: list[str], root: Path) -> None:
             assert extra in declared, f"pip install {arg}: {match.group(1)} has no extra {extra!r}"
 
 
+@functools.cache
+def script_help(script: Path) -> str:
+    """A script's ``--help`` text (once per script: each run imports torch)."""
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _python_script(cmd: Command) -> tuple[Path, list[str]]:
     script = ROOT / cmd.argv[1]
     assert script.suffix == ".py" and script.is_file(), f"no script {cmd.argv[1]}"
@@ -251,11 +261,9 @@ PIPS = [c for c in README_COMMANDS if pip_arguments(c) is not None]
 @pytest.mark.parametrize("cmd", SCRIPTS, ids=_ids(SCRIPTS))
 def test_python_scripts_exist_and_take_the_options_used(cmd):
     script, args = _python_script(cmd)
-    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr
+    usage = script_help(script)
     for option in (a.split("=")[0] for a in args if a.startswith("--")):
-        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.stdout), \
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", usage), \
             f"{script.name} --help does not list {option}"
 
 
