@@ -46,8 +46,8 @@ from ttabench.runner.decoded_cache import (
     StreamReader,
 )
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.runner.store import write_json_atomic
 from ttabench.runner.stream import batches_of, first_epoch, stream_indices
+from ttabench.store import write_json_atomic
 from ttabench.suites.imagefolder import ImageFolderSuite
 
 RESULTS = Path(__file__).parent / "results"

@@ -106,7 +106,7 @@ def fit(work: Path) -> None:
                       "grid_online_accuracy": {str(t): s for t, s in scores.items()},
                       "unguarded_online_accuracy": tent},
     }
-    from ttabench.runner.store import write_json_atomic
+    from ttabench.store import write_json_atomic
 
     write_json_atomic(SETTINGS, record)
     print(f"wrote {SETTINGS} (threshold {best})")
@@ -250,7 +250,7 @@ def run(work: Path) -> None:
     records += _jobs(work / "eval", evaluation, [(m, lr, {}, []) for m, lr, _, _ in runs],
                      SEEDS[1:])
     summary = summarize(records)
-    from ttabench.runner.store import write_bytes_atomic, write_json_atomic
+    from ttabench.store import write_bytes_atomic, write_json_atomic
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "continual.json", summary)

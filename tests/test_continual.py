@@ -39,7 +39,7 @@ def test_windowed_accuracy_and_mae_by_hand() -> None:
 def test_aetta_window_estimates_are_one_minus_mean_error_per_window() -> None:
     est = AETTA()
     est.errors = [0.1, 0.3, 0.2, 0.6, 0.5]
-    assert est.window_estimates(2) == pytest.approx([1 - 0.2, 1 - 0.4, 1 - 0.5])
+    assert [r.estimate for r in est.window_results(2)] == pytest.approx([1 - 0.2, 1 - 0.4])
 
 
 def test_order_is_a_seeded_permutation_of_the_pool() -> None:

@@ -91,20 +91,22 @@ class OnlineFlips(TrajectoryEstimator):
         self._confidence_sum = 0.0
         self._steps_in_window = 0
 
-    def window_estimates(self, window: int) -> list[float]:
-        """One estimate per complete window of ``window`` steps (the one it was built for)."""
+    def window_results(self, window: int) -> list[EstimateResult]:
+        """One estimate per complete window of ``window`` steps (the one it was built for), with
+        the window's ``conf``, ``flips`` and ``collapse`` as its scores."""
         if window != self.window:
             raise TTABenchError(f"enigma-online was built for windows of {self.window} steps, "
-                                f"the scenario uses {window}; pass window={window}")
-        return [window_estimate(self.coefficients, *f) for f in self.features]
-
-    def window_features(self) -> list[dict[str, float]]:
-        """``conf``, ``flips`` and ``collapse`` of every complete window."""
-        return [dict(zip(FEATURES, f)) for f in self.features]
+                                f"the stream uses {window}; pass window={window}")
+        out = []
+        for features in self.features:
+            estimate = window_estimate(self.coefficients, *features)
+            out.append(EstimateResult(value=estimate, estimate=estimate,
+                                      scores=dict(zip(FEATURES, features))))
+        return out
 
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         """The mean of the window estimates (an estimate of the whole stream's online accuracy)."""
-        estimates = self.window_estimates(self.window)
+        estimates = [r.value for r in self.window_results(self.window)]
         if not estimates:
             raise TTABenchError(f"enigma-online saw fewer than {self.window} steps")
         value = sum(estimates) / len(estimates)

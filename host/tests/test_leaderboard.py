@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cell_builders import every_view, make_cell, skipped, static, trajectory
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell, ViewResult
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scoring import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.command import leaderboard as leaderboard_command
 

@@ -13,7 +13,7 @@ from cell_builders import every_view, make_cell, static, trajectory
 from cli_checks import no_cells, one_line_error
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scoring import build_leaderboard
 from ttabench.scoring.map_kinds import EPS
 

@@ -42,8 +42,6 @@ from torch.utils.data import Dataset
 from ttabench.errors import TTABenchError
 
 Role = Literal["eval", "calibration"]
-#: How the probe is drawn (``TrajectoryPlan.probe_draw``; see ``ttabench.runner.stream``).
-PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 Target = Literal["source", "bn", "adapted"]
 TARGETS: tuple[Target, ...] = ("source", "bn", "adapted")
 _Derived = TypeVar("_Derived")
@@ -371,6 +369,16 @@ class TrajectoryEstimator(Estimator):
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         """The estimate once the trajectory has reached the last checkpoint."""
 
+    def window_results(self, window: int) -> list[EstimateResult] | None:
+        """Per-window estimates of the online accuracy, once the trajectory has ended: one
+        result per complete window of ``window`` steps (window ``w``: steps ``wW + 1`` to
+        ``(w + 1)W``), each estimating the accuracy of the adapter's online predictions in
+        those steps (``kind == "direct"``: ``estimate`` set) or a score a map turns into it;
+        ``scores`` may hold the features it was computed from. The host scores them against
+        each window's online accuracy (``ttabench.runner.windows``). None (the default): this
+        estimator gives no per-window estimate."""
+        return None
+
     def reset(self) -> None:
         """Forget everything observed; called before each cell."""
 
@@ -393,8 +401,8 @@ from ttabench.records import CELL_SCHEMA, Cell, EstimatorRecord, ViewResult, rea
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
-from ttabench.runner.store import write_json_atomic  # noqa: E402
-from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
+from ttabench.store import write_json_atomic  # noqa: E402
+from ttabench.runner.stream import PROBE_DRAWS, first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
     "CALIBRATION_SCHEMA",

@@ -124,14 +124,6 @@ def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=clic
     echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-def map_kinds_option(value: str | list[str]) -> tuple[str, ...]:
-    """Map kinds from ``--map-kinds a,b`` or ``[run] map_kinds``, checked before any work."""
-    from ttabench.scoring.map_kinds import check_map_kinds
-
-    names = [k.strip() for k in value.split(",")] if isinstance(value, str) else value
-    return check_map_kinds(names)
-
-
 def _option(flag: str, value: Any) -> str:
     """How an option was given: ``--seed 3,4``."""
     shown = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
@@ -237,10 +229,12 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
     like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
     """
+    from ttabench.scoring.map_kinds import check_map_kinds  # scipy: imported when running
+
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
-    kinds = map_kinds_option(map_kinds if map_kinds is not None
+    kinds = check_map_kinds(map_kinds if map_kinds is not None
                              else config.run.get("map_kinds", ["lin", "quad"]))
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
                       seed=seed, splits=splits, severities=severities, n_examples=n_examples,

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan, cell_path
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.runner.views import describe_error
 
 

@@ -28,8 +28,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ttabench.api import PROBE_DRAWS
 from ttabench.errors import TTABenchError
+
+#: How the probe is drawn (``ttabench.api.TrajectoryPlan.probe_draw``), in the order of the draw
+#: the adaptation stream starts at (see ``stream_start``).
+PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 
 
 def epochs(n: int, seed: int) -> Iterator[torch.Tensor]:

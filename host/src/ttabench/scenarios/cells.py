@@ -25,7 +25,7 @@ from ttabench.paths import cache_dir
 from ttabench.runner.benchmark import _instantiate, _plugin_record
 from ttabench.runner.cells import environment_record, protocol_key
 from ttabench.runner.preflight import check_adapter_setup, resolve_device
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scenarios.run import ScenarioInputs, run_scenario
 from ttabench.scenarios.spec import ScenarioSpec, scenario_order, scenario_pool
 from ttabench.suites.images import check_num_classes
@@ -101,7 +101,7 @@ class ScenarioBench:
         for name in run.estimators:
             est = self._estimator(name)
             if not isinstance(est, TrajectoryEstimator) or \
-                    not callable(getattr(est, "window_estimates", None)):
+                    type(est).window_results is TrajectoryEstimator.window_results:
                 raise TTABenchError(f"estimator {name} gives no per-window estimate; a "
                                     "continual scenario takes trajectory estimators with "
                                     "window_estimates (see `ttabench ls estimators`)")

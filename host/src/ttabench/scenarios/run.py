@@ -66,17 +66,8 @@ def mean_absolute_error(estimates: list[float], truths: list[float]) -> float:
     return sum(abs(e - t) for e, t in zip(estimates, truths)) / len(truths)
 
 
-def _observers(estimators: dict[str, TrajectoryEstimator]) -> None:
-    for name, est in estimators.items():
-        if not callable(getattr(est, "window_estimates", None)):
-            raise TTABenchError(
-                f"estimator {name} gives no per-window estimate (window_estimates); a "
-                "continual scenario scores only estimators that do")
-
-
 def run_scenario(inputs: ScenarioInputs, show_progress: bool = False) -> dict[str, Any]:
     """Adapt along the scenario and return the cell's results (see the module docstring)."""
-    _observers(inputs.estimators)
     seed_everything(inputs.seed)
     device = inputs.device
     model = copy.deepcopy(inputs.model.module).to(device)
@@ -100,6 +91,8 @@ def run_scenario(inputs: ScenarioInputs, show_progress: bool = False) -> dict[st
                        desc=f"{inputs.adapter_cls.name} seed {inputs.seed}", leave=False)
     for batch in batches:
         x = to_unit_float(batch.images).to(device)
+        for est in inputs.estimators.values():
+            est.before_step(batch.step + 1, x, adapter, subset)
         logits = adapter(x)
         if subset is not None:
             logits = logits[:, subset]
@@ -116,11 +109,10 @@ def run_scenario(inputs: ScenarioInputs, show_progress: bool = False) -> dict[st
     truth = windowed_accuracy(hits, seen, window)
     estimates: dict[str, Any] = {}
     for name, est in inputs.estimators.items():
-        values = [float(v) for v in est.window_estimates(window)]
+        results = est.window_results(window) or []
+        values = [float(r.value) for r in results]
         estimates[name] = {"windows": values, "mae": mean_absolute_error(values, truth),
-                           "params": est.params()}
-        if callable(getattr(est, "window_features", None)):
-            estimates[name]["features"] = est.window_features()
+                           "params": est.params(), "features": [r.scores for r in results]}
     return {
         "online_accuracy": sum(hits) / sum(seen),
         "window_accuracy": truth,

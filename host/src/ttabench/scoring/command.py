@@ -13,8 +13,8 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
-from ttabench.runner.command import map_kinds_option
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
+from ttabench.scoring.map_kinds import check_map_kinds
 from ttabench.scoring.report_html import write_report
 from ttabench.scoring.maps import (
     TARGETS,
@@ -49,7 +49,7 @@ def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: 
     Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
     .json, pairs.csv, scatter.png and report.html, and prints the summary.
     """
-    kinds = map_kinds_option(map_kinds)
+    kinds = check_map_kinds(map_kinds)
     cells = load_cells(list(dirs))
     lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit, map_kinds=kinds)
     out_dir = output or dirs[0]

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
-from ttabench.runner.store import write_bytes_atomic
+from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.aliases import find_aliases
 from ttabench.scoring.map_kinds import MIN_POINTS, check_map_kinds

@@ -34,9 +34,11 @@ MIN_POINTS = {kind: _DEGREE.get(kind, 1) + 1 for kind in MAP_KINDS}
 
 
 def check_map_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
-    """``kinds`` (a name or a list of names of ``MAP_KINDS``) as a tuple; TTABenchError naming
-    the closest known kind for an unknown one, and for an empty list or a repeat."""
-    names = [kinds] if isinstance(kinds, str) else list(kinds)
+    """``kinds`` (a list of names of ``MAP_KINDS``, or one string of them separated by commas,
+    as ``--map-kinds lin,quad`` gives it) as a tuple; TTABenchError naming the closest known
+    kind for an unknown one, and for an empty list or a repeat."""
+    names = ([k.strip() for k in kinds.split(",") if k.strip()] if isinstance(kinds, str)
+             else list(kinds))
     if not names:
         raise TTABenchError(f"no map kind given; choose from {', '.join(MAP_KINDS)}")
     for name in names:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.records import Cell
-from ttabench.runner.store import write_bytes_atomic
+from ttabench.store import write_bytes_atomic
 from ttabench.scoring.leaderboard import Leaderboard, _groups, _main_view, _select, group_aliases
 from ttabench.scoring.maps import TARGETS, build_entries, record, role, score_of, truth
 
