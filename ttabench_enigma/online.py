@@ -11,7 +11,7 @@ and estimates the adapted model's online accuracy in the window as
 
     acc_w = clip(c0 + c_conf * conf_w + c_flips * flips_w + c_collapse * collapse_w, 0, 1)
 
-with coefficients fitted by least squares on calibration scenarios (the ``online`` part of a
+with coefficients fitted by least squares on calibration streams (the ``online`` part of a
 guard settings file, ``ttabench_enigma.guard_settings``). Without a fit (coefficients
 ``(0, 1, 0, 0)``) it is the average confidence of the window.
 """
@@ -46,7 +46,7 @@ def window_estimate(coefficients: tuple[float, ...], confidence: float, flips: f
 class OnlineFlips(TrajectoryEstimator):
     """Per-window estimate of the online accuracy from confidence, flips and collapse.
 
-    ``window``: steps per window (a scenario with another window is refused);
+    ``window``: steps per window (the host gives it the stream's window; another is refused);
     ``settings``: where the coefficients come from (a shipped id or a JSON file).
     """
 

@@ -22,6 +22,12 @@ Data flow of one cell (see ``ttabench.runner.execute``):
    ``TrajectoryEstimator`` at the checkpoints it asks for, and gives the ``adapted`` target
    (online accuracy of the adapted model). Adaptation stops at the last step needed.
 
+A cell's stream (``ttabench.runner.streams``) is one split with the adapter reset before it,
+or several splits in a row (continual, gradual, mixed; optionally class-correlated); every
+estimator is also scored per window of ``W`` steps against the online accuracy of those steps
+(``TrajectoryEstimator.window_results``). An estimator whose constructor takes ``window`` gets
+the stream's ``W`` unless the configuration sets it (another value is refused).
+
 Labels are logit indices (of the restricted logits when ``Suite.class_subset`` is set), except
 for a suite with ``label_sets``: then label ``y`` is correct for a prediction ``p`` iff ``p`` is
 in ``label_sets[y]`` (ObjectNet's and ImageNet-D's many-to-one class maps, ImageNet-Hard's
@@ -180,7 +186,9 @@ class Adapter(nn.Module, ABC):
         return {}
 
     def counters(self) -> dict[str, Any]:
-        """Running counters a user can read (samples kept per filter, steps since reset...)."""
+        """Running counters a user can read (samples kept per filter, steps since reset...).
+        ``resets``, when present, counts the adapter's resets so far: the host records the
+        steps after which it grew (``ttabench.records.WindowRecord.reset_steps``)."""
         return {}
 
 
@@ -370,7 +378,7 @@ class TrajectoryEstimator(Estimator):
         """The estimate once the trajectory has reached the last checkpoint."""
 
     def window_results(self, window: int) -> list[EstimateResult] | None:
-        """Per-window estimates of the online accuracy, once the trajectory has ended: one
+        """Per-window estimates of the online accuracy, asked after ``compute``: one
         result per complete window of ``window`` steps (window ``w``: steps ``wW + 1`` to
         ``(w + 1)W``), each estimating the accuracy of the adapter's online predictions in
         those steps (``kind == "direct"``: ``estimate`` set) or a score a map turns into it;

@@ -27,24 +27,36 @@ import torch
 
 from ttabench.api import SplitSpec
 from ttabench.errors import TTABenchError
-from ttabench.records import CELL_SCHEMA
+from ttabench.records import finished_cell
+from ttabench.runner.streams import DEFAULT_STREAM_RECORD
 
 
 
 @dataclass
 class CellPlan:
-    """One planned cell: its split, seed, protocol record and key."""
+    """One planned cell: its split (for a multi-split stream, the stream's own record), seed,
+    protocol record and key, and the splits a multi-split stream reads (``order``)."""
 
     split: SplitSpec
     seed: int
     protocol: dict[str, Any]
     key: str
+    order: list[SplitSpec] | None = None
 
 
 def protocol_key(protocol: dict[str, Any]) -> str:
     """``sha256(canonical JSON)[:16]``: sorted keys, no whitespace."""
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cell_key(protocol: dict[str, Any]) -> str:
+    """A cell's key: ``protocol_key`` of its protocol, in which the default stream (every
+    stream parameter at its default, ``DEFAULT_STREAM_RECORD``) is left out, so cells keep the
+    keys they had before the stream was recorded and a rerun resumes them."""
+    if protocol.get("stream") == DEFAULT_STREAM_RECORD:
+        protocol = {k: v for k, v in protocol.items() if k != "stream"}
+    return protocol_key(protocol)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -73,19 +85,8 @@ def cell_path(output: Path, key: str) -> Path:
     return Path(output) / "cells" / f"{key}.json"
 
 
-def read_cell(path: Path) -> dict[str, Any] | None:
-    """A cell file's content, or None if missing, unreadable (never trusted half-written) or
-    of another schema (a ``ttabench.cell/1`` cell is rerun; see ``ttabench.records``)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("schema") == CELL_SCHEMA else None
-
-
 def is_finished(output: Path, key: str) -> bool:
-    cell = read_cell(cell_path(output, key))
-    return cell is not None and cell.get("status") == "ok"
+    return finished_cell(cell_path(output, key)) is not None
 
 
 def git_revision() -> str | None:

@@ -56,13 +56,20 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int,
                    start: int = 0) -> Iterator[torch.Tensor]:
     """Index batches of the seeded stream: ``steps`` batches of ``batch_size``, drop_last per
     epoch, replaying epochs as needed, from draw ``start`` of ``epochs(n, seed)`` on."""
+    return epoch_batches(epochs(n, seed), n, batch_size, steps, start)
+
+
+def epoch_batches(orders: Iterator[torch.Tensor], n: int, batch_size: int, steps: int,
+                  start: int = 0) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` cut from the epochs ``orders`` (permutations of
+    ``n`` indices), drop_last per epoch, from epoch ``start`` on."""
     if n < batch_size:
         raise TTABenchError(
             f"the split has {n} images, fewer than one batch of {batch_size}; lower --batch-size"
         )
     per_epoch = n // batch_size
     step = 0
-    for draw, order in enumerate(epochs(n, seed)):
+    for draw, order in enumerate(orders):
         if draw < start:
             continue
         for b in range(per_epoch):
