@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ttabench import registry
-from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
+from ttabench.api import SplitSpec, StaticEstimator, Suite, TrajectoryEstimator
 from ttabench.config_schema import check_layer
 from ttabench.config_schema import validate as validate_config
 from ttabench.errors import Interrupted, TTABenchError
@@ -109,15 +109,15 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     \b
     The stream (--stream) decides what a cell is:
       reset-each-split  each split alone, the adapter reset before it (default)
-                          ttabench run -e enigma
+                          ttabench run -e aetta -a tent
       continual         the splits one after another in a seeded order, no reset
                           ttabench run --stream continual -a tent -e aetta --steps-per-split 30
       gradual           continual, each split sliding into the next (CCC-style mixture)
-                          ttabench run --stream gradual -a tent -e enigma-online
+                          ttabench run --stream gradual -a tent -e aetta
       mixed             every batch drawn from all splits at once
-                          ttabench run --stream mixed -a rdumb -e aetta
+                          ttabench run --stream mixed -a rdumb -e ac
       KIND+correlated   label shift: classes in Dirichlet(--delta) runs
-                          ttabench run --stream continual+correlated --delta 0.1 -a tent
+                          ttabench run --stream continual+correlated --delta 0.1 -a tent -e ac
       --batch-size 1    with --stats-window 64: batch statistics of the last 64 images
                           ttabench run --batch-size 1 --stats-window 64 -a tent -e aetta
     Every estimator is scored against the online accuracy of each window of --window steps.
@@ -352,7 +352,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
             adapter_params=adapter_params, estimators={name: est},
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
-        result = out.result(name, est.view or est.target)
+        view = est.view if isinstance(est, StaticEstimator) else None
+        result = out.result(name, view or est.target)
         if result is None or result.failed is not None:
             raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
         if result.estimate is None:  # a plugin that said it could: do not run the other seeds
