@@ -254,6 +254,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
          kind=bool),
     _opt("output", "runs/default", STRING, "Run folder (cells/, leaderboard files).",
          "--output", "-o"),
+    _opt("preset", None, STRING, "A named published protocol (see `ttabench presets`).",
+         "--preset"),
     _opt("map_kinds", ["lin", "quad"], Rule(lambda v: bool(check_map_kinds(v)),
                                             f"map kinds from {', '.join(MAP_KINDS)}"),
          f"Map kinds fitted for every score estimator, comma-separated, from "
@@ -390,6 +392,8 @@ class RunSpec:
     baselines: list[str] = field(default_factory=list)
     stream: StreamSpec = field(default_factory=StreamSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
+    preset: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

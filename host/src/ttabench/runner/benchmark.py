@@ -154,6 +154,7 @@ class Benchmark:
             "device_type": self.device.type,
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
+            **({"preset": self.spec.preset} if self.spec.preset else {}),
         }
 
     def _source_data_record(self, adapter: str) -> dict[str, Any]:

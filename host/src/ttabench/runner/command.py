@@ -101,9 +101,12 @@ def finish_run(output: Path, cells: list[Cell], scoring: ScoringSpec,
 @click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
+@click.option("--allow-deviation", is_flag=True,
+              help="Run although options change protocol facts of the preset (recorded).")
 def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         trust_pickle: bool, shard: str | None, quick: bool, no_baselines: bool, retries: int,
-        executor: str, ray_address: str | None, dry_run: bool, **params: Any) -> None:
+        executor: str, ray_address: str | None, dry_run: bool, allow_deviation: bool,
+        **params: Any) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     \b
@@ -130,9 +133,19 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     validate_config(config)
     given = given_options(params)
     check_given(given)
+    from ttabench import preset as presets
+
+    protocol_preset = presets.chosen(given.get("preset"), config)
+    if protocol_preset is not None:
+        for note in presets.apply(config, protocol_preset):
+            click.echo(note, err=True)
     spec = build_spec(config, baselines=not no_baselines, trust_pickle=trust_pickle,
                       n_examples=n_examples, **given)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
+    if protocol_preset is not None:
+        if dry_run:
+            click.echo("\n".join(presets.describe(protocol_preset, spec)))
+        spec.preset = presets.check(protocol_preset, spec, allow_deviation)
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
         spec.device = "cuda" if gpus > 0 else "cpu"
