@@ -98,6 +98,14 @@ def test_continual_runs_aetta_and_enigma_online_and_takes_the_folder(tmp_path) -
         results = cells[0].estimators[name].windows
         assert len(results) == 6 and all(r.failed is None for r in results), name
     assert (out / "windows.md").exists() and "enigma-online" in (out / "windows.csv").read_text()
+    # the scoring options are the run's, recorded and reused by `ttabench leaderboard`
+    again = CliRunner().invoke(main, ["leaderboard", str(out)])
+    assert again.exit_code == 0 and "(20 resamples, seed 0)" in again.output
+    other = CliRunner().invoke(main, ["leaderboard", str(out), "--n-boot", "30",
+                                      "--boot-seed", "4"])
+    assert other.exit_code == 0 and "(30 resamples, seed 4)" in other.output
+    old = CliRunner().invoke(main, ["leaderboard", str(out), "--seed", "4"])
+    assert old.exit_code == 2  # --seed is a stream seed; the bootstrap's is --boot-seed
     with RunFolder.claim(tmp_path / "busy"):
         busy = CliRunner().invoke(main, [*CONTINUAL, "-o", str(tmp_path / "busy"), "-a", "tent"])
     assert busy.exit_code == 2 and "is in use by another run" in busy.stderr

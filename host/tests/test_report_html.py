@@ -75,6 +75,25 @@ def test_a_mapped_panel_holds_calibration_and_eval_points_and_the_fitted_map(cel
         assert p.estimate == pytest.approx(p.true, abs=1e-6)
 
 
+def test_the_report_draws_the_maps_the_leaderboard_fitted_and_fits_none(cells, monkeypatch):
+    from ttabench.scoring import maps
+
+    board = build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT))
+    group = next(iter(board.entries))[0]
+    fitted = {e.name: e for e in board.entries[(group, "source")]}
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the report fitted a map again")
+
+    monkeypatch.setattr(maps, "build_entries", refit)
+    monkeypatch.setattr(maps, "fit_map_kind", refit)
+    page = report_from_leaderboard(board, cells)
+    panel = next(p for p in page.tables[0].panels if p.entry == "mde (lin)")
+    mapping = fitted["mde (lin)"].maps["source"]
+    score, acc = panel.curve[0]
+    assert acc == pytest.approx(100 * float(mapping(score)))
+
+
 class _Dom(HTMLParser):
     """Sections, tables (their sort attribute and entry column) and SVG counts of a page."""
 

@@ -160,14 +160,27 @@ class Cell:
             raise TTABenchError(f"{where} is damaged: {err}") from None
 
 
-def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``, the one reader of cell files; a one-line TTABenchError when it is
-    unreadable or of another schema."""
+def _json(path: Path | str) -> Any:
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
+
+
+def read_cell(path: Path | str) -> Cell:
+    """The cell in ``path``, the one reader of cell files; a one-line TTABenchError when it is
+    unreadable or of another schema."""
+    return Cell.from_dict(_json(path), where=f"cell file {path}")
+
+
+def read_cell_in_folder(path: Path | str) -> Cell | None:
+    """``read_cell`` for a JSON file found in a run folder: None when it is no ttabench cell
+    at all (another tool's file), the cell (or the same errors) otherwise."""
+    data = _json(path)
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
+        return None
+    data.setdefault("key", Path(path).stem)
     return Cell.from_dict(data, where=f"cell file {path}")
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
-from ttabench.records import Cell
+from ttabench.records import Cell, read_cell_in_folder
 from ttabench.spec import ScoringSpec
 from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
@@ -77,19 +77,8 @@ def load_cells(dirs: list[Path] | list[str]) -> list[Cell]:
             raise TTABenchError(f"run folder not found: {folder}")
         cells_dir = folder / "cells" if (folder / "cells").is_dir() else folder
         for path in sorted(cells_dir.glob("*.json")):
-            if path.name.endswith(".tmp"):
+            if path.name.endswith(".tmp") or (cell := read_cell_in_folder(path)) is None:
                 continue
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise TTABenchError(
-                    f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete it and "
-                    f"re-run that cell"
-                ) from None
-            if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
-                continue
-            data.setdefault("key", path.stem)
-            cell = Cell.from_dict(data, where=f"cell file {path}")
             old = by_key.get(cell.key)
             if old is None or (old.status != "ok" and cell.status == "ok"):
                 by_key[cell.key] = cell
