@@ -1,7 +1,8 @@
 """A benchmark: the resolved run specification, its planned cells, and executing them.
 
 ``Benchmark`` loads the suite, the model and the plugins once (per process), plans the cells
-(every selected split x adapter x seed), and executes one cell by its plan. Executors
+(the stream's cells over the selected splits x adapter x seed; ``ttabench.runner.streams``),
+and executes one cell by its plan into a typed ``ttabench.records.Cell``. Executors
 (``ttabench.runner.executor``: in this process, a process pool or a Ray cluster) decide where
 cells run; results are always written by the process that owns the output folder.
 """

@@ -1,10 +1,12 @@
 """Cells: the unit of work, their protocol records, keys, sharding and the results store.
 
-A cell is (model, suite split, adapter, estimator set, seed). Its key is the first 16 hex
-digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
-its numbers (suite and its options and record, split, model id and weights hash, adapter and
-its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type, and the intra-op thread count on the CPU). Only facts fixed before any
+A cell is (model, stream, adapter, estimator set, seed); its stream is one split or, for a
+continual, gradual or mixed stream, a sequence of them. Its key is the first 16 hex digits of
+the SHA-256 of the canonical JSON of its protocol record (``cell_key``): everything that decides
+its numbers (suite and its options and record, split, the stream and its order, model id and
+weights hash, adapter and its resolved parameters, estimator parameters and plugin versions,
+batch size, steps, seed, torch version, device type, and the intra-op thread count on the
+CPU). Only facts fixed before any
 data is read belong there: a suite's count of skipped unreadable files is known once a split
 is read, so it lives in the cell body. The git revision and timings are recorded beside it,
 not in the key, so a rerun after an unrelated commit still resumes. The result lives in

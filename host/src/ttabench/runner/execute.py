@@ -1,11 +1,14 @@
-"""Executing one cell: (model, suite split, adapter, estimators, seed) -> one result dict.
+"""Executing one cell: (model, its stream, adapter, estimators, seed) -> ``CellOutput``.
 
-The order of work (see ``ttabench.api`` for the contracts):
+The cell's stream (``ttabench.runner.streams``: one split, or several for a continual,
+gradual or mixed stream) gives the order its images are first seen in (the epoch) and the
+adaptation's batches. The order of work (see ``ttabench.api`` for the contracts):
 
 1. the source and ``bn`` passes, from one read of each image (``split_passes``): the frozen
    model in eval mode -> ``source`` accuracy and the ``Outputs`` handed to every static
    estimator (labels withheld); the same weights with test-batch statistics -> ``bn``, both
-   over the first epoch of the seeded stream in batches of ``batch_size``. The decoded images
+   over the stream's epoch in batches of ``batch_size`` (of the stats window when it is
+   larger, ``ttabench.runner.small_batch``). The decoded images
    stay in a ``DecodedCache`` within ``cache_bytes`` (the probe always), and the stream reads
    only what it lacks (``decodes`` in the cell's ``data`` record);
 2. the trajectory: the adapter steps through the seeded stream; the probe (the first
@@ -13,7 +16,11 @@ The order of work (see ``ttabench.api`` for the contracts):
    draws) is snapshotted with ``adapter.predict`` in chunks at each
    checkpoint any trajectory estimator asked for; the online predictions give the
    ``adapted`` accuracy and the ``adapted`` view's outputs. Adaptation stops at the last step
-   any estimator needs (or at ``steps`` when given and larger).
+   any estimator needs (or at ``steps`` when given and larger) for ``reset-each-split``; the
+   other kinds run their whole stream. Every hook of every trajectory estimator is called in
+   every kind (``_trajectory``, the one per-step loop);
+3. per window of ``W`` steps, the online accuracy and every estimator's estimate of it
+   (``ttabench.runner.windows``).
 
 Every static estimator is computed once per view (``ttabench.runner.views``).
 """
