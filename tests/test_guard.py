@@ -128,9 +128,9 @@ def test_settings_are_json_only_and_checked(tmp_path) -> None:
     assert not marker.exists()
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"schema": "ttabench_enigma.guard/1", "guard": {}}))
-    with pytest.raises(TTABenchError, match="bad guard settings"):
+    with pytest.raises(TTABenchError, match="wrong.json: guard.threshold: field required"):
         load_settings(str(wrong))
     with pytest.raises(TTABenchError, match="unknown guard settings 'nope'"):
         load_settings("nope")
-    with pytest.raises(TTABenchError, match="coefficients must be 4"):
+    with pytest.raises(TTABenchError, match="online.coefficients: list should have at least 4"):
         load_settings(_settings(tmp_path, [1.0]))

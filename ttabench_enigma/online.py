@@ -55,8 +55,8 @@ class OnlineFlips(TrajectoryEstimator):
     kind = "direct"
 
     def __init__(self, window: int = 20, settings: str = DEFAULT_ID) -> None:
-        if int(window) < 1:
-            raise TTABenchError(f"enigma-online window must be at least 1, got {window}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise TTABenchError(f"enigma-online window must be an integer >= 1, got {window!r}")
         self.window = int(window)
         fitted = load_settings(settings)
         self.settings_id = fitted.id

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fake_distribution import make_dist
 
 from ttabench import cli, registry
 
@@ -44,17 +45,6 @@ def fails(kind):
         raise KeyboardInterrupt
     raise RuntimeError("boom\\nsecond line")
 '''
-
-
-def make_dist(root: Path, dist: str, groups: dict[str, dict[str, str]]) -> None:
-    info = root / f"{dist.replace('-', '_')}-0.9.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.9\n")
-    lines = []
-    for group, entries in groups.items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def test_ls_one_kind(site):
 
 
 def test_ls_table_shows_a_broken_plugin(site):
-    make_dist(site, "broken-dist", {"ttabench.estimators": {"wobbly": "clibroken:Thing"}})
+    make_dist(site, "broken-dist", "0.9", {"ttabench.estimators": {"wobbly": "clibroken:Thing"}})
     result = invoke("ls", "estimators", "--check")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
@@ -174,7 +164,7 @@ def test_lazy_builtin_command_failing_to_import(site, monkeypatch):
 
 def test_plugin_commands_and_error_exits(site):
     make_dist(
-        site, "cmd-dist", {"ttabench.commands": {"hello": "clitoys:hello", "fails": "clitoys:fails"}}
+        site, "cmd-dist", "0.9", {"ttabench.commands": {"hello": "clitoys:hello", "fails": "clitoys:fails"}}
     )
     result = invoke("hello", "there")
     assert (result.exit_code, result.stdout) == (0, "hello there\n")

@@ -108,6 +108,8 @@ class Cell:
     attempts: int = 1
     protocol: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the data and the weights were read from (absolute paths): beside the key, not in it.
+    location: dict[str, Any] = field(default_factory=dict)
     n_examples: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, float | None] = field(default_factory=dict)
@@ -131,7 +133,11 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "cell") -> Cell:
-        """A Cell from its JSON form; refuses another schema with a one-line error."""
+        """A Cell from its JSON form, checked against ``ttabench.schemas.CellSchema`` (types,
+        ranges, a finished cell whole); one TTABenchError line naming ``where`` and the field
+        otherwise, or the old schema with advice to rerun."""
+        from ttabench.schemas import CellSchema, parse
+
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema in OLD_SCHEMAS:
             raise TTABenchError(
@@ -141,52 +147,47 @@ class Cell:
         if schema != CELL_SCHEMA:
             raise TTABenchError(f"{where} is not a ttabench cell (schema {schema!r}, expected "
                                 f"{CELL_SCHEMA})")
-        body = dict(data)
-        known = set(cls.__dataclass_fields__)
-        try:
-            records = {}
-            for name, rec in (body.pop("estimators", None) or {}).items():
-                rec = dict(rec)
-                views = {v: ViewResult(**r) for v, r in (rec.pop("views", None) or {}).items()}
-                result = rec.pop("result", None)
-                windows = [ViewResult(**r) for r in rec.pop("windows", None) or []]
-                records[name] = EstimatorRecord(
-                    **rec, views=views, windows=windows,
-                    result=None if result is None else ViewResult(**result))
-            windows = body.pop("windows", None)
-            return cls(**{k: v for k, v in body.items() if k in known}, estimators=records,
-                       windows=None if windows is None else WindowRecord(**windows))
-        except TypeError as err:
-            raise TTABenchError(f"{where} is damaged: {err}") from None
+        body = parse(CellSchema, data, where).model_dump(by_alias=True)
+        body["split"] = body["split"] or {}
+        records = {}
+        for name, rec in body.pop("estimators").items():
+            views = {v: ViewResult(**r) for v, r in rec.pop("views").items()}
+            result = rec.pop("result")
+            windows = [ViewResult(**r) for r in rec.pop("windows")]
+            records[name] = EstimatorRecord(**rec, views=views, windows=windows,
+                                            result=None if result is None else ViewResult(**result))
+        steps = body.pop("windows")
+        return cls(**body, estimators=records,
+                   windows=None if steps is None else WindowRecord(**steps))
 
 
 def _json(path: Path | str) -> Any:
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
 
 
-def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``, the one reader of cell files; a one-line TTABenchError when it is
-    unreadable or of another schema."""
-    return Cell.from_dict(_json(path), where=f"cell file {path}")
+def _named(cell: Cell, path: Path | str) -> Cell:
+    if cell.key != Path(path).stem:
+        raise TTABenchError(f"cell file {path}: key {cell.key!r} is not the file's name; the "
+                            "file holds another cell's result")
+    return cell
 
 
-def read_cell_in_folder(path: Path | str) -> Cell | None:
-    """``read_cell`` for a JSON file found in a run folder: None when it is no ttabench cell
-    at all (another tool's file), the cell (or the same errors) otherwise."""
-    data = _json(path)
-    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
-        return None
-    data.setdefault("key", Path(path).stem)
-    return Cell.from_dict(data, where=f"cell file {path}")
+def read_cell(path: Path | str, named_by_key: bool = True) -> Cell:
+    """The cell in ``path``, the one reader of cell files: checked (see ``Cell.from_dict``)
+    and, with ``named_by_key`` (a file of a run folder's ``cells/``), its key equal to the
+    file's name; a one-line TTABenchError naming the file otherwise."""
+    cell = Cell.from_dict(_json(path), where=f"cell file {path}")
+    return _named(cell, path) if named_by_key else cell
 
 
 def finished_cell(path: Path | str) -> Cell | None:
-    """The cell in ``path`` when it is a readable finished (``ok``) cell of this schema; None
-    when it is missing, half-written, damaged, failed or older (a rerun computes it again)."""
+    """The cell in ``path`` when it is a readable finished (``ok``) cell of this schema whose
+    key is its file's name; None when it is missing, half-written, damaged, failing the cell
+    schema, failed or older: such a cell is unfinished, so a rerun computes it again."""
     try:
         cell = read_cell(path)
     except TTABenchError:

@@ -100,7 +100,7 @@ def load_side(path: Path) -> list[Cell]:
     """The cells of a run folder, or the one cell of a cell file."""
     path = Path(path)
     if path.is_file():
-        return [read_cell(path)]
+        return [read_cell(path, named_by_key=False)]  # a file the user names, any name
     if not path.is_dir():
         raise TTABenchError(f"{path} is neither a run folder nor a cell file")
     from ttabench.scoring.leaderboard import load_cells

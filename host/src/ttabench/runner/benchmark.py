@@ -28,6 +28,7 @@ from ttabench.runner.cells import (
     environment_record,
     in_shard,
     is_finished,
+    locations,
 )
 from ttabench.runner.decoded_cache import LoaderOptions
 from ttabench.runner.execute import CellInputs, run_cell, seed_everything
@@ -37,8 +38,10 @@ from ttabench.runner.preflight import (
     check_batch_statistics,
     check_compute_options,
     check_severities,
+    check_some_split_fits,
     check_steps,
     check_stream_length,
+    check_stream_seeds,
     resolve_device,
 )
 from ttabench.runner.streams import stream_cells, stream_record
@@ -130,16 +133,14 @@ class Benchmark:
                  order: list[SplitSpec] | None = None,
                  order_seed: int | None = None) -> dict[str, Any]:
         """The protocol record of one cell (what its key hashes, ``cell_key``)."""
+        suite, model, _ = locations(self.suite, self.spec.suite_options, self.model,
+                                    self.spec.model)
         return {
-            "suite": {"name": self.suite.name, "options": self.spec.suite_options,
-                      "record": self.suite.record()},
+            "suite": suite,
             "split": asdict(split),
             "stream": stream_record(self.spec.stream, order or [split], order_seed,
                                     self.spec.batch_size),
-            "model": {"spec": self.spec.model, "id": self.model.model_id,
-                      "weights_hash": self.model.weights_hash,
-                      "num_classes": self.model.num_classes,
-                      "preprocessing": self.model.preprocessing},
+            "model": model,
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
                         "plugin": _plugin_record("adapters", adapter),
                         **self._source_data_record(adapter)},
@@ -173,7 +174,12 @@ class Benchmark:
         if self._plans is not None:
             return list(self._plans)
         cells = []
-        for split, order, order_seed in stream_cells(self.spec.stream, self.selected_splits()):
+        selected = self.selected_splits()
+        if self.spec.stream.resets:
+            self._check_sizes(selected)
+        else:
+            check_stream_seeds(self.spec.seeds)
+        for split, order, order_seed in stream_cells(self.spec.stream, selected):
             check_stream_length(self.spec.stream, self.suite, order, self.spec.batch_size,
                                 self.estimators, split.name)
             for adapter in self.spec.adapters:
@@ -183,6 +189,19 @@ class Benchmark:
                                           None if self.spec.stream.resets else order))
         self._plans = cells
         return list(cells)
+
+    def _check_sizes(self, splits: list) -> None:
+        """Refuse a batch or probe larger than every selected split (``check_some_split_fits``),
+        with the estimators a cell would run (those whose needs the suite and model meet)."""
+        has_val = any("source_val" in e.needs for e in self.estimators.values()) and \
+            self.suite.source_val() is not None
+        active = {name: est for name, est in self.estimators.items()
+                  if ("source_val" not in est.needs or has_val)
+                  and ("features" not in est.needs or self.model.classifier is not None)}
+        adapts = self.spec.steps > 0 or any(isinstance(e, TrajectoryEstimator)
+                                            for e in active.values())
+        check_some_split_fits(((s.name, self.suite.size(s)) for s in splits), active,
+                              self.spec.batch_size, adapts)
 
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
@@ -256,11 +275,12 @@ class Benchmark:
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
               **body: Any) -> Cell:
+        where = locations(self.suite, self.spec.suite_options, self.model, self.spec.model)[2]
         return Cell(key=plan.key, status=status, error=error, attempts=attempts,
                     suite=self.suite.name, model=self.spec.model,
                     adapter=plan.protocol["adapter"]["name"], seed=plan.seed,
                     split=asdict(plan.split), protocol=plan.protocol,
-                    environment=environment_record(self.device), **body)
+                    environment=environment_record(self.device), location=where, **body)
 
     def failed(self, plan: CellPlan, error: str, attempts: int) -> Cell:
         """The record of a cell that failed: kept so the leaderboard can list it."""

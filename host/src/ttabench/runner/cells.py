@@ -6,8 +6,12 @@ the SHA-256 of the canonical JSON of its protocol record (``cell_key``): everyth
 its numbers (suite and its options and record, split, the stream and its order, model id and
 weights hash, adapter and its resolved parameters, estimator parameters and plugin versions,
 batch size, steps, seed, torch version, device type, and the intra-op thread count on the
-CPU). Only facts fixed before any
-data is read belong there: a suite's count of skipped unreadable files is known once a split
+CPU). Where the data and the
+weights live is no such fact: the key holds their identity (names relative to the data folder,
+sizes, digests, the weights hash) and ``locations`` puts the absolute paths (the suite's
+``location()`` and ``location_options``, the model spec and its files) beside the key, in the
+cell's ``location``, so shards that mount the data at different paths share one partition and
+moved data reruns nothing. Only facts fixed before any data is read belong there: a suite's count of skipped unreadable files is known once a split
 is read, so it lives in the cell body. The git revision and timings are recorded beside it,
 not in the key, so a rerun after an unrelated commit still resumes. The result lives in
 ``<output>/cells/<key>.json``, written atomically; a rerun skips every key whose file holds a
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ttabench.api import SplitSpec
+from ttabench.api import LoadedModel, SplitSpec, Suite
 from ttabench.errors import TTABenchError
 from ttabench.records import finished_cell
 from ttabench.runner.streams import DEFAULT_STREAM_RECORD
@@ -44,6 +48,30 @@ class CellPlan:
     protocol: dict[str, Any]
     key: str
     order: list[SplitSpec] | None = None
+
+
+#: Facts of a model's ``preprocessing`` that say where its weights were read from.
+MODEL_FILE_FACTS: tuple[str, ...] = ("weights", "checkpoint")
+
+
+def locations(suite: Suite, options: dict[str, Any], model: LoadedModel,
+              model_spec: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the suite's keyed facts, the model's keyed facts, where both live).
+
+    The suite's ``location_options`` and the model's spec and weight files go to the third
+    part only (recorded beside the key); the first two hold the identities that are hashed.
+    """
+    keyed_options = {k: v for k, v in options.items() if k not in suite.location_options}
+    suite_part = {"name": suite.name, "options": keyed_options, "record": suite.record()}
+    model_part = {"id": model.model_id, "weights_hash": model.weights_hash,
+                  "num_classes": model.num_classes,
+                  "preprocessing": {k: v for k, v in model.preprocessing.items()
+                                    if k not in MODEL_FILE_FACTS}}
+    where = {"suite": {"options": {k: v for k, v in options.items()
+                                   if k in suite.location_options}, **suite.location()},
+             "model": {"spec": model_spec, **{k: v for k, v in model.preprocessing.items()
+                                              if k in MODEL_FILE_FACTS}}}
+    return suite_part, model_part, where
 
 
 def protocol_key(protocol: dict[str, Any]) -> str:

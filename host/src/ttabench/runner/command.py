@@ -37,7 +37,7 @@ from ttabench.runner.config import (
     override_notes,
 )
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.preflight import resolve_device
+from ttabench.runner.preflight import check_ray_address, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options
@@ -92,6 +92,11 @@ def finish_run(output: Path, cells: list[Cell], scoring: ScoringSpec,
                    "runs whatever code the file names (arbitrary code, with your rights): "
                    "only for files you made or trust. Without it, files are read as "
                    "tensors only.")
+@click.option("--trust-torchscript", is_flag=True,
+              help="Also load a checkpoint file that is a TorchScript program. Its program "
+                   "runs when the file is loaded and on every forward pass, and can read and "
+                   "write files (arbitrary code, with your rights): only for files you made "
+                   "or trust. Without it, such files are refused.")
 @click.option("--shard", default=None, help="Run only shard i of n (i/n, 1-based).")
 @click.option("--quick", is_flag=True, help="Apply the config's [quick] table: a smoke run.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
@@ -104,9 +109,9 @@ def finish_run(output: Path, cells: list[Cell], scoring: ScoringSpec,
 @click.option("--allow-deviation", is_flag=True,
               help="Run although options change protocol facts of the preset (recorded).")
 def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
-        trust_pickle: bool, shard: str | None, quick: bool, no_baselines: bool, retries: int,
-        executor: str, ray_address: str | None, dry_run: bool, allow_deviation: bool,
-        **params: Any) -> None:
+        trust_pickle: bool, trust_torchscript: bool, shard: str | None, quick: bool,
+        no_baselines: bool, retries: int, executor: str, ray_address: str | None,
+        dry_run: bool, allow_deviation: bool, **params: Any) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     \b
@@ -129,6 +134,10 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
     """
     started = time.perf_counter()
+    if ray_address is not None:
+        if executor != "ray":
+            raise TTABenchError("--ray-address needs --executor ray")
+        check_ray_address(ray_address)
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
     given = given_options(params)
@@ -140,7 +149,8 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         for note in presets.apply(config, protocol_preset):
             click.echo(note, err=True)
     spec = build_spec(config, baselines=not no_baselines, trust_pickle=trust_pickle,
-                      n_examples=n_examples, **given)
+                      trust_torchscript=trust_torchscript, n_examples=n_examples,
+                      accuracy_only=protocol_preset is not None, **given)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if protocol_preset is not None:
         if dry_run:
@@ -256,6 +266,20 @@ class FolderSuite(Suite):
         return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
 
 
+def stream_seeds(given: list[int], bootstrap: int, ctx: click.Context) -> list[int]:
+    """The stream seeds of ``estimate``: the ``--seed`` values when several are given (a
+    ``--bootstrap`` given too must count them), else ``--bootstrap`` consecutive seeds from the
+    one ``--seed`` (else ``[run] seeds``, else 0)."""
+    if len(given) > 1:
+        explicit = ctx.get_parameter_source("bootstrap") is not click.core.ParameterSource.DEFAULT
+        if explicit and bootstrap != len(given):
+            raise TTABenchError(f"--bootstrap {bootstrap} contradicts the {len(given)} --seed "
+                                "values; give one of them")
+        return given
+    start = given[0] if given else 0
+    return [start + i for i in range(bootstrap)]
+
+
 def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
                    resize: int | None) -> tuple[int, int]:
     """(crop size, resize of the shorter side) for a folder of images fed to a model.
@@ -290,6 +314,9 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
 @click.option("--trust-pickle", is_flag=True,
               help="Also load a checkpoint file that is a whole pickled nn.Module (runs the code "
                    "it names: only for files you made or trust).")
+@click.option("--trust-torchscript", is_flag=True,
+              help="Also load a checkpoint file that is a TorchScript program (runs its program: "
+                   "only for files you made or trust).")
 @click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Center-crop size (default: the model's input size, else 224).")
@@ -300,9 +327,9 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
 @click.option("--bootstrap", type=click.IntRange(min=1), default=5,
               help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool, data: str,
-             image_size: int | None, resize: int | None, calibration: str | None,
-             bootstrap: int, as_json: bool, **params: Any) -> None:
+def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
+             trust_torchscript: bool, data: str, image_size: int | None, resize: int | None,
+             calibration: str | None, bootstrap: int, as_json: bool, **params: Any) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images.
 
     Everything that can be checked is checked before any image is adapted on: the estimator
@@ -320,6 +347,9 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     )
     from ttabench.suites.images import UnlabelledFolder
 
+    if params.get("data_dir") is not None:
+        raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
+                            "folder) has no meaning here: drop it")
     config = load_config(config_path, overrides=list(sets))
     validate_config(config)
     given = given_options(params)
@@ -330,7 +360,9 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     name = chosen[0]
     if calibration:
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
-    spec = build_spec(config, baselines=False, trust_pickle=trust_pickle, **given)
+    spec = build_spec(config, baselines=False, trust_pickle=trust_pickle,
+                      trust_torchscript=trust_torchscript, **given)
+    seeds = stream_seeds(spec.seeds, bootstrap, click.get_current_context())
     print_overrides(config, {k: v for k, v in given.items() if k != "estimator"}, "",
                     [(f"--calibration {calibration}", ["estimator", name, "calibration"])]
                     if calibration else [])
@@ -357,7 +389,6 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
-    seeds = [spec.seeds[0] + i for i in range(bootstrap)]
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(

@@ -82,6 +82,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise TTABenchError(f"--set value {text[:40]!r}... is nested too deeply") from None
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -212,6 +214,8 @@ def _load_file(file: Path, quick: bool, overrides: list[str] | None) -> RunConfi
             content = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as err:
             raise TTABenchError(f"{file} is not valid TOML: {' '.join(str(err).split())}") from None
+        except RecursionError:
+            raise TTABenchError(f"{file} is not valid TOML: nested too deeply") from None
         except (OSError, UnicodeDecodeError) as err:
             raise TTABenchError(f"cannot read config file {file}: {err}") from None
         source = str(file)
@@ -323,9 +327,13 @@ def estimator_parameters(config: RunConfig, name: str, window: int) -> dict[str,
 
 
 def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool = False,
-               n_examples: int | None = None, **given: Any) -> RunSpec:
+               trust_torchscript: bool = False, n_examples: int | None = None,
+               accuracy_only: bool = False, **given: Any) -> RunSpec:
     """Merge the command line's ``given`` values (by option name, ``ttabench.spec.RUN_OPTIONS``;
-    None or empty: not given) over the configuration into a ``RunSpec``."""
+    None or empty: not given) over the configuration into a ``RunSpec``.
+
+    A run without any estimator is refused (it would score nothing and exit 0), unless
+    ``accuracy_only`` (a preset's protocol that measures accuracy only)."""
     def value(name: str) -> Any:
         opt = option(name)
         found = given.get(name)
@@ -341,8 +349,9 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
     roster = [b for b in names(run.get("baselines")) if b not in estimators]
     if baselines:
         estimators += roster
-    if not estimators and not given.get("adapter") and not run.get("adapter"):
-        raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
+    if not estimators and not accuracy_only:
+        raise TTABenchError("nothing to run: name an --estimator, or [run] estimators or "
+                            "baselines in the config (see `ttabench ls estimators`)")
     adapters = choose_adapters(names(given.get("adapter")), config, estimators)
     check_set_names(config, adapters, estimators)
     suite_name = str(value("suite"))
@@ -377,7 +386,8 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
         cache_mib=int(value("cache_mib")),
         precision=str(value("precision")),
         channels_last=bool(value("channels_last")),
-        model_options={"trust_pickle": True} if trust_pickle else {},
+        model_options={**({"trust_pickle": True} if trust_pickle else {}),
+                       **({"trust_torchscript": True} if trust_torchscript else {})},
         baselines=roster if baselines else [],
         stream=stream_spec,
         scoring=ScoringSpec.from_run({key: value(key) for key in

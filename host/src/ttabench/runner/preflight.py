@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -18,7 +19,8 @@ import torch
 from ttabench.api import Adapter, Estimator, LoadedModel, SplitSpec, Suite, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.runner.passes import has_batch_norm
-from ttabench.spec import StreamSpec
+from ttabench.runner.streams import SPLIT_SEED_STRIDE
+from ttabench.spec import MAX_SEED, StreamSpec
 
 
 def check_compute_options(device: torch.device, precision: str, channels_last: bool,
@@ -110,6 +112,41 @@ def check_steps(steps: int, estimators: dict[str, Estimator],
         )
 
 
+def check_some_split_fits(sizes: Iterable[tuple[str, int]], estimators: dict[str, Estimator],
+                          batch_size: int, adapts: bool) -> None:
+    """Refuse, before any work, a batch or probe larger than every split (``sizes``: the
+    splits' names and image counts, read lazily until one fits): each cell would fail after
+    planning. A split smaller than that fails its own cells only."""
+    first: TTABenchError | None = None
+    for name, n in sizes:
+        try:
+            check_split_size(n, name, estimators, batch_size, adapts)
+            return
+        except TTABenchError as err:
+            first = first or err
+    if first is not None:
+        raise TTABenchError(f"no split is large enough; first: {first}")
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Refuse a malformed or unreachable ``--ray-address`` before any work (Ray itself would
+    wait for it): ``auto`` and ``local`` are Ray's own, anything else must be ``[ray://]HOST:
+    PORT`` with a port that accepts a TCP connection within ``timeout`` seconds."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TTABenchError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT, "
+                            "auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise TTABenchError(f"--ray-address {address}: cannot connect ({exc.strerror or exc}); "
+                            "start the cluster (ray start --head) or fix the address") from None
+
+
 def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch_size: int,
                      adapts: bool) -> None:
     """Refuse a split too small for one stream batch (when adapting) or for a trajectory
@@ -164,3 +201,13 @@ def check_stream_length(stream: StreamSpec, suite: Suite, order: list[SplitSpec]
         raise TTABenchError(f"stream {name} has {length} steps, fewer than the last checkpoint "
                             f"({last}) an estimator needs; lower its checkpoints or raise "
                             "--steps-per-split")
+
+
+def check_stream_seeds(seeds: list[int]) -> None:
+    """Refuse a seed of a multi-split stream too large for its splits' seeds: split k's stream
+    is seeded ``seed * SPLIT_SEED_STRIDE + k`` (``ttabench.runner.streams``), a 64-bit seed."""
+    largest = (MAX_SEED - SPLIT_SEED_STRIDE) // SPLIT_SEED_STRIDE
+    too_large = [s for s in seeds if s > largest]
+    if too_large:
+        raise TTABenchError(f"--seed {too_large[0]}: a stream through several splits takes seeds "
+                            f"up to {largest} (split k is seeded seed * {SPLIT_SEED_STRIDE} + k)")

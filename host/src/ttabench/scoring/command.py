@@ -15,6 +15,7 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
+from ttabench.store import check_writable_folder
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.report_html import write_report
 from ttabench.scoring.maps import (
@@ -57,12 +58,22 @@ def leaderboard(dirs: tuple[Path, ...], output: Path | None, **params: Any) -> N
     """
     given = given_options(params)
     scoring = ScoringSpec.from_run({**recorded_scoring(list(dirs)), **given})
-    cells = load_cells(list(dirs))
-    lb = build_leaderboard(cells, scoring)
     out_dir = output or dirs[0]
+    check_writable_folder(out_dir, "--output")
+    ignored: list[str] = []
+    cells = load_cells(list(dirs), ignored)
+    report_ignored(ignored)
+    lb = build_leaderboard(cells, scoring)
     paths = [*write_leaderboard(lb, out_dir), write_report(lb, cells, out_dir)]
     click.echo(format_console(lb), nl=False)
     click.echo(f"wrote {len(paths)} files to {out_dir}")
+
+
+def report_ignored(ignored: list[str]) -> None:
+    """One stderr line when cell files were left out as damaged (a rerun recomputes them)."""
+    if ignored:
+        click.echo(f"ignored {len(ignored)} damaged cell file(s) (a rerun of their run "
+                   f"recomputes them); first: {ignored[0]}")
 
 
 def _only(cells: list[Cell], field: str, wanted: str | None, option: str) -> list[Cell]:
@@ -143,7 +154,12 @@ def fit(
     records the model, suite, steps and probe size it was fitted for.
     """
     deg = int(degree)
-    cells = load_cells(list(dirs))
+    check_writable_folder(output.parent, "--output")
+    if output.is_dir():
+        raise TTABenchError(f"--output {output} is a folder; name the calibration JSON file")
+    ignored: list[str] = []
+    cells = load_cells(list(dirs), ignored)
+    report_ignored(ignored)
     chosen, x, y, datasets, target = _select_points(
         cells, estimator, score, target, splits, model, adapter
     )

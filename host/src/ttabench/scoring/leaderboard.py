@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
-from ttabench.records import Cell, read_cell_in_folder
+from ttabench.records import Cell, read_cell
 from ttabench.spec import ScoringSpec
 from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
@@ -62,31 +62,54 @@ ALPHA = 0.05
 # ----------------------------------------------------------------------------- loading cells
 
 
-def load_cells(dirs: list[Path] | list[str]) -> list[Cell]:
+def load_cells(dirs: list[Path] | list[str], ignored: list[str] | None = None) -> list[Cell]:
     """All cell records in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
     holds the JSON files itself.
 
-    Stray ``.tmp`` files and JSON files that are no ttabench cell are ignored; a cell of the
-    old schema is refused (rerun). A cell found in several folders (same key) is kept once, a
-    finished copy before a failed one. Raises TTABenchError when a folder is missing, a file is
-    unreadable or no cell is found.
+    Stray ``.tmp`` files and JSON files that are no ttabench cell are skipped; a cell of the
+    old schema is refused (rerun). A cell file that cannot be read or fails the cell schema
+    (``ttabench.records.read_cell``: wrong types, values out of range, a finished cell missing
+    its split, targets or estimators, a key other than its file name) is left out like an
+    unfinished cell, which a rerun recomputes; ``ignored`` (when given) collects one line per
+    such file. A cell found in several folders (same key) is kept once, a finished copy before
+    a failed one. Raises TTABenchError when a folder is missing or no cell is found.
     """
     by_key: dict[str, Cell] = {}
+    damaged: list[str] = []
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise TTABenchError(f"run folder not found: {folder}")
         cells_dir = folder / "cells" if (folder / "cells").is_dir() else folder
         for path in sorted(cells_dir.glob("*.json")):
-            if path.name.endswith(".tmp") or (cell := read_cell_in_folder(path)) is None:
+            if path.name.endswith(".tmp") or not _claims_to_be_a_cell(path):
+                continue
+            try:
+                cell = read_cell(path)
+            except TTABenchError as err:
+                if "from before per-view scoring" in str(err):
+                    raise
+                damaged.append(str(err))
                 continue
             old = by_key.get(cell.key)
             if old is None or (old.status != "ok" and cell.status == "ok"):
                 by_key[cell.key] = cell
     if not by_key:
-        raise TTABenchError(
-            f"no cell results found in {', '.join(map(str, dirs))}; run `ttabench run` first"
-        )
+        why = (f"; every cell file is damaged ({len(damaged)}), first: {damaged[0]}" if damaged
+               else "; run `ttabench run` first")
+        raise TTABenchError(f"no cell results found in {', '.join(map(str, dirs))}{why}")
+    if ignored is not None:
+        ignored.extend(damaged)
     return [by_key[k] for k in sorted(by_key)]
+
+
+def _claims_to_be_a_cell(path: Path) -> bool:
+    """Whether a JSON file says it is a ttabench cell (or cannot be read at all, which a cell
+    file half-written or damaged may be): other JSON files of a folder are not cells."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return True
+    return not isinstance(data, dict) or str(data.get("schema", "")).startswith("ttabench.cell/")
 
 
 def _failed_record(cell: Cell) -> dict[str, Any]:
@@ -147,6 +170,26 @@ class Leaderboard:
 
 def _group_key(cell: Cell) -> tuple[str, str, str]:
     return (str(cell.suite), str(cell.model), str(cell.adapter))
+
+
+#: The protocol facts that make a group's setting: cells of one (suite, model, adapter) group
+#: that differ in one of them (another lr, batch size, step count, weights...) measure
+#: different things and are never pooled into one table.
+SETTING_FACTS: tuple[str, ...] = ("model", "adapter", "batch_size", "steps", "compute")
+
+
+def check_one_setting(group: tuple[str, ...], cells: list[Cell]) -> None:
+    """Refuse a group whose cells come from several settings (``SETTING_FACTS``), naming the
+    first fact that differs and two cells that differ in it."""
+    first = cells[0]
+    for cell in cells[1:]:
+        for fact in SETTING_FACTS:
+            if cell.protocol.get(fact) != first.protocol.get(fact):
+                raise TTABenchError(
+                    f"cells {first.key} and {cell.key} of {'/'.join(group)} come from two "
+                    f"settings (their protocols differ in {fact!r}); score the run folders of "
+                    "each setting separately"
+                )
 
 
 class _Scored:
@@ -317,6 +360,8 @@ def build_leaderboard(cells: list[Cell], scoring: ScoringSpec | None = None) -> 
     groups: dict[tuple[str, str, str], list[Cell]] = {}
     for cell in ok:
         groups.setdefault(_group_key(cell), []).append(cell)
+    for group, members in groups.items():
+        check_one_setting(group, members)
     parts: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("rows", "sev", "ds", "pairs", "skipped", "choices", "online")}
     windows: dict[str, list[dict[str, Any]]] = {"rows": [], "choices": []}
