@@ -116,7 +116,7 @@ ROWS: list[Row] = [
     ("enigma-online window contradicts --window",
      lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "tent", "-e", "enigma-online",
                 "--window", "20", "--set", "estimator.enigma-online.window=10"],
-     "--set estimator.enigma-online.window=10 contradicts --window 20"),
+     "window = 10 contradicts the stream's window (20, --window)"),
     ("continual huge seed", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "tent",
                                        "--seed", str(10**20)],
      "'--seed': 100000000000000000000 is not in the range"),
