@@ -100,7 +100,7 @@ ROWS: list[Row] = [
      "threshold: input should be a finite number (got inf)"),
     ("guard threshold abc", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "guard:tent",
                                        "--set", "adapter.guard:tent.threshold=abc"],
-     "threshold: input should be a valid number (got 'abc')"),
+     "[adapter.guard:tent] threshold: expected float | None, got 'abc'"),
     ("guard value nested deeply", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "guard:tent",
                                              "--set", "adapter.guard:tent.threshold="
                                              + "[" * 5000 + "]" * 5000],

@@ -168,20 +168,23 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     click.echo(f"config: {config.source}; suite {spec.suite}, model {spec.model}, "
                f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}, "
                f"stream {spec.stream.name}")
-    print_overrides(config, given, spec.suite,
-                    [(f"--n-examples {n_examples}", ["suite", spec.suite, "n_examples"])]
-                    if n_examples else [])
+    # said once every check before work has passed (an error is then the one line on stderr)
+    examples = ([(f"--n-examples {n_examples}", ["suite", spec.suite, "n_examples"])]
+                if n_examples else [])
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
         bench = Benchmark(spec, show_progress=False)
-        click.echo("\n".join(describe(bench, bench.plan())))
+        plans = bench.plan()
+        print_overrides(config, given, spec.suite, examples)
+        click.echo("\n".join(describe(bench, plans)))
         return
     with RunFolder.claim(out, shard_of) as folder:
         t = time.perf_counter()
         bench = Benchmark(spec, show_progress=True)
         setup_time = time.perf_counter() - t
         plans = bench.plan()
+        print_overrides(config, given, spec.suite, examples)
         todo = pending_cells(plans, out, shard_of)
         click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
                    + (f" (shard {shard})" if shard else "") + f"; output {out}")
