@@ -134,13 +134,25 @@ def summary(obj: Any) -> str:
     return first_sentence(inspect.getdoc(obj) or "")
 
 
-def _run_section() -> list[str]:
-    from ttabench.config_schema import RUN_KEYS
+def _option_meaning(option: Any) -> str:
+    """A ``[run]`` key's meaning: its own flag and help (``ttabench.spec.RUN_OPTIONS``), else
+    ``MEANINGS``."""
+    if option.flags:
+        flag = max(option.flags[0].split("/"), key=len)
+        return f"{code(flag)}: {escape(option.help)} Default: {code(toml_value(option.default))}."
+    return _meaning("run", ".".join(option.path))
 
-    rows = [(code(key), escape(rule.text), _meaning("run", key)) for key, rule in RUN_KEYS.items()]
+
+def _run_section() -> list[str]:
+    from ttabench.spec import RUN_OPTIONS
+
+    rows = [(code(".".join(o.path)), escape(o.rule.text), _option_meaning(o))
+            for o in RUN_OPTIONS]
     return ["## `[run]` {#run}", "",
-            "The run's roster and protocol. A `ttabench run` option given on the command line "
-            "replaces the key it names (the run prints which file values it replaced).", "",
+            "The run's roster and protocol, every key defined once in `ttabench.spec` "
+            "(`RUN_OPTIONS`). A `ttabench run` option given on the command line replaces the key "
+            "it names (the run prints which file values it replaced). `stream.KEY` is a key of "
+            "the `[run.stream]` table; `stream = \"continual\"` is short for its `kind`.", "",
             *table(("key", "accepted values", "meaning"), rows), ""]
 
 

@@ -100,7 +100,7 @@ ROWS: list[Row] = [
      "threshold: input should be a finite number (got inf)"),
     ("guard threshold abc", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "guard:tent",
                                        "--set", "adapter.guard:tent.threshold=abc"],
-     "threshold: input should be a valid number (got 'abc')"),
+     "[adapter.guard:tent] threshold: expected float | None, got 'abc'"),
     ("guard value nested deeply", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "guard:tent",
                                              "--set", "adapter.guard:tent.threshold="
                                              + "[" * 5000 + "]" * 5000],
@@ -116,7 +116,7 @@ ROWS: list[Row] = [
     ("enigma-online window contradicts --window",
      lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "tent", "-e", "enigma-online",
                 "--window", "20", "--set", "estimator.enigma-online.window=10"],
-     "--set estimator.enigma-online.window=10 contradicts --window 20"),
+     "window = 10 contradicts the stream's window (20, --window)"),
     ("continual huge seed", lambda t: [*CONTINUAL, "-o", str(t / "o"), "-a", "tent",
                                        "--seed", str(10**20)],
      "'--seed': 100000000000000000000 is not in the range"),

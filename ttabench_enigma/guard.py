@@ -9,7 +9,7 @@ against the pristine model's on the same images). Decision rule::
     reset   if alarm at `patience` consecutive checks and >= min_steps steps since the last reset
 
 A reset is the wrapped adapter's own ``reset()`` (pretrained parameters, optimizer and filter
-state). The thresholds come from a settings file fitted on calibration scenarios only
+state). The thresholds come from a settings file fitted on calibration streams only
 (``ttabench_enigma.guard_settings``); constructor arguments override them.
 
 The host resolves ``guard:tent`` through its ``ttabench.adapter_wrappers`` entry-point group:

@@ -1,14 +1,14 @@
 """Fitted settings of the guard and of the online estimate, shipped as JSON in ``guards/``.
 
 A settings file (schema ``ttabench_enigma.guard/1``) holds what was fitted on calibration
-scenarios only (built from a suite's calibration splits), and how:
+streams only (built from a suite's calibration splits), and how:
 
 - ``guard``: ``threshold`` on the drift signal's ``collapse``, ``patience`` (consecutive checks
   above it before a reset), ``check_every`` (steps between checks), ``probe_batches`` (size of
   the rolling probe), ``min_steps`` (steps after a reset before the next may happen);
 - ``online``: ``coefficients`` ``[c0, c_conf, c_flips, c_collapse]`` of the windowed estimate
   ``clip(c0 + c_conf * conf + c_flips * flips + c_collapse * collapse, 0, 1)``;
-- ``model`` (the model id it was fitted for) and ``fitted_on`` (the scenarios, adapters,
+- ``model`` (the model id it was fitted for) and ``fitted_on`` (the streams, adapters,
   learning rates and seeds).
 
 Files are read with ``json`` (no code runs when one is loaded); a file path or a shipped id.

@@ -125,12 +125,11 @@ def test_ls_and_help_import_no_plugin_and_describe_from_source(site):
     assert out.stdout.strip() == "[]"
     rows = {(r["kind"], r["name"]): r for r in json.loads(invoke("ls", "--json").stdout)}
     assert all(r["status"] == "not loaded" for r in rows.values())
-    for key in (("adapters", "source"), ("estimators", "cot"), ("suites", "mnist-c"),
-                ("commands", "continual")):
+    for key in (("adapters", "source"), ("estimators", "cot"), ("suites", "mnist-c")):
         obj = registry.get(*key)
         doc = (getattr(obj, "callback", None) or obj).__doc__
         assert rows[key]["description"] == doc.strip().splitlines()[0].strip()
-    assert "Run ADAPTERs through one continual scenario" in invoke("--help").stdout
+    assert "Alias of `ttabench run --stream continual`" in invoke("--help").stdout
 
 
 def test_unknown_command_and_plugin_are_one_line_exit_2(site):

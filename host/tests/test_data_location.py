@@ -15,7 +15,8 @@ from PIL import Image
 
 from ttabench.cli import main
 from ttabench.runner.benchmark import Benchmark, RunSpec
-from ttabench.runner.cells import in_shard, read_cell
+from ttabench.records import read_cell
+from ttabench.runner.cells import in_shard
 from ttabench.suites.cifar import CIFAR10C
 from ttabench.suites.npy_layout import CORRUPTIONS
 
@@ -53,10 +54,10 @@ def test_shards_under_two_data_paths_form_one_partition(tmp_path: Path) -> None:
         result = run(tmp_path, tmp_path / node, "--shard", f"{i}/2")
         assert result.exit_code == 0, result.output
     cells = [read_cell(p) for p in (tmp_path / "out" / "cells").glob("*.json")]
-    assert len(cells) == 6 and all(c["status"] == "ok" for c in cells)  # each cell once
+    assert len(cells) == 6 and all(c.status == "ok" for c in cells)  # each cell once
     for cell in cells:  # the path is recorded beside the key: the node that ran the cell
-        node = "node2" if in_shard(cell["key"], (2, 2)) else "node1"
-        assert cell["location"]["suite"]["root"] == str(tmp_path / node / "shapes")
+        node = "node2" if in_shard(cell.key, (2, 2)) else "node1"
+        assert cell.location["suite"]["root"] == str(tmp_path / node / "shapes")
     shutil.move(tmp_path / "node2", tmp_path / "moved")
     again = run(tmp_path, tmp_path / "moved")
     assert again.exit_code == 0, again.output

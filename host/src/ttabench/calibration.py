@@ -78,7 +78,7 @@ class Calibration:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename)."""
-        from ttabench.runner.store import write_json_atomic
+        from ttabench.store import write_json_atomic
 
         write_json_atomic(Path(path), self.to_json())
 

@@ -82,6 +82,32 @@ class EstimatorRecordSchema(Record):
     views: dict[Literal["source", "bn", "adapted"], ViewResultSchema] = Field(default_factory=dict)
     result: ViewResultSchema | None = None
     skipped: str | None = None
+    windows: list[ViewResultSchema] = Field(default_factory=list)
+
+
+class WindowRecordSchema(Record):
+    """A cell's stream step by step (``ttabench.records.WindowRecord``): one entry per step in
+    each per-step list, one accuracy per complete window."""
+
+    window: Count
+    accuracy: list[Fraction] = Field(default_factory=list)
+    correct_per_step: list[Size] = Field(default_factory=list)
+    images_per_step: list[Count] = Field(default_factory=list)
+    segment_per_step: list[Size] = Field(default_factory=list)
+    reset_steps: list[Size] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _steps_agree(self) -> WindowRecordSchema:
+        steps = len(self.images_per_step)
+        if len(self.correct_per_step) != steps or len(self.segment_per_step) != steps:
+            raise ValueError("correct_per_step, images_per_step and segment_per_step must have "
+                             "one entry per step")
+        if len(self.accuracy) > steps // self.window:
+            raise ValueError(f"{len(self.accuracy)} window accuracies for {steps} steps of "
+                             f"windows of {self.window}")
+        if any(c > n for c, n in zip(self.correct_per_step, self.images_per_step)):
+            raise ValueError("a step has more correct predictions than images")
+        return self
 
 
 class SplitSchema(Record):
@@ -116,6 +142,7 @@ class CellSchema(Record):
     adaptation: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
         default_factory=dict)
+    windows: WindowRecordSchema | None = None
 
     @model_validator(mode="after")
     def _finished_cell_is_whole(self) -> CellSchema:
@@ -126,30 +153,6 @@ class CellSchema(Record):
             if not any(v is not None for v in self.targets.values()):
                 raise ValueError("a finished cell must hold at least one target accuracy")
         return self
-
-
-class ScenarioEstimateSchema(Record):
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-
-    windows: list[Fraction]
-    mae: Fraction
-
-
-class ScenarioCellSchema(Record):
-    """A continual-scenario cell (``ttabench.scenarios.cells``): its accuracies in [0, 1]."""
-
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-
-    schema_: Literal["ttabench.scenario/1"] = Field(alias="schema")
-    key: str = Field(pattern=r"^[0-9a-f]{16}$")
-    status: Literal["ok"]
-    adapter: str
-    seed: Seed
-    online_accuracy: Fraction
-    window_accuracy: list[Fraction] = Field(min_length=1)
-    correct_per_step: list[Size]
-    reset_steps: list[Size]
-    estimators: dict[str, ScenarioEstimateSchema]
 
 
 # ----------------------------------------------------------------------------- run.json
@@ -218,5 +221,5 @@ class CheckpointMetaSchema(Record):
         default=None, min_length=3, max_length=3)
 
 
-__all__ = ["CalibrationSchema", "CellSchema", "RunRecordSchema", "ScenarioCellSchema", "CheckpointMetaSchema", "Count", "Finite",
+__all__ = ["CalibrationSchema", "CellSchema", "WindowRecordSchema", "RunRecordSchema", "CheckpointMetaSchema", "Count", "Finite",
            "Fraction", "MAX_COUNT", "Record", "Seed", "Size", "parse"]

@@ -1,10 +1,12 @@
 """Cells: the unit of work, their protocol records, keys, sharding and the results store.
 
-A cell is (model, suite split, adapter, estimator set, seed). Its key is the first 16 hex
-digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
-its numbers (suite and its options and record, split, model id and weights hash, adapter and
-its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type, and the intra-op thread count on the CPU). Where the data and the
+A cell is (model, stream, adapter, estimator set, seed); its stream is one split or, for a
+continual, gradual or mixed stream, a sequence of them. Its key is the first 16 hex digits of
+the SHA-256 of the canonical JSON of its protocol record (``cell_key``): everything that decides
+its numbers (suite and its options and record, split, the stream and its order, model id and
+weights hash, adapter and its resolved parameters, estimator parameters and plugin versions,
+batch size, steps, seed, torch version, device type, and the intra-op thread count on the
+CPU). Where the data and the
 weights live is no such fact: the key holds their identity (names relative to the data folder,
 sizes, digests, the weights hash) and ``locations`` puts the absolute paths (the suite's
 ``location()`` and ``location_options``, the model spec and its files) beside the key, in the
@@ -31,18 +33,21 @@ import torch
 
 from ttabench.api import LoadedModel, SplitSpec, Suite
 from ttabench.errors import TTABenchError
-from ttabench import records
+from ttabench.records import finished_cell
+from ttabench.runner.streams import DEFAULT_STREAM_RECORD
 
 
 
 @dataclass
 class CellPlan:
-    """One planned cell: its split, seed, protocol record and key."""
+    """One planned cell: its split (for a multi-split stream, the stream's own record), seed,
+    protocol record and key, and the splits a multi-split stream reads (``order``)."""
 
     split: SplitSpec
     seed: int
     protocol: dict[str, Any]
     key: str
+    order: list[SplitSpec] | None = None
 
 
 #: Facts of a model's ``preprocessing`` that say where its weights were read from.
@@ -75,6 +80,15 @@ def protocol_key(protocol: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cell_key(protocol: dict[str, Any]) -> str:
+    """A cell's key: ``protocol_key`` of its protocol, in which the default stream (every
+    stream parameter at its default, ``DEFAULT_STREAM_RECORD``) is left out, so cells keep the
+    keys they had before the stream was recorded and a rerun resumes them."""
+    if protocol.get("stream") == DEFAULT_STREAM_RECORD:
+        protocol = {k: v for k, v in protocol.items() if k != "stream"}
+    return protocol_key(protocol)
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` (1-based) -> ``(i, n)``; None stays None."""
     if not text:
@@ -101,20 +115,8 @@ def cell_path(output: Path, key: str) -> Path:
     return Path(output) / "cells" / f"{key}.json"
 
 
-def read_cell(path: Path) -> dict[str, Any] | None:
-    """A cell file's content, or None if missing, unreadable (never trusted half-written), of
-    another schema (a ``ttabench.cell/1`` cell is rerun) or failing the cell schema
-    (``ttabench.records.read_cell``): such a cell counts as unfinished, so a rerun recomputes
-    it."""
-    try:
-        return records.read_cell(path).to_dict()
-    except TTABenchError:
-        return None
-
-
 def is_finished(output: Path, key: str) -> bool:
-    cell = read_cell(cell_path(output, key))
-    return cell is not None and cell.get("status") == "ok"
+    return finished_cell(cell_path(output, key)) is not None
 
 
 def git_revision() -> str | None:

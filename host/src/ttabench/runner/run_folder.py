@@ -32,7 +32,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import check_writable_folder, write_json_atomic
+from ttabench.store import check_writable_folder, write_json_atomic
 
 LOCK_NAME = ".lock"
 SHARD_LOCK_PREFIX = ".lock.shard-"
