@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, SplitSpec, StaticEstimator, TrajectoryEstimator
+from ttabench.api import (
+    Estimator,
+    LoadedModel,
+    Outputs,
+    SplitSpec,
+    StaticEstimator,
+    TrajectoryEstimator,
+)
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.records import Cell, EstimatorRecord, read_cell
@@ -64,6 +72,25 @@ def _plugin_record(kind: str, name: str) -> dict[str, Any]:
     record = asdict(registry.info(kind, name))
     record.pop("status", None)
     return record
+
+
+def source_val_outputs(model: LoadedModel, dataset: Dataset, device: torch.device,
+                       batch_size: int, *, want_features: bool, class_subset: list[int] | None,
+                       where: str) -> tuple[Outputs, Outputs]:
+    """Labelled source-validation outputs of the frozen model (``source`` view) and of the
+    batch-statistics model in batches of ``batch_size`` (``bn`` and ``adapted`` views; the
+    frozen ones for a model without batch norm), seeded like every run."""
+    seed_everything(0)
+    result = source_pass(model.module.to(device), dataset, device, classifier=model.classifier,
+                         want_features=want_features, class_subset=class_subset,
+                         what="the source model on source-validation data")
+    check_label_range(result.labels, result.outputs.logits.shape[1], where)
+    frozen = Outputs(result.outputs.logits, result.labels, result.outputs.features)
+    if not has_batch_norm(model.module):
+        return frozen, frozen
+    return frozen, batch_statistics_val(model.module, dataset, device, batch_size,
+                                        classifier=model.classifier, want_features=want_features,
+                                        class_subset=class_subset)
 
 
 class Benchmark:
@@ -214,22 +241,11 @@ class Benchmark:
         if dataset is None:
             return None
         want = any("features" in est.needs for est in self.estimators.values())
-        seed_everything(0)
-        result = source_pass(self.model.module.to(self.device), dataset, self.device,
-                             classifier=self.model.classifier, want_features=want,
-                             class_subset=self.suite.class_subset,
-                             what="the source model on source-validation data")
-        check_label_range(result.labels, result.outputs.logits.shape[1],
-                          f"the source-validation split of suite {self.suite.name!r}")
-        self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
-        if has_batch_norm(self.model.module):
-            self._source_val_bn = batch_statistics_val(
-                self.model.module, dataset, self.device,
-                max(self.spec.batch_size, self.spec.stream.stats_window),
-                classifier=self.model.classifier, want_features=want,
-                class_subset=self.suite.class_subset)
-        else:
-            self._source_val_bn = self._source_val
+        self._source_val, self._source_val_bn = source_val_outputs(
+            self.model, dataset, self.device,
+            max(self.spec.batch_size, self.spec.stream.stats_window), want_features=want,
+            class_subset=self.suite.class_subset,
+            where=f"the source-validation split of suite {self.suite.name!r}")
         return self._source_val
 
     def source_val_bn(self) -> Outputs | None:

@@ -306,6 +306,10 @@ class CellOutput:
     #: Per estimator its result per window (``ttabench.runner.windows``); the step record.
     windows: dict[str, list[ViewResult]] = field(default_factory=dict)
     steps: WindowRecord | None = None
+    #: The views the static estimators were computed on (``source``, ``bn``, and ``adapted``
+    #: when the cell adapted), for a caller that recomputes them (``ttabench estimate``'s
+    #: bootstrap over images).
+    view_outputs: dict[str, View] = field(default_factory=dict)
 
     def result(self, name: str, view: str) -> ViewResult | None:
         """Estimator ``name``'s result in ``view`` (its view-free one when it has that)."""
@@ -410,7 +414,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
             record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
-            adapted_view = View("adapted", run.online, views["bn"].source_val)
+            adapted_view = views["adapted"] = View("adapted", run.online, views["bn"].source_val)
             t = time.perf_counter()
             for name, by_view in estimate_views(
                     {k: e for k, e in static.items() if e.view is None},
@@ -429,4 +433,5 @@ def run_cell(inputs: CellInputs) -> CellOutput:
               "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
-        adaptation=adaptation, timings=timings, windows=windows, steps=record)
+        adaptation=adaptation, timings=timings, windows=windows, steps=record,
+        view_outputs=views)
