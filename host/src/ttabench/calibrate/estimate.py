@@ -1,7 +1,8 @@
 """Estimates on one folder of unlabelled images, each with its interval
 (``ttabench.calibrate.interval``): what ``ttabench estimate`` computes once its checks passed.
 
-The folder is decoded once into memory (``decode_folder``) and every pass reads it there. One
+The folder is decoded once into memory when it fits the decoded-image budget
+(``decode_folder``), and every pass reads it there. One
 cell runs every wanted estimator on the folder itself (stream seed ``seed``): each entry's
 estimate. A static entry's sampling interval comes from recomputing its estimator on ``n_boot``
 resamples of its view's outputs (seed ``boot_seed``); a trajectory entry's from ``resamples``
@@ -36,7 +37,8 @@ from ttabench.calibrate.interval import (
 )
 from ttabench.errors import TTABenchError
 from ttabench.records import ViewResult
-from ttabench.runner.execute import CellInputs, CellOutput, run_cell
+from ttabench.runner import execute
+from ttabench.runner.execute import CellInputs, CellOutput
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def decode_folder(folder: Dataset[Any], image_bytes: int, budget_bytes: int,
 
 def _cell(run: FolderRun, suite: Any, estimators: dict[str, Estimator], seed: int,
           progress: bool) -> CellOutput:
-    return run_cell(CellInputs(
+    return execute.run_cell(CellInputs(
         suite=suite, split=suite.splits()[0], model=run.model, adapter_cls=run.adapter_cls,
         adapter_params=dict(run.adapter_params), estimators=estimators, seed=seed,
         batch_size=run.batch_size, steps=run.steps, device=run.device,
