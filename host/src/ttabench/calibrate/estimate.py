@@ -124,7 +124,8 @@ def estimate_folder(run: FolderRun, images: Dataset[Any], make_suite: Callable[[
     out = _cell(run, make_suite(images), needed, seed, progress)
     points = {w.name: _accuracy(w, out) for w in wanted}
     n = len(images)  # type: ignore[arg-type]
-    moving = {name: est for name, est in needed.items() if isinstance(est, TrajectoryEstimator)}
+    moving: dict[str, Estimator] = {name: est for name, est in needed.items()
+                                    if isinstance(est, TrajectoryEstimator)}
     resampled: list[CellOutput] = []
     for b, rows in enumerate(bootstrap_indices(n, resamples, boot_seed) if moving else []):
         resample = Subset(images, rows.tolist())

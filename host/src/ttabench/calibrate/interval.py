@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ttabench.api import Outputs, StaticEstimator
+from ttabench.api import EstimateResult, Outputs, StaticEstimator
 from ttabench.records import ViewResult
 from ttabench.runner.views import View, safe_result
 
@@ -61,9 +61,11 @@ def static_replicates(est: StaticEstimator, view: View, accuracy: Callable[[View
     """The accuracy of ``est`` on each resample of the view's target outputs (NaN where it
     fails or gives none); source val is not resampled."""
     out = np.full(len(indices), np.nan)
+    def compute(target: Outputs) -> Callable[[], EstimateResult]:
+        return lambda: est.estimate(target, view.source_val)
+
     for b, rows in enumerate(indices):
-        target = resampled(view.target, rows)
-        result = safe_result(lambda target=target: est.estimate(target, view.source_val))
+        result = safe_result(compute(resampled(view.target, rows)))
         value = accuracy(result) if result.failed is None else None
         if value is not None:
             out[b] = value
