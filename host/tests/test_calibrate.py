@@ -136,6 +136,31 @@ def test_entries_and_choice_match_a_direct_leave_one_dataset_out(folders, calibr
         assert found[name]["error_q95"] == pytest.approx(
             float(np.max(np.abs(predictions - truth))), abs=1e-9), name
     assert data["chosen"] == min(expected, key=lambda n: (expected[n][0], n))
+    # the choice itself, nested: without family d, each entry's LODO MAE over the others
+    # (maps fitted without d and the family predicted), the lowest predicts d
+    groups = np.array(datasets)
+    families = sorted(set(datasets))
+    nested = np.empty(len(y))
+    for d in families:
+        inner = {}
+        for name in expected:
+            kind = name.split("(")[1][:-1] if "(" in name else None
+            xs = x if name.startswith("nuclear") else cell_points(cells, name)[0]
+            errors = []
+            for e in families:
+                if e == d:
+                    continue
+                keep = (groups != d) & (groups != e)
+                at = groups == e
+                guess = xs[at] if kind is None else fit_and_predict(kind, xs[keep], y[keep],
+                                                                    xs[at])
+                errors.append(np.abs(guess - y[at]).mean())
+            inner[name] = float(np.mean(errors))
+        pick = min(inner, key=lambda n: (round(inner[n], 12), n))
+        nested[groups == d] = expected[pick][1][groups == d]
+    per_family = [np.abs(nested - y)[groups == g].mean() for g in families]
+    assert data["choice_lodo_mae"] == pytest.approx(100 * np.mean(per_family), abs=1e-6)
+    assert data["choice_error_q95"] == pytest.approx(float(np.max(np.abs(nested - y))))
     assert data["model"]["id"] == "tiny-cnn:0" and data["protocol"]["target"] == "source"
     assert data["meta_set"]["n_sets"] == 9 and data["labelled"]["images"] == 120
 
@@ -187,7 +212,10 @@ def test_estimate_applies_the_chosen_map_with_the_calibration_error(folders, cal
             value = est.estimate(Outputs(logits, frozen_logits=logits), None).value
             assert row["score"] == pytest.approx(value, abs=1e-6)
             assert row["estimate"] == pytest.approx(stored(entry, value), abs=1e-6)
-        a, (s_low, s_high), q = row["estimate"], row["sampling_interval"], entry["error_q95"]
+        q = entry["error_q95"]
+        if name == data["chosen"]:  # the choice's nested error, where larger
+            q = max(q, data["choice_error_q95"])
+        a, (s_low, s_high) = row["estimate"], row["sampling_interval"]
         assert row["calibration_error_q95"] == q
         assert row["interval"] == pytest.approx(
             [max(0.0, a - math.hypot(a - s_low, q)), min(1.0, a + math.hypot(s_high - a, q))],

@@ -285,13 +285,16 @@ class CalibrationProtocolSchema(Record):
 
 class ModelCalibrationSchema(Record):
     """A model calibration file (``ttabench.calibrate.record.ModelCalibration``): entries with
-    distinct names, the chosen one among them."""
+    distinct names, the chosen one among them, and the choice's own (nested) calibration error
+    when it could be computed."""
 
     schema_: Literal["ttabench.model-calibration/1"] = Field(alias="schema")
     model: ModelIdentitySchema
     protocol: CalibrationProtocolSchema
     entries: list[CalibratedEntrySchema] = Field(min_length=1)
     chosen: str
+    choice_lodo_mae: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] | None = None
+    choice_error_q95: Fraction | None = None
     skipped: dict[str, str] = Field(default_factory=dict)
     labelled: dict[str, Any] = Field(default_factory=dict)
     meta_set: dict[str, Any] = Field(default_factory=dict)

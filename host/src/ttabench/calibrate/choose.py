@@ -21,6 +21,12 @@ sets): each cell predicted by the entry's map fitted on the other families alone
 and ``error_q95``, the 95% quantile of the ``|f_{-d}(x_i) - y_i|``
 (``ttabench.calibrate.interval.conformal_quantile``); an entry that fits nothing is scored on
 its plain errors. The chosen entry has the lowest ``lodo_mae`` (ties: the first name).
+
+The choice's own calibration error is nested (``nested_choice``): the choice is made on the
+meta-set too, so the chosen entry's ``lodo_mae`` is the lowest of many and flatters it. For
+each family d, the entry with the lowest LODO MAE over the other families alone (each of its
+maps fitted without d as well) predicts d with its map fitted without d; the MAE and the 95%
+quantile of those predictions' errors are the choice's.
 """
 
 from __future__ import annotations
@@ -34,17 +40,20 @@ from ttabench.calibrate.interval import conformal_quantile
 from ttabench.calibrate.record import CalibratedEntry, StoredMap
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
-from ttabench.scoring.map_kinds import fit_map_kind, loo_predictions
+from ttabench.scoring.lodo import fold_errors, lodo_predictions
+from ttabench.scoring.map_kinds import fit_map_kind
 from ttabench.scoring.maps import VALUE, direct_estimate, record, score_of, truth
 from ttabench.scoring.metrics import mae_by_dataset
 
 
 @dataclass(frozen=True)
 class Scored:
-    """An entry and its leave-one-dataset-out predictions on the common cells."""
+    """An entry, its leave-one-dataset-out predictions on the common cells and the values its
+    map reads there (None: it fits nothing)."""
 
     entry: CalibratedEntry
     predictions: np.ndarray
+    x: np.ndarray | None = None
 
 
 def _why_missing(cells: list[Cell], name: str, target: str) -> str:
@@ -89,11 +98,11 @@ def common_cells(cells: list[Cell], target: str) -> tuple[list[Cell], list[str],
 
 
 def _scored(name: str, estimator: str, stored: StoredMap, predictions: np.ndarray,
-            y: np.ndarray, datasets: list[str]) -> Scored:
+            y: np.ndarray, datasets: list[str], x: np.ndarray | None = None) -> Scored:
     errors = predictions - y
     entry = CalibratedEntry(name, estimator, stored, mae_by_dataset(predictions, y, datasets),
                             conformal_quantile(errors), len(y), len(set(datasets)))
-    return Scored(entry, predictions)
+    return Scored(entry, predictions, x)
 
 
 def score_entries(cells: list[Cell], target: str, map_kinds: tuple[str, ...]
@@ -123,15 +132,12 @@ def score_entries(cells: list[Cell], target: str, map_kinds: tuple[str, ...]
             try:
                 with np.errstate(all="ignore"):
                     fitted = fit_map_kind(map_kind, x, y)
-                    predictions = loo_predictions(map_kind, x, y, datasets)
+                predictions = lodo_predictions(map_kind, x, y, datasets)
             except (TTABenchError, np.linalg.LinAlgError) as err:
                 skipped[entry_name] = " ".join(str(err).split())
                 continue
-            if not np.isfinite(predictions).all():
-                skipped[entry_name] = "a leave-one-dataset-out fit gave non-finite predictions"
-                continue
             out.append(_scored(entry_name, name, StoredMap.fitted(fitted, VALUE), predictions,
-                               y, datasets))
+                               y, datasets, x))
     if not out:
         raise TTABenchError("no estimator could be calibrated: " + "; ".join(
             f"{k}: {v}" for k, v in sorted(skipped.items())))
@@ -143,4 +149,30 @@ def lowest(scored: list[Scored]) -> Scored:
     return min(scored, key=lambda s: (round(s.entry.lodo_mae, 9), s.entry.name))
 
 
-__all__ = ["Scored", "common_cells", "lowest", "score_entries"]
+def nested_choice(scored: list[Scored], y: np.ndarray,
+                  datasets: list[str]) -> tuple[float, np.ndarray] | None:
+    """The choice's nested leave-one-dataset-out MAE (pp) and predictions (module docstring);
+    None with fewer than three families (nothing is left to choose on without two)."""
+    groups = np.asarray([str(d) for d in datasets])
+    names = np.unique(groups)
+    if len(names) < 3:
+        return None
+    inner = np.full((len(scored), len(names)), np.inf)
+    for i, s in enumerate(scored):
+        if s.x is None:  # nothing fitted: its error on each family, whatever is left out
+            per = np.array([np.abs(s.predictions - y)[groups == g].mean() for g in names])
+            pair = np.tile(per, (len(names), 1))
+        else:
+            _, pair = fold_errors(s.entry.map.kind, s.x, y, groups)
+        for d in range(len(names)):
+            inner[i, d] = np.mean(np.delete(pair[d], d))
+    predictions = np.empty(len(y))
+    for d, group in enumerate(names):
+        best = min(range(len(scored)),
+                   key=lambda i: (round(float(inner[i, d]), 12), scored[i].entry.name))
+        held = groups == group
+        predictions[held] = scored[best].predictions[held]
+    return mae_by_dataset(predictions, y, list(groups)), predictions
+
+
+__all__ = ["Scored", "common_cells", "lowest", "nested_choice", "score_entries"]

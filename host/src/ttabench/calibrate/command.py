@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from ttabench import registry
 from ttabench.api import TARGETS, TrajectoryEstimator
-from ttabench.calibrate.choose import lowest, score_entries
+from ttabench.calibrate.choose import lowest, nested_choice, score_entries
+from ttabench.calibrate.interval import conformal_quantile
 from ttabench.calibrate.record import (
     CalibrationProtocol,
     ModelCalibration,
@@ -39,6 +41,7 @@ from ttabench.runner.config import build_spec, load_config
 from ttabench.runner.preflight import resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
+from ttabench.scoring.maps import truth
 from ttabench.spec import MAP_KINDS, check_map_kinds, given_options, spec_options
 from ttabench.store import check_writable_folder
 from ttabench.suites.labelled_folder import read_listing
@@ -201,6 +204,8 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
                    f"{failed[0].error}); calibrating on the others", err=True)
     scored, skipped, common = score_entries(done, target, kinds)
     best = lowest(scored)
+    y = np.array([truth(c, target) for c in common], dtype=np.float64)
+    nested = nested_choice(scored, y, [c.dataset for c in common])
     suite = bench.suite
     record = suite.record()
     calibration = ModelCalibration(
@@ -211,7 +216,10 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
             estimator_params={n: spec.estimator_params.get(n, {}) for n in spec.estimators},
             batch_size=spec.batch_size, steps=spec.steps, stream=spec.stream.name,
             image_size=size, resize=shorter),
-        entries=[s.entry for s in scored], chosen=best.entry.name, skipped=skipped,
+        entries=[s.entry for s in scored], chosen=best.entry.name,
+        choice_lodo_mae=None if nested is None else nested[0],
+        choice_error_q95=None if nested is None else conformal_quantile(nested[1] - y),
+        skipped=skipped,
         labelled={**record["labelled"], "location": suite.location()},
         meta_set=record["meta_set"],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -224,5 +232,6 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
     click.echo("\n".join(_table(calibration)))
     for name, why in sorted(skipped.items()):
         click.echo(f"  skipped {name}: {why}")
-    click.echo(f"chosen: {best.entry.name} (LODO MAE {best.entry.lodo_mae:.2f} pp); wrote "
-               f"{output}")
+    click.echo(f"chosen: {best.entry.name} (LODO MAE {best.entry.lodo_mae:.2f} pp"
+               + ("" if nested is None else f"; the choice itself, redone without each family: "
+                  f"{nested[0]:.2f} pp") + f"); wrote {output}")

@@ -194,7 +194,7 @@ def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: t
     source_val, source_val_bn = _labelled_source(cal, labelled, loaded, dev, estimators)
     wanted = [Wanted(e.name, e.estimator,
                      (est.view if isinstance(est := estimators[e.estimator], StaticEstimator)
-                      else None) or protocol.target, e.map.accuracy, e.error_q95)
+                      else None) or protocol.target, e.map.accuracy, cal.error_q95(e))
               for e in entries]
     run = FolderRun(loaded, adapter_cls, protocol.adapter_params, estimators,
                     protocol.batch_size, protocol.steps, dev, source_val, source_val_bn)

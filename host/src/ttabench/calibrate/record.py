@@ -12,7 +12,8 @@ it is code) holds
 - ``entries``: per estimator and map kind the stored map (coefficients or knots; ``direct``
   and ``own`` for accuracies the estimator gives itself) and its calibration error on the
   meta-set (``lodo_mae`` in pp, ``error_q95`` a fraction), and ``chosen``: the entry with the
-  lowest ``lodo_mae``;
+  lowest ``lodo_mae``, with the choice's own nested error (``choice_lodo_mae``,
+  ``choice_error_q95``: the choice redone without each family, ``ttabench.calibrate.choose``);
 - ``skipped`` (estimators that could not be calibrated, with why), ``labelled`` (the labelled
   images: content digest, count, classes, where they were), ``meta_set`` (its recipe, seed, set
   size and content key), ``created`` and ``provenance``.
@@ -129,6 +130,8 @@ class ModelCalibration:
     protocol: CalibrationProtocol
     entries: list[CalibratedEntry]
     chosen: str
+    choice_lodo_mae: float | None = None
+    choice_error_q95: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     labelled: dict[str, Any] = field(default_factory=dict)
     meta_set: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +151,13 @@ class ModelCalibration:
             raise TTABenchError(f"estimator {estimator!r} is not calibrated in this calibration"
                                 f"{why}; calibrated: {known}")
         return min(mine, key=lambda e: (e.lodo_mae, e.name))
+
+    def error_q95(self, entry: CalibratedEntry) -> float:
+        """The calibration error an estimate with ``entry`` carries: the choice's nested one
+        for the chosen entry when known (the choice flatters it), else the entry's own."""
+        if entry.name == self.chosen and self.choice_error_q95 is not None:
+            return max(self.choice_error_q95, entry.error_q95)
+        return entry.error_q95
 
     def per_estimator(self) -> list[CalibratedEntry]:
         """Each calibrated estimator's best entry, lowest calibration error first."""
@@ -169,6 +179,8 @@ class ModelCalibration:
         return {"schema": SCHEMA, "model": self.model.to_json(),
                 "protocol": self.protocol.to_json(),
                 "entries": [e.to_json() for e in self.entries], "chosen": self.chosen,
+                "choice_lodo_mae": self.choice_lodo_mae,
+                "choice_error_q95": self.choice_error_q95,
                 "skipped": self.skipped, "labelled": self.labelled, "meta_set": self.meta_set,
                 "created": self.created, "provenance": self.provenance}
 
@@ -198,7 +210,8 @@ class ModelCalibration:
                                          {k: dict(v) for k, v in p.estimator_params.items()},
                                          p.batch_size, p.steps, p.stream, p.image_size,
                                          p.resize),
-            entries=entries, chosen=checked.chosen, skipped=dict(checked.skipped),
+            entries=entries, chosen=checked.chosen, choice_lodo_mae=checked.choice_lodo_mae,
+            choice_error_q95=checked.choice_error_q95, skipped=dict(checked.skipped),
             labelled=dict(checked.labelled), meta_set=dict(checked.meta_set),
             created=checked.created, provenance=checked.provenance)
 
