@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli_checks import one_line_error
 from ttabench.cli import main
-from ttabench.run_diff import compare_tables, diff_runs, format_diff
+from ttabench.run_diff import compare_tables, diff_runs, format_diff, group_of
 
 BASE = ["-s", "tiny", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--n-examples", "64",
         "--batch-size", "64", "--seed", "0", "--threads", "1", "--n-boot", "20"]
@@ -51,7 +52,8 @@ def differing(a: Path, b: Path) -> dict[str, set[str]]:
 def test_each_single_fact_is_found_and_nothing_else(runs):
     assert differing(runs["base"], runs["base"]) == {}
     assert differing(runs["base"], runs["model"]) == {
-        "model": {"model.id", "model.weights_hash"}}  # the spec is recorded beside the key
+        "model": {"model.id", "model.weights_hash"},
+        "paths": {"location.model.spec"}}  # the spec is recorded beside the key
     assert differing(runs["base"], runs["images"]) == {
         "data": {"n_examples", "suite.options.n_examples", "suite.record.n_examples"}}
     assert differing(runs["base"], runs["batch"]) == {"stream": {"batch_size"}}
@@ -116,3 +118,46 @@ def test_bad_paths_are_one_line(tmp_path):
     empty.mkdir()
     assert "no cell results" in one_line_error(CliRunner().invoke(main, ["diff", str(empty),
                                                                          str(empty)]))
+
+
+def folders_of_images(root: Path) -> Path:
+    """Two splits of four sorted classes, two 8 px images each (the imagefolder layout)."""
+    for s, split in enumerate(("a", "b")):
+        for c, name in enumerate(["ant", "bee", "cat", "dog"]):
+            for k in range(2):
+                path = root / "shapes" / split / name / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8), (60 * c + 5 * k, 40 * s, 100)).save(path)
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_moved_data_folder_is_a_path_fact_that_changes_no_number(tmp_path):
+    """The same run on the same images mounted at two paths: the only difference is the cells'
+    recorded ``location`` (beside the key), shown under paths, and no entry moves."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    options = ["-s", "imagefolder", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--seed", "0",
+               "--threads", "1", "--n-boot", "20", "--config", str(config),
+               "--set", "suite.imagefolder.root=shapes", "--set", "suite.imagefolder.splits=a,b",
+               "--set",
+               "suite.imagefolder.class_map=sorted", "--set", "suite.imagefolder.image_size=8",
+               "--set", "suite.imagefolder.resize=8"]
+    runs = {}
+    for node in ("node1", "node2"):
+        data = folders_of_images(tmp_path / node)
+        runs[node] = tmp_path / f"out-{node}"
+        result = CliRunner().invoke(main, ["run", *options, "--data-dir", str(data), "-o",
+                                           str(runs[node])])
+        assert result.exit_code == 0, result.output
+    result = diff_runs(runs["node1"], runs["node2"])
+    assert result.pairs == 2 and result.tables_compared and result.moved == []
+    assert {(d.group, d.fact, d.a, d.b, d.pairs) for d in result.facts} == {
+        ("paths", "location.suite.root", str(tmp_path / "node1" / "shapes"),
+         str(tmp_path / "node2" / "shapes"), 2)}
+    text = CliRunner().invoke(main, ["diff", str(runs["node1"]), str(runs["node2"])]).output
+    assert text.index("== paths (where the data and weights were read from; they change no "
+                      "number) ==") < text.index("location.suite.root: A ")
+    assert "0 leaderboard entries moved" in text
+    # everything the location records is a path fact, whatever its last key
+    assert group_of("location.model.spec") == "paths" and group_of("model.id") == "model"

@@ -9,8 +9,9 @@ calibrations, batch size, steps, precision, device type, threads, torch, preset)
 the cell scored (``n_examples``) and the environment (library versions, device, machine, git
 revision). A fact that differs is reported once with its values and the number of pairs it
 differs in, in groups ordered by consequence (``GROUPS``): model, data, stream, adapter,
-estimators, preset, compute, libraries, machine, then file paths (a moved data folder changes
-no number).
+estimators, preset, compute, libraries, machine, then paths: the cell's ``location`` (where the
+data and the weights were read from, recorded beside the key, not in it) and any other file
+location, which change no number (a moved data folder reruns nothing).
 
 Tables: for each (target, suite, model, adapter) table of both leaderboards
 (``leaderboard.json`` of a run folder, else rebuilt from the cells) the entries whose MAE moved
@@ -45,6 +46,9 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Keys whose values are file locations: compared last, as a separate group.
 PATH_KEYS = frozenset({"root", "data_dir", "val_dir", "weights", "checkpoint", "source_val",
                        "class_map_file", "labels_file"})
+#: The cell's record of where its data and weights were read from (``Cell.location``): every
+#: fact under it is a path fact, whatever its key.
+LOCATION = "location"
 #: Protocol fields that say which cell it is (paired on), not how it was computed.
 IDENTITY = ("split", "seed")
 
@@ -128,16 +132,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def facts(cell: Cell) -> dict[str, Any]:
-    """Every compared fact of one cell, flattened (see the module docstring)."""
+    """Every compared fact of one cell, flattened (see the module docstring); the cell's
+    ``location`` under ``location.``."""
     protocol = {k: v for k, v in cell.protocol.items() if k not in IDENTITY}
     environment = dict(cell.environment)
     environment.pop("threads", None)  # the protocol's own thread count is the fact
-    return flatten({**protocol, "n_examples": cell.n_examples, **environment})
+    flat = flatten({**protocol, "n_examples": cell.n_examples, **environment})
+    if cell.location:
+        flat.update(flatten(cell.location, LOCATION))
+    return flat
 
 
 def group_of(fact: str) -> str:
-    """The group a dotted fact belongs to (``paths`` for a file location)."""
-    if fact.split(".")[-1] in PATH_KEYS:
+    """The group a dotted fact belongs to (``paths`` for a file location and for everything
+    the cell's ``location`` records)."""
+    if fact.split(".")[0] == LOCATION or fact.split(".")[-1] in PATH_KEYS:
         return "paths"
     head = fact.split(".")[0]
     for name, heads in GROUPS:
@@ -283,7 +292,8 @@ def format_diff(result: RunDiff) -> str:
         found = [d for d in result.facts if d.group == group]
         if not found:
             continue
-        title = "paths (file locations; they change no number)" if group == "paths" else group
+        title = ("paths (where the data and weights were read from; they change no number)"
+                 if group == "paths" else group)
         lines.append(f"== {title} ==")
         for d in found:
             lines.append(f"  {d.fact}: A {_shown(d.a)} | B {_shown(d.b)} ({d.pairs} pair(s))")
