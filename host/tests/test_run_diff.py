@@ -118,6 +118,14 @@ def test_bad_paths_are_one_line(tmp_path):
     empty.mkdir()
     assert "no cell results" in one_line_error(CliRunner().invoke(main, ["diff", str(empty),
                                                                          str(empty)]))
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text("{not json")
+    assert "cannot read cell file" in one_line_error(
+        CliRunner().invoke(main, ["diff", str(damaged), str(empty)]))
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert "is not a ttabench cell" in one_line_error(
+        CliRunner().invoke(main, ["diff", str(listed), str(listed)]))
 
 
 def folders_of_images(root: Path) -> Path:
@@ -161,3 +169,39 @@ def test_a_moved_data_folder_is_a_path_fact_that_changes_no_number(tmp_path):
     assert "0 leaderboard entries moved" in text
     # everything the location records is a path fact, whatever its last key
     assert group_of("location.model.spec") == "paths" and group_of("model.id") == "model"
+
+
+@pytest.mark.slow
+def test_runs_whose_streams_differ_in_order_or_kind_pair_their_stream_cells(tmp_path):
+    """A continual cell is named after its stream (``continual/eval/order-0``): cells of runs
+    that differ in the split order or the stream kind pair by (suite, role, adapter, seed), and
+    the stream's order and kind are the facts that differ."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    common = ["-s", "tiny", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--n-examples", "64",
+              "--batch-size", "32", "--steps-per-split", "1", "--severities", "1",
+              "--severities", "2", "--threads",
+              "1", "--n-boot", "20", "--config", str(config)]
+    runs = {}
+    for name, extra in {"a": ["--stream", "continual", "--order-seed", "0"],
+                        "b": ["--stream", "continual", "--order-seed", "1"],
+                        "c": ["--stream", "gradual", "--order-seed", "0"]}.items():
+        runs[name] = tmp_path / name
+        result = CliRunner().invoke(main, ["run", *common, *extra, "-o", str(runs[name])])
+        assert result.exit_code == 0, result.output
+    order = diff_runs(runs["a"], runs["b"])
+    assert order.only_in_a == order.only_in_b == [] and order.pairs == 2
+    assert {d.fact for d in order.facts} == {"stream.order", "stream.order_seed"}
+    assert all(d.group == "stream" for d in order.facts)
+    assert any("A continual/eval/order-0" in line and "B continual/eval/order-1" in line
+               for line in order.paired_across_streams)
+    kind = diff_runs(runs["a"], runs["c"])
+    facts = {d.fact: (d.a, d.b) for d in kind.facts}
+    assert facts == {"stream.kind": ("continual", "gradual")} and kind.pairs == 2
+    text = format_diff(kind)
+    assert "== cells paired across streams (same suite, role, adapter, seed) (2) ==" in text
+    # a reset-each-split run shares no cell with a continual one: nothing is paired
+    reset = tmp_path / "reset"
+    assert CliRunner().invoke(main, ["run", *common, "-o", str(reset)]).exit_code == 0
+    apart = diff_runs(runs["a"], reset)
+    assert apart.pairs == 0 and len(apart.only_in_a) == 2 and apart.only_in_b
