@@ -32,7 +32,7 @@ from ttabench.runner.cells import (
 from ttabench.records import EstimatorRecord
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
 from ttabench.runner.execute import PRECISIONS, CellInputs, run_cell, seed_everything
-from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
+from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
     check_compute_options,
@@ -41,7 +41,7 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
-from ttabench.runner.views import batch_statistics_val
+from ttabench.runner.views import reference_passes, reference_record
 from ttabench.suites.images import check_num_classes
 
 
@@ -181,12 +181,16 @@ class Benchmark:
             "steps": self.spec.steps,
             "seed": seed,
             "data_path": {"cache_mib": self.spec.cache_mib},
+            **({"reference": reference_record()} if self._uses_source_val() else {}),
             "compute": {"precision": self.spec.precision,
                         "channels_last": self.spec.channels_last},
             "device_type": self.device.type,
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
         }
+
+    def _uses_source_val(self) -> bool:
+        return any("source_val" in est.needs for est in self.estimators.values())
 
     def _source_data_record(self, adapter: str) -> dict[str, Any]:
         """What decides an adapter's source data (how many images, batch size), for the key."""
@@ -214,8 +218,7 @@ class Benchmark:
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
         """Labelled source-validation outputs, computed once per process when needed."""
-        needed = any("source_val" in est.needs for est in self.estimators.values())
-        if not needed or self._source_val_done:
+        if not self._uses_source_val() or self._source_val_done:
             return self._source_val
         self._source_val_done = True
         dataset = self.suite.source_val()
@@ -223,20 +226,12 @@ class Benchmark:
             return None
         want = any("features" in est.needs for est in self.estimators.values())
         seed_everything(0)
-        result = source_pass(self.model.module.to(self.device), dataset, self.device,
-                             classifier=self.model.classifier, want_features=want,
-                             class_subset=self.suite.class_subset,
-                             what="the source model on source-validation data")
-        check_label_range(result.labels, result.outputs.logits.shape[1],
+        self._source_val, self._source_val_bn = reference_passes(
+            self.model.module.to(self.device), dataset, self.device, self.spec.batch_size,
+            self.loader, classifier=self.model.classifier, want_features=want,
+            class_subset=self.suite.class_subset)
+        check_label_range(self._source_val.labels, self._source_val.logits.shape[1],
                           f"the source-validation split of suite {self.suite.name!r}")
-        self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
-        if has_batch_norm(self.model.module):
-            self._source_val_bn = batch_statistics_val(
-                self.model.module, dataset, self.device, self.spec.batch_size,
-                classifier=self.model.classifier, want_features=want,
-                class_subset=self.suite.class_subset)
-        else:
-            self._source_val_bn = self._source_val
         return self._source_val
 
     def source_val_bn(self) -> Outputs | None:
