@@ -65,10 +65,17 @@ from ttabench.runner.views import View, estimate_views, safe_result
 PRECISIONS = ("fp32", "bf16")
 
 
-def compute_context(inputs: CellInputs) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bfloat16 on CUDA when ``precision == "bf16"``, else nothing."""
-    if inputs.precision == "bf16":
-        return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)
+def compute_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 when ``precision == "bf16"`` (a CUDA option, see
+    preflight), else nothing.
+
+    Without its weight cache: autocast otherwise keeps the bf16 copy of every fp32 weight that
+    requires grad until the region ends, and one region spans a whole trajectory, so the
+    adapter's in-place weight updates would be invisible to every later forward pass (the
+    model would not adapt). Each forward pass casts the weights it uses afresh instead.
+    """
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -282,7 +289,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     cache = DecodedCache(n, inputs.cache_bytes if adapts else 0,
                          keep_first=probe.size if adapts else 0)
     reader = StreamReader(dataset, cache, inputs.loader)
-    with compute_context(inputs):
+    with compute_context(inputs.precision, inputs.device):
         passes = split_passes(module, reader, first_epoch(n, inputs.seed), inputs.batch_size,
                               inputs.device, classifier=inputs.model.classifier,
                               want_features=want_features,
@@ -322,7 +329,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
-        with compute_context(inputs):
+        with compute_context(inputs.precision, inputs.device):
             adaptation, online = _trajectory(inputs, reader, n, source_logits, trajectory, probe,
                                              want_features, passes.bn.logits)
         timings["adaptation"] = time.perf_counter() - t
