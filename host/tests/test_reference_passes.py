@@ -75,3 +75,55 @@ def test_the_reference_shuffle_is_in_the_protocol_of_cells_that_use_source_val()
 
     assert protocol(["atc-mc"])["reference"] == {"source_val_order": "seeded shuffle", "seed": 0}
     assert "reference" not in protocol(["ac"])
+
+
+def bf16_on_the_cpu(monkeypatch) -> None:
+    """Let a Benchmark run bf16 (and channels_last) on the CPU: CPU autocast has the same
+    semantics, and the CUDA-only preflight is not what is tested here."""
+    import ttabench.runner.benchmark as benchmark
+
+    monkeypatch.setattr(benchmark, "check_compute_options", lambda *args: None)
+
+
+def test_the_reference_is_computed_under_the_runs_precision(monkeypatch):
+    """Source val through the frozen and the batch-statistics model, each under bf16 autocast
+    as the cells' target outputs are (computed here directly: the shuffled batches put back)."""
+    from ttabench.runner.passes import batch_statistics_copy
+    from ttabench.runner.stream import batches_of
+
+    bf16_on_the_cpu(monkeypatch)
+    spec = RunSpec(suite="ordered-tiny", model="tiny-cnn", adapters=["source"],
+                   estimators=["doc"], device="cpu", splits=["noise-2"], batch_size=64,
+                   threads=1, precision="bf16")
+    bench = Benchmark(spec)
+    frozen, bn = bench.source_val(), bench.source_val_bn()
+    images, labels = OrderedTiny(order="class").source_val().tensors
+    model = bench.model.module.eval()
+    shuffle = torch.randperm(N_VAL, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        want_frozen = model(images.float() / 255).float()
+        bn_model = batch_statistics_copy(model)
+        want_bn = torch.empty_like(want_frozen)
+        want_bn[shuffle] = torch.cat([bn_model(images[idx].float() / 255).float()
+                                      for idx in batches_of(shuffle, 64)])
+    with torch.no_grad():
+        fp32 = model(images.float() / 255)
+    assert torch.equal(frozen.labels, labels) and torch.equal(bn.labels, labels)
+    assert torch.allclose(frozen.logits, want_frozen, atol=1e-6)
+    assert torch.allclose(bn.logits, want_bn, atol=1e-6)
+    assert not torch.allclose(frozen.logits, fp32, atol=1e-3)  # bf16 is not fp32 here
+
+
+def test_the_reference_is_computed_in_the_runs_memory_format(monkeypatch):
+    bf16_on_the_cpu(monkeypatch)
+    spec = RunSpec(suite="ordered-tiny", model="tiny-cnn", adapters=["source"],
+                   estimators=["doc"], device="cpu", splits=["noise-2"], threads=1,
+                   channels_last=True)
+    bench = Benchmark(spec)
+    first_conv = next(m for m in bench.model.module.modules() if isinstance(m, torch.nn.Conv2d))
+    seen: list[bool] = []
+    first_conv.register_forward_pre_hook(lambda module, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last)
+        and module.weight.is_contiguous(memory_format=torch.channels_last)))
+    bench.source_val()
+    assert seen and all(seen)

@@ -31,10 +31,12 @@ from ttabench.runner.cells import (
 )
 from ttabench.records import EstimatorRecord
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
-from ttabench.runner.execute import PRECISIONS, CellInputs, run_cell, seed_everything
+from ttabench.runner.compute import PRECISIONS
+from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
+    check_calibrations,
     check_compute_options,
     check_severities,
     check_steps,
@@ -126,6 +128,9 @@ class Benchmark:
             for name in spec.estimators
         }
         check_steps(spec.steps, self.estimators)
+        check_calibrations(self.estimators, {"model": self.model.model_id,
+                                             "num_classes": self.model.num_classes,
+                                             "precision": spec.precision})
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
         self.source_data = self.suite.source_val() if needs_source else None
@@ -227,8 +232,9 @@ class Benchmark:
         want = any("features" in est.needs for est in self.estimators.values())
         seed_everything(0)
         self._source_val, self._source_val_bn = reference_passes(
-            self.model.module.to(self.device), dataset, self.device, self.spec.batch_size,
-            self.loader, classifier=self.model.classifier, want_features=want,
+            self.model.module, dataset, self.device, self.spec.batch_size, self.loader,
+            precision=self.spec.precision, channels_last=self.spec.channels_last,
+            classifier=self.model.classifier, want_features=want,
             class_subset=self.suite.class_subset)
         check_label_range(self._source_val.labels, self._source_val.logits.shape[1],
                           f"the source-validation split of suite {self.suite.name!r}")

@@ -24,7 +24,7 @@ from ttabench.config_schema import MAX_SEED, MAX_THREADS
 from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.execute import PRECISIONS
+from ttabench.runner.compute import PRECISIONS
 from ttabench.runner.preflight import resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
@@ -442,7 +442,8 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     adapter_params = spec.adapter_params.get(adapter_name, {})
     loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
     try:
-        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes})
+        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes,
+                               "precision": spec.precision})
     except TTABenchError as err:
         raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
                             f"this model (see `ttabench fit`)") from None

@@ -20,7 +20,6 @@ Every static estimator is computed once per view (``ttabench.runner.views``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -42,9 +41,9 @@ from ttabench.api import (
     Suite,
     TrajectoryContext,
     TrajectoryEstimator,
-    to_unit_float,
 )
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import batch_to_device, compute_context, prepare_model
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
@@ -59,24 +58,6 @@ from ttabench.runner.passes import (
 from ttabench.runner.preflight import check_split_size
 from ttabench.runner.stream import first_epoch, source_batches, stream_indices, stream_start
 from ttabench.runner.views import View, estimate_views, safe_result
-
-
-#: ``precision`` values: full float32, or bfloat16 autocast (CUDA only, see preflight).
-PRECISIONS = ("fp32", "bf16")
-
-
-def compute_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bfloat16 when ``precision == "bf16"`` (a CUDA option, see
-    preflight), else nothing.
-
-    Without its weight cache: autocast otherwise keeps the bf16 copy of every fp32 weight that
-    requires grad until the region ends, and one region spans a whole trajectory, so the
-    adapter's in-place weight updates would be invisible to every later forward pass (the
-    model would not adapt). Each forward pass casts the weights it uses afresh instead.
-    """
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -180,7 +161,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
 
     def predict(rows: slice) -> torch.Tensor:
         assert probe_images is not None
-        part = to_unit_float(probe_images[rows]).to(inputs.device)
+        part = batch_to_device(probe_images[rows], inputs.device, inputs.channels_last)
         return restrict(adapter.predict(part), class_subset).float().cpu()
 
     def snapshot(step: int) -> None:
@@ -205,7 +186,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
     progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(reader.batches(index_batches), start=1):
-        x = to_unit_float(x).to(inputs.device)
+        x = batch_to_device(x, inputs.device, inputs.channels_last)
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
         hook = FeatureHook(adapter.model, inputs.model.classifier if online_features is not None
@@ -237,6 +218,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
+        precision=inputs.precision,
     )
     online = None
     if online_logits:
@@ -278,9 +260,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
                      adapts=inputs.steps > 0 or any(isinstance(e, TrajectoryEstimator)
                                                     for e in active.values()))
     want_features = any("features" in est.needs for est in active.values())
-    module = inputs.model.module.to(inputs.device)
-    if inputs.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    module = prepare_model(inputs.model.module, inputs.device, inputs.channels_last)
     trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
     probe = probe_setup(trajectory)
     adapts = bool(trajectory or inputs.steps)
@@ -291,7 +271,8 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     reader = StreamReader(dataset, cache, inputs.loader)
     with compute_context(inputs.precision, inputs.device):
         passes = split_passes(module, reader, first_epoch(n, inputs.seed), inputs.batch_size,
-                              inputs.device, classifier=inputs.model.classifier,
+                              inputs.device, channels_last=inputs.channels_last,
+                              classifier=inputs.model.classifier,
                               want_features=want_features,
                               class_subset=inputs.suite.class_subset,
                               what=f"the source model on split {inputs.split.name!r}")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ttabench.api import Outputs, to_unit_float
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import batch_to_device
 from ttabench.runner.decoded_cache import StreamReader
 from ttabench.runner.stream import batches_of
 
@@ -164,6 +165,7 @@ def split_passes(
     batch_size: int,
     device: torch.device,
     *,
+    channels_last: bool = False,
     classifier: str | None = None,
     want_features: bool = False,
     class_subset: list[int] | None = None,
@@ -186,7 +188,7 @@ def split_passes(
     try:
         for x, y in reader.fill(chunks):
             labels.append(integer_labels(y, f"the data given to {what}"))
-            x = to_unit_float(x).to(device, non_blocking=True)
+            x = batch_to_device(x, device, channels_last)
             for part, (net, name) in zip(logits, ((model, what), (bn_model, "the batch-statistics model"))):
                 out = restrict(_forward(net, x, name), class_subset).float().cpu()
                 check_finite(out, name)

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from ttabench.api import EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
 from ttabench.records import VIEWS, ViewResult
+from ttabench.runner.compute import compute_context, prepare_model
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.passes import split_passes
 
@@ -61,9 +62,9 @@ def reference_record() -> dict[str, Any]:
 
 
 def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.device,
-                     batch_size: int, loader: LoaderOptions, *, classifier: str | None,
-                     want_features: bool, class_subset: list[int] | None,
-                     ) -> tuple[Outputs, Outputs]:
+                     batch_size: int, loader: LoaderOptions, *, precision: str,
+                     channels_last: bool, classifier: str | None, want_features: bool,
+                     class_subset: list[int] | None) -> tuple[Outputs, Outputs]:
     """Labelled source val through the frozen model (``source`` view) and through the
     batch-statistics model (``bn`` and ``adapted`` views), from one read of each image.
 
@@ -72,13 +73,19 @@ def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.dev
     file order: a folder split lists its images class by class, so file-order batches would
     hold one or two classes and batch statistics unlike any test batch's. Rows come back in
     dataset order, labelled. Without batch normalization both are the same outputs.
+
+    Computed as the cells compute (``ttabench.runner.compute``): under the run's precision
+    and memory format, so a view never compares bf16 target outputs with an fp32 reference.
     """
     generator = torch.Generator().manual_seed(REFERENCE_SEED)
     order = torch.randperm(len(dataset), generator=generator)
     reader = StreamReader(dataset, DecodedCache(len(dataset), 0), loader)
-    passes = split_passes(model, reader, order, batch_size, device, classifier=classifier,
-                          want_features=want_features, class_subset=class_subset,
-                          what="the source model on source-validation data")
+    model = prepare_model(model, device, channels_last)
+    with compute_context(precision, device):
+        passes = split_passes(model, reader, order, batch_size, device,
+                              channels_last=channels_last, classifier=classifier,
+                              want_features=want_features, class_subset=class_subset,
+                              what="the source model on source-validation data")
     labels = passes.labels
     source = Outputs(passes.source.logits, labels, passes.source.features)
     if passes.bn is passes.source:

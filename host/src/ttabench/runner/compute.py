@@ -1,0 +1,59 @@
+"""How a cell computes: the device its batches go to, the precision and the memory format.
+
+Every forward pass of a cell (the source and bn passes, the trajectory, its snapshots) and of
+the labelled reference its views compare against (``ttabench.runner.views.reference_passes``)
+runs under the same three facts, recorded in the cell's protocol (``compute``):
+
+- ``precision``: ``fp32``, or ``bf16`` autocast (``compute_context``, a CUDA option);
+- ``channels_last``: the model's weights and every input batch in channels_last format;
+- the device, which every batch reaches by ``batch_to_device``: uint8 images travel as uint8
+  (a quarter of the bytes of float32), without waiting when they come from pinned host memory
+  (the loader's workers pin them on CUDA), and become floats in [0, 1] on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ttabench.api import to_unit_float
+
+#: ``precision`` values: full float32, or bfloat16 autocast (CUDA only, see preflight).
+PRECISIONS = ("fp32", "bf16")
+
+
+def compute_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 when ``precision == "bf16"`` (a CUDA option, see
+    preflight), else nothing.
+
+    Without its weight cache: autocast otherwise keeps the bf16 copy of every fp32 weight that
+    requires grad until the region ends, and one region spans a whole trajectory, so the
+    adapter's in-place weight updates would be invisible to every later forward pass (the
+    model would not adapt). Each forward pass casts the weights it uses afresh instead.
+    """
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+def prepare_model(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``module`` on ``device`` (in place), in channels_last format when asked."""
+    module = module.to(device)
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
+def batch_to_device(images: torch.Tensor, device: torch.device,
+                    channels_last: bool = False) -> torch.Tensor:
+    """A batch of images as the model takes it: float32 in [0, 1] on ``device``.
+
+    The batch is copied in its own dtype (uint8: a quarter of float32's bytes) with
+    ``non_blocking`` (no wait when the host memory is pinned) and converted on the device
+    (``to_unit_float``: the same numbers as converting first); a 4-d batch becomes
+    channels_last when asked.
+    """
+    x = to_unit_float(images.to(device, non_blocking=True))
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
