@@ -31,6 +31,7 @@ from ttabench.runner.cells import (
 )
 from ttabench.records import EstimatorRecord
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
+from ttabench.runner.device_facts import check_same_facts, configure_device, device_facts
 from ttabench.runner.compute import PRECISIONS
 from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range
@@ -40,6 +41,7 @@ from ttabench.runner.preflight import (
     check_compute_options,
     check_severities,
     check_steps,
+    planned_device,
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
@@ -84,6 +86,11 @@ class RunSpec:
     #: The estimators that are the configuration's baselines (role ``baseline``); the others
     #: (named by ``--estimator``) are candidates.
     baselines: list[str] = field(default_factory=list)
+    #: CUDA: deterministic kernels (``ttabench.runner.device_facts``); the CPU is already.
+    deterministic: bool = False
+    #: The device facts the cells are planned under (``device_facts``), found by the process
+    #: that plans them; worker processes check theirs against them.
+    device_facts: dict[str, Any] | None = None
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -104,11 +111,22 @@ def _plugin_record(kind: str, name: str) -> dict[str, Any]:
 class Benchmark:
     """A loaded run: suite, model, plugins, and the planned cells."""
 
-    def __init__(self, spec: RunSpec, show_progress: bool = False) -> None:
+    def __init__(self, spec: RunSpec, show_progress: bool = False, runs_cells: bool = True) -> None:
+        """``runs_cells`` False: this process only plans and records the cells, which run
+        elsewhere (a Ray driver): the device is not looked for here, and the key holds the
+        settings of ``device_facts`` but not the GPU model (each cell's ``environment`` names
+        the GPU that ran it)."""
         self.spec = spec
         self.show_progress = show_progress
-        self.device = resolve_device(spec.device)
+        self.device = resolve_device(spec.device) if runs_cells else planned_device(spec.device)
         check_compute_options(self.device, spec.precision, spec.channels_last, PRECISIONS)
+        configure_device(self.device, spec.deterministic, runs_cells)
+        here = device_facts(self.device, gpu_known=runs_cells)
+        if spec.device_facts is None:
+            spec.device_facts = here
+        elif runs_cells:
+            check_same_facts(spec.device_facts, here)
+        self.device_facts = spec.device_facts
         cores = cpu_cores()
         torch.set_num_threads(int(spec.threads or default_threads(cores, spec.jobs)))
         # The intra-op thread count changes the numbers on the CPU, so the key records the
@@ -190,6 +208,7 @@ class Benchmark:
             "compute": {"precision": self.spec.precision,
                         "channels_last": self.spec.channels_last},
             "device_type": self.device.type,
+            **({"cuda": self.device_facts} if self.device_facts else {}),
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
         }

@@ -4,7 +4,8 @@ A cell is (model, suite split, adapter, estimator set, seed). Its key is the fir
 digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
 its numbers (suite and its options and record, split, model id and weights hash, adapter and
 its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type, and the intra-op thread count on the CPU). Only facts fixed before any
+version, device type, the intra-op thread count on the CPU, and on CUDA the GPU model, CUDA and
+cuDNN versions, TF32 and determinism settings: ``ttabench.runner.device_facts``). Only facts fixed before any
 data is read belong there: a suite's count of skipped unreadable files is known once a split
 is read, so it lives in the cell body. The git revision and timings are recorded beside it,
 not in the key, so a rerun after an unrelated commit still resumes. The result lives in
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -123,6 +125,8 @@ def library_versions() -> dict[str, str | None]:
 def environment_record(device: torch.device) -> dict[str, Any]:
     """Facts recorded beside the protocol: versions, git revision, machine, device."""
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if device.type == "cuda" else None
     return {"versions": library_versions(), "git_revision": git_revision(),
             "device": str(device), "device_name": device_name, "machine": platform.machine(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            **({"cuda_visible_devices": visible} if visible is not None else {})}

@@ -25,7 +25,8 @@ from ttabench.config_schema import validate as validate_config
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.compute import PRECISIONS
-from ttabench.runner.preflight import resolve_device
+from ttabench.runner.device_facts import device_line
+from ttabench.runner.preflight import planned_device, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 
@@ -68,7 +69,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
                device: str | None = None, baselines: bool = True, workers: int | None = None,
                threads: int | None = None, trust_pickle: bool = False,
                cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
-               channels_last: bool = False) -> RunSpec:
+               channels_last: bool = False, deterministic: bool = False) -> RunSpec:
     """Merge command-line options over the configuration into a ``RunSpec``."""
     run = config.run
     estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
@@ -100,6 +101,7 @@ def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: t
         num_workers=workers,
         threads=threads if threads is not None else run.get("threads"),
         cache_mib=cache_mib, precision=precision, channels_last=channels_last,
+        deterministic=deterministic,
         model_options={"trust_pickle": True} if trust_pickle else {},
         baselines=roster if baselines else [],
     )
@@ -217,6 +219,9 @@ def with_options(options):
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               help="bf16: bfloat16 autocast (CUDA only; recorded, changes the numbers).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA only).")
+@click.option("--deterministic", is_flag=True,
+              help="CUDA: deterministic kernels (cuDNN deterministic, no benchmark): the same "
+                   "seed on the same GPU gives the same numbers; recorded. The CPU is already.")
 @click.option("--jobs", "-j", type=COUNT, default=None,
               help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
 @click.option("--n-boot", type=POSITIVE, default=1000, help="Bootstrap resamples for the intervals.")
@@ -230,8 +235,8 @@ def with_options(options):
               help="Print the planned cells and their protocol facts; run nothing.")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
-        retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
-        boot_unit, map_kinds, dry_run) -> None:
+        retries, executor, ray_address, workers, cache_mib, precision, channels_last, deterministic,
+        jobs, n_boot, boot_unit, map_kinds, dry_run) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
@@ -247,13 +252,16 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
                       baselines=not no_baselines, workers=workers, threads=threads,
                       trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
-                      channels_last=channels_last)
+                      channels_last=channels_last, deterministic=deterministic)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
-    if executor == "ray" and spec.device is None:
-        gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
-        spec.device = "cuda" if gpus > 0 else "cpu"
+    local = executor != "ray"  # Ray tasks find their device on their own node
+    if not local:
+        from ttabench.runner.ray_executor import task_device
+
+        spec.device = task_device(spec.device, config.data.get("executor", {}).get("ray", {}))
+    device_type = (resolve_device(spec.device) if local else planned_device(spec.device)).type
     n_jobs = resolve_jobs(int(jobs if jobs is not None else config.run.get("jobs", 1)),
-                          resolve_device(spec.device).type, cpu_cores())
+                          device_type, cpu_cores())
     spec.jobs = n_jobs if executor == "local" else 1
     out = Path(output or config.run.get("output") or "runs/default")
     if quick and not output:
@@ -272,12 +280,13 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
-        bench = Benchmark(spec, show_progress=False)
+        bench = Benchmark(spec, show_progress=False, runs_cells=local)
         click.echo("\n".join(describe(bench, bench.plan())))
         return
     with RunFolder.claim(out, shard_of) as folder:
         t = time.perf_counter()
-        bench = Benchmark(spec, show_progress=True)
+        bench = Benchmark(spec, show_progress=True, runs_cells=local)
+        click.echo(f"device: {device_line(bench.device, bench.device_facts, bench.threads)}")
         setup_time = time.perf_counter() - t
         plans = bench.plan()
         todo = pending_cells(plans, out, shard_of)
@@ -322,9 +331,14 @@ def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: Run
 
         backend = RayBackend(ray_address, config.data.get("executor", {}).get("ray", {}))
     elif jobs > 1 and len(todo) > 1:
-        from ttabench.runner.pool import PoolBackend
+        from ttabench.runner.pool import PoolBackend, visible_gpus, worker_gpus
 
-        backend = PoolBackend(jobs=min(jobs, len(todo)))
+        gpus = []
+        if bench.device.type == "cuda":
+            visible = visible_gpus()
+            gpus = worker_gpus(bench.device, visible,
+                               [torch.cuda.get_device_name(i) for i in range(len(visible))])
+        backend = PoolBackend(jobs=min(jobs, len(todo)), gpus=gpus)
     else:
         backend = LocalBackend()
     return run_cells(bench, todo, out, backend, retries=retries)

@@ -54,6 +54,15 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def planned_device(name: str | None) -> torch.device:
+    """The device cells will run on elsewhere (Ray tasks), not looked for on this machine: a
+    Ray head needs no GPU of its own. The name must still be a device."""
+    try:
+        return torch.device(name or "cpu")
+    except (RuntimeError, TypeError):
+        raise TTABenchError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+
+
 def check_severities(severities: list[int], suite: Suite) -> None:
     """Refuse a severity the suite does not have (it would silently keep only the splits
     without a severity, such as ``clean``)."""

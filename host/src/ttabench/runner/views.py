@@ -94,9 +94,14 @@ def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.dev
 
 
 def describe_error(err: BaseException) -> str:
-    """The message of a TTABenchError, else ``Type: message (file:line)``, on one line."""
+    """The message of a TTABenchError, else ``Type: message (file:line)``, on one line; out
+    of GPU memory also names the options that make a cell need less."""
     if isinstance(err, TTABenchError):
         return str(err)
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        first = " ".join(str(err).split(".")[0].split())
+        return (f"out of GPU memory ({first}); lower --batch-size, or --jobs when several cells "
+                "share a GPU")
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
     return f"{type(err).__name__}: {err}{where}".replace("\n", " ")
