@@ -22,12 +22,12 @@ from ttabench.runner.cells import CellPlan, is_finished, parse_shard
 from ttabench.runner.config import RunConfig, load_config, override_notes
 from ttabench.config_schema import MAX_SEED, MAX_THREADS
 from ttabench.config_schema import validate as validate_config
-from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
+from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.compute import PRECISIONS
-from ttabench.runner.device_facts import device_line
+from ttabench.runner.device_facts import configure_device, device_facts, device_line
 from ttabench.runner.preflight import planned_device, resolve_device
-from ttabench.runner.resources import cpu_cores, resolve_jobs
+from ttabench.runner.resources import cpu_cores, default_workers, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 
 
@@ -446,6 +446,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     dev = resolve_device(spec.device)
+    configure_device(dev, deterministic=False)
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
     if "source_val" in est.needs:
         raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
@@ -468,13 +469,18 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
     seeds = [spec.seeds[0] + i for i in range(bootstrap)]
+    # the folder is decoded once for every seed (within the cache's budget), by loader workers
+    probe = est.plan().probe_size if isinstance(est, TrajectoryEstimator) else 0
+    decoded = DecodedCache(len(folder), spec.cache_mib << 20, keep_first=probe)
+    loader = LoaderOptions(workers=default_workers(cpu_cores(), 1, streams_from_disk=True),
+                           pin_memory=dev.type == "cuda")
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(
             suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=adapter_cls,
             adapter_params=adapter_params, estimators={name: est},
-            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
-            show_progress=not as_json, labelled=False))
+            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev, loader=loader,
+            decoded=decoded, show_progress=not as_json, labelled=False))
         result = out["results"].get(name) or out["views"][name].get(est.view or est.target)
         if result is None or result.failed is not None:
             raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
@@ -493,6 +499,7 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
         "interval": seed_interval(estimates),
         "estimates": estimates, "params": est.params(),
         "trajectory": isinstance(est, TrajectoryEstimator),
+        "device": device_line(dev, device_facts(dev), torch.get_num_threads()),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -503,4 +510,5 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
                    f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
                    f"on {len(folder)} images of {data}"
                    + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
+        click.echo(f"device: {report['device']}", err=True)
     sys.stdout.flush()

@@ -57,3 +57,43 @@ def batch_to_device(images: torch.Tensor, device: torch.device,
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+class HostCopies:
+    """Device tensors collected on the host without waiting for each one.
+
+    On CUDA each tensor is copied into pinned host memory with ``non_blocking``: the copy is
+    queued behind the work that computes it and the host goes on (a ``.cpu()`` per step would
+    wait for the GPU at every step); ``gather`` waits once, for all of them. Elsewhere a tensor
+    is kept as ``.cpu()`` gives it. Tensors are kept as float32 (detached).
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+        self._queued = False
+
+    def add(self, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().float()
+        if tensor.is_cuda:
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            host.copy_(tensor, non_blocking=True)
+            self._queued = True
+        else:
+            host = tensor.cpu()
+        self.parts.append(host)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def gather(self) -> torch.Tensor | None:
+        """Every tensor added, concatenated along the first dimension (None when none was)."""
+        if self._queued:
+            torch.cuda.synchronize()
+            self._queued = False
+        return torch.cat(self.parts) if self.parts else None
+
+
+def first_non_finite_row(values: torch.Tensor) -> int | None:
+    """The first row of ``values`` holding NaN or an infinity, or None."""
+    bad = ~torch.isfinite(values).flatten(1).all(dim=1)
+    return int(bad.nonzero()[0]) if bool(bad.any()) else None

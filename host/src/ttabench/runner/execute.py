@@ -43,7 +43,13 @@ from ttabench.api import (
     TrajectoryEstimator,
 )
 from ttabench.errors import TTABenchError
-from ttabench.runner.compute import batch_to_device, compute_context, prepare_model
+from ttabench.runner.compute import (
+    HostCopies,
+    batch_to_device,
+    compute_context,
+    first_non_finite_row,
+    prepare_model,
+)
 from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
@@ -51,7 +57,6 @@ from ttabench.runner.passes import (
     accuracy,
     check_finite,
     check_label_range,
-    correct,
     restrict,
     split_passes,
 )
@@ -86,6 +91,9 @@ class CellInputs:
     source_data: Dataset | None = None
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     cache_bytes: int = DEFAULT_CACHE_MIB << 20
+    #: A cache of the split's decoded images shared with other cells of the same split (its
+    #: own budget applies); None: the cell makes its own, of ``cache_bytes``.
+    decoded: DecodedCache | None = None
     precision: str = "fp32"
     channels_last: bool = False
     show_progress: bool = False
@@ -142,7 +150,8 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         steps = n // inputs.batch_size
     epoch_order = first_epoch(n, inputs.seed)
     probe_idx = epoch_order[: min(probe.size, n)]
-    probe_images = reader.take(probe_idx) if probe.size else None
+    # the probe stays on the device, as the dataset gives it (uint8: a quarter of float32)
+    probe_images = reader.take(probe_idx).to(inputs.device) if probe.size else None
 
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
     params = dict(inputs.adapter_params)
@@ -153,7 +162,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
                                 "source-validation split")
         batches_of_source, source_facts = source_batches(
             inputs.source_data, inputs.adapter_cls.source_data_samples, inputs.batch_size,
-            inputs.seed)
+            inputs.seed, inputs.loader)
         params[inputs.adapter_cls.source_data_param] = batches_of_source
     adapter = inputs.adapter_cls(model, **params)
     for est in trajectory.values():
@@ -179,10 +188,12 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
             trajectory[name].on_snapshot(step, logits)
 
     snapshot(0)
-    right = seen = 0
     index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps, start))
-    online_logits: list[torch.Tensor] = []
-    online_features: list[torch.Tensor] | None = [] if want_features else None
+    # no step waits for the device: outputs come back without a wait (HostCopies) and are
+    # checked and counted once the trajectory has run
+    online_logits = HostCopies()
+    online_features: HostCopies | None = HostCopies() if want_features else None
+    labels: list[torch.Tensor] = []
     progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(reader.batches(index_batches), start=1):
@@ -190,25 +201,26 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
         hook = FeatureHook(adapter.model, inputs.model.classifier if online_features is not None
-                           else None)
+                           else None, online_features)
         try:
             raw = adapter(x)
         finally:
-            features = hook.close()
-        if online_features is not None:  # kept only when the step ran one forward pass
-            online_features = (online_features + [features]
-                               if features is not None and len(features) == len(x) else None)
+            hook.remove()
+        if hook.rows != len(x):  # features kept only when the step ran one forward pass
+            online_features = None
         logits = restrict(raw, class_subset)
-        online_logits.append(logits.detach().float().cpu())
-        check_finite(logits, f"the adapter at step {step}")
-        right += int(correct(logits, y, inputs.suite.label_sets).sum())
-        seen += len(y)
+        online_logits.add(logits)
+        labels.append(y)
         for est in trajectory.values():
             est.on_step(step, x, logits, adapter)
         snapshot(step)
         progress.update(1)
     progress.close()
     _count(inputs, "trajectory")
+    logits_seen = online_logits.gather()
+    if logits_seen is not None and (bad := first_non_finite_row(logits_seen)) is not None:
+        check_finite(logits_seen[bad:bad + 1], f"the adapter at step {bad // inputs.batch_size + 1}")
+    features_seen = online_features.gather() if online_features is not None else None
     context = TrajectoryContext(
         num_classes=source_logits.shape[1],
         steps_run=steps,
@@ -220,13 +232,14 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         model_num_classes=inputs.model.num_classes,
         precision=inputs.precision,
     )
-    online = None
-    if online_logits:
+    online, adapted = None, None
+    if logits_seen is not None:
         taken = torch.cat(index_batches[: len(online_logits)])
-        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[taken],
-                         features=torch.cat(online_features) if online_features else None)
+        online = Outputs(logits=logits_seen, frozen_logits=source_logits[taken],
+                         features=features_seen)
+        adapted = accuracy(logits_seen, torch.cat(labels), inputs.suite.label_sets)
     return {
-        "adapted": right / seen if seen else None,
+        "adapted": adapted,
         "steps": steps,
         "probe_size": len(probe_idx),
         "probe_draw": probe_draw,
@@ -266,8 +279,8 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     adapts = bool(trajectory or inputs.steps)
 
     t = time.perf_counter()
-    cache = DecodedCache(n, inputs.cache_bytes if adapts else 0,
-                         keep_first=probe.size if adapts else 0)
+    cache = inputs.decoded if inputs.decoded is not None else DecodedCache(
+        n, inputs.cache_bytes if adapts else 0, keep_first=probe.size if adapts else 0)
     reader = StreamReader(dataset, cache, inputs.loader)
     with compute_context(inputs.precision, inputs.device):
         passes = split_passes(module, reader, first_epoch(n, inputs.seed), inputs.batch_size,
