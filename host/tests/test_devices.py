@@ -144,3 +144,26 @@ def test_out_of_memory_names_the_options_that_fix_it():
     line = describe_error(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate "
                                                       "2.00 GiB"))
     assert "--batch-size" in line and "--jobs" in line and "out of memory" in line
+
+
+def test_validate_checks_adapters_on_the_device_it_is_given():
+    from ttabench.adapters import SourceAdapter
+    from ttabench.testing import run_all
+
+    seen: list[torch.device] = []
+
+    class WhereAmI(SourceAdapter):
+        name = "where-am-i"
+
+        def forward(self, x):
+            seen.append(x.device)
+            assert next(self.model.parameters()).device == x.device
+            return super().forward(x)
+
+    results = run_all("adapters", WhereAmI, device=torch.device("cpu"))
+    assert all(ok for _, ok, _ in results) and seen and set(seen) == {torch.device("cpu")}
+    ok = CliRunner().invoke(main, ["validate", "adapters:source", "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(main, ["validate", "adapters:source", "--device", "cuda:7"])
+    assert refused.exit_code == 2 and refused.stderr.strip().startswith("error: --device cuda:7")
+    assert len(refused.stderr.strip().splitlines()) == 1
