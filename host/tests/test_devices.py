@@ -167,3 +167,19 @@ def test_validate_checks_adapters_on_the_device_it_is_given():
     refused = CliRunner().invoke(main, ["validate", "adapters:source", "--device", "cuda:7"])
     assert refused.exit_code == 2 and refused.stderr.strip().startswith("error: --device cuda:7")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_out_of_memory_in_a_pass_is_not_reported_as_an_input_size():
+    from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
+    from ttabench.runner.passes import split_passes
+
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    data = torch.utils.data.TensorDataset(torch.zeros(8, 3, 4, 4, dtype=torch.uint8),
+                                          torch.zeros(8, dtype=torch.long))
+    reader = StreamReader(data, DecodedCache(8, 0), LoaderOptions())
+    with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
+        split_passes(Hungry(), reader, torch.arange(8), 4, torch.device("cpu"))
+    assert "--batch-size" in describe_error(caught.value)

@@ -64,32 +64,41 @@ class HostCopies:
 
     On CUDA each tensor is copied into pinned host memory with ``non_blocking``: the copy is
     queued behind the work that computes it and the host goes on (a ``.cpu()`` per step would
-    wait for the GPU at every step); ``gather`` waits once, for all of them. Elsewhere a tensor
-    is kept as ``.cpu()`` gives it. Tensors are kept as float32 (detached).
+    wait for the GPU at every step); ``gather`` waits once, for all of them. The pinned memory
+    is taken in blocks of ``block_rows`` rows (one allocation per block, not per tensor).
+    Elsewhere a tensor is kept as ``.cpu()`` gives it. Tensors are kept as float32, detached.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block_rows: int = 8192) -> None:
+        self.block_rows = block_rows
         self.parts: list[torch.Tensor] = []
-        self._queued = False
+        self._block: torch.Tensor | None = None
+        self._used = 0
 
     def add(self, tensor: torch.Tensor) -> None:
         tensor = tensor.detach().float()
-        if tensor.is_cuda:
-            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-            host.copy_(tensor, non_blocking=True)
-            self._queued = True
-        else:
-            host = tensor.cpu()
-        self.parts.append(host)
+        if not tensor.is_cuda:
+            self.parts.append(tensor.cpu())
+            return
+        rows = len(tensor)
+        block = self._block
+        if block is None or self._used + rows > len(block) or block.shape[1:] != tensor.shape[1:]:
+            self._close_block()
+            block = self._block = torch.empty((max(self.block_rows, rows), *tensor.shape[1:]),
+                                              dtype=tensor.dtype, pin_memory=True)
+        block[self._used:self._used + rows].copy_(tensor, non_blocking=True)
+        self._used += rows
 
-    def __len__(self) -> int:
-        return len(self.parts)
+    def _close_block(self) -> None:
+        if self._block is not None:
+            self.parts.append(self._block[: self._used])
+            self._block, self._used = None, 0
 
     def gather(self) -> torch.Tensor | None:
         """Every tensor added, concatenated along the first dimension (None when none was)."""
-        if self._queued:
+        if self._block is not None:
+            self._close_block()
             torch.cuda.synchronize()
-            self._queued = False
         return torch.cat(self.parts) if self.parts else None
 
 

@@ -234,7 +234,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
     )
     online, adapted = None, None
     if logits_seen is not None:
-        taken = torch.cat(index_batches[: len(online_logits)])
+        taken = torch.cat(index_batches[: len(labels)])
         online = Outputs(logits=logits_seen, frozen_logits=source_logits[taken],
                          features=features_seen)
         adapted = accuracy(logits_seen, torch.cat(labels), inputs.suite.label_sets)

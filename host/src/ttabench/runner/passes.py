@@ -110,6 +110,8 @@ def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
     is a one-line error naming the input shape."""
     try:
         return model(x)
+    except torch.cuda.OutOfMemoryError:
+        raise  # the batch, not the input size (``describe_error`` names the fix)
     except RuntimeError as exc:
         raise TTABenchError(
             f"{what} failed on images of shape {tuple(x.shape[1:])}: "
