@@ -212,8 +212,9 @@ def failed_estimators(cell: dict[str, Any]) -> list[str]:
     return sorted(out)
 
 
-def drift(check: Check, precision: str) -> float:
-    """Mean change of the probe logits over 6 steps of an adapter moving every weight."""
+def probe_drift(device: torch.device, precision: str) -> float:
+    """Mean change of the probe logits over 6 steps of an adapter that moves every weight in
+    place (``run_cell`` on the tiny suite, ``precision`` autocast on ``device``)."""
     from ttabench.api import (
         Adapter,
         EstimateResult,
@@ -226,11 +227,13 @@ def drift(check: Check, precision: str) -> float:
     from ttabench.suites.tiny import TinySuite
 
     class AllWeights(Adapter):
+        """Moves every weight in place at each step (seeded noise), as an optimizer does."""
+
         name = "all-weights"
 
         def __init__(self, model: torch.nn.Module) -> None:
             super().__init__(model.eval())
-            self.generator = torch.Generator(device=check.device).manual_seed(0)
+            self.generator = torch.Generator(device=device).manual_seed(0)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             logits = self.model(x)
@@ -244,6 +247,8 @@ def drift(check: Check, precision: str) -> float:
             """Not needed."""
 
     class ProbeDrift(TrajectoryEstimator):
+        """Mean absolute change of the probe logits from step 0 to step 6."""
+
         name, kind = "probe-drift", "score"
 
         def __init__(self) -> None:
@@ -265,12 +270,12 @@ def drift(check: Check, precision: str) -> float:
     cell = run_cell(CellInputs(
         suite=suite, split=suite.splits()[-1], model=load_tiny_cnn(), adapter_cls=AllWeights,
         adapter_params={}, estimators={"probe-drift": ProbeDrift()}, seed=0, batch_size=16,
-        steps=6, device=check.device, precision=precision))
+        steps=6, device=device, precision=precision))
     return float(cell["results"]["probe-drift"].value)
 
 
 def bf16_drift(check: Check) -> str:
-    fp32, bf16 = drift(check, "fp32"), drift(check, "bf16")
+    fp32, bf16 = probe_drift(check.device, "fp32"), probe_drift(check.device, "bf16")
     check.record("bf16-drift", {"device": str(check.device), "fp32": fp32, "bf16": bf16})
     ensure(fp32 > 0.05, f"the fp32 probe barely moved ({fp32:.4f})")
     ensure(abs(bf16 - fp32) < 0.1 * fp32, f"probe drift bf16 {bf16:.4f} vs fp32 {fp32:.4f}")
