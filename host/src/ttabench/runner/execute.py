@@ -57,6 +57,7 @@ from ttabench.runner.passes import (
     accuracy,
     check_finite,
     check_label_range,
+    correct,
     restrict,
     split_passes,
 )
@@ -237,7 +238,8 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         taken = torch.cat(index_batches[: len(labels)])
         online = Outputs(logits=logits_seen, frozen_logits=source_logits[taken],
                          features=features_seen)
-        adapted = accuracy(logits_seen, torch.cat(labels), inputs.suite.label_sets)
+        right = correct(logits_seen, torch.cat(labels), inputs.suite.label_sets)
+        adapted = int(right.sum()) / len(right)  # exact: right / seen
     return {
         "adapted": adapted,
         "steps": steps,
