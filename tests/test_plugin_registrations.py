@@ -23,8 +23,11 @@ PLUGIN_DIST = "ttabench-enigma"
 
 
 def declared() -> dict[tuple[str, str], str]:
+    """The plugin's declared entry points, except ``ttabench.presets`` (preset folders are data
+    that ``ttabench presets`` reads, not plugins that ``ttabench ls`` lists)."""
     groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
-    return {(g.split(".")[1], n): t for g, entries in groups.items() for n, t in entries.items()}
+    return {(g.split(".")[1], n): t for g, entries in groups.items() for n, t in entries.items()
+            if g != "ttabench.presets"}
 
 
 def test_listed_under_the_plugin_distribution_and_version():

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ttabench.api import TTABenchError
+from ttabench.api import TTABenchError, use_batch_statistics
 
 NORM_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
     "batch": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
@@ -81,9 +81,7 @@ def configure_model(model: nn.Module, norms: str | Iterable[str] = DEFAULT_NORMS
             if isinstance(parameter, nn.Parameter):
                 parameter.requires_grad_(True)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.track_running_stats = False
-            module.running_mean = None
-            module.running_var = None
+            use_batch_statistics(module)
     return model
 
 

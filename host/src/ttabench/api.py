@@ -306,6 +306,52 @@ class StaticEstimator(Estimator):
 
 
 @dataclass(frozen=True)
+class Peers:
+    """The other models of a pool, each seen in the same view as the model being estimated.
+
+    ``model_ids[m]`` names peer m. ``target[m]``: its outputs on the same target samples in
+    the same row order as the estimated model's target outputs (labels hidden); rows align
+    when every model ran the same split, view and seed (in the ``adapted`` view, the same
+    stream). ``source_val[m]``: its labelled source-validation outputs in the same view, or
+    None when no estimator asked for them (``"source_val"`` in ``needs``).
+    """
+
+    model_ids: tuple[str, ...]
+    target: tuple[Outputs, ...]
+    source_val: tuple[Outputs | None, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.model_ids) == len(self.target) == len(self.source_val):
+            raise TTABenchError(
+                f"peers: {len(self.model_ids)} ids, {len(self.target)} target outputs and "
+                f"{len(self.source_val)} source-val outputs")
+
+
+class PoolEstimator(Estimator):
+    """Compares the cell's model with the other models of a pool (GDE, ALine, TTALine).
+
+    The host calls ``estimate`` once per view in ``views``, each time with the cell's model's
+    outputs of that view and every peer's outputs of the same view (an estimator of the ``bn``
+    target reads the bn-view outputs of every model it uses), and scores the result in that
+    view's table. ``min_peers``: the fewest peers it works with (a run with fewer models is
+    refused before any work; ``estimate`` raises TTABenchError when handed fewer). The run
+    loop does not hand peers' outputs to estimators yet: the host's pool estimators
+    (``ttabench.estimators.pool``) are importable and pass the conformance kit, but are not
+    registered.
+    """
+
+    #: The views this estimator is computed in, each result scored in that view's table.
+    views: ClassVar[tuple[Target, ...]] = TARGETS
+    min_peers: ClassVar[int] = 1
+
+    @abstractmethod
+    def estimate(self, target: Outputs, source_val: Outputs | None,
+                 peers: Peers) -> EstimateResult:
+        """Estimate the accuracy of the model of ``target`` (labels hidden) from its outputs,
+        its labelled source-val outputs and its peers' outputs of the same view."""
+
+
+@dataclass(frozen=True)
 class TrajectoryPlan:
     """What a trajectory estimator asks of the adaptation run.
 
@@ -384,8 +430,21 @@ class TrajectoryEstimator(Estimator):
 
 # --------------------------------------------------------------------------- the rest of the API
 # Defined in small modules of their own (which import the contracts above), so imported last.
-# The record types (the typed cell record, torch-free) and the helpers plugins share.
+# The record types (the typed cell record, torch-free) and the helpers plugins share (among
+# them the adapters' shared pieces, ``ttabench.adaptation``).
 
+from ttabench.adaptation.augment import TTAugment  # noqa: E402
+from ttabench.adaptation.checks import (  # noqa: E402
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
+from ttabench.adaptation.ema import blend_parameters  # noqa: E402
+from ttabench.adaptation.family import FAMILIES, FAMILY_RULE, dataset_family  # noqa: E402
+from ttabench.adaptation.modes import eval_mode, use_batch_statistics  # noqa: E402
+from ttabench.adaptation.optimizer import CIFAR_ADAM, OptimizerSetting  # noqa: E402
+from ttabench.adaptation.resettable import ResettableAdapter  # noqa: E402
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
@@ -404,6 +463,20 @@ from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
 
 __all__ = [
+    "CIFAR_ADAM",
+    "FAMILIES",
+    "FAMILY_RULE",
+    "OptimizerSetting",
+    "ResettableAdapter",
+    "TTAugment",
+    "blend_parameters",
+    "check_choice",
+    "check_fraction",
+    "check_positive",
+    "check_positive_int",
+    "dataset_family",
+    "eval_mode",
+    "use_batch_statistics",
     "CALIBRATION_SCHEMA",
     "CELL_SCHEMA",
     "Calibration",
@@ -435,6 +508,8 @@ __all__ = [
     "LoadedModel",
     "Outputs",
     "PROBE_DRAWS",
+    "Peers",
+    "PoolEstimator",
     "Role",
     "SplitSpec",
     "StaticEstimator",

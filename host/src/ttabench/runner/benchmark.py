@@ -91,6 +91,8 @@ class RunSpec:
     #: The device facts the cells are planned under (``device_facts``), found by the process
     #: that plans them; worker processes check theirs against them.
     device_facts: dict[str, Any] | None = None
+    #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
+    preset: dict[str, Any] | None = None
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -211,6 +213,7 @@ class Benchmark:
             **({"cuda": self.device_facts} if self.device_facts else {}),
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
+            **({"preset": self.spec.preset} if self.spec.preset else {}),
         }
 
     def _uses_source_val(self) -> bool:
