@@ -45,8 +45,8 @@ from ttabench.api import to_unit_float
 from ttabench.runner.compute import HostCopies, batch_to_device
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.passes import correct
-from ttabench.runner.store import write_json_atomic
 from ttabench.runner.stream import stream_indices
+from ttabench.store import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results"
 BATCH, SIZE, CLASSES = 64, 224, 1000

@@ -132,7 +132,7 @@ def measure_cell(loaded: Any, device: torch.device, *, bf16: bool, channels_last
     from ttabench.runner.execute import CellInputs, run_cell
     from ttabench_enigma import RDumb
 
-    def cell(n_steps: int) -> dict[str, Any]:
+    def cell(n_steps: int) -> Any:
         suite = SyntheticSuite(batch * (n_steps + 1), size, loaded.num_classes)
         return run_cell(CellInputs(
             suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=RDumb,
@@ -142,7 +142,7 @@ def measure_cell(loaded: Any, device: torch.device, *, bf16: bool, channels_last
 
     cell(2)
     out = cell(steps)
-    timings, n = out["timings"], out["n_examples"]
+    timings, n = out.timings, out.n_examples
     return {"whole-cell adaptation step ms": 1000 * timings["adaptation"] / steps,
             "whole-cell source+bn pass ms per image": 1000 * timings["source_and_bn_pass"] / n}
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from ttabench import registry
     from ttabench.paths import cache_dir
     from ttabench.runner.device_facts import configure_device, device_facts
-    from ttabench.runner.store import write_json_atomic
+    from ttabench.store import write_json_atomic
 
     configure_device(device, deterministic=False)  # as a run: cuDNN benchmarks its kernels
     loaded = registry.load_model(args.model, cache_dir=cache_dir())

@@ -170,7 +170,8 @@ def api_matrix(check: Check) -> str:
                        threads=1)
         bench = Benchmark(spec)
         mode = f"{device} {precision}" + (" channels_last" if channels_last else "")
-        runs[mode] = {p.protocol["adapter"]["name"]: bench.execute(p) for p in bench.plan()}
+        runs[mode] = {p.protocol["adapter"]["name"]: bench.execute(p).to_dict()
+                      for p in bench.plan()}
     reference = runs["cpu fp32"]
     summary: dict[str, Any] = {}
     problems: list[str] = []
@@ -280,7 +281,7 @@ def probe_drift(device: torch.device, precision: str) -> float:
         suite=suite, split=suite.splits()[-1], model=load_tiny_cnn(), adapter_cls=AllWeights,
         adapter_params={}, estimators={"probe-drift": ProbeDrift()}, seed=0, batch_size=16,
         steps=6, device=device, precision=precision))
-    return float(cell["results"]["probe-drift"].value)
+    return float(cell.results["probe-drift"].value)
 
 
 def bf16_drift(check: Check) -> str:
@@ -414,7 +415,7 @@ def image_folder(check: Check) -> str:
     ensure(bench.loader.workers >= 1, "no loader workers for an image folder")
     ensure(bench.loader.pin_memory == gpu, "pinned memory should follow CUDA")
     with host_timer() as spent:
-        cell = bench.execute(bench.plan()[0])
+        cell = bench.execute(bench.plan()[0]).to_dict()
     ensure(cell["status"] == "ok", str(cell.get("error")))
     adaptation = cell["timings"]["adaptation"]
     ms = 1000 * adaptation / steps
@@ -513,20 +514,26 @@ def out_of_memory(check: Check) -> str:
     after = run_cell(CellInputs(suite=small, split=small.splits()[0], model=loaded,
                                 adapter_cls=RDumb, adapter_params={}, estimators={}, seed=0,
                                 batch_size=32, steps=1, device=check.device))
-    ensure(after["adaptation"]["steps"] == 1, "the cell after the out-of-memory one did not run")
+    ensure(after.adaptation["steps"] == 1, "the cell after the out-of-memory one did not run")
     return line
 
 
 def continual(check: Check) -> str:
-    done = check.cli("continual", "-o", str(check.out / "continual"), "-a", "rdumb",
+    done = check.cli("continual", "--config", str(check.out / "empty.toml"), "--no-baselines",
+                     "-o", str(check.out / "continual"), "-a", "rdumb",
                      "-e", "aetta", "-e", "enigma-online", "-s", "tiny", "-m", "tiny-cnn",
                      "--severities", "2", "--steps-per-split", "6", "--window", "3",
                      "--batch-size", "16", "--device", str(check.device), "--threads", "1",
                      "--set", "estimator.enigma-online.window=3")
     ensure(done.returncode == 0, f"exit {done.returncode}: {last_line(done.stderr)}")
-    cells = list((check.out / "continual" / "scenarios").glob("*.json"))
-    ensure(bool(cells), "no scenario cell written")
-    return f"{len(cells)} scenario cell(s); {done.stdout.strip().splitlines()[-1][:150]}"
+    cells = cells_of(check.out / "continual")
+    ensure(bool(cells) and all(c["status"] == "ok" for c in cells),
+           f"continual cells: {[c['status'] for c in cells]}")
+    windows = {name: len(record["windows"]) for c in cells
+               for name, record in c["estimators"].items()}
+    ensure(all(windows.values()), f"window estimates per estimator: {windows}")
+    return (f"{len(cells)} continual cell(s), window estimates {windows}; "
+            f"{done.stdout.strip().splitlines()[-1][:120]}")
 
 
 def estimate(check: Check) -> str:

@@ -9,12 +9,15 @@
 # projects of this checkout offline (pip, setuptools) when they are not installed, after the
 # wheels in .whl/. Besides torch the check imports torchvision, timm, numpy, scipy, pandas,
 # scikit-learn, matplotlib, pillow, opencv, click, tqdm, filelock and safetensors (the
-# workplace's CUDA image has them all) and POT (the `ot` module, for COT and COTT), which the
-# image lacks: carry it as a wheel. On a machine with network, in the repository root:
+# workplace's CUDA image has them all), POT (the `ot` module, for COT and COTT) and pydantic
+# (the record schemas), which the image lacks: carry them as wheels. On a machine with network,
+# in the repository root:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl pot==0.9.7.post1
+#     --platform manylinux2014_x86_64 -d .whl pot==0.9.7.post1 pydantic==2.14.3 \
+#     pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#     typing-extensions==4.16.0
 # (and any other of the modules above that a machine lacks; all of them fit in 64 MiB).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +30,7 @@ fi
 missing=$("$PYTHON" - <<'PY'
 import importlib.util
 need = ["torch", "torchvision", "timm", "numpy", "scipy", "pandas", "sklearn", "matplotlib",
-        "PIL", "cv2", "click", "tqdm", "filelock", "safetensors", "ot"]
+        "PIL", "cv2", "click", "tqdm", "filelock", "safetensors", "ot", "pydantic"]
 print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 PY
 )

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ttabench import registry
 from ttabench.cli import main
-from ttabench.runner.cells import read_cell
+from ttabench.records import read_cell
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +28,14 @@ def test_ttabench_run_with_sar_and_cotta(tmp_path, config):
         "--set", "adapter.cotta.n_augmentations=2", "--splits", "noise-3", "--batch-size", "16",
         "--n-boot", "10", "-j", "1", "--config", str(config), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    cells = {cell["adapter"]: cell for cell in map(read_cell, (out / "cells").glob("*.json"))}
+    cells = {cell.adapter: cell for cell in map(read_cell, (out / "cells").glob("*.json"))}
     assert sorted(cells) == ["cotta", "sar"]
     for name, cell in cells.items():
-        assert cell["status"] == "ok", (name, cell["error"])
-        assert 0.0 <= cell["targets"]["adapted"] <= 1.0
-        assert cell["adaptation"]["adapter_counters"]["steps"] == 3
-        params = cell["adaptation"]["adapter_params"]
+        assert cell.status == "ok", (name, cell.error)
+        assert 0.0 <= cell.targets["adapted"] <= 1.0
+        assert cell.adaptation["adapter_counters"]["steps"] == 3
+        params = cell.adaptation["adapter_params"]
         assert (params["num_classes"], params["family"]) == (4, "cifar10"), name
-    assert cells["cotta"]["adaptation"]["adapter_params"]["n_augmentations"] == 2
-    assert cells["cotta"]["adaptation"]["adapter_params"]["optimizer"]["method"] == "Adam"
-    assert cells["sar"]["adaptation"]["adapter_params"]["lr"] == 0.001
+    assert cells["cotta"].adaptation["adapter_params"]["n_augmentations"] == 2
+    assert cells["cotta"].adaptation["adapter_params"]["optimizer"]["method"] == "Adam"
+    assert cells["sar"].adaptation["adapter_params"]["lr"] == 0.001

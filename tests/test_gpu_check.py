@@ -12,9 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Steps that need CUDA: they say so on the CPU path.
 GPU_ONLY = {"host-syncs"}
-#: Steps failing on this branch for a reason another issue fixes; the test fails once they
-#: pass, so this list is kept true. ``ttabench continual -e aetta``: issue 26.
-KNOWN_FAILING = {"continual"}
 
 
 @pytest.mark.slow
@@ -28,7 +25,7 @@ def test_the_cpu_path_of_the_gpu_check_passes(tmp_path, spawned_workers_env):
                             "image-folder", "jobs-2", "errors", "continual", "estimate",
                             "gpu-bench", "deterministic"], done.stdout[-2000:]
     for name, state in status.items():
-        expected = "SKIP" if name in GPU_ONLY else "FAIL" if name in KNOWN_FAILING else "PASS"
+        expected = "SKIP" if name in GPU_ONLY else "PASS"
         assert state == expected, next(line for line in lines if f" {name}:" in line)
-    assert done.returncode == (1 if KNOWN_FAILING else 0)
+    assert done.returncode == 0
     assert (tmp_path / "check" / "api-matrix.json").exists()

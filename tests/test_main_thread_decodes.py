@@ -1,5 +1,5 @@
 """No image is decoded on the main thread where a suite streams from disk: the cell's passes
-and stream, the labelled source-val reference (read once per process) and EATA's Fisher
+and stream (a continual one too), the labelled source-val reference (read once per process) and EATA's Fisher
 images all go through the loader's worker processes; ``ttabench estimate`` decodes its folder
 once for all its seeds. Reads are counted, not timed: every read in any process (a counter
 in shared memory, which the forked loader workers inherit) and the reads of the main process.
@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ttabench import registry
 from ttabench.cli import main
 from ttabench.runner.benchmark import Benchmark, RunSpec
+from ttabench.spec import StreamSpec
 from ttabench.suites import images
 from ttabench.suites.tiny import TinySuite
 
@@ -70,6 +71,8 @@ class DiskTiny(TinySuite):
 @pytest.fixture(autouse=True)
 def disk_suite():
     registry.add_plugin("suites", f"{__name__}:DiskTiny")
+    for counter in (SPLITS, SOURCE_VAL):
+        counter.every.value, counter.main = 0, 0
     yield
 
 
@@ -82,13 +85,24 @@ def test_cells_reference_and_fisher_images_are_decoded_by_workers_only():
     bench = Benchmark(spec)
     assert bench.loader.workers >= 1
     cells = [bench.execute(plan) for plan in bench.plan()]
-    assert all(c["status"] == "ok" for c in cells) and len(cells) == 2
+    assert all(c.status == "ok" for c in cells) and len(cells) == 2
     assert SPLITS.main == 0 and SOURCE_VAL.main == 0
-    assert SPLITS.every.value == sum(c["data"]["decodes"] for c in cells) > 0
+    assert SPLITS.every.value == sum(c.data["decodes"] for c in cells) > 0
     # the reference once per process (128 images), EATA's Fisher images once per cell
-    fisher = [c["adaptation"]["source_data"]["samples"] for c in cells]
+    fisher = [c.adaptation["source_data"]["samples"] for c in cells]
     assert fisher == [128, 128]
     assert SOURCE_VAL.every.value == 128 + sum(fisher)
+
+
+def test_a_continual_stream_is_decoded_by_workers_only():
+    spec = RunSpec(suite="disk-tiny", model="tiny-cnn", adapters=["source"], estimators=["ac"],
+                   splits=["noise-1", "noise-2"], suite_options={"n_examples": 96},
+                   stream=StreamSpec(kind="continual", steps_per_split=2), device="cpu",
+                   batch_size=32, threads=1)
+    bench = Benchmark(spec)
+    cells = [bench.execute(plan) for plan in bench.plan()]
+    assert [c.status for c in cells] == ["ok"] and cells[0].adaptation["steps"] == 4
+    assert SPLITS.main == 0 and SPLITS.every.value == cells[0].data["decodes"] > 0
 
 
 def test_estimate_decodes_its_folder_once_for_all_seeds(tmp_path, monkeypatch, config):

@@ -52,9 +52,18 @@ def norm_layers(
     types = tuple(t for kind in kinds for t in NORM_KINDS[kind])
     layers = [(name, module) for name, module in model.named_modules() if isinstance(module, types)]
     if not layers:
+        present = sorted({kind for _, module in model.named_modules()
+                          for kind, kind_types in NORM_KINDS.items()
+                          if isinstance(module, kind_types)})
+        if not present:
+            raise TTABenchError(
+                f"the model has no normalization layer (of kinds {', '.join(NORM_KINDS)}), so "
+                "there is nothing to adapt; use an adapter that adapts no normalization layer "
+                "(e.g. source) or a model with such layers"
+            )
         raise TTABenchError(
-            f"the model has no normalization layer of kind {list(kinds)} to adapt; "
-            f"pick other kinds with norms=... (available: {sorted(NORM_KINDS)})"
+            f"the model has no normalization layer of kind {', '.join(kinds)} to adapt; it has "
+            f"{', '.join(present)}: pass norms={','.join(present)}"
         )
     return layers
 

@@ -57,7 +57,7 @@ def estimates(order: str) -> dict[tuple[str, str], float]:
                    device="cpu", splits=["noise-2"], batch_size=32, steps=6, threads=1)
     bench = Benchmark(spec)
     cell = bench.execute(bench.plan()[0])
-    return {(name, view): cell["estimators"][name]["views"][view]["estimate"]
+    return {(name, view): cell.estimators[name].views[view].estimate
             for name in ("atc-mc", "doc") for view in ("bn", "adapted")}
 
 

@@ -51,7 +51,7 @@ def differing(a: Path, b: Path) -> dict[str, set[str]]:
 def test_each_single_fact_is_found_and_nothing_else(runs):
     assert differing(runs["base"], runs["base"]) == {}
     assert differing(runs["base"], runs["model"]) == {
-        "model": {"model.id", "model.spec", "model.weights_hash"}}
+        "model": {"model.id", "model.weights_hash"}}  # the spec is recorded beside the key
     assert differing(runs["base"], runs["images"]) == {
         "data": {"n_examples", "suite.options.n_examples", "suite.record.n_examples"}}
     assert differing(runs["base"], runs["batch"]) == {"stream": {"batch_size"}}
@@ -116,3 +116,11 @@ def test_bad_paths_are_one_line(tmp_path):
     empty.mkdir()
     assert "no cell results" in one_line_error(CliRunner().invoke(main, ["diff", str(empty),
                                                                          str(empty)]))
+
+
+def test_gpu_facts_and_the_reference_have_their_groups():
+    from ttabench.run_diff import group_of
+
+    assert group_of("cuda.tf32.conv") == group_of("cuda.gpu") == "compute"
+    assert group_of("reference.source_val_order") == "estimators"
+    assert group_of("cuda_visible_devices") == "machine"

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttabench.adaptation.checks import check_fraction
-from ttabench.adaptation.resettable import ResettableAdapter
-from ttabench.api import Adapter
+from ttabench.api import Adapter, ResettableAdapter
 from ttabench.errors import TTABenchError
 
 

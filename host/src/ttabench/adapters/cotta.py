@@ -41,7 +41,7 @@ from ttabench.adaptation.checks import check_fraction, check_positive, check_pos
 from ttabench.adaptation.ema import blend_parameters
 from ttabench.adaptation.modes import use_batch_statistics
 from ttabench.adaptation.optimizer import CIFAR_ADAM, OptimizerSetting
-from ttabench.adaptation.resettable import ResettableAdapter
+from ttabench.api import ResettableAdapter
 
 
 @dataclass(frozen=True)

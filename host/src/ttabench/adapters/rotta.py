@@ -37,7 +37,7 @@ from ttabench.adaptation.augment import TTAugment
 from ttabench.adaptation.checks import check_fraction, check_positive, check_positive_int
 from ttabench.adaptation.ema import blend_parameters
 from ttabench.adaptation.optimizer import CIFAR_ADAM
-from ttabench.adaptation.resettable import ResettableAdapter
+from ttabench.api import ResettableAdapter
 from ttabench.adapters.cotta import soft_cross_entropy
 from ttabench.adapters.robust_bn import use_robust_bn
 from ttabench.adapters.rotta_memory import BalancedMemory

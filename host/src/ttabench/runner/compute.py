@@ -4,7 +4,8 @@ Every forward pass of a cell (the source and bn passes, the trajectory, its snap
 the labelled reference its views compare against (``ttabench.runner.views.reference_passes``)
 runs under the same three facts, recorded in the cell's protocol (``compute``):
 
-- ``precision``: ``fp32``, or ``bf16`` autocast (``compute_context``, a CUDA option);
+- ``precision``: ``fp32``, or ``bf16`` autocast (``compute_context``, a CUDA option;
+  ``ttabench.spec.PRECISIONS``);
 - ``channels_last``: the model's weights and every input batch in channels_last format;
 - the device, which every batch reaches by ``batch_to_device``: uint8 images travel as uint8
   (a quarter of the bytes of float32), without waiting when they come from pinned host memory
@@ -19,10 +20,6 @@ import torch
 from torch import nn
 
 from ttabench.api import to_unit_float
-
-#: ``precision`` values: full float32, or bfloat16 autocast (CUDA only, see preflight).
-PRECISIONS = ("fp32", "bf16")
-
 
 def compute_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bfloat16 when ``precision == "bf16"`` (a CUDA option, see

@@ -20,7 +20,6 @@ themselves: the driver decides.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark
 from ttabench.errors import TTABenchError
 from ttabench.runner.cells import CellPlan
@@ -96,9 +96,9 @@ class PoolBackend:
                                                    if self.gpus else ")")
 
     def start(self, bench: Benchmark) -> None:
-        self._data = dataclasses.asdict(bench.spec)
+        self._data = bench.spec.to_dict()
         self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future[dict[str, Any]], CellPlan] = {}
+        self._running: dict[Future[Cell], CellPlan] = {}
         self._unstarted: list[CellPlan] = []
         self._broken = False
 

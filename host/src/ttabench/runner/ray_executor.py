@@ -3,7 +3,7 @@
 One Ray task per cell attempt. The task receives the run specification as plain data (suite
 name, model spec, data locations, plugin specs: paths and ids, never tensors) and the cell's
 key; each worker process builds the ``Benchmark`` once and reuses it for every cell it runs. The
-task returns the finished cell as a dict and the driver (``ttabench.runner.executor``) writes
+task returns the finished cell (a ``Cell``) and the driver (``ttabench.runner.executor``) writes
 it atomically into the output folder, so workers need no shared filesystem for results.
 
 Resources per task come from ``[executor.ray]`` in the config: ``num_cpus`` (default 1),
@@ -24,10 +24,10 @@ Ray is an optional extra: ``pip install .[ray]``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan
 from ttabench.runner.executor import Outcome
@@ -58,7 +58,7 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_in_task(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
+def run_in_task(spec_data: dict[str, Any], key: str) -> Cell:
     """One cell in a Ray task, on the task's own GPU when it was given one."""
     import ray
 
@@ -87,7 +87,7 @@ class RayBackend:
                 init["num_cpus"] = int(self.options["num_cpus_total"])
             self.ray.init(**init)
         self._task = self.remote(run_in_task)
-        self._spec_data = dataclasses.asdict(bench.spec)
+        self._spec_data = bench.spec.to_dict()
         self._pending: dict[Any, CellPlan] = {}
 
     def remote(self, fn: Any) -> Any:
