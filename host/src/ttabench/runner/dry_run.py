@@ -48,6 +48,8 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
         f"stream {spec.stream.name}: window {spec.stream.window} steps"
         + ("" if spec.stream.resets else
            f", {spec.stream.steps_per_split or 'one pass of'} steps per split")
+        + (", splits in the suite's order" if spec.stream.split_order == "suite" else "")
+        + ("" if spec.stream.shuffle else ", each split in the files' order (not shuffled)")
         + (f", delta {spec.stream.delta}" if spec.stream.correlated else "")
         + (f", batch statistics over the last {spec.stream.stats_window} images"
            if spec.stream.stats_window > spec.batch_size else ""),
