@@ -205,3 +205,9 @@ def test_runs_whose_streams_differ_in_order_or_kind_pair_their_stream_cells(tmp_
     assert CliRunner().invoke(main, ["run", *common, "-o", str(reset)]).exit_code == 0
     apart = diff_runs(runs["a"], reset)
     assert apart.pairs == 0 and len(apart.only_in_a) == 2 and apart.only_in_b
+
+
+def test_gpu_facts_and_the_reference_have_their_groups():
+    assert group_of("cuda.tf32.conv") == group_of("cuda.gpu") == "compute"
+    assert group_of("reference.source_val_order") == "estimators"
+    assert group_of("cuda_visible_devices") == "machine"

@@ -41,11 +41,11 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("suite", "n_examples")),
     ("stream", ("stream", "batch_size", "steps", "data_path")),
     ("adapter", ("adapter",)),
-    ("estimators", ("estimators",)),
+    ("estimators", ("estimators", "reference")),
     ("preset", ("preset",)),
-    ("compute", ("compute", "device_type", "threads")),
+    ("compute", ("compute", "device_type", "threads", "cuda")),
     ("libraries", ("torch", "versions")),
-    ("machine", ("device", "device_name", "machine", "git_revision")),
+    ("machine", ("device", "device_name", "machine", "git_revision", "cuda_visible_devices")),
 )
 #: Keys whose values are file locations: compared last, as a separate group.
 PATH_KEYS = frozenset({"root", "data_dir", "val_dir", "weights", "checkpoint", "source_val",

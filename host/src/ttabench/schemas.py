@@ -270,7 +270,8 @@ class ModelIdentitySchema(Record):
 class CalibrationProtocolSchema(Record):
     """How every estimate of a calibration is made (an estimate repeats it exactly): the
     adapter and every plugin's parameters, the stream's batch size, steps and kind, the
-    preprocessing, and the target accuracy the maps were fitted against."""
+    preprocessing, the compute precision and memory format, and the target accuracy the maps
+    were fitted against."""
 
     target: Literal["source", "bn", "adapted"]
     adapter: str = Field(min_length=1)
@@ -281,6 +282,8 @@ class CalibrationProtocolSchema(Record):
     stream: str
     image_size: Count
     resize: Count | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
 
 
 class ModelCalibrationSchema(Record):

@@ -267,6 +267,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     _opt("channels_last", False, Rule(lambda v: isinstance(v, bool), "true or false"),
          "channels_last memory format (CUDA only).", "--channels-last/--no-channels-last",
          kind=bool),
+    _opt("deterministic", False, Rule(lambda v: isinstance(v, bool), "true or false"),
+         "CUDA: deterministic kernels (cuDNN deterministic, no benchmark): the same seed on the "
+         "same GPU gives the same numbers; recorded. The CPU is already.",
+         "--deterministic/--no-deterministic", kind=bool),
     _opt("output", "runs/default", STRING, "Run folder (cells/, leaderboard files).",
          "--output", "-o"),
     _opt("preset", None, STRING, "A named published protocol (see `ttabench presets`).",
@@ -416,6 +420,11 @@ class RunSpec:
     cache_mib: int = _default("cache_mib")
     precision: str = _default("precision")
     channels_last: bool = _default("channels_last")
+    #: CUDA: deterministic kernels (``ttabench.runner.device_facts``); the CPU is already.
+    deterministic: bool = _default("deterministic")
+    #: The device facts the cells are planned under (``device_facts``), found by the process
+    #: that plans them; worker processes check theirs against them.
+    device_facts: dict[str, Any] | None = None
     #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
     model_options: dict[str, Any] = field(default_factory=dict)
     #: The estimators that are the configuration's baselines (role ``baseline``).

@@ -92,10 +92,10 @@ def _images(n: int, seed: int, noise: float = 20.0) -> tuple[torch.Tensor, torch
     return images.float() / 255.0, labels
 
 
-def _batches(count: int, seed: int = 123) -> list[torch.Tensor]:
-    """``count`` batches of BATCH noisy tiny images (a shifted target stream)."""
+def _batches(count: int, seed: int = 123, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """``count`` batches of BATCH noisy tiny images (a shifted target stream), on ``device``."""
     x, _ = _images(count * BATCH, seed=seed, noise=80.0)
-    return list(x.split(BATCH))
+    return list(x.to(device).split(BATCH))
 
 
 def _outputs(
@@ -172,12 +172,13 @@ def _raise_first(what: str, results: list[CheckResult]) -> None:
 # --------------------------------------------------------------------------- adapters
 
 
-def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
+def _adapter_checks(adapter_cls: type, params: dict[str, Any],
+                    device: torch.device | str = "cpu") -> list[Check]:
     num_classes = _tiny_model().num_classes
 
     def build() -> Adapter:
         torch.manual_seed(SEED)
-        return adapter_cls(_fresh_model(), **params)
+        return adapter_cls(_fresh_model().to(device), **params)
 
     def run(adapter: Adapter, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         torch.manual_seed(SEED)
@@ -192,7 +193,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
         build()
 
     def forward() -> None:
-        x = _batches(1)[0]
+        x = _batches(1, device=device)[0]
         logits = build()(x)
         _ensure(isinstance(logits, torch.Tensor), f"forward returned {type(logits).__name__}")
         shape = (x.shape[0], num_classes)
@@ -201,7 +202,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
 
     def predict() -> None:
         adapter = build()
-        first, x = _batches(2)
+        first, x = _batches(2, device=device)
         # the step-0 snapshot, then one once running state (statistics, memories) exists
         for moment in ("before the first step", "after a step"):
             state, counters = _state(adapter), adapter.counters()
@@ -218,7 +219,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     def reset() -> None:
         adapter = build()
         before = _state(adapter)
-        batches = _batches(3)
+        batches = _batches(3, device=device)
         first = run(adapter, batches)
         adapter.reset()
         changed = _state_diff(before, adapter)
@@ -230,12 +231,12 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     def records() -> None:
         adapter = build()
         _json_dict(adapter.params(), "params()")
-        adapter(_batches(1)[0])
+        adapter(_batches(1, device=device)[0])
         counters = adapter.counters()
         _ensure(isinstance(counters, dict), f"counters() returned {type(counters).__name__}")
 
     def deterministic() -> None:
-        batches = _batches(3)
+        batches = _batches(3, device=device)
         first, second = run(build(), batches), run(build(), batches)
         same = all(torch.equal(a, b) for a, b in zip(first, second))
         _ensure(same, "two fresh instances with the same seed and batches gave other logits")
@@ -250,15 +251,16 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     ]
 
 
-def check_adapter(adapter_cls: type, **params: Any) -> None:
-    """Check an Adapter subclass on tiny-cnn; ``params`` go to ``adapter_cls(model, **params)``.
+def check_adapter(adapter_cls: type, *, device: torch.device | str = "cpu", **params: Any) -> None:
+    """Check an Adapter subclass on tiny-cnn on ``device``; ``params`` go to
+    ``adapter_cls(model, **params)``.
 
     Checks: a ``name``; one step on 16 float images gives finite (B, num_classes) logits;
     ``predict`` (after a step) changes no parameter, buffer or counter; ``reset`` restores every parameter and buffer and makes
     the same batches give the same logits again; ``params()`` is JSON-serialisable and
     ``counters()`` a dict; two fresh instances with the same seed give identical logits.
     """
-    _raise_first(_label(adapter_cls), _run(_adapter_checks(adapter_cls, params)))
+    _raise_first(_label(adapter_cls), _run(_adapter_checks(adapter_cls, params, device)))
 
 
 # --------------------------------------------------------------------------- estimators
@@ -579,6 +581,7 @@ def _model_checks(
     arg: str | None = None,
     cache_dir: Path | str | None = None,
     num_classes: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[Check]:
     loaded: list[LoadedModel] = []
 
@@ -605,7 +608,7 @@ def _model_checks(
         size = _input_size(m.preprocessing)
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(SEED))
         with torch.no_grad():
-            logits = m.module.eval()(x)
+            logits = m.module.eval().to(device)(x.to(device))
         shape = (2, m.num_classes)
         _ensure(tuple(logits.shape) == shape, f"logits shape {tuple(logits.shape)} != {shape}")
         _ensure(bool(torch.isfinite(logits).all()), "non-finite logits")
@@ -674,9 +677,10 @@ def _label(obj: Any) -> str:
     return getattr(obj, "__qualname__", None) or repr(obj)
 
 
-def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
+def run_all(kind: str, obj: Any, *, device: torch.device | str = "cpu",
+            **params: Any) -> list[CheckResult]:
     """Every check for a plugin of ``kind`` (adapters, adapter wrappers, estimators, suites,
-    models, commands).
+    models, commands); adapters (wrapped ones too) and models run on ``device``.
 
     ``params`` go to the plugin: constructor parameters for adapters and estimators, options
     (and ``data_dir``) for suites, ``arg``/``cache_dir``/``num_classes`` for model sources.
@@ -686,20 +690,21 @@ def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
 
     kind = normalize_kind(kind)
     if kind == "adapters":
-        return _run(_adapter_checks(obj, params))
+        return _run(_adapter_checks(obj, params, device))
     if kind == "estimators":
         return _run(_estimator_checks(obj, params))
     if kind == "suites":
         data_dir = params.pop("data_dir", None)
         return _run(_suite_checks(obj, data_dir, params))
     if kind == "models":
-        return _run(_model_checks(obj, **params))
+        return _run(_model_checks(obj, **params, device=device))
     if kind == "adapter_wrappers":
-        return _run(_wrapper_checks(obj, params))
+        return _run(_wrapper_checks(obj, params, device))
     return _run(_command_checks(obj))
 
 
-def _wrapper_checks(wrapper: Any, params: dict[str, Any]) -> list[Check]:
+def _wrapper_checks(wrapper: Any, params: dict[str, Any],
+                    device: torch.device | str = "cpu") -> list[Check]:
     """An adapter wrapper (``<wrapper>:<adapter>``) turns an adapter class into an adapter
     class that passes the adapter checks; checked on the host's ``source`` adapter."""
     from ttabench.adapters import SourceAdapter
@@ -713,13 +718,13 @@ def _wrapper_checks(wrapper: Any, params: dict[str, Any]) -> list[Check]:
         wrapped.append(cls)
 
     checks: list[Check] = [("wrap", wraps, True)]
-    return checks + [(f"wrapped {name}", functools.partial(_deferred, wrapped, i), fatal)
+    return checks + [(f"wrapped {name}", functools.partial(_deferred, wrapped, i, device), fatal)
                      for i, (name, _, fatal) in enumerate(_adapter_checks(SourceAdapter, params))]
 
 
-def _deferred(wrapped: list[type], index: int) -> None:
+def _deferred(wrapped: list[type], index: int, device: torch.device | str) -> None:
     """Run the ``index``-th adapter check on the wrapped class (built by the ``wrap`` check)."""
-    _adapter_checks(wrapped[0], {})[index][1]()
+    _adapter_checks(wrapped[0], {}, device)[index][1]()
 
 
 __all__ = [

@@ -80,7 +80,8 @@ def _table(calibration: ModelCalibration) -> list[str]:
 
 @click.command("calibrate")
 @spec_options("estimator", "adapter", "model", "seed", "batch_size", "steps", "device",
-              "threads", "jobs", "map_kinds")
+              "threads", "jobs", "workers", "precision", "channels_last", "deterministic",
+              "map_kinds")
 @click.option("--labelled", required=True, type=click.Path(path_type=Path),
               help="Folder of labelled images the model was not trained on: <DIR>/<class>/"
                    "<image> (class = the model's output index, its class name, or an ImageNet "
@@ -215,7 +216,8 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
             adapter_params=spec.adapter_params.get(spec.adapters[0], {}),
             estimator_params={n: spec.estimator_params.get(n, {}) for n in spec.estimators},
             batch_size=spec.batch_size, steps=spec.steps, stream=spec.stream.name,
-            image_size=size, resize=shorter),
+            image_size=size, resize=shorter, precision=spec.precision,
+            channels_last=spec.channels_last),
         entries=[s.entry for s in scored], chosen=best.entry.name,
         choice_lodo_mae=None if nested is None else nested[0],
         choice_error_q95=None if nested is None else conformal_quantile(nested[1] - y),

@@ -13,7 +13,7 @@ with stream seed ``seed + b``, running only the trajectory estimators.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from ttabench.calibrate.interval import (
 from ttabench.errors import TTABenchError
 from ttabench.records import ViewResult
 from ttabench.runner import execute
+from ttabench.runner.decoded_cache import LoaderOptions
 from ttabench.runner.execute import CellInputs, CellOutput
 
 
@@ -66,6 +67,9 @@ class FolderRun:
     device: torch.device
     source_val: Outputs | None = None
     source_val_bn: Outputs | None = None
+    loader: LoaderOptions = LoaderOptions()
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ def _cell(run: FolderRun, suite: Any, estimators: dict[str, Estimator], seed: in
         suite=suite, split=suite.splits()[0], model=run.model, adapter_cls=run.adapter_cls,
         adapter_params=dict(run.adapter_params), estimators=estimators, seed=seed,
         batch_size=run.batch_size, steps=run.steps, device=run.device,
-        source_val=run.source_val, source_val_bn=run.source_val_bn, show_progress=progress,
+        source_val=run.source_val, source_val_bn=run.source_val_bn, loader=run.loader,
+        precision=run.precision, channels_last=run.channels_last, show_progress=progress,
         labelled=False))
 
 
@@ -119,7 +124,11 @@ def _accuracy(wanted: Wanted, out: CellOutput) -> tuple[float, float | None]:
 def estimate_folder(run: FolderRun, images: Dataset[Any], make_suite: Callable[[Dataset[Any]],
                     Any], wanted: list[Wanted], *, seed: int, n_boot: int, resamples: int,
                     boot_seed: int, progress: bool) -> list[Estimated]:
-    """Every wanted entry's estimate and interval (module docstring)."""
+    """Every wanted entry's estimate and interval (module docstring). ``images``: the folder
+    decoded in memory (``decode_folder``; read with no loader workers), or the folder itself
+    (each cell decodes it through ``run.loader``)."""
+    if isinstance(images, TensorDataset):
+        run = replace(run, loader=replace(run.loader, workers=0))
     needed = {w.estimator: run.estimators[w.estimator] for w in wanted}
     out = _cell(run, make_suite(images), needed, seed, progress)
     points = {w.name: _accuracy(w, out) for w in wanted}

@@ -39,17 +39,22 @@ from ttabench.calibrate.record import ModelCalibration, StoredMap, model_calibra
 from ttabench.config_schema import validate as validate_config
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
-from ttabench.runner.benchmark import _instantiate, source_val_outputs
+from ttabench.runner.benchmark import _instantiate
+from ttabench.runner.decoded_cache import LoaderOptions
+from ttabench.runner.device_facts import configure_device, device_facts, device_line
+from ttabench.runner.execute import seed_everything
 from ttabench.runner.command import FolderSuite, check_given, input_geometry, print_overrides
 from ttabench.runner.config import build_spec, load_config, names
 from ttabench.runner.preflight import (
     check_adapter_setup,
+    check_compute_options,
     check_split_size,
     check_steps,
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.spec import given_options, option, spec_options
+from ttabench.runner.views import reference_passes
+from ttabench.spec import PRECISIONS, given_options, option, spec_options
 from ttabench.suites.images import UnlabelledFolder
 
 
@@ -66,12 +71,22 @@ class Prepared:
     params: dict[str, Any]
 
 
-def _load(spec_name: str, options: dict[str, Any], threads: int | None,
-          device: str | None) -> tuple[LoadedModel, torch.device]:
+def _load(spec_name: str, options: dict[str, Any], threads: int | None, device: str | None,
+          precision: str, channels_last: bool, deterministic: bool
+          ) -> tuple[LoadedModel, torch.device]:
+    """The model, and the device set up as a run sets it (compute options checked)."""
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
+    check_compute_options(dev, precision, channels_last, PRECISIONS)
+    configure_device(dev, deterministic)
     return registry.load_model(spec_name, cache_dir=cache_dir(), options=options), dev
+
+
+def _loader(workers: int | None, dev: torch.device) -> LoaderOptions:
+    """Loader workers for a folder (``--workers``, else the default for disk reads)."""
+    count = default_workers(cpu_cores(), 1, streams_from_disk=True) if workers is None else workers
+    return LoaderOptions(workers=count, pin_memory=dev.type == "cuda")
 
 
 def _plain(given: dict[str, Any], config_path: str | None, sets: tuple[str, ...],
@@ -100,9 +115,11 @@ def _plain(given: dict[str, Any], config_path: str | None, sets: tuple[str, ...]
     adapter = spec.adapters[0]
     adapter_cls = registry.get("adapters", adapter)
     adapter_params = spec.adapter_params.get(adapter, {})
-    loaded, dev = _load(spec.model, spec.model_options, spec.threads, spec.device)
+    loaded, dev = _load(spec.model, spec.model_options, spec.threads, spec.device,
+                        spec.precision, spec.channels_last, spec.deterministic)
     try:
-        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes})
+        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes,
+                               "precision": spec.precision})
     except TTABenchError as err:
         raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
                             "this model (see `ttabench fit`), or calibrate the model on your "
@@ -112,7 +129,8 @@ def _plain(given: dict[str, Any], config_path: str | None, sets: tuple[str, ...]
     view = (est.view if isinstance(est, StaticEstimator) else None) or est.target
     stored = StoredMap("direct" if est.kind == "direct" else "own")
     run = FolderRun(loaded, adapter_cls, adapter_params, {name: est}, spec.batch_size,
-                    spec.steps, dev)
+                    spec.steps, dev, loader=_loader(spec.num_workers, dev),
+                    precision=spec.precision, channels_last=spec.channels_last)
     return Prepared(run, [Wanted(name, name, view, stored.accuracy)], adapter, est.target, size,
                     shorter, {name: est.params()})
 
@@ -154,9 +172,12 @@ def _labelled_source(cal: ModelCalibration, labelled: Path | None, loaded: Loade
                             f"made from (their content changed); {', '.join(needing)} needs "
                             "those: pass --labelled DIR of the same images, or calibrate again")
     want = any("features" in e.needs for e in estimators.values())
-    return source_val_outputs(loaded, ArrayImages(images, targets), dev, cal.protocol.batch_size,
-                              want_features=want, class_subset=None,
-                              where=f"the labelled images in {root}")
+    seed_everything(0)
+    return reference_passes(loaded.module, ArrayImages(images, targets), dev,
+                            cal.protocol.batch_size, LoaderOptions(),
+                            precision=cal.protocol.precision,
+                            channels_last=cal.protocol.channels_last,
+                            classifier=loaded.classifier, want_features=want, class_subset=None)
 
 
 def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: tuple[str, ...],
@@ -172,6 +193,8 @@ def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: t
     _same("--steps", given.get("steps"), protocol.steps)
     _same("--image-size", image_size, protocol.image_size)
     _same("--resize", resize, protocol.resize)
+    _same("--precision", given.get("precision"), protocol.precision)
+    _same("--channels-last", given.get("channels_last"), protocol.channels_last)
     picked = names(given.get("estimator"))
     if every and picked:
         raise TTABenchError("--all estimates every calibrated estimator; drop --estimator")
@@ -181,7 +204,8 @@ def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: t
     if trust["trust_torchscript"]:
         options["trust_torchscript"] = True
     loaded, dev = _load(given.get("model") or cal.model.spec, options, given.get("threads"),
-                        given.get("device"))
+                        given.get("device"), protocol.precision, protocol.channels_last,
+                        bool(given.get("deterministic")))
     cal.check_model(loaded, f"calibration {path}")
     estimators: dict[str, Estimator] = {
         e.estimator: _instantiate("estimators", e.estimator,
@@ -197,7 +221,9 @@ def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: t
                       else None) or protocol.target, e.map.accuracy, cal.error_q95(e))
               for e in entries]
     run = FolderRun(loaded, adapter_cls, protocol.adapter_params, estimators,
-                    protocol.batch_size, protocol.steps, dev, source_val, source_val_bn)
+                    protocol.batch_size, protocol.steps, dev, source_val, source_val_bn,
+                    _loader(given.get("workers"), dev), protocol.precision,
+                    protocol.channels_last)
     return Prepared(run, wanted, protocol.adapter, protocol.target, protocol.image_size,
                     protocol.resize or protocol.image_size,
                     {n: e.params() for n, e in estimators.items()})
@@ -229,7 +255,8 @@ def covers(found: Estimated, n_families: int | None) -> str:
 
 @click.command()
 @spec_options("estimator", "adapter", "model", "seed", "steps", "batch_size", "data_dir",
-              "device", "threads", "n_boot", "boot_seed", "cache_mib", "workers")
+              "device", "threads", "precision", "channels_last", "deterministic", "n_boot",
+              "boot_seed", "cache_mib", "workers")
 @click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
               help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
@@ -296,10 +323,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     adapts = run.steps > 0 or any(isinstance(e, TrajectoryEstimator)
                                   for e in run.estimators.values())
     check_split_size(len(folder), str(data), run.estimators, run.batch_size, adapts)
-    workers = given.get("workers")
-    workers = default_workers(cpu_cores(), 1, True) if workers is None else workers
     budget = int(given.get("cache_mib", option("cache_mib").default)) << 20
-    images = decode_folder(folder, 3 * prepared.image_size ** 2, budget, workers)
+    images = decode_folder(folder, 3 * prepared.image_size ** 2, budget, run.loader.workers)
     found = estimate_folder(
         run, images, lambda dataset: FolderSuite(dataset, run.model.num_classes, str(data)),
         prepared.wanted, seed=int(seeds[0]), n_boot=int(given.get("n_boot", option("n_boot").default)),
@@ -315,6 +340,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
         **{k: v for k, v in _entry_report(first, cal).items() if k not in ("entry", "estimator")},
         "covers": covers(first, families), "params": prepared.params,
         "trajectory": isinstance(run.estimators[first.wanted.estimator], TrajectoryEstimator),
+        "device": device_line(run.device, device_facts(run.device), torch.get_num_threads()),
     }
     if every:
         report["all"] = [_entry_report(f, cal) for f in found]
@@ -332,4 +358,5 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
                       else ""))
         click.echo(f"  interval: {covers(f, families)}; it is meant to cover the accuracy on "
                    "the population the folder was drawn from")
+    click.echo(f"device: {report['device']}", err=True)
     sys.stdout.flush()

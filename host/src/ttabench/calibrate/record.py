@@ -8,7 +8,7 @@ it is code) holds
 - ``model``: the identity of the model it was made for (spec, id, weights hash, classes); an
   estimate with another model is refused;
 - ``protocol``: how every estimate is made (target, adapter, every plugin's parameters, batch
-  size, steps, stream, preprocessing), repeated exactly by ``estimate``;
+  size, steps, stream, preprocessing, precision), repeated exactly by ``estimate``;
 - ``entries``: per estimator and map kind the stored map (coefficients or knots; ``direct``
   and ``own`` for accuracies the estimator gives itself) and its calibration error on the
   meta-set (``lodo_mae`` in pp, ``error_q95`` a fraction), and ``chosen``: the entry with the
@@ -113,13 +113,16 @@ class CalibrationProtocol:
     stream: str
     image_size: int
     resize: int | None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "adapter": self.adapter,
                 "adapter_params": self.adapter_params,
                 "estimator_params": self.estimator_params, "batch_size": self.batch_size,
                 "steps": self.steps, "stream": self.stream, "image_size": self.image_size,
-                "resize": self.resize}
+                "resize": self.resize, "precision": self.precision,
+                "channels_last": self.channels_last}
 
 
 @dataclass
@@ -209,7 +212,7 @@ class ModelCalibration:
             protocol=CalibrationProtocol(p.target, p.adapter, dict(p.adapter_params),
                                          {k: dict(v) for k, v in p.estimator_params.items()},
                                          p.batch_size, p.steps, p.stream, p.image_size,
-                                         p.resize),
+                                         p.resize, p.precision, p.channels_last),
             entries=entries, chosen=checked.chosen, choice_lodo_mae=checked.choice_lodo_mae,
             choice_error_q95=checked.choice_error_q95, skipped=dict(checked.skipped),
             labelled=dict(checked.labelled), meta_set=dict(checked.meta_set),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 
 from ttabench.api import SplitSpec, Suite
 from ttabench.config_schema import check_layer
@@ -31,8 +32,9 @@ from ttabench.runner.config import (
     load_config,
     override_notes,
 )
+from ttabench.runner.device_facts import device_line
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.preflight import check_ray_address, resolve_device
+from ttabench.runner.preflight import check_ray_address, planned_device, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options
@@ -151,10 +153,13 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         if dry_run:
             click.echo("\n".join(presets.describe(protocol_preset, spec)))
         spec.preset = presets.check(protocol_preset, spec, allow_deviation)
-    if executor == "ray" and spec.device is None:
-        gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
-        spec.device = "cuda" if gpus > 0 else "cpu"
-    n_jobs = resolve_jobs(spec.jobs, resolve_device(spec.device).type, cpu_cores())
+    local = executor != "ray"  # Ray tasks find their device on their own node
+    if not local:
+        from ttabench.runner.ray_executor import task_device
+
+        spec.device = task_device(spec.device, config.data.get("executor", {}).get("ray", {}))
+    device_type = (resolve_device(spec.device) if local else planned_device(spec.device)).type
+    n_jobs = resolve_jobs(spec.jobs, device_type, cpu_cores())
     spec.jobs = n_jobs if executor == "local" else 1
     out = Path(str(given.get("output") or config.run["output"]))
     if quick and not given.get("output"):
@@ -169,14 +174,15 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
-        bench = Benchmark(spec, show_progress=False)
+        bench = Benchmark(spec, show_progress=False, runs_cells=local)
         plans = bench.plan()
         print_overrides(config, given, spec.suite, examples)
         click.echo("\n".join(describe(bench, plans)))
         return
     with RunFolder.claim(out, shard_of) as folder:
         t = time.perf_counter()
-        bench = Benchmark(spec, show_progress=True)
+        bench = Benchmark(spec, show_progress=True, runs_cells=local)
+        click.echo(f"device: {device_line(bench.device, bench.device_facts, bench.threads)}")
         setup_time = time.perf_counter() - t
         plans = bench.plan()
         print_overrides(config, given, spec.suite, examples)
@@ -230,9 +236,14 @@ def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: Run
 
         backend = RayBackend(ray_address, config.data.get("executor", {}).get("ray", {}))
     elif jobs > 1 and len(todo) > 1:
-        from ttabench.runner.pool import PoolBackend
+        from ttabench.runner.pool import PoolBackend, visible_gpus, worker_gpus
 
-        backend = PoolBackend(jobs=min(jobs, len(todo)))
+        gpus = []
+        if bench.device.type == "cuda":
+            visible = visible_gpus()
+            gpus = worker_gpus(bench.device, visible,
+                               [torch.cuda.get_device_name(i) for i in range(len(visible))])
+        backend = PoolBackend(jobs=min(jobs, len(todo)), gpus=gpus)
     else:
         backend = LocalBackend()
     return run_cells(bench, todo, out, backend, retries=retries)

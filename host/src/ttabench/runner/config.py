@@ -393,6 +393,7 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
         cache_mib=int(value("cache_mib")),
         precision=str(value("precision")),
         channels_last=bool(value("channels_last")),
+        deterministic=bool(value("deterministic")),
         model_options={**({"trust_pickle": True} if trust_pickle else {}),
                        **({"trust_torchscript": True} if trust_torchscript else {})},
         baselines=roster if baselines else [],

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ttabench.api import Outputs, to_unit_float
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import HostCopies, batch_to_device
 from ttabench.runner.decoded_cache import StreamReader
 from ttabench.runner.stream import batches_of
 
@@ -77,22 +78,31 @@ def check_finite(logits: torch.Tensor, what: str) -> None:
 
 
 class FeatureHook:
-    """Captures the input of a module (the classifier head) on every forward call."""
+    """Collects the input of a module (the classifier head) on every forward call, flattened,
+    into ``copies`` (``HostCopies``: no wait for the device per call); ``rows`` counts them."""
 
-    def __init__(self, model: nn.Module, classifier: str | None) -> None:
-        self.features: list[torch.Tensor] = []
+    def __init__(self, model: nn.Module, classifier: str | None,
+                 copies: HostCopies | None = None) -> None:
+        self.copies = copies if copies is not None else HostCopies()
+        self.rows = 0
         self.handle = None
         if classifier is not None:
             module = model.get_submodule(classifier)
             self.handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self.features.append(inputs[0].detach().flatten(1).float().cpu())
+        self.copies.add(inputs[0].flatten(1))
+        self.rows += len(inputs[0])
 
-    def close(self) -> torch.Tensor | None:
+    def remove(self) -> None:
+        """Stop collecting."""
         if self.handle is not None:
             self.handle.remove()
-        return torch.cat(self.features) if self.features else None
+
+    def close(self) -> torch.Tensor | None:
+        """Stop collecting; every feature row collected (None when there was none)."""
+        self.remove()
+        return self.copies.gather()
 
 
 def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -100,6 +110,8 @@ def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
     is a one-line error naming the input shape."""
     try:
         return model(x)
+    except torch.cuda.OutOfMemoryError:
+        raise  # the batch, not the input size (``describe_error`` names the fix)
     except RuntimeError as exc:
         raise TTABenchError(
             f"{what} failed on images of shape {tuple(x.shape[1:])}: "
@@ -164,6 +176,7 @@ def split_passes(
     batch_size: int,
     device: torch.device,
     *,
+    channels_last: bool = False,
     classifier: str | None = None,
     want_features: bool = False,
     class_subset: list[int] | None = None,
@@ -181,24 +194,27 @@ def split_passes(
     hooks = [FeatureHook(m, classifier if want_features else None)
              for m in (model, bn_model) if m is not None]
     chunks = batches_of(order, batch_size)
-    logits: list[list[torch.Tensor]] = [[] for _ in hooks]
+    names = [what, "the batch-statistics model"][: len(hooks)]
+    logits = [HostCopies() for _ in hooks]  # no batch waits for the device
     labels = []
     try:
         for x, y in reader.fill(chunks):
             labels.append(integer_labels(y, f"the data given to {what}"))
-            x = to_unit_float(x).to(device, non_blocking=True)
-            for part, (net, name) in zip(logits, ((model, what), (bn_model, "the batch-statistics model"))):
-                out = restrict(_forward(net, x, name), class_subset).float().cpu()
-                check_finite(out, name)
-                part.append(out)
+            x = batch_to_device(x, device, channels_last)
+            for part, net, name in zip(logits, (model, bn_model), names):
+                part.add(restrict(_forward(net, x, name), class_subset))
     finally:
         features = [hook.close() for hook in hooks]
     if not labels:
         raise TTABenchError("the split is empty")
     back = torch.argsort(torch.cat(chunks))
-    outputs = [Outputs(logits=torch.cat(part)[back], labels=None,
-                       features=None if feats is None else feats[back])
-               for part, feats in zip(logits, features)]
+    outputs = []
+    for part, feats, name in zip(logits, features, names):
+        out = part.gather()
+        assert out is not None
+        check_finite(out, name)
+        outputs.append(Outputs(logits=out[back], labels=None,
+                               features=None if feats is None else feats[back]))
     return SplitPasses(source=outputs[0], bn=outputs[-1], labels=torch.cat(labels)[back])
 
 
