@@ -23,6 +23,8 @@ units that differ between repeats). The fitted estimator (enigma-online) and the
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,18 @@ EVAL_SEVERITIES, HOLDOUT_SEVERITIES = [5], [3, 4, 5]
 EVAL = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
         "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
         "elastic_transform", "pixelate", "jpeg_compression")
+
+
+def repository_config() -> dict[str, Any]:
+    """The repository's ``plugins.toml`` (the default run's roster and parameters)."""
+    from ttabench.runner.config import load_config
+
+    return load_config(ROOT / "plugins.toml").data
+
+
+def rdumb_lr() -> float:
+    """RDumb's learning rate in plugins.toml (the default run's): the reference row's."""
+    return float(repository_config()["adapter"]["rdumb"]["lr"])
 
 
 def _params(method: str, lr: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -163,48 +177,61 @@ def _window_mae(cell: Any, name: str) -> float:
     return float(np.abs(est - np.array(cell.windows.accuracy)).mean())
 
 
+def _accuracy_row(run: dict[tuple[int, int], Any]) -> dict[str, Any]:
+    """Online accuracy of one method's cells: mean, interval, per order, resets per cell."""
+    acc = {k: c.targets["adapted"] for k, c in run.items()}
+    lo, hi = two_level_interval(acc)
+    return {
+        "online_accuracy": float(np.mean(list(acc.values()))), "interval": [lo, hi],
+        "per_order": {str(o): float(np.mean([v for (oo, _), v in acc.items() if oo == o]))
+                      for o in ORDERS},
+        "resets_per_cell": float(np.mean([len([t for t in c.windows.reset_steps if t > 0])
+                                          for c in run.values()])),
+        "guard_resets_per_cell": float(np.mean([
+            c.adaptation["adapter_counters"].get("guard_resets", 0) for c in run.values()]))}
+
+
+def _difference(run: dict[tuple[int, int], Any],
+                against: dict[tuple[int, int], Any]) -> dict[str, Any]:
+    """Paired online-accuracy difference ``run - against`` on the same (order, seed) cells, in
+    pp: pooled mean with its interval, mean per order, range over cells."""
+    diffs = {k: 100 * (run[k].targets["adapted"] - against[k].targets["adapted"]) for k in run}
+    lo, hi = two_level_interval(diffs)
+    return {"mean_pp": float(np.mean(list(diffs.values()))), "interval_pp": [lo, hi],
+            "per_order_pp": {str(o): float(np.mean([v for (oo, _), v in diffs.items() if oo == o]))
+                             for o in ORDERS},
+            "cells": len(diffs), "min_pp": min(diffs.values()), "max_pp": max(diffs.values())}
+
+
 def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
     first = cells[("source", 0.0)][0]
     out: dict[str, Any] = {"stream": {k: v for k, v in first.protocol["stream"].items()
                                       if k not in ("order", "order_seed")},
-                           "orders": {}, "lrs": {}}
+                           "orders": {}, "lrs": {}, "rdumb_configured_lr": rdumb_lr()}
     for cell in cells[("source", 0.0)]:
         out["orders"][str(_key(cell)[0])] = cell.protocol["stream"]["order"]
+    configured = {_key(c): c for c in cells[("rdumb", rdumb_lr())]}
+    out["rdumb_configured"] = _accuracy_row(configured)
     for lr in (LR_COLLAPSE, LR_LOW):
         runs = {m: {_key(c): c for c in cells[(m, 0.0 if m == "source" else lr)]}
                 for m in METHODS}
-        table = {}
-        for method in METHODS:
-            acc = {k: c.targets["adapted"] for k, c in runs[method].items()}
-            lo, hi = two_level_interval(acc)
-            table[method] = {
-                "online_accuracy": float(np.mean(list(acc.values()))), "interval": [lo, hi],
-                "per_order": {str(o): float(np.mean([v for (oo, _), v in acc.items() if oo == o]))
-                              for o in ORDERS},
-                "resets_per_cell": float(np.mean([len([t for t in c.windows.reset_steps if t > 0])
-                                                  for c in runs[method].values()])),
-                "guard_resets_per_cell": float(np.mean([
-                    c.adaptation["adapter_counters"].get("guard_resets", 0)
-                    for c in runs[method].values()]))}
+        table = {method: _accuracy_row(runs[method]) for method in METHODS}
         best = max(("tent", "rdumb"), key=lambda m: table[m]["online_accuracy"])
-        comparisons = {}
-        for method, against in (("guard:tent", best), ("guard:tent", "tent"),
-                                ("guard:rdumb", "rdumb")):
-            diffs = {k: runs[method][k].targets["adapted"] - runs[against][k].targets["adapted"]
-                     for k in runs[method]}
-            lo, hi = two_level_interval(diffs)
-            comparisons[f"{method} - {against}"] = {
-                "mean_pp": 100 * float(np.mean(list(diffs.values()))),
-                "interval_pp": [100 * lo, 100 * hi], "cells": len(diffs),
-                "min_pp": 100 * min(diffs.values()), "max_pp": 100 * max(diffs.values())}
+        comparisons = {f"{method} - {against}": _difference(runs[method], runs[against])
+                       for method, against in (("guard:tent", "rdumb"), ("guard:tent", "tent"),
+                                               ("guard:rdumb", "rdumb"))}
+        comparisons[f"guard:tent - rdumb at lr {rdumb_lr():g}"] = _difference(
+            runs["guard:tent"], configured)
         estimators = {}
         for group, names in (("fitted", FITTED), ("unfitted", UNFITTED)):
             for name in names:
-                mae = {k: _window_mae(c, name) for k, c in runs["tent"].items()}
+                mae = {k: 100 * _window_mae(c, name) for k, c in runs["tent"].items()}
                 lo, hi = two_level_interval(mae)
                 estimators[name] = {
-                    "group": group, "mae_pp": 100 * float(np.mean(list(mae.values()))),
-                    "interval_pp": [100 * lo, 100 * hi], "cells": len(mae),
+                    "group": group, "mae_pp": float(np.mean(list(mae.values()))),
+                    "interval_pp": [lo, hi], "cells": len(mae),
+                    "per_order_pp": {str(o): float(np.mean([v for (oo, _), v in mae.items()
+                                                            if oo == o])) for o in ORDERS},
                     "windows": sum(len(c.windows.accuracy) for c in runs["tent"].values())}
         out["lrs"][f"{lr:g}"] = {"methods": table, "best_unguarded": best,
                                  "comparisons": comparisons, "estimators": estimators}
@@ -243,55 +270,84 @@ def plot(cells: dict[tuple[str, float], list[Any]], path: Path, lr: float) -> No
     fig.savefig(path, dpi=110)
 
 
+def _per_order(values: dict[str, float], scale: float = 1.0, sign: bool = False) -> str:
+    return ", ".join(f"{o}: {scale * v:{'+' if sign else ''}.2f}" for o, v in values.items())
+
+
 def markdown(summary: dict[str, Any]) -> str:
     orders = "; ".join(f"order {o}: {', '.join(s.split('-')[0] for s in names)}"
                        for o, names in summary["orders"].items())
+    settings = summary["settings"]
     lines = [
         "# Continual TTA on mnist-c (mnist-cnn), through the one runner", "",
-        f"Every cell is a `continual` stream of `ttabench run`: the 15 corruptions at severity "
-        f"5 in a seeded order, {STEPS_PER_SPLIT} steps of 64 images per split, no reset; "
-        f"windows of {WINDOW} steps; orders {list(ORDERS)} x seeds {list(SEEDS)} "
-        f"({len(ORDERS) * len(SEEDS)} cells per method and learning rate). One cell is what "
-        f"`ttabench run -s mnist-c -m mnist-cnn --stream continual --splits '<the 15>' "
-        f"--severities 5 --steps-per-split {STEPS_PER_SPLIT} --window {WINDOW} --order-seed O "
-        f"--seed S -a METHOD --set adapter.METHOD.lr=LR` runs. Produced by "
-        f"`python benchmarks/continual.py run` (the guard's and enigma-online's settings by "
-        f"`python benchmarks/continual.py fit`, on the 4 holdout corruptions only).", "",
+        f"Produced by `{summary['command']}` after `python benchmarks/continual.py fit` (the "
+        f"guard's threshold and enigma-online's coefficients, fitted on calibration streams of "
+        f"the 4 holdout corruptions only: {', '.join(HOLDOUT)} at severities 3-5; written to "
+        f"`ttabench_enigma/guards/mnist-cnn.json`: threshold {settings['threshold']}, "
+        f"coefficients {settings['coefficients']}).", "",
+        f"Every cell is a `continual` stream of `ttabench run`: the 15 evaluation corruptions "
+        f"at severity 5 in a seeded order, {STEPS_PER_SPLIT} steps of 64 images per split "
+        f"({STEPS_PER_SPLIT * len(EVAL)} steps), no reset; windows of {WINDOW} steps; orders "
+        f"{list(ORDERS)} x seeds {list(SEEDS)} ({len(ORDERS) * len(SEEDS)} cells per method "
+        f"and learning rate). One cell is what `ttabench run -s mnist-c -m mnist-cnn --stream "
+        f"continual --splits '<the 15>' --severities 5 --steps-per-split {STEPS_PER_SPLIT} "
+        f"--window {WINDOW} --order-seed O --seed S -a METHOD --set adapter.METHOD.lr=LR "
+        f"--no-baselines` runs. Tent, RDumb and both guards run at the same learning rate in "
+        f"each section; RDumb's `reset_every` (1000 steps) is longer than the stream, so RDumb "
+        f"never resets here (it is ETA without its periodic reset). A reference row runs RDumb "
+        f"at plugins.toml's lr {summary['rdumb_configured_lr']:g}.", "",
         f"Orders: {orders}.", "",
         "Intervals: 95% percentile bootstrap (2000 resamples) of the mean over cells, "
-        "resampling orders, then seeds within each order.", ""]
+        "resampling the 3 orders, then seeds within each order (with 3 orders the interval is "
+        "coarse: it can only be as wide as the orders disagree).", "",
+        "## guard:tent against rdumb (paired on the same order and seed, pp)", "",
+        "| lr | comparison | pooled mean | 95% interval | per order | range over cells |",
+        "|---|---|---|---|---|---|"]
+    for lr, block in summary["lrs"].items():
+        for name, c in block["comparisons"].items():
+            if name.startswith("guard:tent - rdumb"):
+                lo, hi = c["interval_pp"]
+                lines.append(f"| {lr} | {name} | {c['mean_pp']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
+                             f"{_per_order(c['per_order_pp'], sign=True)} | "
+                             f"{c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
+    ref = summary["rdumb_configured"]
+    lines += ["", f"RDumb at lr {summary['rdumb_configured_lr']:g} (plugins.toml): online "
+              f"accuracy {100 * ref['online_accuracy']:.2f}% [{100 * ref['interval'][0]:.2f}, "
+              f"{100 * ref['interval'][1]:.2f}], per order "
+              f"{_per_order(ref['per_order'], 100)}.", ""]
     for lr, block in summary["lrs"].items():
         lines += [f"## lr {lr}", "", "| method | online accuracy (mean over cells) | 95% interval "
                   "| per order | resets per cell (after step 0) | guard resets per cell |",
                   "|---|---|---|---|---|---|"]
         for method, row in block["methods"].items():
-            per = ", ".join(f"{100 * a:.2f}" for a in row["per_order"].values())
             lo, hi = row["interval"]
             lines.append(f"| {method} | {100 * row['online_accuracy']:.2f}% | "
-                         f"[{100 * lo:.2f}, {100 * hi:.2f}] | {per} | "
-                         f"{row['resets_per_cell']:.1f} | {row['guard_resets_per_cell']:.1f} |")
+                         f"[{100 * lo:.2f}, {100 * hi:.2f}] | {_per_order(row['per_order'], 100)} "
+                         f"| {row['resets_per_cell']:.1f} | {row['guard_resets_per_cell']:.1f} |")
         lines += ["", "| paired difference (same order and seed) | mean (pp) | 95% interval (pp) "
-                  "| cells | range (pp) |", "|---|---|---|---|---|"]
+                  "| per order (pp) | cells | range (pp) |", "|---|---|---|---|---|---|"]
         for name, c in block["comparisons"].items():
             lo, hi = c["interval_pp"]
             lines.append(f"| {name} | {c['mean_pp']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
-                         f"{c['cells']} | {c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
+                         f"{_per_order(c['per_order_pp'], sign=True)} | {c['cells']} | "
+                         f"{c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
         for group, title in (("fitted", "fitted on labelled calibration streams (holdout "
                                          "corruptions)"),
                              ("unfitted", "unfitted (no calibration data)")):
             lines += ["", f"Per-window estimate of Tent's online accuracy, {title}:", "",
                       "| estimator | per-window MAE (pp, mean over cells) | 95% interval | "
-                      "cells | windows |", "|---|---|---|---|---|"]
+                      "per order | cells | windows |", "|---|---|---|---|---|---|"]
             for name, e in block["estimators"].items():
                 if e["group"] == group:
                     lo, hi = e["interval_pp"]
                     lines.append(f"| {name} | {e['mae_pp']:.2f} | [{lo:.2f}, {hi:.2f}] | "
-                                 f"{e['cells']} | {e['windows']} |")
+                                 f"{_per_order(e['per_order_pp'])} | {e['cells']} | "
+                                 f"{e['windows']} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def run(work: Path) -> None:
+def run(work: Path, command: str) -> None:
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
     evaluation = dict(splits=EVAL, severities=EVAL_SEVERITIES, orders=ORDERS, seeds=SEEDS)
@@ -300,10 +356,16 @@ def run(work: Path) -> None:
         cells[("tent", lr)] = run_cells(work / "eval", "tent", lr, (*FITTED, *UNFITTED),
                                         **evaluation)
     cells[("source", 0.0)] = run_cells(work / "eval", "source", 0.0, (), **evaluation)
+    cells[("rdumb", rdumb_lr())] = run_cells(work / "eval", "rdumb", rdumb_lr(), (), **evaluation)
     for lr in (LR_COLLAPSE, LR_LOW):
         for method in ("rdumb", "guard:tent", "guard:rdumb"):
             cells[(method, lr)] = run_cells(work / "eval", method, lr, (), **evaluation)
     summary = summarize(cells)
+    summary["command"] = command
+    fitted = json.loads(SETTINGS.read_text())
+    summary["settings"] = {"threshold": fitted["guard"]["threshold"],
+                           "coefficients": fitted["online"]["coefficients"],
+                           "fitted_on": fitted["fitted_on"]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "continual.json", summary)
     write_bytes_atomic(RESULTS / "continual.md", markdown(summary))
@@ -317,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("phase", choices=("fit", "run"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/continual-bench"))
     args = parser.parse_args(argv)
-    (fit if args.phase == "fit" else run)(args.work)
+    if args.phase == "fit":
+        fit(args.work)
+    else:
+        run(args.work, shlex.join(["python", "benchmarks/continual.py", *sys.argv[1:]]))
     return 0
 
 

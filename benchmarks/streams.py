@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from continual import EVAL, EVAL_SEVERITIES, HOLDOUT, HOLDOUT_SEVERITIES, two_level_interval
+from continual import (
+    EVAL,
+    EVAL_SEVERITIES,
+    HOLDOUT,
+    HOLDOUT_SEVERITIES,
+    repository_config,
+    two_level_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,13 +52,6 @@ TRAJECTORY = ("enigma", "aetta", "enigma-online")
 BEST_STATIC = 3
 
 
-def _config() -> dict[str, Any]:
-    """The repository's ``plugins.toml`` (the default roster and its parameters)."""
-    from ttabench.runner.config import load_config
-
-    return load_config(ROOT / "plugins.toml").data
-
-
 def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
     """The cells of one stream kind and role, run through the one runner into ``work``."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
@@ -59,7 +59,7 @@ def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
     from ttabench.runner.pool import PoolBackend
     from ttabench.spec import RunSpec, StreamSpec
 
-    config = _config()
+    config = repository_config()
     stream = StreamSpec.from_table({"kind": kind, "window": WINDOW,
                                     "steps_per_split": STEPS_PER_SPLIT,
                                     "order_seeds": list(ORDERS)})
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
     suite = registry.make_suite(SUITE)
-    config = _config()
+    config = repository_config()
     kinds = {name: registry.get("estimators", name).kind
              for name in (*TRAJECTORY, *config["run"]["baselines"])}
     static = [n for n in config["run"]["baselines"]  # those computed in the adapted view too
