@@ -25,6 +25,7 @@ two worker processes, one thread each.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,10 @@ TRAJECTORY = ("enigma", "aetta", "enigma-online")
 BEST_STATIC = 3
 
 
-def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
-    """The cells of one stream kind and role, run through the one runner into ``work``."""
+def stream_cells(work: Path, kind: str, role: str, seeds: list[int],
+                 orders: list[int]) -> list[Any]:
+    """The cells of one stream kind and role (stream seeds ``seeds``, split orders ``orders``),
+    run through the one runner into ``work``."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
     from ttabench.runner.executor import run_cells
     from ttabench.runner.pool import PoolBackend
@@ -62,7 +65,7 @@ def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
     config = repository_config()
     stream = StreamSpec.from_table({"kind": kind, "window": WINDOW,
                                     "steps_per_split": STEPS_PER_SPLIT,
-                                    "order_seeds": list(ORDERS)})
+                                    "order_seeds": orders})
     splits, severities = ((EVAL, EVAL_SEVERITIES) if role == "eval" else
                           (HOLDOUT, HOLDOUT_SEVERITIES))
     length = (RESET_STEPS if stream.resets else STEPS_PER_SPLIT * len(splits) * len(severities))
@@ -73,7 +76,7 @@ def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
     spec = RunSpec(suite=SUITE, model=MODEL, adapters=["rdumb"],
                    adapter_params={"rdumb": dict(config["adapter"]["rdumb"])},
                    estimators=estimators, estimator_params=params, baselines=config["run"]["baselines"],
-                   seeds=list(SEEDS), splits=list(splits), severities=severities, device="cpu",
+                   seeds=seeds, splits=list(splits), severities=severities, device="cpu",
                    threads=1, jobs=2, steps=RESET_STEPS if stream.resets else 0, stream=stream)
     bench = Benchmark(spec)
     plans = [p for p in bench.plan() if p.split.role == role]
@@ -166,7 +169,13 @@ def loo_mae(name: str, kind: str, windows_: list[dict[str, Any]]) -> float | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/streams-bench"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="stream seeds (default: %(default)s)")
+    parser.add_argument("--orders", type=int, nargs="+", default=list(ORDERS),
+                        help="split orders of the ordered kinds (default: %(default)s)")
     args = parser.parse_args(argv)
+    command = shlex.join(["python", "benchmarks/streams.py",
+                          *(sys.argv[1:] if argv is None else argv)])
     from ttabench import registry
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
@@ -179,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     data = {}
     for kind in KINDS:
         work = args.work / kind.replace("+", "-")
-        data[kind] = {role: windows(stream_cells(work, kind, role), suite)
+        data[kind] = {role: windows(stream_cells(work, kind, role, args.seeds, args.orders), suite)
                       for role in ("calibration", "eval")}
     reset_calibration = data["reset-each-split"]["calibration"]
     ranked = sorted((m, n) for n in static
                     if (m := loo_mae(n, kinds[n], reset_calibration)) is not None)
     chosen = [n for _, n in ranked[:BEST_STATIC]]
     summary: dict[str, Any] = {
-        "window": WINDOW, "seeds": list(SEEDS), "orders": list(ORDERS),
+        "command": command, "window": WINDOW, "seeds": args.seeds, "orders": args.orders,
         "steps": {"reset-each-split": RESET_STEPS, "per_split": STEPS_PER_SPLIT},
         "static_choice": {"calibration_mae_pp": {n: 100 * m for m, n in ranked},
                           "chosen": chosen},
@@ -210,12 +219,19 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# Per-window estimates under every stream kind (mnist-c, mnist-cnn, RDumb)", "",
-        "Produced by `python benchmarks/streams.py` (full protocol; cells through the one "
-        "runner, `ttabench.runner`). Each stream is what `ttabench run -s mnist-c -m mnist-cnn "
-        "-a rdumb --stream KIND --window 20 --steps-per-split 20 --order-seed 0 --order-seed 1 "
-        "--order-seed 2 --seed 0 --seed 1 --seed 2` runs over the 15 corruptions at severity 5 "
-        "(evaluation) and the 4 holdout corruptions at severities 3-5 (calibration); "
-        "reset-each-split runs 200 steps per split.", "",
+        f"Produced by `{summary['command']}` (cells through the one runner, "
+        "`ttabench.runner`; enigma-online's coefficients from "
+        "`ttabench_enigma/guards/mnist-cnn.json`, fitted by `python benchmarks/continual.py "
+        "fit` on calibration streams). Each stream is what `ttabench run -s mnist-c -m "
+        f"mnist-cnn -a rdumb -e enigma,aetta,enigma-online --stream KIND --window "
+        f"{summary['window']} --steps-per-split {summary['steps']['per_split']} "
+        + " ".join(f"--order-seed {o}" for o in summary["orders"]) + " "
+        + " ".join(f"--seed {s}" for s in summary["seeds"])
+        + " --set estimator.enigma.checkpoints=[0,20,...]` runs (RDumb at plugins.toml's lr, "
+        "the default baselines) over the 15 corruptions at severity 5 (evaluation) and the 4 "
+        "holdout corruptions at severities 3-5 (calibration); reset-each-split runs "
+        f"{summary['steps']['reset-each-split']} steps per split (a cell per split and seed); "
+        "the other kinds one cell per role, order (not mixed) and seed.", "",
         f"Windows of {summary['window']} steps; truth: the adapted model's online accuracy in "
         "the window; every entry reads the same (adapted, online) view. MAE in percentage "
         "points, averaged per (dataset, seed), then over seeds, then datasets (a window's "
