@@ -238,6 +238,40 @@ def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
     return out
 
 
+#: The commit whose ``benchmarks/results/continual.json`` the scenarios runner (before issue 26)
+#: published: one split order (order seed 0), seeds 0-2.
+PUBLISHED = "fc33dff"
+
+
+def reproduction(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any] | None:
+    """The published per-seed online accuracies (``PUBLISHED``, read with ``git show``) beside
+    this run's order-0 cells (the same order and seeds), per learning rate and method; None
+    outside a git checkout."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["git", "-C", str(ROOT), "show",
+                               f"{PUBLISHED}:benchmarks/results/continual.json"],
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    old = json.loads(text)["lrs"]
+    out: dict[str, Any] = {}
+    for lr in (LR_COLLAPSE, LR_LOW):
+        rows = {}
+        for method in METHODS:
+            published = old[f"{lr:g}"]["methods"][method]
+            mine = {_key(c)[1]: c.targets["adapted"]
+                    for c in cells[(method, 0.0 if method == "source" else lr)]
+                    if _key(c)[0] == 0}
+            now = [mine[seed] for seed in published["seeds"]]
+            rows[method] = {"published": published["per_seed"], "now": now,
+                            "max_abs_diff_pp": 100 * max(abs(a - b) for a, b in
+                                                         zip(published["per_seed"], now))}
+        out[f"{lr:g}"] = rows
+    return out
+
+
 def plot(cells: dict[tuple[str, float], list[Any]], path: Path, lr: float) -> None:
     from matplotlib.figure import Figure
 
@@ -315,6 +349,20 @@ def markdown(summary: dict[str, Any]) -> str:
               f"accuracy {100 * ref['online_accuracy']:.2f}% [{100 * ref['interval'][0]:.2f}, "
               f"{100 * ref['interval'][1]:.2f}], per order "
               f"{_per_order(ref['per_order'], 100)}.", ""]
+    if summary["reproduction"]:
+        lines += ["## The published results through the one runner", "",
+                  f"The scenarios runner published one order (order seed 0) x seeds 0-2 "
+                  f"(`git show {PUBLISHED}:benchmarks/results/continual.json`); this run's "
+                  "order-0 cells are the same streams. Online accuracy per seed (%):", "",
+                  "| lr | method | published | one runner | largest difference (pp) |",
+                  "|---|---|---|---|---|"]
+        for lr, rows in summary["reproduction"].items():
+            for method, r in rows.items():
+                lines.append(f"| {lr} | {method} | "
+                             f"{', '.join(f'{100 * v:.2f}' for v in r['published'])} | "
+                             f"{', '.join(f'{100 * v:.2f}' for v in r['now'])} | "
+                             f"{r['max_abs_diff_pp']:.4f} |")
+        lines.append("")
     for lr, block in summary["lrs"].items():
         lines += [f"## lr {lr}", "", "| method | online accuracy (mean over cells) | 95% interval "
                   "| per order | resets per cell (after step 0) | guard resets per cell |",
@@ -362,6 +410,7 @@ def run(work: Path, command: str) -> None:
             cells[(method, lr)] = run_cells(work / "eval", method, lr, (), **evaluation)
     summary = summarize(cells)
     summary["command"] = command
+    summary["reproduction"] = reproduction(cells)
     fitted = json.loads(SETTINGS.read_text())
     summary["settings"] = {"threshold": fitted["guard"]["threshold"],
                            "coefficients": fitted["online"]["coefficients"],
