@@ -1,5 +1,5 @@
-"""Continual TTA on mnist-c through the one runner: source, Tent, RDumb, guard:tent, guard:rdumb;
-per-window estimates of the online accuracy.
+"""Continual TTA on mnist-c through the one runner: source, Tent, RDumb, guard:tent (and RDumb at
+plugins.toml's lr); per-window estimates of the online accuracy.
 
     python benchmarks/continual.py fit   # calibration streams -> ttabench_enigma/guards/mnist-cnn.json
     python benchmarks/continual.py run   # evaluation streams  -> benchmarks/results/continual.*
@@ -37,7 +37,7 @@ SUITE, MODEL = "mnist-c", "mnist-cnn"
 SETTINGS = ROOT / "ttabench_enigma" / "guards" / "mnist-cnn.json"
 LR_COLLAPSE = 1e-1  # Tent collapses on the calibration streams (see fit's output)
 LR_LOW = 1e-3       # Tent does not collapse
-METHODS = ("source", "tent", "rdumb", "guard:tent", "guard:rdumb")
+METHODS = ("source", "tent", "rdumb", "guard:tent")
 ORDERS = (0, 1, 2)
 SEEDS = (0, 1, 2)
 STEPS_PER_SPLIT = 30
@@ -218,8 +218,7 @@ def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
         table = {method: _accuracy_row(runs[method]) for method in METHODS}
         best = max(("tent", "rdumb"), key=lambda m: table[m]["online_accuracy"])
         comparisons = {f"{method} - {against}": _difference(runs[method], runs[against])
-                       for method, against in (("guard:tent", "rdumb"), ("guard:tent", "tent"),
-                                               ("guard:rdumb", "rdumb"))}
+                       for method, against in (("guard:tent", "rdumb"), ("guard:tent", "tent"))}
         comparisons[f"guard:tent - rdumb at lr {rdumb_lr():g}"] = _difference(
             runs["guard:tent"], configured)
         estimators = {}
@@ -277,7 +276,7 @@ def plot(cells: dict[tuple[str, float], list[Any]], path: Path, lr: float) -> No
 
     fig = Figure(figsize=(11, 4.5))
     ax = fig.subplots()
-    colours = dict(zip(METHODS, ("grey", "tab:red", "tab:blue", "tab:orange", "tab:green")))
+    colours = dict(zip(METHODS, ("grey", "tab:red", "tab:blue", "tab:orange")))
     first = None
     for method in METHODS:
         run = next(c for c in cells[(method, 0.0 if method == "source" else lr)]
@@ -329,7 +328,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"--no-baselines` runs. Tent, RDumb and both guards run at the same learning rate in "
         f"each section; RDumb's `reset_every` (1000 steps) is longer than the stream, so RDumb "
         f"never resets here (it is ETA without its periodic reset). A reference row runs RDumb "
-        f"at plugins.toml's lr {summary['rdumb_configured_lr']:g}.", "",
+        f"at plugins.toml's lr {summary['rdumb_configured_lr']:g}. guard:rdumb (in the published "
+        f"results) is left out: it added 18 cells the shared machine had no time for.", "",
         f"Orders: {orders}.", "",
         "Intervals: 95% percentile bootstrap (2000 resamples) of the mean over cells, "
         "resampling the 3 orders, then seeds within each order (with 3 orders the interval is "
@@ -406,7 +406,7 @@ def run(work: Path, command: str) -> None:
     cells[("source", 0.0)] = run_cells(work / "eval", "source", 0.0, (), **evaluation)
     cells[("rdumb", rdumb_lr())] = run_cells(work / "eval", "rdumb", rdumb_lr(), (), **evaluation)
     for lr in (LR_COLLAPSE, LR_LOW):
-        for method in ("rdumb", "guard:tent", "guard:rdumb"):
+        for method in ("rdumb", "guard:tent"):
             cells[(method, lr)] = run_cells(work / "eval", method, lr, (), **evaluation)
     summary = summarize(cells)
     summary["command"] = command
