@@ -69,20 +69,21 @@ def _params(method: str, lr: float, extra: dict[str, Any] | None = None) -> dict
     return {} if method == "source" else {"lr": lr, **(extra or {})}
 
 
-def run_cells(work: Path, method: str, lr: float, estimators: tuple[str, ...], *,
+def run_cells(work: Path, params: dict[str, dict[str, Any]], estimators: tuple[str, ...], *,
               splits: tuple[str, ...], severities: list[int], orders: tuple[int, ...],
-              seeds: tuple[int, ...], extra: dict[str, Any] | None = None) -> list[Any]:
-    """The continual cells of one method at one learning rate (every order and seed), run
-    through the one runner into ``work`` (finished cells are skipped), as typed cells."""
+              seeds: tuple[int, ...]) -> dict[str, list[Any]]:
+    """The continual cells of the methods ``params`` names, each with its parameters (every
+    order and seed), run through the one runner into ``work`` in one pool (finished cells are
+    skipped), as typed cells per method."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
     from ttabench.runner.executor import run_cells as execute
     from ttabench.runner.pool import PoolBackend
     from ttabench.spec import RunSpec, StreamSpec
 
-    spec = RunSpec(suite=SUITE, model=MODEL, adapters=[method],
+    spec = RunSpec(suite=SUITE, model=MODEL, adapters=list(params),
                    estimators=list(estimators), seeds=list(seeds), splits=list(splits),
                    severities=severities, device="cpu", threads=1, jobs=2,
-                   adapter_params={method: _params(method, lr, extra)},
+                   adapter_params=params,
                    estimator_params={"enigma-online": {"window": WINDOW}},
                    stream=StreamSpec(kind="continual", steps_per_split=STEPS_PER_SPLIT,
                                      window=WINDOW, order_seeds=orders))
@@ -94,9 +95,10 @@ def run_cells(work: Path, method: str, lr: float, estimators: tuple[str, ...], *
     cells = collect_cells(work, plans)
     failed = [c for c in cells if c.status != "ok"]
     if failed or len(cells) != len(plans):
-        raise SystemExit(f"{method} lr {lr}: {len(failed)} failed cell(s): "
+        raise SystemExit(f"{params}: {len(failed)} failed cell(s): "
                          f"{failed[0].error if failed else 'missing'}")
-    return cells
+    return {method: [c for c in cells if c.protocol["adapter"]["name"] == method]
+            for method in params}
 
 
 # ------------------------------------------------------------------------------ fit
@@ -107,7 +109,8 @@ def fit(work: Path) -> None:
 
     calibration = dict(splits=HOLDOUT, severities=HOLDOUT_SEVERITIES, orders=(0,), seeds=(0,))
     trajectories = [c for lr in (LR_COLLAPSE, LR_LOW)
-                    for c in run_cells(work / "calibration", "tent", lr, FITTED, **calibration)]
+                    for c in run_cells(work / "calibration", {"tent": _params("tent", lr)},
+                                       FITTED, **calibration)["tent"]]
     features, truth = [], []
     for cell in trajectories:
         rows = [w.scores for w in cell.estimators["enigma-online"].windows]
@@ -118,8 +121,8 @@ def fit(work: Path) -> None:
     scores = {}
     for threshold in THRESHOLDS:
         guarded = [c for lr in (LR_COLLAPSE, LR_LOW)
-                   for c in run_cells(work / "calibration", "guard:tent", lr, (), **calibration,
-                                      extra={"threshold": threshold})]
+                   for c in run_cells(work / "calibration", {"guard:tent": _params(
+                       "guard:tent", lr, {"threshold": threshold})}, (), **calibration)["guard:tent"]]
         scores[threshold] = float(np.mean([c.targets["adapted"] for c in guarded]))
         print(f"threshold {threshold}: guard:tent calibration online accuracy "
               f"{100 * scores[threshold]:.2f}%")
@@ -212,7 +215,7 @@ def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
         out["orders"][str(_key(cell)[0])] = cell.protocol["stream"]["order"]
     configured = {_key(c): c for c in cells[("rdumb", rdumb_lr())]}
     out["rdumb_configured"] = _accuracy_row(configured)
-    for lr in (LR_COLLAPSE, LR_LOW):
+    for lr in sorted({lr for (m, lr) in cells if m == "tent"}, reverse=True):
         runs = {m: {_key(c): c for c in cells[(m, 0.0 if m == "source" else lr)]}
                 for m in METHODS}
         table = {method: _accuracy_row(runs[method]) for method in METHODS}
@@ -256,7 +259,7 @@ def reproduction(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any] | 
         return None
     old = json.loads(text)["lrs"]
     out: dict[str, Any] = {}
-    for lr in (LR_COLLAPSE, LR_LOW):
+    for lr in sorted({lr for (m, lr) in cells if m == "tent"}, reverse=True):
         rows = {}
         for method in METHODS:
             published = old[f"{lr:g}"]["methods"][method]
@@ -395,19 +398,23 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(work: Path, command: str) -> None:
+def run(work: Path, command: str, lrs: tuple[float, ...]) -> None:
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
     evaluation = dict(splits=EVAL, severities=EVAL_SEVERITIES, orders=ORDERS, seeds=SEEDS)
     cells: dict[tuple[str, float], list[Any]] = {}
-    for lr in (LR_COLLAPSE, LR_LOW):  # the estimators only watch: Tent's runs carry them
-        cells[("tent", lr)] = run_cells(work / "eval", "tent", lr, (*FITTED, *UNFITTED),
-                                        **evaluation)
-    cells[("source", 0.0)] = run_cells(work / "eval", "source", 0.0, (), **evaluation)
-    cells[("rdumb", rdumb_lr())] = run_cells(work / "eval", "rdumb", rdumb_lr(), (), **evaluation)
-    for lr in (LR_COLLAPSE, LR_LOW):
-        for method in ("rdumb", "guard:tent"):
-            cells[(method, lr)] = run_cells(work / "eval", method, lr, (), **evaluation)
+    for k, lr in enumerate(lrs):  # the estimators only watch: Tent's runs carry them
+        cells[("tent", lr)] = run_cells(work / "eval", {"tent": _params("tent", lr)},
+                                        (*FITTED, *UNFITTED), **evaluation)["tent"]
+        for method, group in run_cells(work / "eval", {m: _params(m, lr) for m in
+                                                       ("rdumb", "guard:tent")},
+                                       (), **evaluation).items():
+            cells[(method, lr)] = group
+        if k == 0:  # the reference rows, once
+            shared = run_cells(work / "eval", {"source": {}, "rdumb": {"lr": rdumb_lr()}}, (),
+                               **evaluation)
+            cells[("source", 0.0)] = shared["source"]
+            cells[("rdumb", rdumb_lr())] = shared["rdumb"]
     summary = summarize(cells)
     summary["command"] = command
     summary["reproduction"] = reproduction(cells)
@@ -419,7 +426,8 @@ def run(work: Path, command: str) -> None:
     write_json_atomic(RESULTS / "continual.json", summary)
     write_bytes_atomic(RESULTS / "continual.md", markdown(summary))
     for lr, name in ((LR_COLLAPSE, "continual_collapse_lr.png"), (LR_LOW, "continual_low_lr.png")):
-        plot(cells, RESULTS / name, lr)
+        if lr in lrs:
+            plot(cells, RESULTS / name, lr)
     print(markdown(summary))
 
 
@@ -427,11 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=("fit", "run"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/continual-bench"))
+    parser.add_argument("--lrs", type=float, nargs="+", default=[LR_COLLAPSE, LR_LOW],
+                        choices=[LR_COLLAPSE, LR_LOW],
+                        help="run: the learning rates of Tent, RDumb and guard:tent")
     args = parser.parse_args(argv)
     if args.phase == "fit":
         fit(args.work)
     else:
-        run(args.work, shlex.join(["python", "benchmarks/continual.py", *sys.argv[1:]]))
+        run(args.work, shlex.join(["python", "benchmarks/continual.py",
+                                   *(sys.argv[1:] if argv is None else argv)]), tuple(args.lrs))
     return 0
 
 
