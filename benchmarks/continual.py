@@ -46,6 +46,9 @@ THRESHOLDS = (0.2, 0.4)
 N_BOOT = 2000
 FITTED = ("enigma-online",)
 UNFITTED = ("aetta", "ac")
+#: AETTA (1 + 10 forward passes with dropout masks per step, ~7x Tent's step here) watches Tent
+#: on one seed per order, (order o, seed o); enigma-online and ac watch every Tent cell.
+AETTA_PAIRS = tuple((o, o) for o in ORDERS)
 HOLDOUT = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 EVAL_SEVERITIES, HOLDOUT_SEVERITIES = [5], [3, 4, 5]
 EVAL = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
@@ -71,10 +74,11 @@ def _params(method: str, lr: float, extra: dict[str, Any] | None = None) -> dict
 
 def run_cells(work: Path, params: dict[str, dict[str, Any]], estimators: tuple[str, ...], *,
               splits: tuple[str, ...], severities: list[int], orders: tuple[int, ...],
-              seeds: tuple[int, ...]) -> dict[str, list[Any]]:
+              seeds: tuple[int, ...],
+              pairs: tuple[tuple[int, int], ...] | None = None) -> dict[str, list[Any]]:
     """The continual cells of the methods ``params`` names, each with its parameters (every
-    order and seed), run through the one runner into ``work`` in one pool (finished cells are
-    skipped), as typed cells per method."""
+    order and seed, or only the (order, seed) ``pairs``), run through the one runner into
+    ``work`` in one pool (finished cells are skipped), as typed cells per method."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
     from ttabench.runner.executor import run_cells as execute
     from ttabench.runner.pool import PoolBackend
@@ -88,7 +92,8 @@ def run_cells(work: Path, params: dict[str, dict[str, Any]], estimators: tuple[s
                    stream=StreamSpec(kind="continual", steps_per_split=STEPS_PER_SPLIT,
                                      window=WINDOW, order_seeds=orders))
     bench = Benchmark(spec)
-    plans = bench.plan()
+    plans = [p for p in bench.plan() if pairs is None or
+             (p.protocol["stream"]["order_seed"], p.seed) in pairs]
     todo = pending_cells(plans, work, None)
     if todo:
         execute(bench, todo, work, PoolBackend(min(2, len(todo))), progress=True)
@@ -225,18 +230,26 @@ def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
         comparisons[f"guard:tent - rdumb at lr {rdumb_lr():g}"] = _difference(
             runs["guard:tent"], configured)
         estimators = {}
-        for group, names in (("fitted", FITTED), ("unfitted", UNFITTED)):
+        watched = {"all": runs["tent"],
+                   "aetta": {_key(c): c for c in cells[("tent+aetta", lr)]}}
+        for cells_label, names in (("all", (*FITTED, "ac")), ("aetta", (*FITTED, *UNFITTED))):
             for name in names:
-                mae = {k: 100 * _window_mae(c, name) for k, c in runs["tent"].items()}
+                group = "fitted" if name in FITTED else "unfitted"
+                mae = {k: 100 * _window_mae(c, name) for k, c in watched[cells_label].items()}
                 lo, hi = two_level_interval(mae)
-                estimators[name] = {
-                    "group": group, "mae_pp": float(np.mean(list(mae.values()))),
-                    "interval_pp": [lo, hi], "cells": len(mae),
-                    "per_order_pp": {str(o): float(np.mean([v for (oo, _), v in mae.items()
-                                                            if oo == o])) for o in ORDERS},
-                    "windows": sum(len(c.windows.accuracy) for c in runs["tent"].values())}
+                estimators[f"{name} ({cells_label})"] = {
+                    "estimator": name, "group": group, "cells_label": cells_label,
+                    "mae_pp": float(np.mean(list(mae.values()))), "interval_pp": [lo, hi],
+                    "cells": len(mae), "per_order_pp": {
+                        str(o): float(np.mean([v for (oo, _), v in mae.items() if oo == o]))
+                        for o in sorted({oo for oo, _ in mae})},
+                    "windows": sum(len(c.windows.accuracy) for c in watched[cells_label].values())}
+        same = all(c.windows.correct_per_step == runs["tent"][k].windows.correct_per_step
+                   for k, c in watched["aetta"].items())
         out["lrs"][f"{lr:g}"] = {"methods": table, "best_unguarded": best,
-                                 "comparisons": comparisons, "estimators": estimators}
+                                 "comparisons": comparisons, "estimators": estimators,
+                                 "aetta_cells": [list(k) for k in sorted(watched["aetta"])],
+                                 "tent_trajectory_same_with_aetta": same}
     return out
 
 
@@ -328,8 +341,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"and learning rate). One cell is what `ttabench run -s mnist-c -m mnist-cnn --stream "
         f"continual --splits '<the 15>' --severities 5 --steps-per-split {STEPS_PER_SPLIT} "
         f"--window {WINDOW} --order-seed O --seed S -a METHOD --set adapter.METHOD.lr=LR "
-        f"--no-baselines` runs. Tent, RDumb and both guards run at the same learning rate in "
-        f"each section; RDumb's `reset_every` (1000 steps) is longer than the stream, so RDumb "
+        f"--no-baselines` runs. Tent, RDumb and guard:tent run at the same learning rate in "
+        f"each section (lr {', '.join(summary['lrs'])}; the published lr 0.001 section is "
+        f"left out unless `--lrs` names it: the shared machine had no time for it); RDumb's `reset_every` (1000 steps) is longer than the stream, so RDumb "
         f"never resets here (it is ETA without its periodic reset). A reference row runs RDumb "
         f"at plugins.toml's lr {summary['rdumb_configured_lr']:g}. guard:rdumb (in the published "
         f"results) is left out: it added 18 cells the shared machine had no time for.", "",
@@ -382,18 +396,24 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {name} | {c['mean_pp']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
                          f"{_per_order(c['per_order_pp'], sign=True)} | {c['cells']} | "
                          f"{c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
-        for group, title in (("fitted", "fitted on labelled calibration streams (holdout "
-                                         "corruptions)"),
-                             ("unfitted", "unfitted (no calibration data)")):
-            lines += ["", f"Per-window estimate of Tent's online accuracy, {title}:", "",
-                      "| estimator | per-window MAE (pp, mean over cells) | 95% interval | "
-                      "per order | cells | windows |", "|---|---|---|---|---|---|"]
-            for name, e in block["estimators"].items():
-                if e["group"] == group:
-                    lo, hi = e["interval_pp"]
-                    lines.append(f"| {name} | {e['mae_pp']:.2f} | [{lo:.2f}, {hi:.2f}] | "
-                                 f"{_per_order(e['per_order_pp'])} | {e['cells']} | "
-                                 f"{e['windows']} |")
+        pairs = ", ".join(f"order {o} seed {sd}" for o, sd in block["aetta_cells"])
+        for label, title in (("all", "every Tent cell"),
+                             ("aetta", f"the Tent cells AETTA watched ({pairs})")):
+            lines += ["", f"Per-window estimate of Tent's online accuracy on {title}:", "",
+                      "| estimator | group | per-window MAE (pp, mean over cells) | 95% "
+                      "interval | per order | cells | windows |",
+                      "|---|---|---|---|---|---|---|"]
+            for group in ("fitted", "unfitted"):
+                for e in block["estimators"].values():
+                    if e["cells_label"] == label and e["group"] == group:
+                        lo, hi = e["interval_pp"]
+                        lines.append(
+                            f"| {e['estimator']} | {'fitted on labelled calibration streams' if group == 'fitted' else 'unfitted'} "
+                            f"| {e['mae_pp']:.2f} | [{lo:.2f}, {hi:.2f}] | "
+                            f"{_per_order(e['per_order_pp'])} | {e['cells']} | {e['windows']} |")
+        lines += ["", "Tent's trajectory is the same with and without AETTA watching (per-step "
+                  "correct counts equal on its cells): "
+                  f"{'yes' if block['tent_trajectory_same_with_aetta'] else 'NO'}."]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -405,7 +425,7 @@ def run(work: Path, command: str, lrs: tuple[float, ...]) -> None:
     cells: dict[tuple[str, float], list[Any]] = {}
     for k, lr in enumerate(lrs):  # the estimators only watch: Tent's runs carry them
         cells[("tent", lr)] = run_cells(work / "eval", {"tent": _params("tent", lr)},
-                                        (*FITTED, *UNFITTED), **evaluation)["tent"]
+                                        (*FITTED, "ac"), **evaluation)["tent"]
         for method, group in run_cells(work / "eval", {m: _params(m, lr) for m in
                                                        ("rdumb", "guard:tent")},
                                        (), **evaluation).items():
@@ -415,6 +435,9 @@ def run(work: Path, command: str, lrs: tuple[float, ...]) -> None:
                                **evaluation)
             cells[("source", 0.0)] = shared["source"]
             cells[("rdumb", rdumb_lr())] = shared["rdumb"]
+        cells[("tent+aetta", lr)] = run_cells(work / "eval", {"tent": _params("tent", lr)},
+                                              (*FITTED, *UNFITTED), **evaluation,
+                                              pairs=AETTA_PAIRS)["tent"]
     summary = summarize(cells)
     summary["command"] = command
     summary["reproduction"] = reproduction(cells)
@@ -435,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=("fit", "run"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/continual-bench"))
-    parser.add_argument("--lrs", type=float, nargs="+", default=[LR_COLLAPSE, LR_LOW],
+    parser.add_argument("--lrs", type=float, nargs="+", default=[LR_COLLAPSE],
                         choices=[LR_COLLAPSE, LR_LOW],
-                        help="run: the learning rates of Tent, RDumb and guard:tent")
+                        help="run: the learning rates of Tent, RDumb and guard:tent "
+                             "(default: %(default)s, where Tent collapses)")
     args = parser.parse_args(argv)
     if args.phase == "fit":
         fit(args.work)
