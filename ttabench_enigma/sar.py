@@ -59,6 +59,7 @@ class SAR(ResettableAdapter):
     and ``recovery_momentum`` choose the authors' recovery or the fixed one."""
 
     name = "sar"
+    feature_call = 0  # the first pass (the second runs at the perturbed weights)
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None, rho: float = 0.05,

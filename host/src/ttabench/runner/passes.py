@@ -77,7 +77,8 @@ def check_finite(logits: torch.Tensor, what: str) -> None:
 
 
 class FeatureHook:
-    """Captures the input of a module (the classifier head) on every forward call."""
+    """Captures the input of a module (the classifier head) on every forward call
+    (``features``: one tensor per call, in call order)."""
 
     def __init__(self, model: nn.Module, classifier: str | None) -> None:
         self.features: list[torch.Tensor] = []
@@ -93,6 +94,22 @@ class FeatureHook:
         if self.handle is not None:
             self.handle.remove()
         return torch.cat(self.features) if self.features else None
+
+
+def step_features(calls: list[torch.Tensor], call: int | None, rows: int,
+                  adapter: str) -> torch.Tensor | None:
+    """The penultimate features of a step's ``rows`` logits, from the classifier head's
+    ``calls`` during the step, as the adapter declares (``Adapter.feature_call``): call
+    ``call``'s last ``rows`` rows; for ``call`` None, the one call's when the step made exactly
+    one, else None."""
+    if call is None:
+        return calls[0][-rows:] if len(calls) == 1 and len(calls[0]) >= rows else None
+    if call >= len(calls) or len(calls[call]) < rows:
+        made = ", ".join(str(len(c)) for c in calls) or "none"
+        raise TTABenchError(
+            f"adapter {adapter!r} declares feature_call={call}, but its step on {rows} images "
+            f"called the classifier head {len(calls)} time(s) (rows per call: {made})")
+    return calls[call][-rows:]
 
 
 def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:

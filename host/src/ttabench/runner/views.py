@@ -9,12 +9,17 @@ Each accuracy target has a view, the outputs of the model whose accuracy it is:
   stream epoch; source val through the batch-statistics model in dataset order, in batches of
   ``batch_size`` (a final batch of one merged into the one before);
 - ``adapted``: the adapter's online logits along the trajectory (every step's batch, the
-  outputs the ``adapted`` accuracy counts); source val as for ``bn``, since every adapter
-  starts from the batch-statistics model (adapters normalize with batch statistics), and a
-  pass of source val through the adapting model would need a model state per step.
+  outputs the ``adapted`` accuracy counts); source val as the adapter's model gives it before
+  it adapts, as its class declares (``Adapter.source_val_reference``): ``"bn"`` (the ``bn``
+  view's, for adapters that normalize with test-batch statistics from the first step: the
+  entropy-minimization family, CoTTA), ``"source"`` (the frozen model's, for adapters that
+  start from the running statistics: ``source``, ``bn-ema``, RoTTA's robust BatchNorm) or
+  ``"predict"`` (a fresh adapter's own ``predict`` over source val in the batches above, for
+  adapters that change the outputs themselves: LAME, ``bn-alpha``, ROID's prior correction).
+  A pass of source val through the adapting model would need a model state per step.
 
 No view costs a forward pass beyond the one its target already needs (plus one source-val pass
-per process for the batch-statistics model). Each view's target outputs carry the frozen
+per process for the batch-statistics model, and one per ``"predict"`` adapter). Each view's target outputs carry the frozen
 model's logits on the same samples (``Outputs.frozen_logits``), for estimators that compare
 models. A static estimator with ``view`` set is computed on that view only; its result is
 view-free. An estimator that raises or returns a non-finite value in one view records a failure
@@ -32,7 +37,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ttabench.api import EstimateResult, Outputs, StaticEstimator, to_unit_float
+from ttabench.api import Adapter, EstimateResult, Outputs, StaticEstimator, to_unit_float
 from ttabench.errors import TTABenchError
 from ttabench.records import VIEWS, ViewResult
 from ttabench.runner.passes import (
@@ -55,25 +60,49 @@ class View:
 
 
 @torch.no_grad()
-def batch_statistics_val(model: torch.nn.Module, dataset: Dataset, device: torch.device,
-                         batch_size: int, *, classifier: str | None, want_features: bool,
-                         class_subset: list[int] | None) -> Outputs:
-    """Labelled source val through the batch-statistics model (``bn`` and ``adapted`` views):
-    dataset order, batches of ``batch_size`` (a final batch of one merged into the one before)."""
-    bn_model = batch_statistics_copy(model).to(device)
+def val_outputs(predict: Callable[[torch.Tensor], torch.Tensor], model: torch.nn.Module,
+                dataset: Dataset, device: torch.device, batch_size: int, *,
+                classifier: str | None, want_features: bool, class_subset: list[int] | None,
+                what: str) -> Outputs:
+    """Labelled source val through ``predict`` (features: the input of ``model``'s
+    ``classifier``): dataset order, batches of ``batch_size`` (a final batch of one merged into
+    the one before)."""
     chunks = batches_of(torch.arange(len(dataset)), batch_size)
     loader = DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks])
-    hook = FeatureHook(bn_model, classifier if want_features else None)
+    hook = FeatureHook(model, classifier if want_features else None)
     logits, labels = [], []
     try:
         for x, y in loader:
-            logits.append(restrict(bn_model(to_unit_float(x).to(device)), class_subset).float().cpu())
+            logits.append(restrict(predict(to_unit_float(x).to(device)), class_subset).float().cpu())
             labels.append(integer_labels(y, "the source-validation split"))
     finally:
         features = hook.close()
     out = torch.cat(logits)
-    check_finite(out, "the batch-statistics model on source-validation data")
+    check_finite(out, what)
     return Outputs(out, torch.cat(labels), features)
+
+
+def batch_statistics_val(model: torch.nn.Module, dataset: Dataset, device: torch.device,
+                         batch_size: int, *, classifier: str | None, want_features: bool,
+                         class_subset: list[int] | None) -> Outputs:
+    """Labelled source val through the batch-statistics model (the ``bn`` view, and the
+    ``adapted`` view of adapters that normalize with batch statistics from their first step)."""
+    bn_model = batch_statistics_copy(model).to(device)
+    return val_outputs(bn_model, bn_model, dataset, device, batch_size, classifier=classifier,
+                       want_features=want_features, class_subset=class_subset,
+                       what="the batch-statistics model on source-validation data")
+
+
+def adapter_val(adapter: Adapter, dataset: Dataset, device: torch.device, batch_size: int, *,
+                classifier: str | None, want_features: bool,
+                class_subset: list[int] | None) -> Outputs:
+    """Labelled source val through a fresh adapter's ``predict`` (nothing adapts): the
+    ``adapted`` view's reference for an adapter whose ``source_val_reference`` is
+    ``"predict"``."""
+    return val_outputs(adapter.predict, adapter.model, dataset, device, batch_size,
+                       classifier=classifier, want_features=want_features,
+                       class_subset=class_subset,
+                       what=f"adapter {adapter.name!r} on source-validation data")
 
 
 def describe_error(err: BaseException) -> str:
