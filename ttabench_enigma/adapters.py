@@ -179,6 +179,8 @@ class EntropyMinimization(Adapter):
     device once (finiteness and the kept counts).
     """
 
+    feature_call = 0  # one forward pass per step (a wrapper's passes come after it)
+
     def __init__(
         self,
         model: nn.Module,

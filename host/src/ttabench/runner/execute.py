@@ -460,7 +460,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
             adapted_view = View("adapted", run.online, inputs.source_val_adapted)
             t = time.perf_counter()
             for name, by_view in estimate_views(
-                    {k: e for k, e in static.items() if e.view is None},
+                    {k: e for k, e in static.items() if e.view in (None, "adapted")},
                     {"adapted": adapted_view}).items():
                 per_view[name].update(by_view)
             windows.update(static_windows(static, adapted_view, record))
