@@ -180,6 +180,7 @@ class EntropyMinimization(Adapter):
     """
 
     feature_call = 0  # one forward pass per step (a wrapper's passes come after it)
+    source_val_reference = "bn"  # batch statistics from the first step
 
     def __init__(
         self,

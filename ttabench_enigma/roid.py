@@ -99,7 +99,6 @@ class ROID(ResettableAdapter):
     conf.py's ``ROID`` options (without weighting every sample is kept with weight 1)."""
 
     name = "roid"
-    source_val_reference = "predict"  # the prior correction of each source-val batch
     feature_call = 0  # the pass on the batch (the augmented pass follows it)
 
     def __init__(self, model: nn.Module, *, family: str | None = None,

@@ -180,12 +180,13 @@ class Adapter(nn.Module, ABC):
     source_data_samples: ClassVar[int] = 0
     #: The labelled source-validation outputs the ``adapted`` view's static estimators compare
     #: with (``ttabench.runner.views``): what this adapter's model gives on clean data before it
-    #: adapts, in the run's batches. ``"bn"``: the batch-statistics model's (an adapter that
-    #: normalizes with test-batch statistics from its first step); ``"source"``: the frozen
-    #: eval-mode model's (one that starts from the running statistics); ``"predict"``: a fresh
-    #: adapter's own ``predict`` over source val (one that changes the outputs itself), one
-    #: pass per run and process.
-    source_val_reference: ClassVar[Literal["bn", "source", "predict"]] = "bn"
+    #: adapts, in the run's batches. ``"predict"`` (the default, right for any adapter): a
+    #: fresh adapter's own ``predict`` over source val, one pass per run and process;
+    #: ``"bn"``: the batch-statistics model's (an adapter that normalizes with test-batch
+    #: statistics from its first step); ``"source"``: the frozen eval-mode model's (one that
+    #: starts from the running statistics). These two spare the pass where they are the same
+    #: (the conformance kit checks that they are).
+    source_val_reference: ClassVar[Literal["bn", "source", "predict"]] = "predict"
     #: Which forward pass of a step gives the penultimate features of the logits the step
     #: returns (the ``adapted`` view's features): the index (0: the first) of the call of
     #: ``self.model``'s classifier head during the step; the step's logits belong to that

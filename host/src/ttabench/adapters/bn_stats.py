@@ -100,7 +100,6 @@ class BNAlpha(Adapter):
     """``bn-alpha``: every BatchNorm2d normalizes with source and batch statistics mixed."""
 
     name = "bn-alpha"
-    source_val_reference = "predict"
 
     def __init__(self, model: nn.Module, *, alpha: float = 0.1) -> None:
         super().__init__(model.eval().requires_grad_(False))

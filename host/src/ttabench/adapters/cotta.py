@@ -106,6 +106,7 @@ class CoTTA(ResettableAdapter):
     #: The teacher's pass on the batch itself (the augmented passes follow it); its features go
     #: with the step's logits also when these are the augmentation average.
     feature_call = 0
+    source_val_reference = "bn"  # the teacher normalizes with batch statistics
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None,

@@ -81,7 +81,6 @@ class LAME(Adapter):
     are the features (default: the last ``nn.Linear``)."""
 
     name = "lame"
-    source_val_reference = "predict"  # the Laplacian adjustment of each source-val batch
 
     def __init__(self, model: nn.Module, *, affinity: str = "rbf", knn: int = 5,
                  force_symmetry: bool = False, max_steps: int = 100,

@@ -10,12 +10,12 @@ Each accuracy target has a view, the outputs of the model whose accuracy it is:
   ``batch_size`` (a final batch of one merged into the one before);
 - ``adapted``: the adapter's online logits along the trajectory (every step's batch, the
   outputs the ``adapted`` accuracy counts); source val as the adapter's model gives it before
-  it adapts, as its class declares (``Adapter.source_val_reference``): ``"bn"`` (the ``bn``
-  view's, for adapters that normalize with test-batch statistics from the first step: the
-  entropy-minimization family, CoTTA), ``"source"`` (the frozen model's, for adapters that
-  start from the running statistics: ``source``, ``bn-ema``, RoTTA's robust BatchNorm) or
-  ``"predict"`` (a fresh adapter's own ``predict`` over source val in the batches above, for
-  adapters that change the outputs themselves: LAME, ``bn-alpha``, ROID's prior correction).
+  it adapts (``Adapter.source_val_reference``): a fresh adapter's own ``predict`` over source
+  val in the batches above (``"predict"``, the default: LAME, ``bn-alpha``, ROID's prior
+  correction), or, where the adapter declares it the same, the ``bn`` view's (``"bn"``:
+  adapters that normalize with test-batch statistics from the first step, the
+  entropy-minimization family, SAR, DeYO, CoTTA) or the frozen model's (``"source"``:
+  ``source``, ``bn-ema``, RoTTA's robust BatchNorm).
   A pass of source val through the adapting model would need a model state per step.
 
 No view costs a forward pass beyond the one its target already needs (plus one source-val pass
