@@ -72,6 +72,7 @@ TRAJECTORY = ("enigma", "enigma-unweighted", "enigma+ts")
 PARTS = {1: ("rotta", "sar", "roid", "eata", "source"),
          2: ("bn-alpha", "deyo", "lame", "tent", "eta", "rdumb", "bn-ema")}
 N_BOOT = 1000
+MIN_EVAL = 2  # evaluated corruptions a report needs
 
 
 def _config() -> dict[str, Any]:
@@ -157,8 +158,8 @@ def complete_datasets(cells: dict[str, list[Any]]) -> list[str]:
     want = len(SEEDS) * len(ADAPTERS)
     done = []
     for dataset in (*CALIBRATION, *EVAL_ORDER):
-        if all(sum(c.dataset == dataset and c.status == "ok" for c in cells[m]) == want
-               for m in MODELS):
+        if all(sum(c.dataset == dataset and c.status == "ok" and c.adapter in ADAPTERS
+                   for c in cells[m]) == want for m in MODELS):
             done.append(dataset)
     return done
 
@@ -217,7 +218,7 @@ def report(work: Path, commands: list[str]) -> None:
     cells = {m: [read_cell(p) for p in sorted((work / m / "cells").glob("*.json"))]
              for m in MODELS}
     datasets = complete_datasets(cells)
-    if not set(CALIBRATION) <= set(datasets) or len(datasets) < len(CALIBRATION) + 2:
+    if not set(CALIBRATION) <= set(datasets) or len(datasets) < len(CALIBRATION) + MIN_EVAL:
         raise SystemExit(f"too few complete datasets: {datasets}")
     evaluated = [d for d in datasets if d not in CALIBRATION]
     scoring = ScoringSpec(map_kinds=("lin",), n_boot=N_BOOT)
@@ -229,7 +230,8 @@ def report(work: Path, commands: list[str]) -> None:
                                             "adapter_params": adapter_params()},
                                "models": {}, "commands": commands}
     for model in MODELS:
-        kept = [c for c in cells[model] if c.dataset in datasets and c.status == "ok"]
+        kept = [c for c in cells[model] if c.dataset in datasets and c.status == "ok"
+                and c.adapter in ADAPTERS]
         board = build_leaderboard(kept, scoring)
         rows = board.table[board.table["target"] == "adapted"]
         per_adapter: dict[str, Any] = {}
@@ -290,24 +292,28 @@ def _label(entry: str) -> str:
 
 
 def losses(summary: dict[str, Any]) -> list[str]:
-    """Sentences: each adapter's chosen winner where it ranks in the bottom half elsewhere."""
+    """One line per (model, chosen estimator): the adapters that chose it on calibration data,
+    and every adapter under which it ranks in the bottom half on the evaluated corruptions."""
     lines = []
     for model, per in summary["models"].items():
+        winners: dict[str, list[str]] = {}
         for adapter, facts in per.items():
-            winner = facts["chosen"]
-            if winner is None:
-                continue
+            if facts["chosen"] is not None:
+                winners.setdefault(facts["chosen"], []).append(adapter)
+        for winner, chosen_by in winners.items():
+            lost = []
             for other, theirs in per.items():
-                got = theirs["entries"].get(winner)
-                n = len(theirs["entries"])
-                if other == adapter or got is None or got["rank"] <= n / 2:
+                got, n = theirs["entries"].get(winner), len(theirs["entries"])
+                if got is None or got["rank"] <= n / 2:
                     continue
                 best = theirs["best_after_the_fact"]
-                lines.append(
-                    f"- {model}: `{_label(winner)}`, chosen under `{adapter}` (eval MAE "
-                    f"{facts['entries'][winner]['mae']:.1f} pp), ranks {got['rank']} of {n} "
-                    f"under `{other}` ({got['mae']:.1f} pp; best there `{_label(best)}`, "
-                    f"{theirs['entries'][best]['mae']:.1f} pp).")
+                lost.append(f"`{other}` (rank {got['rank']} of {n}, {got['mae']:.1f} pp; best "
+                            f"`{_label(best)}` {theirs['entries'][best]['mae']:.1f} pp)")
+            won = ", ".join(f"`{a}` ({per[a]['entries'][winner]['mae']:.1f} pp)"
+                            for a in chosen_by)
+            lines.append(f"- {model}: `{_label(winner)}`, chosen under {won}; "
+                         + (f"bottom half under {'; '.join(lost)}." if lost
+                            else "in the top half under every adapter."))
     return lines
 
 
@@ -390,7 +396,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for adapter, curve in curves.items():
             values = {int(k): v for k, v in curve.items()}
             lines.append(f"| {adapter} | " + " | ".join(
-                f"{values[s]:.1f}" if s in values else "-" for s in steps) + " |")
+                f"{values[s]:.3g}" if s in values else "-" for s in steps) + " |")
         lines.append("")
     severity = summary.get("online_by_severity") or {}
     if severity:
@@ -404,8 +410,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append("")
     lost = losses(summary)
     lines += ["## Where a winner loses", "",
-              "Each adapter's chosen estimator, wherever it ranks in the bottom half of another "
-              "adapter's table:", "", *(lost or ["- nowhere."]), "",
+              "Each estimator chosen under some adapter (on calibration corruptions), and the "
+              "adapters under which it ranks in the bottom half on the evaluated corruptions:",
+              "", *lost, "",
               "![MAE per estimator and adapter; WF trajectories](adapters.png)", ""]
     return "\n".join(lines)
 
