@@ -5,7 +5,8 @@ of the one runner, and what the ``adapted`` view hands static estimators is righ
   the model's classifier head applied to them gives the online logits back (for LAME, whose
   model never changes, the frozen model's logits of the same images);
 - its source-val outputs are what a fresh adapter's ``predict`` gives on source val in the
-  run's batches (``Adapter.source_val_reference``), computed here directly.
+  run's batches (cut from ``randperm`` seeded 0, as every reference pass: ``ttabench.runner.
+  views``; ``Adapter.source_val_reference``), computed here directly.
 
 The tiny suite and model, a few steps per kind. CoTTA runs with ``mt=1`` and ``ap=0`` (its
 teacher, whose head gives the logits, keeps its weights; no augmentation average) and ROID
@@ -118,12 +119,16 @@ def test_the_adapted_view_compares_with_source_val_through_a_fresh_adapter(adapt
     torch.manual_seed(0)
     fresh = registry.get("adapters", adapter)(copy.deepcopy(load_tiny_cnn().module),
                                               **PARAMS.get(adapter, {}))
-    features: list[torch.Tensor] = []
-    hook = fresh.model.net.fc.register_forward_hook(lambda m, i, o: features.append(i[0]))
+    found: list[torch.Tensor] = []
+    hook = fresh.model.net.fc.register_forward_hook(lambda m, i, o: found.append(i[0]))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    logits, features = torch.empty(len(labels), 4), torch.empty(len(labels), 16)
     with torch.no_grad():
-        logits = torch.cat([fresh.predict(x.float() / 255) for x in images.split(BATCH)])
+        for rows in order.split(BATCH):  # 128 images: 8 whole batches
+            logits[rows] = fresh.predict(images[rows].float() / 255)
+            features[rows] = found[-1]
     hook.remove()
     assert torch.equal(source_val.labels, labels)
     assert torch.allclose(source_val.logits, logits, atol=1e-5), \
         float((source_val.logits - logits).abs().max())
-    assert torch.allclose(source_val.features, torch.cat(features), atol=1e-5)
+    assert torch.allclose(source_val.features, features, atol=1e-5)

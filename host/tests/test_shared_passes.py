@@ -61,9 +61,9 @@ def test_n_adapters_cost_n_trajectories_and_one_set_of_passes() -> None:
     assert [c.data["passes"] for c in together] == ["computed", "reused", "reused"] * groups
 
     # counted by hand: per group the frozen and the bn model over 192 images in batches of 64;
-    # per process source val through the frozen model (one batch of 256) and the bn model (2)
+    # per process source val through the same two models, 128 images in batches of 64
     passes = 2 * (N_IMAGES // BATCH)
-    source_val = 1 + VAL_IMAGES // BATCH
+    source_val = 2 * (VAL_IMAGES // BATCH)
     alone = {name: run([name]) for name in ADAPTERS}
     trajectories = {name: count - source_val - groups * passes
                     for name, (_, count, _) in alone.items()}

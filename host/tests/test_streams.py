@@ -3,6 +3,8 @@ per-window scoring by hand."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,52 @@ def test_the_default_stream_keeps_the_keys_and_another_stream_changes_them() -> 
     assert plan.key == protocol_key(without)  # the key of a run made before streams
     other = dict(plan.protocol, stream={**plan.protocol["stream"], "window": 10})
     assert cell_key(other) == protocol_key(other) != plan.key
+
+
+def test_the_suite_split_order_is_one_cell_per_role_in_the_suites_order() -> None:
+    spec = RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                   stream=StreamSpec(kind="continual", split_order="suite", order_seeds=(5, 6)))
+    bench = Benchmark(spec)
+    plans = bench.plan()
+    assert [p.split.name for p in plans] == ["continual/eval/suite-order",
+                                             "continual/calibration/suite-order"]
+    pool = [s.name for s in bench.suite.splits() if s.role == "eval"]
+    assert [s.name for s in plans[0].order] == pool == plans[0].protocol["stream"]["order"]
+    record = plans[0].protocol["stream"]
+    assert record["split_order"] == "suite" and "order_seed" not in record
+    seeded = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                               stream=StreamSpec(kind="continual", order_seeds=(5,)))).plan()[0]
+    assert seeded.key != plans[0].key
+
+
+def test_no_shuffle_reads_every_epoch_in_the_files_order() -> None:
+    suite = TinySuite(n_examples=40)
+    split = suite.splits()[0]
+    stream = cell_stream(StreamSpec(shuffle=False), suite, [split], seed=7, batch_size=16,
+                         steps=5)
+    epoch = list(range(32))  # drop_last: 2 batches per epoch of 40, the same order each time
+    assert [b.tolist() for b in stream.steps] == [epoch[:16], epoch[16:], epoch[:16],
+                                                  epoch[16:], epoch[:16]]
+    assert stream.epoch.tolist() == list(range(40))
+    shuffled = cell_stream(StreamSpec(), suite, [split], seed=7, batch_size=16, steps=5)
+    assert [b.tolist() for b in shuffled.steps] == [b.tolist() for b in
+                                                    stream_indices(40, 7, 16, 5)]
+    bench = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                              stream=StreamSpec(shuffle=False)))
+    plan = bench.plan()[0]
+    assert plan.protocol["stream"]["shuffle"] is False
+    default = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"])).plan()[0]
+    assert "shuffle" not in default.protocol["stream"] and plan.key != default.key
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"split_order": "suite"}, "split order 'suite' orders the splits of a continual or "
+                               "gradual stream; this stream is reset-each-split"),
+    ({"kind": "mixed", "split_order": "suite"}, "this stream is mixed"),
+    ({"kind": "continual", "correlated": True, "shuffle": False},
+     "a continual+correlated stream orders each split by class"),
+    ({"split_order": "random"}, "split_order must be one of seeded, suite"),
+])
+def test_a_contradictory_stream_is_refused(options, message) -> None:
+    with pytest.raises(TTABenchError, match=re.escape(message)):
+        StreamSpec(**options)

@@ -407,13 +407,17 @@ class Estimator(ABC):
 
     def check_calibration(self, run: dict[str, Any]) -> None:
         """Raise TTABenchError unless this estimator turns its ``value`` into an accuracy by
-        itself for a run with these facts (``model``: the model id, ``num_classes``).
+        itself for a run with these facts (``model``: the model id, ``num_classes``,
+        ``precision``: ``fp32`` or ``bf16``).
 
         A direct estimator always does. A score estimator does when it holds a calibration
-        fitted for such a run; this default says a score estimator holds none. ``ttabench
-        estimate`` asks before any work.
+        fitted for such a run: this default checks the one it holds (``Calibration.check``)
+        and says a score estimator without one has none. ``ttabench run`` asks before any work
+        when a calibration is held, ``ttabench estimate`` always.
         """
-        if self.kind == "score":
+        if self.calibration is not None:
+            self.calibration.check(run)
+        elif self.kind == "score":
             raise TTABenchError(
                 f"{self.name} gives a score, not an accuracy, and has no calibration to map it"
             )
@@ -512,7 +516,9 @@ class TrajectoryContext:
     ``model_id``: the model's id, so a calibration fitted for another model can be refused.
     ``source_val``: the labelled source-validation outputs, for estimators that need them.
     ``num_classes`` is the width of the logits the estimator sees (200 on ImageNet-R's subset);
-    ``model_num_classes`` the model's own output count (1000 there).
+    ``model_num_classes`` the model's own output count (1000 there). ``precision``: the
+    cell's compute precision (``fp32`` or ``bf16``), so a calibration fitted under another
+    one can be refused.
     """
 
     num_classes: int
@@ -523,6 +529,7 @@ class TrajectoryContext:
     model_id: str | None = None
     source_val: Outputs | None = None
     model_num_classes: int | None = None
+    precision: str = "fp32"
 
 
 class TrajectoryEstimator(Estimator):

@@ -284,6 +284,24 @@ class NoSourceValTiny(TinySuite):
         return None
 
 
+def report_gpu(seconds: float) -> tuple[int, str | None]:
+    """A pool task: the worker that ran it and the GPUs it sees (``CUDA_VISIBLE_DEVICES``),
+    after ``seconds`` (so that every worker of a pool gets a task)."""
+    time.sleep(seconds)
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def ray_task_view(seconds: float) -> tuple[int, str | None, str]:
+    """What a Ray task sees: its process, its visible GPUs (``report_gpu``) and the device the
+    runner runs a ``cuda:1`` run on there."""
+    import ray
+
+    from ttabench.runner.worker import on_own_gpu
+
+    pid, visible = report_gpu(seconds)
+    return pid, visible, on_own_gpu({"device": "cuda:1"}, bool(ray.get_gpu_ids()))["device"]
+
+
 class ConstantAdapter(Adapter):
     """Predicts class 0 for every image; logs what it is called with (``LOG``): the length of
     every adaptation step's and every predict's input and the steps since its last reset, so

@@ -32,23 +32,26 @@ from ttabench.runner.cells import (
     locations,
 )
 from ttabench.runner.decoded_cache import LoaderOptions
+from ttabench.runner.device_facts import check_same_facts, configure_device, device_facts
 from ttabench.runner.execute import CellInputs, build_adapter, run_cell, seed_everything
-from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
+from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
     check_batch_statistics,
+    check_calibrations,
     check_compute_options,
     check_severities,
     check_some_split_fits,
     check_steps,
     check_stream_length,
     check_stream_seeds,
+    planned_device,
     resolve_device,
 )
 from ttabench.runner.streams import stream_cells, stream_record
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
 from ttabench.runner.shared import SharedCache
-from ttabench.runner.views import adapter_val, batch_statistics_val
+from ttabench.runner.views import adapter_reference, reference_passes, reference_record
 from ttabench.spec import PRECISIONS, RunSpec
 from ttabench.suites.images import check_num_classes
 
@@ -71,11 +74,22 @@ def _plugin_record(kind: str, name: str) -> dict[str, Any]:
 class Benchmark:
     """A loaded run: suite, model, plugins, and the planned cells."""
 
-    def __init__(self, spec: RunSpec, show_progress: bool = False) -> None:
+    def __init__(self, spec: RunSpec, show_progress: bool = False, runs_cells: bool = True) -> None:
+        """``runs_cells`` False: this process only plans and records the cells, which run
+        elsewhere (a Ray driver): the device is not looked for here, and the key holds the
+        settings of ``device_facts`` but not the GPU model (each cell's ``environment`` names
+        the GPU that ran it)."""
         self.spec = spec
         self.show_progress = show_progress
-        self.device = resolve_device(spec.device)
+        self.device = resolve_device(spec.device) if runs_cells else planned_device(spec.device)
         check_compute_options(self.device, spec.precision, spec.channels_last, PRECISIONS)
+        configure_device(self.device, spec.deterministic, runs_cells)
+        here = device_facts(self.device, gpu_known=runs_cells)
+        if spec.device_facts is None:
+            spec.device_facts = here
+        elif runs_cells:
+            check_same_facts(spec.device_facts, here)
+        self.device_facts = spec.device_facts
         cores = cpu_cores()
         torch.set_num_threads(int(spec.threads or default_threads(cores, spec.jobs)))
         # The intra-op thread count changes the numbers on the CPU, so the key records the
@@ -95,6 +109,9 @@ class Benchmark:
             for name in spec.estimators
         }
         check_steps(spec.steps, self.estimators, spec.stream)
+        check_calibrations(self.estimators, {"model": self.model.model_id,
+                                             "num_classes": self.model.num_classes,
+                                             "precision": spec.precision})
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
         self.source_data = self.suite.source_val() if needs_source else None
@@ -155,13 +172,18 @@ class Benchmark:
             "steps": self.spec.steps,
             "seed": seed,
             "data_path": {"cache_mib": self.spec.cache_mib},
+            **({"reference": reference_record()} if self._uses_source_val() else {}),
             "compute": {"precision": self.spec.precision,
                         "channels_last": self.spec.channels_last},
             "device_type": self.device.type,
+            **({"cuda": self.device_facts} if self.device_facts else {}),
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
             **({"preset": self.spec.preset} if self.spec.preset else {}),
         }
+
+    def _uses_source_val(self) -> bool:
+        return any("source_val" in est.needs for est in self.estimators.values())
 
     def _source_data_record(self, adapter: str) -> dict[str, Any]:
         """What decides an adapter's source data (how many images, batch size), for the key."""
@@ -211,8 +233,7 @@ class Benchmark:
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
         """Labelled source-validation outputs, computed once per process when needed."""
-        needed = any("source_val" in est.needs for est in self.estimators.values())
-        if not needed or self._source_val_done:
+        if not self._uses_source_val() or self._source_val_done:
             return self._source_val
         self._source_val_done = True
         dataset = self.suite.source_val()
@@ -220,21 +241,14 @@ class Benchmark:
             return None
         want = any("features" in est.needs for est in self.estimators.values())
         seed_everything(0)
-        result = source_pass(self.model.module.to(self.device), dataset, self.device,
-                             classifier=self.model.classifier, want_features=want,
-                             class_subset=self.suite.class_subset,
-                             what="the source model on source-validation data")
-        check_label_range(result.labels, result.outputs.logits.shape[1],
+        self._source_val, self._source_val_bn = reference_passes(
+            self.model.module, dataset, self.device,
+            max(self.spec.batch_size, self.spec.stream.stats_window), self.loader,
+            precision=self.spec.precision, channels_last=self.spec.channels_last,
+            classifier=self.model.classifier, want_features=want,
+            class_subset=self.suite.class_subset)
+        check_label_range(self._source_val.labels, self._source_val.logits.shape[1],
                           f"the source-validation split of suite {self.suite.name!r}")
-        self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
-        if has_batch_norm(self.model.module):
-            self._source_val_bn = batch_statistics_val(
-                self.model.module, dataset, self.device,
-                max(self.spec.batch_size, self.spec.stream.stats_window),
-                classifier=self.model.classifier, want_features=want,
-                class_subset=self.suite.class_subset)
-        else:
-            self._source_val_bn = self._source_val
         return self._source_val
 
     def source_val_bn(self) -> Outputs | None:
@@ -253,11 +267,13 @@ class Benchmark:
             return self.source_val_bn()
         if adapter not in self._source_val_adapted:
             seed_everything(0)
-            fresh, _ = build_adapter(cls, self.model.module, self.spec.adapter_params.get(adapter, {}),
-                                     self.device, self.source_data, self.spec.batch_size, 0)
-            self._source_val_adapted[adapter] = adapter_val(
+            fresh, _ = build_adapter(cls, self.model.module,
+                                     self.spec.adapter_params.get(adapter, {}), self.device,
+                                     self.source_data, self.spec.batch_size, 0, self.loader)
+            self._source_val_adapted[adapter] = adapter_reference(
                 fresh, self.suite.source_val(), self.device,
-                max(self.spec.batch_size, self.spec.stream.stats_window),
+                max(self.spec.batch_size, self.spec.stream.stats_window), self.loader,
+                precision=self.spec.precision, channels_last=self.spec.channels_last,
                 classifier=self.model.classifier,
                 want_features=any("features" in e.needs for e in self.estimators.values()),
                 class_subset=self.suite.class_subset)

@@ -29,7 +29,6 @@ computed once per group of cells that differ only in it and reused (``ttabench.r
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -51,20 +50,25 @@ from ttabench.api import (
     Suite,
     TrajectoryContext,
     TrajectoryEstimator,
-    to_unit_float,
 )
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import (
+    HostCopies,
+    batch_to_device,
+    compute_context,
+    first_non_finite_row,
+    prepare_model,
+)
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
-    FeatureHook,
+    StepFeatures,
     accuracy,
     check_finite,
     check_label_range,
     correct,
     restrict,
     split_passes,
-    step_features,
 )
 from ttabench.runner.preflight import check_split_size
 from ttabench.runner.stream import source_batches, stream_start
@@ -75,13 +79,6 @@ from ttabench.runner.streams import CellStream, cell_stream
 from ttabench.runner.views import View, estimate_views, safe_result
 from ttabench.runner.windows import static_windows, trajectory_windows, window_accuracy
 from ttabench.spec import RunSpec, StreamSpec
-
-
-def compute_context(inputs: CellInputs) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bfloat16 on CUDA when ``precision == "bf16"``, else nothing."""
-    if inputs.precision == "bf16":
-        return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -113,6 +110,9 @@ class CellInputs:
     source_data: Dataset | None = None
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     cache_bytes: int = RunSpec.cache_mib << 20
+    #: A cache of the stream's decoded images shared with other cells of the same stream (its
+    #: own budget applies); None: the cell makes its own, of ``cache_bytes``.
+    decoded: DecodedCache | None = None
     precision: str = "fp32"
     channels_last: bool = False
     show_progress: bool = False
@@ -177,7 +177,7 @@ class Trajectory:
 
 def build_adapter(cls: type[Adapter], module: torch.nn.Module, params: dict[str, Any],
                   device: torch.device, source_data: Dataset | None, batch_size: int,
-                  seed: int) -> tuple[Adapter, dict[str, Any] | None]:
+                  seed: int, loader: LoaderOptions) -> tuple[Adapter, dict[str, Any] | None]:
     """``cls`` on a fresh copy of ``module`` (with its source data, ``source_batches`` drawn
     with ``seed``, when it takes some) and the facts of that data."""
     model = copy.deepcopy(module).to(device)
@@ -188,7 +188,7 @@ def build_adapter(cls: type[Adapter], module: torch.nn.Module, params: dict[str,
             raise TTABenchError(f"adapter {cls.name!r} needs the suite's labelled "
                                 "source-validation split")
         batches_of_source, source_facts = source_batches(
-            source_data, cls.source_data_samples, batch_size, seed)
+            source_data, cls.source_data_samples, batch_size, seed, loader)
         params[cls.source_data_param] = batches_of_source
     return cls(model, **params), source_facts
 
@@ -198,7 +198,8 @@ def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
     images when batches are smaller."""
     adapter, source_facts = build_adapter(inputs.adapter_cls, inputs.model.module,
                                           inputs.adapter_params, inputs.device,
-                                          inputs.source_data, inputs.batch_size, inputs.seed)
+                                          inputs.source_data, inputs.batch_size, inputs.seed,
+                                          inputs.loader)
     if inputs.stream.stats_window > inputs.batch_size:
         adapter = SlidingWindow(adapter, inputs.stream.stats_window)
     return adapter, source_facts
@@ -216,14 +217,15 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     epoch_order = stream.epoch
     probe_idx = epoch_order[: min(probe.size, len(epoch_order))]
-    probe_images = reader.take(probe_idx) if probe.size else None
+    # the probe stays on the device, as the dataset gives it (uint8: a quarter of float32)
+    probe_images = reader.take(probe_idx).to(inputs.device) if probe.size else None
     adapter, source_facts = _adapter(inputs)
     for est in trajectory.values():
         est.reset()
 
     def predict(part_rows: slice) -> torch.Tensor:
         assert probe_images is not None
-        part = to_unit_float(probe_images[part_rows]).to(inputs.device)
+        part = batch_to_device(probe_images[part_rows], inputs.device, inputs.channels_last)
         return restrict(adapter.predict(part), class_subset).float().cpu()
 
     def snapshot(step: int) -> None:
@@ -244,27 +246,28 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
     snapshot(0)
     record = WindowRecord(window=inputs.stream.window)
     resets = int(adapter.counters().get("resets", 0))
-    online_logits: list[torch.Tensor] = []
-    online_features: list[torch.Tensor] | None = [] if want_features else None
+    # no step waits for the device: outputs come back without a wait (HostCopies) and are
+    # checked and counted once the trajectory has run
+    online_logits = HostCopies()
+    online_features: HostCopies | None = HostCopies() if want_features else None
+    labels: list[torch.Tensor] = []
     progress = tqdm(total=len(stream.steps), desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(reader.batches(stream.steps), start=1):
-        x = to_unit_float(x).to(inputs.device)
+        x = batch_to_device(x, inputs.device, inputs.channels_last)
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
-        hook = FeatureHook(adapter.model, inputs.model.classifier if online_features is not None
-                           else None)
+        hook = StepFeatures(adapter, inputs.model.classifier if online_features is not None
+                            else None, online_features, len(x))
         try:
             raw = adapter(x)
         finally:
-            hook.close()
-        if online_features is not None:  # the declared pass's (Adapter.feature_call), or none
-            features = step_features(hook.features, adapter.feature_call, len(x), adapter.name)
-            online_features = online_features + [features] if features is not None else None
+            hook.remove()
+        if online_features is not None and not hook.usable():
+            online_features = None  # a step without the declared features (feature_call None)
         logits = restrict(raw, class_subset)
-        online_logits.append(logits.detach().float().cpu())
-        check_finite(logits, f"the adapter at step {step}")
-        record.correct_per_step.append(int(correct(logits, y, inputs.suite.label_sets).sum()))
+        online_logits.add(logits)
+        labels.append(y)
         record.images_per_step.append(len(y))
         record.segment_per_step.append(stream.segments[step - 1])
         now = int(adapter.counters().get("resets", 0))
@@ -277,6 +280,14 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         progress.update(1)
     progress.close()
     _count(inputs, "trajectory")
+    logits_seen = online_logits.gather()
+    if logits_seen is not None:
+        if (bad := first_non_finite_row(logits_seen)) is not None:
+            step_of_row = int(np.searchsorted(np.cumsum(record.images_per_step), bad, "right")) + 1
+            check_finite(logits_seen[bad:bad + 1], f"the adapter at step {step_of_row}")
+        right = correct(logits_seen, torch.cat(labels), inputs.suite.label_sets)
+        record.correct_per_step = [int(part.sum()) for part in right.split(record.images_per_step)]
+    features_seen = online_features.gather() if online_features is not None else None
     context = TrajectoryContext(
         num_classes=source_logits.shape[1],
         steps_run=len(stream.steps),
@@ -286,12 +297,13 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
+        precision=inputs.precision,
     )
     online = None
-    if online_logits:
-        taken = torch.cat(stream.steps[: len(online_logits)])
-        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[rows[taken]],
-                         features=torch.cat(online_features) if online_features else None)
+    if logits_seen is not None:
+        taken = torch.cat(stream.steps[: len(labels)])
+        online = Outputs(logits=logits_seen, frozen_logits=source_logits[rows[taken]],
+                         features=features_seen)
     seen = sum(record.images_per_step)
     results = {name: safe_result(lambda est=est: est.compute(context))
                for name, est in trajectory.items()}  # window_results come after compute
@@ -361,17 +373,15 @@ def _shared_work(inputs: CellInputs, active: dict[str, Estimator], probe: ProbeS
         raise TTABenchError(f"the stream has {len(stream.steps)} steps, fewer than the last "
                             f"checkpoint ({max(probe.wanted)}) an estimator needs")
     want_features = any("features" in est.needs for est in active.values())
-    module = inputs.model.module.to(inputs.device)
-    if inputs.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    module = prepare_model(inputs.model.module, inputs.device, inputs.channels_last)
 
     t = time.perf_counter()
-    cache = DecodedCache(stream.size, inputs.cache_bytes if adapts else 0,
-                         keep_first=probe.size if adapts else 0)
+    cache = inputs.decoded if inputs.decoded is not None else DecodedCache(
+        stream.size, inputs.cache_bytes if adapts else 0, keep_first=probe.size if adapts else 0)
     reader = StreamReader(stream.dataset, cache, inputs.loader)
-    with compute_context(inputs):
+    with compute_context(inputs.precision, inputs.device):
         passes = split_passes(module, reader, stream.epoch, stats_batch(inputs), inputs.device,
-                              classifier=inputs.model.classifier, want_features=want_features,
+                              channels_last=inputs.channels_last, classifier=inputs.model.classifier, want_features=want_features,
                               class_subset=inputs.suite.class_subset,
                               what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
@@ -448,7 +458,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
-        with compute_context(inputs):
+        with compute_context(inputs.precision, inputs.device):
             run = _trajectory(inputs, reader, stream, work.rows, work.passes.source.logits,
                               trajectory, probe, want_features, work.passes.bn.logits)
         timings["adaptation"] = time.perf_counter() - t
