@@ -206,6 +206,9 @@ class EntropyMinimization(Adapter):
     device once (finiteness and the kept counts).
     """
 
+    feature_call = 0  # one forward pass per step (a wrapper's passes come after it)
+    source_val_reference = "bn"  # batch statistics from the first step
+
     def __init__(
         self,
         model: nn.Module,

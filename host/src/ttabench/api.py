@@ -181,6 +181,23 @@ class Adapter(nn.Module, ABC):
     #: a suite without that split is refused before any work.
     source_data_param: ClassVar[str | None] = None
     source_data_samples: ClassVar[int] = 0
+    #: The labelled source-validation outputs the ``adapted`` view's static estimators compare
+    #: with (``ttabench.runner.views``): what this adapter's model gives on clean data before it
+    #: adapts, in the run's batches. ``"predict"`` (the default, right for any adapter): a
+    #: fresh adapter's own ``predict`` over source val, one pass per run and process;
+    #: ``"bn"``: the batch-statistics model's (an adapter that normalizes with test-batch
+    #: statistics from its first step); ``"source"``: the frozen eval-mode model's (one that
+    #: starts from the running statistics). These two spare the pass where they are the same
+    #: (the conformance kit checks that they are).
+    source_val_reference: ClassVar[Literal["bn", "source", "predict"]] = "predict"
+    #: Which forward pass of a step gives the penultimate features of the logits the step
+    #: returns (the ``adapted`` view's features): the index (0: the first) of the call of
+    #: ``self.model``'s classifier head during the step; the step's logits belong to that
+    #: call's last ``len(x)`` rows (all of them, unless the call ran on the batch after
+    #: earlier images, as a sliding window does). None: a step that calls the head once gives
+    #: that call's; any other step gives none. Read after each step, so a wrapper may set it
+    #: per step.
+    feature_call: int | None = None
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -44,6 +44,8 @@ from ttabench.api import (
     TrajectoryPlan,
 )
 from ttabench.errors import TTABenchError
+from ttabench.models.base import find_classifier
+from ttabench.runner.passes import batch_statistics_copy
 
 #: (check name, the check, whether later checks are pointless when it fails)
 Check = tuple[str, Callable[[], None], bool]
@@ -241,6 +243,32 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any],
         same = all(torch.equal(a, b) for a, b in zip(first, second))
         _ensure(same, "two fresh instances with the same seed and batches gave other logits")
 
+    def declarations() -> None:
+        x = _batches(1)[0]
+        reference = adapter_cls.source_val_reference
+        _ensure(reference in ("bn", "source", "predict"),
+                f"source_val_reference {reference!r} is not 'bn', 'source' or 'predict'")
+        if reference != "predict":  # a fresh adapter's predict is that model's output
+            model = _fresh_model()
+            declared = batch_statistics_copy(model) if reference == "bn" else model
+            with torch.no_grad():
+                gap = float((build().predict(x) - declared(x)).abs().max())
+            _ensure(gap <= 1e-5, f"source_val_reference={reference!r}, but a fresh adapter's "
+                    f"predict differs from that model's logits by {gap:.3g}")
+        adapter = build()
+        if adapter.feature_call is None:
+            return
+        rows: list[int] = []
+        head = adapter.model.get_submodule(find_classifier(adapter.model) or "")
+        handle = head.register_forward_hook(lambda _m, inputs, _o: rows.append(len(inputs[0])))
+        try:
+            adapter(x)
+        finally:
+            handle.remove()
+        _ensure(adapter.feature_call < len(rows) and rows[adapter.feature_call] == len(x),
+                f"feature_call={adapter.feature_call}, but a step on {len(x)} images called the "
+                f"classifier head with {rows or 'no'} rows")
+
     return [
         ("construct", is_adapter, True),
         ("forward", forward, True),
@@ -248,6 +276,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any],
         ("reset", reset, False),
         ("params/counters", records, False),
         ("deterministic", deterministic, False),
+        ("declarations", declarations, False),
     ]
 
 
@@ -258,7 +287,9 @@ def check_adapter(adapter_cls: type, *, device: torch.device | str = "cpu", **pa
     Checks: a ``name``; one step on 16 float images gives finite (B, num_classes) logits;
     ``predict`` (after a step) changes no parameter, buffer or counter; ``reset`` restores every parameter and buffer and makes
     the same batches give the same logits again; ``params()`` is JSON-serialisable and
-    ``counters()`` a dict; two fresh instances with the same seed give identical logits.
+    ``counters()`` a dict; two fresh instances with the same seed give identical logits; a
+    fresh adapter's ``predict`` is the model its ``source_val_reference`` names (unless
+    ``"predict"``), and the call its ``feature_call`` names exists with the batch's rows.
     """
     _raise_first(_label(adapter_cls), _run(_adapter_checks(adapter_cls, params, device)))
 

@@ -67,6 +67,7 @@ class FolderRun:
     device: torch.device
     source_val: Outputs | None = None
     source_val_bn: Outputs | None = None
+    source_val_adapted: Outputs | None = None
     loader: LoaderOptions = LoaderOptions()
     precision: str = "fp32"
     channels_last: bool = False
@@ -104,7 +105,8 @@ def _cell(run: FolderRun, suite: Any, estimators: dict[str, Estimator], seed: in
         suite=suite, split=suite.splits()[0], model=run.model, adapter_cls=run.adapter_cls,
         adapter_params=dict(run.adapter_params), estimators=estimators, seed=seed,
         batch_size=run.batch_size, steps=run.steps, device=run.device,
-        source_val=run.source_val, source_val_bn=run.source_val_bn, loader=run.loader,
+        source_val=run.source_val, source_val_bn=run.source_val_bn,
+        source_val_adapted=run.source_val_adapted, loader=run.loader,
         precision=run.precision, channels_last=run.channels_last, show_progress=progress,
         labelled=False))
 

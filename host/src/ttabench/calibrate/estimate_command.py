@@ -39,10 +39,10 @@ from ttabench.calibrate.record import ModelCalibration, StoredMap, model_calibra
 from ttabench.config_schema import validate as validate_config
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
-from ttabench.runner.benchmark import _instantiate
+from ttabench.calibrate.command import SUITE
+from ttabench.runner.benchmark import Benchmark, _instantiate
 from ttabench.runner.decoded_cache import LoaderOptions
 from ttabench.runner.device_facts import configure_device, device_facts, device_line
-from ttabench.runner.execute import seed_everything
 from ttabench.runner.command import FolderSuite, check_given, input_geometry, print_overrides
 from ttabench.runner.config import build_spec, load_config, names
 from ttabench.runner.preflight import (
@@ -53,8 +53,7 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.runner.views import reference_passes
-from ttabench.spec import PRECISIONS, given_options, option, spec_options
+from ttabench.spec import PRECISIONS, RunSpec, given_options, option, spec_options
 from ttabench.suites.images import UnlabelledFolder
 
 
@@ -141,43 +140,42 @@ def _same(option: str, given: Any, recorded: Any) -> None:
                             f"{recorded}: drop {option} (or calibrate again with it)")
 
 
-def _labelled_source(cal: ModelCalibration, labelled: Path | None, loaded: LoadedModel,
-                     dev: torch.device, estimators: dict[str, Estimator]
-                     ) -> tuple[Outputs | None, Outputs | None]:
-    """The calibration's labelled images as source-validation outputs, when an estimator
-    needs them: read again (``labelled`` or where they were) and checked against their
-    recorded content."""
-    from ttabench.suites.images import ImageTransform
-    from ttabench.suites.labelled_folder import (
-        ArrayImages,
-        content_digest,
-        decode_listing,
-        read_listing,
-    )
-
+def _labelled_source(cal: ModelCalibration, labelled: Path | None, model: str,
+                     options: dict[str, Any], given: dict[str, Any],
+                     estimators: dict[str, Estimator]
+                     ) -> tuple[Outputs | None, Outputs | None, Outputs | None]:
+    """The calibration's labelled images as the source-validation references of the
+    ``source``, ``bn`` and ``adapted`` views, when an estimator needs them: read again
+    (``labelled``, or where they were) and checked against their recorded content, then
+    computed by the benchmark of the calibration's suite exactly as its cells had them (the
+    meta-set itself is not built)."""
     needing = sorted(n for n, e in estimators.items() if "source_val" in e.needs)
     if not needing:
-        return None, None
+        return None, None, None
     where = cal.labelled.get("location", {})
     root = labelled or (Path(where["root"]) if where.get("root") else None)
     if root is None or not Path(root).is_dir():
         raise TTABenchError(f"{', '.join(needing)} needs the labelled images the calibration "
                             f"was made from ({root}), which are not there: pass --labelled DIR")
-    labels = None if labelled is not None or not where.get("labels") else Path(where["labels"])
-    listing = read_listing(root, loaded.num_classes, loaded.class_names, labels)
-    transform = ImageTransform(cal.protocol.image_size, cal.protocol.resize)
-    images, targets = decode_listing(listing, transform)
-    if content_digest(images, targets) != cal.labelled.get("sha256"):
+    protocol = cal.protocol
+    spec = RunSpec(
+        suite=SUITE, model=model, adapters=[protocol.adapter], estimators=needing,
+        suite_options={"root": str(root),
+                       "labels": None if labelled is not None else where.get("labels"),
+                       "num_classes": cal.model.num_classes,
+                       "class_names": cal.labelled.get("class_names"),
+                       "image_size": protocol.image_size, "resize": protocol.resize},
+        adapter_params={protocol.adapter: protocol.adapter_params},
+        estimator_params={n: protocol.estimator_params.get(n, {}) for n in needing},
+        batch_size=protocol.batch_size, steps=protocol.steps, device=given.get("device"),
+        threads=given.get("threads"), precision=protocol.precision,
+        channels_last=protocol.channels_last, model_options=options)
+    bench = Benchmark(spec)
+    if getattr(bench.suite, "digest", None) != cal.labelled.get("sha256"):
         raise TTABenchError(f"the labelled images in {root} are not those the calibration was "
                             f"made from (their content changed); {', '.join(needing)} needs "
                             "those: pass --labelled DIR of the same images, or calibrate again")
-    want = any("features" in e.needs for e in estimators.values())
-    seed_everything(0)
-    return reference_passes(loaded.module, ArrayImages(images, targets), dev,
-                            cal.protocol.batch_size, LoaderOptions(),
-                            precision=cal.protocol.precision,
-                            channels_last=cal.protocol.channels_last,
-                            classifier=loaded.classifier, want_features=want, class_subset=None)
+    return bench.source_val(), bench.source_val_bn(), bench.source_val_adapted(protocol.adapter)
 
 
 def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: tuple[str, ...],
@@ -215,15 +213,16 @@ def _calibrated(cal: ModelCalibration, path: str, given: dict[str, Any], sets: t
     adapter_cls = registry.get("adapters", protocol.adapter)
     check_adapter_setup(protocol.adapter, adapter_cls, protocol.adapter_params, loaded, None,
                         "folder")
-    source_val, source_val_bn = _labelled_source(cal, labelled, loaded, dev, estimators)
+    references = _labelled_source(cal, labelled, given.get("model") or cal.model.spec, options,
+                                  given, estimators)
     wanted = [Wanted(e.name, e.estimator,
                      (est.view if isinstance(est := estimators[e.estimator], StaticEstimator)
                       else None) or protocol.target, e.map.accuracy, cal.error_q95(e))
               for e in entries]
     run = FolderRun(loaded, adapter_cls, protocol.adapter_params, estimators,
-                    protocol.batch_size, protocol.steps, dev, source_val, source_val_bn,
-                    _loader(given.get("workers"), dev), protocol.precision,
-                    protocol.channels_last)
+                    protocol.batch_size, protocol.steps, dev, source_val=references[0],
+                    source_val_bn=references[1], source_val_adapted=references[2], loader=_loader(given.get("workers"), dev), precision=protocol.precision,
+                    channels_last=protocol.channels_last)
     return Prepared(run, wanted, protocol.adapter, protocol.target, protocol.image_size,
                     protocol.resize or protocol.image_size,
                     {n: e.params() for n, e in estimators.items()})

@@ -26,13 +26,14 @@ from ttabench.runner.cells import (
     cell_key,
     cell_path,
     environment_record,
+    group_key,
     in_shard,
     is_finished,
     locations,
 )
 from ttabench.runner.decoded_cache import LoaderOptions
 from ttabench.runner.device_facts import check_same_facts, configure_device, device_facts
-from ttabench.runner.execute import CellInputs, run_cell, seed_everything
+from ttabench.runner.execute import CellInputs, build_adapter, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
@@ -49,7 +50,8 @@ from ttabench.runner.preflight import (
 )
 from ttabench.runner.streams import stream_cells, stream_record
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
-from ttabench.runner.views import reference_passes, reference_record
+from ttabench.runner.shared import SharedCache
+from ttabench.runner.views import adapter_reference, reference_passes, reference_record
 from ttabench.spec import PRECISIONS, RunSpec
 from ttabench.suites.images import check_num_classes
 
@@ -121,6 +123,8 @@ class Benchmark:
         self._source_val: Outputs | None = None
         self._source_val_done = False
         self._source_val_bn: Outputs | None = None
+        self._source_val_adapted: dict[str, Outputs | None] = {}
+        self.shared = SharedCache()
         self._plans: list[CellPlan] | None = None
 
     # ------------------------------------------------------------------ planning
@@ -191,8 +195,9 @@ class Benchmark:
                                 "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
-        """Every cell of the run, in a fixed order (the stream's cells, then adapter, then
-        seed); planned once per process (a worker looks up every cell it runs in it)."""
+        """Every cell of the run, in a fixed order (the stream's cells, then seed, then adapter:
+        the cells of a group, which share their adapter-independent work, one after another);
+        planned once per process (a worker looks up every cell it runs in it)."""
         if self._plans is not None:
             return list(self._plans)
         cells = []
@@ -204,8 +209,8 @@ class Benchmark:
         for split, order, order_seed in stream_cells(self.spec.stream, selected):
             check_stream_length(self.spec.stream, self.suite, order, self.spec.batch_size,
                                 self.estimators, split.name)
-            for adapter in self.spec.adapters:
-                for seed in self.spec.seeds:
+            for seed in self.spec.seeds:
+                for adapter in self.spec.adapters:
                     protocol = self.protocol(split, adapter, seed, order, order_seed)
                     cells.append(CellPlan(split, seed, protocol, cell_key(protocol),
                                           None if self.spec.stream.resets else order))
@@ -251,6 +256,29 @@ class Benchmark:
         self.source_val()
         return self._source_val_bn
 
+    def source_val_adapted(self, adapter: str) -> Outputs | None:
+        """Source val as ``adapter``'s model gives it before adapting, the ``adapted`` view's
+        reference (``Adapter.source_val_reference``): the batch-statistics model's, the frozen
+        model's, or a fresh adapter's ``predict`` over it (computed once per process)."""
+        cls = self.adapter_classes[adapter]
+        if cls.source_val_reference == "source":
+            return self.source_val()
+        if cls.source_val_reference == "bn" or self.source_val() is None:
+            return self.source_val_bn()
+        if adapter not in self._source_val_adapted:
+            seed_everything(0)
+            fresh, _ = build_adapter(cls, self.model.module,
+                                     self.spec.adapter_params.get(adapter, {}), self.device,
+                                     self.source_data, self.spec.batch_size, 0, self.loader)
+            self._source_val_adapted[adapter] = adapter_reference(
+                fresh, self.suite.source_val(), self.device,
+                max(self.spec.batch_size, self.spec.stream.stats_window), self.loader,
+                precision=self.spec.precision, channels_last=self.spec.channels_last,
+                classifier=self.model.classifier,
+                want_features=any("features" in e.needs for e in self.estimators.values()),
+                class_subset=self.suite.class_subset)
+        return self._source_val_adapted[adapter]
+
     def execute(self, plan: CellPlan) -> Cell:
         """Run one cell and return its finished record."""
         adapter = plan.protocol["adapter"]["name"]
@@ -260,11 +288,13 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            source_val_bn=self.source_val_bn(), source_data=self.source_data, loader=self.loader,
+            source_val_bn=self.source_val_bn(), source_val_adapted=self.source_val_adapted(adapter),
+            source_data=self.source_data, loader=self.loader,
             cache_bytes=self.spec.cache_mib << 20, precision=self.spec.precision,
             channels_last=self.spec.channels_last,
             show_progress=self.show_progress, counters=self.counters,
             stream=self.spec.stream, order=plan.order,
+            shared=self.shared, group=group_key(plan.protocol),
         )
         out = run_cell(inputs)
         estimators: dict[str, EstimatorRecord] = {}

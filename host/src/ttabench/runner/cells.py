@@ -91,6 +91,13 @@ def cell_key(protocol: dict[str, Any]) -> str:
     return protocol_key(protocol)
 
 
+def group_key(protocol: dict[str, Any]) -> str:
+    """The key of a cell's group: ``protocol_key`` of its protocol without the adapter. Cells
+    of one group read the same images in the same order and share their adapter-independent
+    work (``ttabench.runner.shared``)."""
+    return protocol_key({k: v for k, v in protocol.items() if k != "adapter"})
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` (1-based) -> ``(i, n)``; None stays None."""
     if not text:

@@ -10,12 +10,18 @@ Each accuracy target has a view, the outputs of the model whose accuracy it is:
   drawn from a seeded shuffle of it (``reference_passes``; a final batch of one merged into the
   one before);
 - ``adapted``: the adapter's online logits along the trajectory (every step's batch, the
-  outputs the ``adapted`` accuracy counts); source val as for ``bn``, since every adapter
-  starts from the batch-statistics model (adapters normalize with batch statistics), and a
-  pass of source val through the adapting model would need a model state per step.
+  outputs the ``adapted`` accuracy counts); source val as the adapter's model gives it before
+  it adapts (``Adapter.source_val_reference``): a fresh adapter's own ``predict`` over source
+  val in the batches above (``"predict"``, the default: LAME, ``bn-alpha``, ROID's prior
+  correction), or, where the adapter declares it the same, the ``bn`` view's (``"bn"``:
+  adapters that normalize with test-batch statistics from the first step, the
+  entropy-minimization family, SAR, DeYO, CoTTA) or the frozen model's (``"source"``:
+  ``source``, ``bn-ema``, RoTTA's robust BatchNorm). A pass of source val through the
+  adapting model would need a model state per step.
 
 No view costs a forward pass beyond the one its target already needs (plus, once per process,
-the batch-statistics model on source val, from the same read as the frozen model's pass). Each view's target outputs carry the frozen
+the batch-statistics model on source val, from the same read as the frozen model's pass, and
+a ``"predict"`` adapter's pass over it). Each view's target outputs carry the frozen
 model's logits on the same samples (``Outputs.frozen_logits``), for estimators that compare
 models. A static estimator with ``view`` set is computed on that view only; its result is
 view-free. An estimator that raises or returns a non-finite value in one view records a failure
@@ -34,12 +40,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ttabench.api import EstimateResult, Outputs, StaticEstimator
+from ttabench.api import Adapter, EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
 from ttabench.records import VIEWS, ViewResult
 from ttabench.runner.compute import compute_context, prepare_model
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
-from ttabench.runner.passes import split_passes
+from ttabench.runner.passes import model_passes, split_passes
 
 
 @dataclass
@@ -61,6 +67,12 @@ def reference_record() -> dict[str, Any]:
     return {"source_val_order": "seeded shuffle", "seed": REFERENCE_SEED}
 
 
+def reference_order(n: int) -> torch.Tensor:
+    """The order source val is batched in for every reference pass: ``randperm(n)`` drawn with
+    ``REFERENCE_SEED``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))
+
+
 def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.device,
                      batch_size: int, loader: LoaderOptions, *, precision: str,
                      channels_last: bool, classifier: str | None, want_features: bool,
@@ -77,12 +89,10 @@ def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.dev
     Computed as the cells compute (``ttabench.runner.compute``): under the run's precision
     and memory format, so a view never compares bf16 target outputs with an fp32 reference.
     """
-    generator = torch.Generator().manual_seed(REFERENCE_SEED)
-    order = torch.randperm(len(dataset), generator=generator)
     reader = StreamReader(dataset, DecodedCache(len(dataset), 0), loader)
     model = prepare_model(model, device, channels_last)
     with compute_context(precision, device):
-        passes = split_passes(model, reader, order, batch_size, device,
+        passes = split_passes(model, reader, reference_order(len(dataset)), batch_size, device,
                               channels_last=channels_last, classifier=classifier,
                               want_features=want_features, class_subset=class_subset,
                               what="the source model on source-validation data")
@@ -91,6 +101,24 @@ def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.dev
     if passes.bn is passes.source:
         return source, source
     return source, Outputs(passes.bn.logits, labels, passes.bn.features)
+
+
+def adapter_reference(adapter: Adapter, dataset: Dataset, device: torch.device,
+                      batch_size: int, loader: LoaderOptions, *, precision: str,
+                      channels_last: bool, classifier: str | None, want_features: bool,
+                      class_subset: list[int] | None) -> Outputs:
+    """Labelled source val through a fresh adapter's ``predict`` (nothing adapts), in the
+    batches and under the compute facts of ``reference_passes``, rows in dataset order: the
+    ``adapted`` view's reference for an adapter whose ``source_val_reference`` is
+    ``"predict"``."""
+    reader = StreamReader(dataset, DecodedCache(len(dataset), 0), loader)
+    with compute_context(precision, device):
+        (outputs,), labels = model_passes(
+            [(adapter.predict, adapter.model, f"adapter {adapter.name!r}")], reader,
+            reference_order(len(dataset)), batch_size, device, channels_last=channels_last,
+            classifier=classifier if want_features else None, class_subset=class_subset,
+            what=f"adapter {adapter.name!r} on source-validation data")
+    return Outputs(outputs.logits, labels, outputs.features)
 
 
 def describe_error(err: BaseException) -> str:
