@@ -99,3 +99,35 @@ def test_conformal_quantile_and_the_quadrature_rule_by_hand():
     # normal: sd of (0.4, 0.5, 0.6) with ddof 1 is 0.1
     assert normal_interval(0.5, np.array([0.4, 0.5, 0.6])) == pytest.approx(
         (0.5 - 0.1959963984540054, 0.5 + 0.1959963984540054))
+
+
+def test_entries_share_their_cells_and_a_mostly_failing_estimator_is_left_out():
+    """Six meta-set cells of three families: ``a`` (direct) everywhere, ``b`` (a score) failing
+    in one, ``c`` failing in four: ``c`` is skipped with why, ``a`` and ``b`` are scored on the
+    five cells both have."""
+    from cell_builders import make_cell, static
+
+    from ttabench.calibrate.choose import score_entries
+
+    cells = []
+    for i in range(6):
+        family = "meta-" + "xyz"[i // 2]
+        truth = 0.3 + 0.1 * i
+        b_failed = {"source": "boom"} if i == 0 else None
+        c_failed = {"source": "no features"} if i < 4 else None
+        cells.append(make_cell(f"{family}-{i % 2}", family, None, "calibration",
+                               {"source": truth}, {
+                                   "a": static("direct", {"source": truth + 0.05}),
+                                   "b": static("score", {} if i == 0 else {"source": 2.0 * i},
+                                               failed=b_failed),
+                                   "c": static("score", {} if i < 4 else {"source": 1.0},
+                                               failed=c_failed)}))
+    scored, skipped, common = score_entries(cells, "source", ("lin",))
+    assert [c.split["name"] for c in common] == [c.split["name"] for c in cells[1:]]
+    assert skipped == {"c": "no result in 4 of 6 calibration cells (failed: no features)"}
+    by_name = {s.entry.name: s.entry for s in scored}
+    assert set(by_name) == {"a", "b (lin)"}
+    # a: +0.05 everywhere, nothing fitted; b: exactly linear in the truth, so LODO is exact
+    assert by_name["a"].lodo_mae == pytest.approx(5.0)
+    assert by_name["b (lin)"].lodo_mae == pytest.approx(0.0, abs=1e-9)
+    assert by_name["a"].n_cells == by_name["b (lin)"].n_cells == 5

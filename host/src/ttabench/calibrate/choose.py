@@ -59,6 +59,8 @@ class Scored:
 def _why_missing(cells: list[Cell], name: str, target: str) -> str:
     reasons: Counter[str] = Counter()
     for cell in cells:
+        if _reading(cell, name, target) is not None:
+            continue
         rec = cell.estimators.get(name)
         if rec is None:
             reasons["not run"] += 1
