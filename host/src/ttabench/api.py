@@ -261,7 +261,9 @@ class Estimator(ABC):
     @property
     def score_input(self) -> str | None:
         """The score a fitted calibration of this estimator maps to an accuracy (``"value"`` or
-        a key of ``EstimateResult.scores``), recorded in every cell; None: none is fitted."""
+        a key of ``EstimateResult.scores``), recorded in every cell; None: none is fitted;
+        ``STACK_INPUT``: every named score is a feature of one monotone stack the leaderboard
+        fits (``ttabench.scoring.stack``, entry ``<name>[stack]``)."""
         return None
 
     def params(self) -> dict[str, Any]:
@@ -329,7 +331,12 @@ class TrajectoryContext:
     ``model_id``: the model's id, so a calibration fitted for another model can be refused.
     ``source_val``: the labelled source-validation outputs, for estimators that need them.
     ``num_classes`` is the width of the logits the estimator sees (200 on ImageNet-R's subset);
-    ``model_num_classes`` the model's own output count (1000 there).
+    ``model_num_classes`` the model's own output count (1000 there). ``views``: the static
+    views' outputs on the whole split, the very objects the static estimators were given
+    (``ttabench.runner.views``): view name (``source``, ``bn``) -> (target outputs, labels
+    withheld, with ``frozen_logits``; that view's labelled source-val outputs or None), so an
+    estimator can combine the trajectory with static scores without another forward pass
+    (what ``derive`` computed on them is shared); empty when the host passes none.
     """
 
     num_classes: int
@@ -340,6 +347,7 @@ class TrajectoryContext:
     model_id: str | None = None
     source_val: Outputs | None = None
     model_num_classes: int | None = None
+    views: dict[str, tuple[Outputs, Outputs | None]] = field(default_factory=dict)
 
 
 class TrajectoryEstimator(Estimator):
@@ -395,6 +403,7 @@ from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
 from ttabench.runner.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
+from ttabench.scoring.stack import STACK_INPUT  # noqa: E402
 
 __all__ = [
     "CALIBRATION_SCHEMA",
@@ -428,6 +437,7 @@ __all__ = [
     "LoadedModel",
     "Outputs",
     "PROBE_DRAWS",
+    "STACK_INPUT",
     "Role",
     "SplitSpec",
     "StaticEstimator",

@@ -140,12 +140,13 @@ def probe_setup(trajectory: dict[str, TrajectoryEstimator]) -> ProbeSetup:
 
 def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits: torch.Tensor,
                 trajectory: dict[str, TrajectoryEstimator], probe: ProbeSetup, want_features: bool,
-                bn_logits: torch.Tensor | None = None,
+                bn_logits: torch.Tensor | None = None, views: dict[str, View] | None = None,
                 ) -> tuple[dict[str, Any], Outputs | None]:
     """Run the adapter along the seeded stream, feeding every trajectory estimator; returns
     the adaptation record and the online outputs (the ``adapted`` view's target outputs, rows
     in stream order, with the frozen logits of the same images). ``bn_logits`` (the bn pass,
-    dataset order) spare the step-0 snapshot the chunks it already holds."""
+    dataset order) spare the step-0 snapshot the chunks it already holds; ``views`` (the static
+    views) are handed to the estimators in their context."""
     class_subset = inputs.suite.class_subset
     start = stream_start(probe.draw)
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
@@ -230,6 +231,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
+        views={name: (view.target, view.source_val) for name, view in (views or {}).items()},
     )
     online = None
     if online_logits:
@@ -324,7 +326,7 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
         t = time.perf_counter()
         with compute_context(inputs):
             adaptation, online = _trajectory(inputs, reader, n, source_logits, trajectory, probe,
-                                             want_features, passes.bn.logits)
+                                             want_features, passes.bn.logits, views)
         timings["adaptation"] = time.perf_counter() - t
         results.update(adaptation.pop("results"))
         if online is not None:  # timed as static estimation alone, not as adaptation
