@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import nnls
-from scipy.stats import spearmanr
+from scipy.stats import rankdata
 
 from ttabench.errors import TTABenchError
 from ttabench.scoring.metrics import mae_by_dataset
@@ -61,36 +61,83 @@ class StackMap:
         return float(self.predict(np.array([[scores[f] for f in self.features]]))[0])
 
 
+def _orientation(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``x``: mean, standard deviation and the sign of its Spearman correlation
+    with ``y`` (0 where the column is constant or uncorrelated in rank)."""
+    means, scales = x.mean(axis=0), x.std(axis=0)
+    rx = rankdata(x, axis=0) - (len(y) + 1) / 2
+    ry = rankdata(y) - (len(y) + 1) / 2
+    signs = np.sign(np.round(ry @ rx, 9)) * (scales > 0)
+    return means, scales, signs
+
+
 def fit_stack(x: np.ndarray, y: np.ndarray, features: Sequence[str]) -> StackMap:
     """The stack of the module docstring on all columns of ``x`` (one per name in
     ``features``); TTABenchError when a column is constant or has no direction."""
     x = np.asarray(x, dtype=np.float64).reshape(len(y), len(features))
     y = np.asarray(y, dtype=np.float64)
-    means, scales = x.mean(axis=0), x.std(axis=0)
-    signs = []
+    means, scales, signs = _orientation(x, y)
     for j, name in enumerate(features):
-        rho = spearmanr(x[:, j], y).statistic if scales[j] > 0 else math.nan
-        if not np.isfinite(rho) or rho == 0:
+        if signs[j] == 0:
             raise TTABenchError(f"stack feature {name!r} has no direction on the fitted points")
-        signs.append(1.0 if rho > 0 else -1.0)
-    z = (x - means) / np.where(scales > 0, scales, 1.0) * np.asarray(signs)
+    z = (x - means) / np.where(scales > 0, scales, 1.0) * signs
     weights = nnls(z, y - y.mean())[0] if len(features) else np.zeros(0)
     return StackMap(tuple(features), tuple(map(float, means)), tuple(map(float, scales)),
-                    tuple(signs), tuple(map(float, weights)), float(y.mean()))
+                    tuple(map(float, signs)), tuple(map(float, weights)), float(y.mean()))
 
 
-def _lodo(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: list[int],
-          names: Sequence[str]) -> float:
-    """LODO MAE (pp) of the stack on ``columns``; ``inf`` when a fold cannot be fitted."""
-    preds = np.empty(len(y))
-    for group in np.unique(groups):
-        test = groups == group
-        try:
-            fitted = fit_stack(x[~test][:, columns], y[~test], [names[c] for c in columns])
-        except TTABenchError:
-            return math.inf
-        preds[test] = fitted.predict(x[test][:, columns])
-    return mae_by_dataset(preds, y, list(groups))
+class _Folds:
+    """The leave-one-dataset-out folds of (x, y): per fold the oriented, standardised training
+    and held-out columns of every feature (``fit_stack`` restated once per fold, so a column
+    subset is fitted by one small non-negative least squares)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        self.y, self.groups = y, groups
+        self.folds = []
+        for group in np.unique(groups):
+            test = groups == group
+            means, scales, signs = _orientation(x[~test], y[~test])
+            scale = np.where(scales > 0, scales, 1.0)
+            self.folds.append((test, (x[~test] - means) / scale * signs,
+                               (x[test] - means) / scale * signs, y[~test], signs != 0))
+
+    def error(self, columns: list[int]) -> float:
+        """LODO MAE (pp) of the stack on ``columns``: the mean over folds (= datasets) of the
+        held-out dataset's mean absolute error; ``inf`` when a fold cannot fit one."""
+        errors = []
+        for test, z_train, z_test, y_train, usable in self.folds:
+            if not usable[columns].all():
+                return math.inf
+            weights = (nnls(z_train[:, columns], y_train - y_train.mean())[0] if columns
+                       else np.zeros(0))
+            pred = np.clip(y_train.mean() + z_test[:, columns] @ weights, 0.0, 1.0)
+            errors.append(np.abs(pred - self.y[test]).mean())
+        return 100.0 * float(np.mean(errors))
+
+
+def _forward(x: np.ndarray, y: np.ndarray, groups: np.ndarray, max_features: int
+             ) -> tuple[list[int], float]:
+    folds = _Folds(x, y, groups)
+    chosen: list[int] = []
+    best = folds.error([])
+    while len(chosen) < max_features:
+        trials = [(folds.error([*chosen, j]), j) for j in range(x.shape[1]) if j not in chosen]
+        if not trials:
+            break
+        error, j = min(trials, key=lambda t: (t[0], t[1]))
+        if not error < best:
+            break
+        best = error
+        chosen.append(j)
+    return chosen, best
+
+
+def _groups(datasets: Sequence[str]) -> np.ndarray:
+    groups = np.asarray([str(d) for d in datasets])
+    if len(np.unique(groups)) < 2:
+        raise TTABenchError("a stack is chosen by leave-one-dataset-out: it needs calibration "
+                            "cells of at least two datasets")
+    return groups
 
 
 def select_features(x: np.ndarray, y: np.ndarray, datasets: Sequence[str],
@@ -99,23 +146,8 @@ def select_features(x: np.ndarray, y: np.ndarray, datasets: Sequence[str],
     """Forward selection (module docstring): the chosen feature names, in the order they were
     added, and the LODO MAE (pp) of the stack on them (the constant map's when none helps).
     Ties go to the earlier name of ``features``."""
-    x = np.asarray(x, dtype=np.float64)
-    groups = np.asarray([str(d) for d in datasets])
-    if len(np.unique(groups)) < 2:
-        raise TTABenchError("a stack is chosen by leave-one-dataset-out: it needs calibration "
-                            "cells of at least two datasets")
-    chosen: list[int] = []
-    best = _lodo(x, y, groups, [], features)
-    while len(chosen) < max_features:
-        trials = [(_lodo(x, y, groups, [*chosen, j], features), j)
-                  for j in range(len(features)) if j not in chosen]
-        if not trials:
-            break
-        error, j = min(trials, key=lambda t: (t[0], t[1]))
-        if not error < best:
-            break
-        best = error
-        chosen.append(j)
+    chosen, best = _forward(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                            _groups(datasets), max_features)
     return tuple(features[j] for j in chosen), best
 
 
@@ -124,18 +156,15 @@ def nested_lodo(x: np.ndarray, y: np.ndarray, datasets: Sequence[str],
     """The stack's calibration error with its selection inside the loop: each dataset
     predicted by the stack selected and fitted on the other datasets alone (pp; ``inf`` when
     some fold has fewer than two datasets left to select on)."""
-    x = np.asarray(x, dtype=np.float64)
-    groups = np.asarray([str(d) for d in datasets])
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    groups = _groups(datasets)
     preds = np.empty(len(y))
     for group in np.unique(groups):
         test = groups == group
-        try:
-            names, _ = select_features(x[~test], y[~test], list(groups[~test]), features,
-                                       max_features)
-        except TTABenchError:
+        if len(np.unique(groups[~test])) < 2:
             return math.inf
-        columns = [list(features).index(n) for n in names]
-        fitted = fit_stack(x[~test][:, columns], y[~test], names)
+        columns, _ = _forward(x[~test], y[~test], groups[~test], max_features)
+        fitted = fit_stack(x[~test][:, columns], y[~test], [features[c] for c in columns])
         preds[test] = fitted.predict(x[test][:, columns])
     return mae_by_dataset(preds, y, list(groups))
 

@@ -298,7 +298,7 @@ def ensure_mnistc(root: Path, seed: int = DEFAULT_SEED, progress: bool = True) -
 class MNISTC(CorruptionArraySuite):
     """The ``mnist-c`` suite: 15 corruptions x 5 severities scored (2,000 digits each); the 4
     holdout corruptions x 5 and ``clean`` are calibration splits (or, with
-    ``calibration="meta-set"``, the 222 sets of the calibration meta-set built from the 500
+    ``calibration="meta-set"``, the 134 sets of the calibration meta-set built from the 500
     ``source_val`` digits); ``source_val`` is 500 clean digits. Built on first use (about a
     minute on 2 cores; the meta-set about as long again). Options as in
     ``CorruptionArraySuite`` plus ``seed`` (the split and corruption seed, default 0)."""
