@@ -10,7 +10,7 @@ from sklearn.isotonic import IsotonicRegression
 from cell_builders import make_cell, static, trajectory
 from ttabench.scoring import build_leaderboard, format_console
 from ttabench.scoring.leaderboard import to_html, to_markdown
-from ttabench.scoring.lodo import lodo_mae
+from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
 from ttabench.scoring.report_html import render, report_from_leaderboard
 
 DATASETS = ("speckle", "blur", "spatter", "saturate", "rotate")
@@ -108,6 +108,52 @@ def test_best_score_is_chosen_by_leave_one_dataset_out(cells, lb):
     for kind in ("lin", "quad", "iso"):
         slow = {name: slow_lodo(kind, *_points(cells, name)) for name in ("near", "far")}
         assert _row(lb, f"c[best] ({kind})", "bn")["input"] == min(slow, key=slow.get)
+
+
+def test_a_best_entry_has_its_choice_inside_the_calibration_loop(cells, lb):
+    points = {name: _points(cells, name) for name in ("near", "far")}
+    y, datasets = points["far"][1], np.asarray(points["far"][2])
+    for kind in ("lin", "iso"):
+        errors = []
+        for held in sorted(set(datasets)):
+            rest = datasets != held
+            inner = {name: slow_lodo(kind, x[rest], y[rest], datasets[rest])
+                     for name, (x, _, _) in points.items()}
+            best = min(sorted(inner), key=inner.get)
+            x = points[best][0]
+            errors.append(_fit_predict(kind, x[rest], y[rest], x[~rest], y[~rest]))
+        assert _row(lb, f"c[best] ({kind})", "bn")["calib_loo"] == pytest.approx(np.mean(errors))
+
+
+def test_nested_choice_against_slow_loops_where_the_choice_moves():
+    rng = np.random.default_rng(0)
+    datasets = np.repeat([f"d{i}" for i in range(6)], 3)
+    y = rng.uniform(0.3, 0.9, len(datasets))
+    scores = {f"s{j}": y + rng.normal(0, 0.1, len(y)) for j in range(5)}
+    for kind in ("lin", "iso"):
+        errors, picks = [], set()
+        for held in sorted(set(datasets)):
+            rest = datasets != held
+            inner = {n: slow_lodo(kind, x[rest], y[rest], datasets[rest]) for n, x in scores.items()}
+            best = min(sorted(inner), key=inner.get)
+            picks.add(best)
+            errors.append(_fit_predict(kind, scores[best][rest], y[rest], scores[best][~rest],
+                                       y[~rest]))
+        assert len(picks) > 1  # the data exercise a choice that changes between folds
+        assert nested_choice_lodo(kind, scores, y, list(datasets)) == pytest.approx(np.mean(errors))
+        overall = min(sorted(scores), key=lambda n: slow_lodo(kind, scores[n], y, datasets))
+        assert np.mean(errors) != pytest.approx(slow_lodo(kind, scores[overall], y, datasets))
+
+
+def _fit_predict(kind, x, y, x_new, y_new) -> float:
+    """MAE (pp) on (x_new, y_new) of a ``kind`` map fitted on (x, y), written out plainly."""
+    if kind == "lin":
+        pred = np.polyval(np.polyfit(x, y, 1), x_new)
+    else:
+        increasing = np.corrcoef(np.argsort(np.argsort(x)), y)[0, 1] >= 0
+        pred = IsotonicRegression(increasing=bool(increasing), out_of_bounds="clip").fit(
+            x, y).predict(x_new)
+    return float(np.mean(np.abs(np.clip(pred, 0, 1) - y_new)) * 100)
 
 
 def test_every_output_says_how_choices_were_made(cells, lb):

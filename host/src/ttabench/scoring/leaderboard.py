@@ -191,13 +191,14 @@ def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int,
 def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | None:
     """The entry's leave-one-dataset-out MAE (pp) on the calibration cells against ``target``.
 
-    A mapped entry: ``maps.kind_lodo_mae`` of its map's kind on its calibration cells; a stack:
-    its nested error (``Entry.calibration_lodo``); a direct entry (or one with its own
+    A ``[best]`` or ``[stack]`` entry: its nested error (``Entry.calibration_lodo``, the choice
+    redone inside the loop); another mapped entry: ``maps.kind_lodo_mae`` of its map's kind on
+    its calibration cells; a direct entry (or one with its own
     calibration): its plain MAE there, since nothing was fitted on them. None without at least
     two usable calibration cells (or, for a map, when a dataset left out leaves too few points
     or distinct scores to fit it).
     """
-    if entry.map == "stack":
+    if entry.nested:
         return entry.calibration_lodo
     if entry.map in KIND_OF_MAP:
         keys = set(entry.calibration_keys.get(target, []))

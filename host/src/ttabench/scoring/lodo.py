@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttabench.errors import TTABenchError
-from ttabench.scoring.map_kinds import loo_predictions
+from ttabench.scoring.map_kinds import fit_map_kind, loo_predictions
 from ttabench.scoring.metrics import mae_by_dataset
 
 #: How every output names the protocol of a calibration error.
@@ -60,4 +60,30 @@ def lodo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: Sequence[str]) -
     return mae_by_dataset(preds, y, list(datasets))
 
 
-__all__ = ["NAME", "SHORT", "lodo_mae", "lodo_predictions"]
+def nested_choice_lodo(kind: str, scores: dict[str, np.ndarray], y: np.ndarray,
+                       datasets: Sequence[str]) -> float:
+    """The LODO error of a choice among several scores (a ``[best]`` entry): each dataset
+    predicted by a ``kind`` map of the score chosen, and fitted, on the other datasets alone,
+    the choice being the lowest LODO MAE among ``scores`` (name -> values on the same points;
+    ties: the first name in sorted order). In pp; ``inf`` when some fold cannot choose or fit.
+    """
+    groups = np.asarray([str(d) for d in datasets])
+    y = np.asarray(y, dtype=np.float64)
+    errors = []
+    for held in np.unique(groups):
+        test = groups == held
+        inner = {name: lodo_mae(kind, x[~test], y[~test], list(groups[~test]))
+                 for name, x in sorted(scores.items())}
+        usable = [name for name, error in inner.items() if math.isfinite(error)]
+        if not usable:
+            return math.inf
+        best = min(usable, key=lambda name: inner[name])
+        try:
+            fitted = fit_map_kind(kind, scores[best][~test], y[~test])
+        except TTABenchError:
+            return math.inf
+        errors.append(float(np.abs(fitted(scores[best][test]) - y[test]).mean()))
+    return 100.0 * float(np.mean(errors))
+
+
+__all__ = ["NAME", "SHORT", "lodo_mae", "lodo_predictions", "nested_choice_lodo"]

@@ -19,7 +19,8 @@ Each estimator found in them becomes one or more entries:
 - a score estimator whose cells carry alternative ``scores`` (e.g. ``"wf@100"``) also gets
   ``"<est>[best] (<kind>)"`` per kind: the score name with the lowest leave-one-dataset-out
   MAE (``ttabench.scoring.lodo``) of that kind's map on the calibration cells is chosen,
-  never looking at eval cells;
+  never looking at eval cells; its calibration error is nested (the choice redone without
+  each held-out dataset);
 - a score estimator whose ``input`` is ``STACK_INPUT`` also gets ``"<est>[stack]"``: one
   monotone stack over its named scores (``ttabench.scoring.stack``), its features chosen by
   leave-one-dataset-out on the same calibration cells; its calibration error is nested (the
@@ -49,7 +50,7 @@ from ttabench.scoring.map_kinds import (
     check_map_kinds,
     fit_map_kind,
 )
-from ttabench.scoring.lodo import lodo_mae
+from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
 from ttabench.scoring.stack import (
     MAX_FEATURES,
     STACK_INPUT,
@@ -87,9 +88,11 @@ class Entry:
     maps: dict[str, Calibration | FittedMap | StackMap] = field(default_factory=dict)
     calibration_keys: dict[str, list[str]] = field(default_factory=dict)
     note: str = ""
-    #: A calibration error the builder computed itself (pp): a stack's nested
-    #: leave-one-dataset-out error; None: ``leaderboard.calibration_loo`` computes it.
+    #: A calibration error the builder computed itself (pp): the nested leave-one-dataset-out
+    #: error of a ``[best]`` or ``[stack]`` entry (its choice redone without each held-out
+    #: dataset), None when that cannot be computed; read when ``nested``.
     calibration_lodo: float | None = None
+    nested: bool = False
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,13 @@ class _Builder:
             self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
             return
         self._add_map(entry_name, name, declared, chosen, kind, calib, note)
+        if self.entries and self.entries[-1].name == entry_name:  # its error, choice inside
+            y = np.array([truth(c, declared) for c in cells], dtype=np.float64)
+            scores = {s: np.array([score_of(record(c, name, declared), s)  # type: ignore[arg-type]
+                                   for c in cells], dtype=np.float64) for s in candidates}
+            nested = nested_choice_lodo(kind, scores, y, [c.dataset for c in cells])
+            self.entries[-1].calibration_lodo = nested if math.isfinite(nested) else None
+            self.entries[-1].nested = True
 
     def _add_stack(self, name: str, declared: str, calib: list[Cell], note: str) -> None:
         """``<est>[stack]``: the monotone stack over the estimator's named scores, its features
@@ -447,7 +457,7 @@ class _Builder:
         nested = nested_lodo(x, y, datasets, features, MAX_FEATURES)
         entry = Entry(entry_name, name, "stack", declared, role=self.roles[name],
                       input="+".join(chosen) or "(constant)", note=note,
-                      calibration_lodo=nested if math.isfinite(nested) else None)
+                      calibration_lodo=nested if math.isfinite(nested) else None, nested=True)
         entry.maps[declared] = stack
         entry.calibration_keys[declared] = [c.key for c in cells]
         entry.estimates[declared] = {}
