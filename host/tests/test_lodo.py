@@ -140,7 +140,8 @@ def test_nested_choice_against_slow_loops_where_the_choice_moves():
             errors.append(_fit_predict(kind, scores[best][rest], y[rest], scores[best][~rest],
                                        y[~rest]))
         assert len(picks) > 1  # the data exercise a choice that changes between folds
-        assert nested_choice_lodo(kind, scores, y, list(datasets)) == pytest.approx(np.mean(errors))
+        candidates = {n: (kind, x) for n, x in scores.items()}
+        assert nested_choice_lodo(candidates, y, list(datasets)) == pytest.approx(np.mean(errors))
         overall = min(sorted(scores), key=lambda n: slow_lodo(kind, scores[n], y, datasets))
         assert np.mean(errors) != pytest.approx(slow_lodo(kind, scores[overall], y, datasets))
 

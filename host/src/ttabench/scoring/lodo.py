@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttabench.errors import TTABenchError
-from ttabench.scoring.map_kinds import fit_map_kind, loo_predictions
+from ttabench.scoring.map_kinds import FittedMap, fit_map_kind, loo_predictions
 from ttabench.scoring.metrics import mae_by_dataset
 
 #: How every output names the protocol of a calibration error.
@@ -60,30 +60,63 @@ def lodo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: Sequence[str]) -
     return mae_by_dataset(preds, y, list(datasets))
 
 
-def nested_choice_lodo(kind: str, scores: dict[str, np.ndarray], y: np.ndarray,
+def _fold_errors(kind: str, x: np.ndarray, y: np.ndarray,
+                 groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per dataset d (``np.unique`` order): ``single[d]``, the mean absolute error on d of the
+    ``kind`` map fitted without d; ``pair[d, e]``, the one on e of the map fitted without d and
+    e (each pair fitted once, for both). ``inf`` where a fit is impossible."""
+    names = np.unique(groups)
+    masks = [groups == name for name in names]
+    single = np.full(len(names), math.inf)
+    pair = np.full((len(names), len(names)), math.inf)
+
+    def fit(keep: np.ndarray) -> FittedMap | None:
+        try:
+            with np.errstate(all="ignore"):
+                return fit_map_kind(kind, x[keep], y[keep])
+        except (TTABenchError, np.linalg.LinAlgError):
+            return None
+
+    def error(fitted: FittedMap, mask: np.ndarray) -> float:
+        value = float(np.abs(fitted(x[mask]) - y[mask]).mean())
+        return value if math.isfinite(value) else math.inf
+
+    for d, held in enumerate(masks):
+        if (fitted := fit(~held)) is not None:
+            single[d] = error(fitted, held)
+        for e in range(d + 1, len(names)):
+            if (fitted := fit(~(held | masks[e]))) is not None:
+                pair[d, e], pair[e, d] = error(fitted, masks[e]), error(fitted, held)
+    return single, pair
+
+
+def nested_choice_lodo(candidates: dict[str, tuple[str, np.ndarray]], y: np.ndarray,
                        datasets: Sequence[str]) -> float:
-    """The LODO error of a choice among several scores (a ``[best]`` entry): each dataset
-    predicted by a ``kind`` map of the score chosen, and fitted, on the other datasets alone,
-    the choice being the lowest LODO MAE among ``scores`` (name -> values on the same points;
-    ties: the first name in sorted order). In pp; ``inf`` when some fold cannot choose or fit.
+    """The LODO error of a choice among candidate maps (a ``[best]`` entry: several scores,
+    one map kind; or several (score, kind) pairs): each dataset predicted by the candidate
+    chosen, and fitted, on the other datasets alone, the choice being the lowest LODO MAE
+    there. ``candidates``: name -> (map kind, score values on the same points); ties go to the
+    first name in sorted order. In pp; ``inf`` when some fold cannot choose or fit.
+
+    Without dataset d, candidate c's LODO MAE is the mean over e != d of the error on e of
+    its map fitted without d and e; the chosen candidate's map fitted without d then predicts
+    d. Every map is fitted once per left-out pair (``_fold_errors``).
     """
     groups = np.asarray([str(d) for d in datasets])
     y = np.asarray(y, dtype=np.float64)
-    errors = []
-    for held in np.unique(groups):
-        test = groups == held
-        inner = {name: lodo_mae(kind, x[~test], y[~test], list(groups[~test]))
-                 for name, x in sorted(scores.items())}
-        usable = [name for name, error in inner.items() if math.isfinite(error)]
+    names = sorted(candidates)
+    errors = {name: _fold_errors(candidates[name][0], np.asarray(candidates[name][1],
+                                                                 dtype=np.float64), y, groups)
+              for name in names}
+    n = len(np.unique(groups))
+    chosen_errors = []
+    for d in range(n):
+        inner = {name: float(np.mean(np.delete(pair[d], d))) for name, (_, pair) in errors.items()}
+        usable = [name for name in names if math.isfinite(inner[name])]
         if not usable:
             return math.inf
-        best = min(usable, key=lambda name: inner[name])
-        try:
-            fitted = fit_map_kind(kind, scores[best][~test], y[~test])
-        except TTABenchError:
-            return math.inf
-        errors.append(float(np.abs(fitted(scores[best][test]) - y[test]).mean()))
-    return 100.0 * float(np.mean(errors))
+        chosen_errors.append(errors[min(usable, key=lambda name: inner[name])][0][d])
+    return 100.0 * float(np.mean(chosen_errors))
 
 
 __all__ = ["NAME", "SHORT", "lodo_mae", "lodo_predictions", "nested_choice_lodo"]

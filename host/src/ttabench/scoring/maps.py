@@ -425,9 +425,9 @@ class _Builder:
         self._add_map(entry_name, name, declared, chosen, kind, calib, note)
         if self.entries and self.entries[-1].name == entry_name:  # its error, choice inside
             y = np.array([truth(c, declared) for c in cells], dtype=np.float64)
-            scores = {s: np.array([score_of(record(c, name, declared), s)  # type: ignore[arg-type]
-                                   for c in cells], dtype=np.float64) for s in candidates}
-            nested = nested_choice_lodo(kind, scores, y, [c.dataset for c in cells])
+            scores = {s: (kind, np.array([score_of(record(c, name, declared), s)  # type: ignore[arg-type]
+                                          for c in cells], dtype=np.float64)) for s in candidates}
+            nested = nested_choice_lodo(scores, y, [c.dataset for c in cells])
             self.entries[-1].calibration_lodo = nested if math.isfinite(nested) else None
             self.entries[-1].nested = True
 
