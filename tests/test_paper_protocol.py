@@ -97,7 +97,10 @@ def test_every_table_1_row_has_a_definition() -> None:
 
 def test_paper_config_reads_every_imagenet_c_image(tmp_path: Path) -> None:
     """The paper definition's ImageNet-C is mode full: every file of a split, not the 5,000."""
+    from ttabench import preset as presets
+
     config = load_config(ROOT / "benchmarks" / "paper_protocol.toml")
+    presets.apply(config, presets.chosen(None, config))  # the file names preset wf-table1
     suite_name = config.run["suite"]
     options = config.section("suite", suite_name)
     root = tmp_path / "ImageNet-C" / "fog" / "5"

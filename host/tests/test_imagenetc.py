@@ -209,3 +209,17 @@ def test_streams_without_holding_images(layout: Path) -> None:
     assert torch.cat(batches).tolist() == dataset.labels.tolist()
     assert not any(isinstance(v, (torch.Tensor, list)) and len(v) == N
                    for k, v in vars(dataset).items() if k != "skipped")
+
+
+def test_imagenet_c_bar_reads_both_severity_folder_spellings(tmp_path: Path) -> None:
+    """The generator names a severity folder by the corruption's parameter ("1.00"); the
+    authors' preprocessed copy (`ttabench fetch imagenet-c-bar`) names it 1-5."""
+    root = tmp_path / "ImageNet-C-Bar" / "sparkles"
+    (root / "1").mkdir(parents=True)
+    (root / "2.00").mkdir(parents=True)
+    suite = ImageNetC(tmp_path, corruption_set="imagenet-c-bar", mode="full",
+                      corruptions="sparkles", severities="1,2")
+    assert suite.record()["severity_folders"] == {"sparkles": ["1", "2.00"]}
+    with pytest.raises(TTABenchError, match="imagenet-c-bar --no-verify"):
+        ImageNetC(tmp_path, corruption_set="imagenet-c-bar", mode="full",
+                  corruptions="sparkles", severities=3)

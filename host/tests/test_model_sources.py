@@ -109,7 +109,8 @@ def test_robustbench_compat_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TTABenchError) as info:
         load_robustbench("cifar10/Standard", cache_dir=tmp_path)
     expected = robustbench_weight_file("cifar10", "Standard", "corruptions", tmp_path)
-    assert str(expected) in str(info.value) and "Google Drive" in str(info.value)
+    assert str(expected) in str(info.value)
+    assert "`ttabench fetch-model robustbench:cifar10/Standard/corruptions`" in str(info.value)
     assert expected == tmp_path / "weights/robustbench/cifar10/corruptions/Standard.pt"
     with pytest.raises(TTABenchError, match="robustbench:<dataset>/<name>"):
         load_robustbench("Standard", cache_dir=tmp_path)

@@ -304,6 +304,52 @@ class StaticEstimator(Estimator):
 
 
 @dataclass(frozen=True)
+class Peers:
+    """The other models of a pool, each seen in the same view as the model being estimated.
+
+    ``model_ids[m]`` names peer m. ``target[m]``: its outputs on the same target samples in
+    the same row order as the estimated model's target outputs (labels hidden); rows align
+    when every model ran the same split, view and seed (in the ``adapted`` view, the same
+    stream). ``source_val[m]``: its labelled source-validation outputs in the same view, or
+    None when no estimator asked for them (``"source_val"`` in ``needs``).
+    """
+
+    model_ids: tuple[str, ...]
+    target: tuple[Outputs, ...]
+    source_val: tuple[Outputs | None, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.model_ids) == len(self.target) == len(self.source_val):
+            raise TTABenchError(
+                f"peers: {len(self.model_ids)} ids, {len(self.target)} target outputs and "
+                f"{len(self.source_val)} source-val outputs")
+
+
+class PoolEstimator(Estimator):
+    """Compares the cell's model with the other models of a pool (GDE, ALine, TTALine).
+
+    The host calls ``estimate`` once per view in ``views``, each time with the cell's model's
+    outputs of that view and every peer's outputs of the same view (an estimator of the ``bn``
+    target reads the bn-view outputs of every model it uses), and scores the result in that
+    view's table. ``min_peers``: the fewest peers it works with (a run with fewer models is
+    refused before any work; ``estimate`` raises TTABenchError when handed fewer). The run
+    loop does not hand peers' outputs to estimators yet: the host's pool estimators
+    (``ttabench.estimators.pool``) are importable and pass the conformance kit, but are not
+    registered.
+    """
+
+    #: The views this estimator is computed in, each result scored in that view's table.
+    views: ClassVar[tuple[Target, ...]] = TARGETS
+    min_peers: ClassVar[int] = 1
+
+    @abstractmethod
+    def estimate(self, target: Outputs, source_val: Outputs | None,
+                 peers: Peers) -> EstimateResult:
+        """Estimate the accuracy of the model of ``target`` (labels hidden) from its outputs,
+        its labelled source-val outputs and its peers' outputs of the same view."""
+
+
+@dataclass(frozen=True)
 class TrajectoryPlan:
     """What a trajectory estimator asks of the adaptation run.
 
@@ -437,6 +483,8 @@ __all__ = [
     "LoadedModel",
     "Outputs",
     "PROBE_DRAWS",
+    "Peers",
+    "PoolEstimator",
     "STACK_INPUT",
     "Role",
     "SplitSpec",

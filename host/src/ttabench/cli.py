@@ -35,6 +35,10 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "estimate": "ttabench.runner.command:estimate",
     "fit": "ttabench.scoring.command:fit",
     "leaderboard": "ttabench.scoring.command:leaderboard",
+    "diff": "ttabench.run_diff:diff",
+    "fetch": "ttabench.fetch.command:fetch",
+    "fetch-model": "ttabench.fetch.command:fetch_model",
+    "presets": "ttabench.preset:presets",
 }
 
 EXIT_USER_ERROR = 2

@@ -111,6 +111,7 @@ RUN_KEYS: dict[str, Rule] = {
     "data_dir": STRING,
     "device": STRING,
     "map_kinds": NAMES,  # and each a kind of ttabench.scoring.map_kinds (check_layer)
+    "preset": STRING,  # a name of `ttabench presets` (ttabench.preset)
     "boot_unit": Rule(lambda v: v in ("dataset", "split"), "'dataset' or 'split' (the bootstrap's "
                       "resampling unit)"),
 }

@@ -34,6 +34,8 @@ from ttabench.api import (
     EstimateResult,
     LoadedModel,
     Outputs,
+    Peers,
+    PoolEstimator,
     SplitSpec,
     StaticEstimator,
     Suite,
@@ -41,6 +43,7 @@ from ttabench.api import (
     TrajectoryEstimator,
     TrajectoryPlan,
 )
+from ttabench.errors import TTABenchError
 
 #: (check name, the check, whether later checks are pointless when it fails)
 Check = tuple[str, Callable[[], None], bool]
@@ -60,6 +63,20 @@ def _tiny_model() -> LoadedModel:
     from ttabench.models.tiny import load_tiny_cnn
 
     return load_tiny_cnn()
+
+
+#: Training seeds of the tiny-cnn peers a pool estimator is checked with (seed 0 is the model).
+PEER_SEEDS = (1, 2, 3)
+#: Noise of the peers' labelled ID data: on clean tiny images every tiny-cnn is right
+#: everywhere, and agreement-on-the-line needs ID accuracies and agreements below 1.
+PEER_ID_NOISE = 60.0
+
+
+@functools.lru_cache(maxsize=len(PEER_SEEDS) + 1)
+def _tiny_peer(seed: int) -> nn.Module:
+    from ttabench.models.tiny import load_tiny_cnn
+
+    return load_tiny_cnn(str(seed)).module.eval()
 
 
 def _fresh_model() -> nn.Module:
@@ -274,6 +291,23 @@ def _static_estimate(estimator: StaticEstimator) -> EstimateResult:
     return estimator.estimate(target, source_val)
 
 
+def _pool_estimate(estimator: PoolEstimator, n_peers: int = len(PEER_SEEDS)) -> EstimateResult:
+    """Feed tiny-cnn (seed 0) outputs and those of ``n_peers`` tiny-cnn peers (other training
+    seeds) on the same shifted tiny data, labels hidden, plus every model's labelled ID
+    outputs on noisy tiny data when the estimator needs source val."""
+    x, _ = _images(128, seed=7, noise=80.0)
+    val_x, val_labels = _images(128, seed=1, noise=PEER_ID_NOISE)
+    needs_val = "source_val" in estimator.needs
+    models = [_tiny_peer(seed) for seed in (0, *PEER_SEEDS[:n_peers])]
+    with torch.no_grad():
+        targets = [Outputs(logits=model(x)) for model in models]
+        vals = [Outputs(logits=model(val_x), labels=val_labels) if needs_val else None
+                for model in models]
+    peers = Peers(model_ids=tuple(f"tiny-cnn:{seed}" for seed in PEER_SEEDS[:n_peers]),
+                  target=tuple(targets[1:]), source_val=tuple(vals[1:]))
+    return estimator.estimate(targets[0], vals[0], peers)
+
+
 def _trajectory_estimate(estimator: TrajectoryEstimator, seed: int) -> EstimateResult:
     """Play a trajectory: probe snapshots whose logits drift from the source ones as steps grow.
 
@@ -330,8 +364,9 @@ def _estimator_checks(estimator_cls: type, params: dict[str, Any]) -> list[Check
     def declaration() -> None:
         _ensure(
             isinstance(estimator_cls, type)
-            and issubclass(estimator_cls, (StaticEstimator, TrajectoryEstimator)),
-            f"{estimator_cls!r} is not a StaticEstimator or TrajectoryEstimator subclass",
+            and issubclass(estimator_cls, (StaticEstimator, TrajectoryEstimator, PoolEstimator)),
+            f"{estimator_cls!r} is not a StaticEstimator, TrajectoryEstimator or PoolEstimator "
+            "subclass",
         )
         _has_name(estimator_cls)
         _ensure(estimator_cls.target in TARGETS, f"target {estimator_cls.target!r} not in {TARGETS}")
@@ -355,6 +390,8 @@ def _estimator_checks(estimator_cls: type, params: dict[str, Any]) -> list[Check
             _ensure(first.value == second.value, f"{first.value} then {second.value}")
 
         checks += [("estimate", estimate, True), ("deterministic", deterministic, False)]
+    if isinstance(estimator_cls, type) and issubclass(estimator_cls, PoolEstimator):
+        checks += _pool_checks(estimator_cls, build, kind)
     if isinstance(estimator_cls, type) and issubclass(estimator_cls, TrajectoryEstimator):
 
         def plan() -> None:
@@ -397,13 +434,44 @@ def _estimator_checks(estimator_cls: type, params: dict[str, Any]) -> list[Check
     return checks
 
 
+def _pool_checks(estimator_cls: type[PoolEstimator], build: Callable[[], Any],
+                 kind: str) -> list[Check]:
+    def views() -> None:
+        chosen, fewest = estimator_cls.views, estimator_cls.min_peers
+        _ensure(isinstance(chosen, tuple) and len(chosen) > 0 and set(chosen) <= set(TARGETS),
+                f"views must be a non-empty tuple of {TARGETS}, got {chosen!r}")
+        _ensure(isinstance(fewest, int) and 1 <= fewest <= len(PEER_SEEDS),
+                f"min_peers must be an int in [1, {len(PEER_SEEDS)}], got {fewest!r}")
+
+    def estimate() -> None:
+        _check_result(kind, _pool_estimate(build()))
+
+    def deterministic() -> None:
+        first, second = _pool_estimate(build()), _pool_estimate(build())
+        _ensure(first.value == second.value, f"{first.value} then {second.value}")
+
+    def too_few_peers() -> None:
+        try:
+            _pool_estimate(build(), n_peers=estimator_cls.min_peers - 1)
+        except TTABenchError:
+            return
+        raise AssertionError(f"with {estimator_cls.min_peers - 1} peers (min_peers "
+                             f"{estimator_cls.min_peers}) it did not raise TTABenchError")
+
+    return [("views", views, True), ("estimate", estimate, True),
+            ("deterministic", deterministic, False), ("too few peers", too_few_peers, False)]
+
+
 def check_estimator(estimator_cls: type, **params: Any) -> None:
     """Check an Estimator subclass on tiny-cnn outputs; ``params`` go to ``estimator_cls(**params)``.
 
     Checks: ``name``, ``target`` in TARGETS, ``kind`` direct or score, JSON-serialisable
     ``params()``. A StaticEstimator gets target Outputs with ``labels=None`` (plus labelled
     source-val outputs and penultimate features when it ``needs`` them) and must return a
-    finite EstimateResult (a direct one in [0, 1]), the same twice. A TrajectoryEstimator
+    finite EstimateResult (a direct one in [0, 1]), the same twice. A PoolEstimator declares
+    ``views`` and ``min_peers``, gets tiny-cnn's outputs with three peers (tiny-cnn of
+    other seeds, same samples; labelled noisy ID outputs of each when it needs source val),
+    must return such a result twice alike, and must raise TTABenchError with one peer too few. A TrajectoryEstimator
     needs a valid ``plan()``, a finite result from ``compute()`` after its snapshots, and
     ``reset()`` must make it behave as a fresh instance.
     """

@@ -1,4 +1,4 @@
-"""Score + map baselines: Nuclear norm, MaNo, MDE and Dispersion.
+"""Score + map baselines: Nuclear norm, MaNo, MDE, Dispersion and GdScore.
 
 Each returns a raw score of one model view's outputs on the target split (``value``) and no
 estimate of its own: the host fits the score-to-accuracy map on the calibration splits, with
@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ttabench.api import EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
-from ttabench.estimators import derived, functional
+from ttabench.estimators import derived, functional, gradient_score
+
+
+def require_features(name: str, outputs: Outputs) -> torch.Tensor:
+    """The penultimate features of ``outputs``, or a clear error when the host passed none."""
+    if outputs.features is None:
+        raise TTABenchError(
+            f"the {name} estimator needs penultimate features, but the host passed none")
+    return outputs.features
 
 
 class NuclearNorm(StaticEstimator):
@@ -105,12 +115,42 @@ class Dispersion(StaticEstimator):
         self.normaliser = normaliser
 
     def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
-        if target.features is None:
-            raise TTABenchError(
-                "the dispersion estimator needs penultimate features, but the host passed none"
-            )
-        return EstimateResult(value=functional.dispersion_score(target.features, target.logits,
-                                                                self.normaliser))
+        return EstimateResult(value=functional.dispersion_score(
+            require_features(self.name, target), target.logits, self.normaliser))
 
     def params(self) -> dict[str, Any]:
         return {"normaliser": self.normaliser}
+
+
+class GdScore(StaticEstimator):
+    """GdScore: the mean over target batches of the 0.3-norm of the last layer's weight
+    gradient under pseudo-labels (penultimate features); lower = higher accuracy.
+
+    ``threshold``, ``norm``, ``batch_size``: the authors' confidence threshold under which a
+    pseudo-label is drawn at random (0.5), norm order (0.3) and batch size (128); ``seed``
+    seeds those draws. The authors' code takes the gradient in train mode, i.e. with
+    test-batch statistics: the ``bn`` view; in the ``source`` view it reads the frozen
+    model. See ``ttabench.estimators.gradient_score``.
+    """
+
+    name = "gdscore"
+    kind = "score"
+    needs = frozenset({"features"})
+
+    def __init__(self, threshold: float = gradient_score.THRESHOLD,
+                 norm: float = gradient_score.NORM,
+                 batch_size: int = gradient_score.BATCH_SIZE, seed: int = 0) -> None:
+        if not (norm > 0 and isinstance(batch_size, int) and batch_size >= 1):
+            raise TTABenchError(f"estimator 'gdscore': norm must be > 0 and batch_size an "
+                                f"integer >= 1, got norm={norm}, batch_size={batch_size}")
+        self.threshold, self.norm = float(threshold), float(norm)
+        self.batch_size, self.seed = batch_size, int(seed)
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        return EstimateResult(value=gradient_score.gdscore(
+            require_features(self.name, target), target.logits, self.threshold, self.norm, self.batch_size,
+            self.seed))
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "norm": self.norm, "batch_size": self.batch_size,
+                "seed": self.seed}

@@ -150,8 +150,9 @@ def load_timm(
             folders = list(dict.fromkeys(str(p.parent) for p in looked))
             raise TTABenchError(
                 f"no local weights for timm:{name}; looked for {name}.(pth|safetensors|bin) in "
-                f"{' and '.join(folders)}; put the file there, set {TIMM_WEIGHTS_ENV} to its "
-                f"folder, or use timm:{name}?random"
+                f"{' and '.join(folders)}; `ttabench fetch-model timm:{name}` downloads it, "
+                f"or put the file there, set {TIMM_WEIGHTS_ENV} to its folder, or use "
+                f"timm:{name}?random"
             )
         state = unwrap_state_dict(load_tensors(path), path)
         cfg = timm.get_pretrained_cfg(name)
@@ -182,6 +183,27 @@ def torchvision_weight_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def torchvision_weights(name: str, enum_name: str) -> Any:
+    """The weights enum member of torchvision model ``name``: ``enum_name``, else
+    ``IMAGENET1K_V1`` (the weights TTA papers use) when the model has it, else ``DEFAULT``."""
+    from torchvision import models
+
+    if name not in models.list_models():
+        raise TTABenchError(
+            f"torchvision has no model '{name}'; see torchvision.models.list_models()"
+        )
+    enum = models.get_model_weights(name)
+    choices = [w.name for w in enum]
+    if not enum_name:
+        enum_name = "IMAGENET1K_V1" if "IMAGENET1K_V1" in choices else "DEFAULT"
+    try:
+        return enum[enum_name] if enum_name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise TTABenchError(
+            f"torchvision {name} has no weights '{enum_name}'; choose from {', '.join(choices)}"
+        ) from None
+
+
 def load_torchvision(
     arg: str | None, *, cache_dir: Path | None = None, num_classes: int | None = None
 ) -> LoadedModel:
@@ -205,21 +227,13 @@ def load_torchvision(
         net = _seeded(lambda: models.get_model(name, weights=None, num_classes=classes))
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         return _wrap(net, mean, std, f"torchvision:{arg}", classes, weights="random (seed 0)")
-    enum = models.get_model_weights(name)
-    choices = [w.name for w in enum]
-    if not enum_name:
-        enum_name = "IMAGENET1K_V1" if "IMAGENET1K_V1" in choices else "DEFAULT"
-    try:
-        weights = enum[enum_name] if enum_name != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        raise TTABenchError(
-            f"torchvision {name} has no weights '{enum_name}'; choose from {', '.join(choices)}"
-        ) from None
+    weights = torchvision_weights(name, enum_name)
     path = torchvision_weight_file(weights.url)
     if not path.is_file():
         raise TTABenchError(
             f"no local weights for torchvision:{name}/{weights.name}; expected {path} "
-            f"(torch.hub cache under $TORCH_HOME; the file is published at {weights.url})"
+            f"(torch.hub cache under $TORCH_HOME; the file is published at {weights.url}; "
+            f"`ttabench fetch-model torchvision:{name}/{weights.name}` downloads it)"
         )
     classes = len(weights.meta["categories"])
     net = models.get_model(name, weights=None, num_classes=classes)
@@ -273,7 +287,8 @@ def load_robustbench(
     if not path.is_file():
         raise TTABenchError(
             f"no local weights for robustbench:{dataset}/{name}/{threat}; expected {path} "
-            "(robustbench's model_dir layout; downloading from Google Drive is not attempted)"
+            "(robustbench's model_dir layout; `ttabench run` downloads nothing: `ttabench "
+            f"fetch-model robustbench:{dataset}/{name}/{threat}` does)"
         )
     from ttabench.compat import import_robustbench
 

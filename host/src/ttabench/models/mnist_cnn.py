@@ -13,7 +13,8 @@ spirit): a random affine map (rotation, shear, scale, translation) and one of id
 autocontrast, equalize, posterize, solarize, invert, then random erasing of a rectangle with a
 constant gray. No noise, blur, contrast, brightness, weather, pixelation or JPEG.
 
-The weights are cached at ``<cache_dir>/models/mnist-cnn-<seed>.pt`` (temp file + rename).
+The weights are cached at ``<cache_dir>/models/mnist-cnn-<seed>.pt`` (temp file + rename; one
+process trains while others wait on a file lock).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 
 from ttabench.api import LoadedModel
@@ -43,19 +45,21 @@ WIDTHS = (16, 32, 64, 64)
 
 
 class MnistCNN(nn.Module):
-    """conv-BN-ReLU x 4 (16-32-64-64 channels, max-pool after the first three), GAP, ``fc``."""
+    """conv-BN-ReLU x 4 (``widths`` channels, 16-32-64-64 by default, max-pool after all but
+    the last), GAP, ``fc``."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES,
+                 widths: tuple[int, ...] = WIDTHS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
-        for index, width in enumerate(WIDTHS):
+        for index, width in enumerate(widths):
             layers += [
                 nn.Conv2d(channels, width, 3, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
             ]
-            if index < len(WIDTHS) - 1:
+            if index < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -231,45 +235,66 @@ def cached_network(name: str, build: Callable[[], nn.Module], seed: int, cache_d
                    config: TrainConfig = TrainConfig()) -> nn.Module:
     """Network ``build()`` trained with ``fit_network`` on mnist-c's train split for ``seed``,
     read from ``<cache_dir>/models/<name>-<seed>.pt`` when that file holds this ``config``,
-    else trained (initialised under ``torch.manual_seed(seed)``) and cached atomically."""
+    else trained (initialised under ``torch.manual_seed(seed)``) and cached atomically.
+
+    Training holds ``<name>-<seed>.pt.lock`` (``filelock``): a second process asking for the
+    same network waits for the first one's training and then reads its file."""
     path = Path(cache_dir) / "models" / f"{name}-{seed}.pt"
-    net = build()
-    if path.is_file():
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload.get("config") == asdict(config):
-                net.load_state_dict(payload["state_dict"])
-                return net.eval()
-        except (OSError, RuntimeError, KeyError, ValueError, AttributeError):
-            pass  # unreadable or stale checkpoint: retrain and overwrite it
-    root = _data_root(Path(cache_dir))
-    ensure_base(root, DEFAULT_SEED)
-    images = np.load(root / "train.npy")
-    labels = np.load(root / "train_labels.npy")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build()
-    net = fit_network(net, images, labels, seed, config)
-    with atomic_file(path) as handle:
-        torch.save({"state_dict": net.state_dict(), "config": asdict(config), "seed": seed}, handle)
+    net = _read_checkpoint(path, build, config)
+    if net is not None:
+        return net
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        net = _read_checkpoint(path, build, config)  # trained by another process meanwhile
+        if net is not None:
+            return net
+        root = _data_root(Path(cache_dir))
+        ensure_base(root, DEFAULT_SEED)
+        images = np.load(root / "train.npy")
+        labels = np.load(root / "train_labels.npy")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build()
+        net = fit_network(net, images, labels, seed, config)
+        with atomic_file(path) as handle:
+            torch.save({"state_dict": net.state_dict(), "config": asdict(config), "seed": seed},
+                       handle)
     return net
+
+
+def _read_checkpoint(path: Path, build: Callable[[], nn.Module],
+                     config: TrainConfig) -> nn.Module | None:
+    """``build()`` with the weights of ``path`` in eval mode, or None when the file is missing,
+    unreadable, of another architecture or trained with another ``config``."""
+    if not path.is_file():
+        return None
+    net = build()
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("config") != asdict(config):
+            return None
+        net.load_state_dict(payload["state_dict"])
+    except (OSError, RuntimeError, KeyError, ValueError, AttributeError):
+        return None  # unreadable or stale checkpoint: retrain and overwrite it
+    return net.eval()
 
 
 def load_mnist_network(
     name: str, build: Callable[[], nn.Module], config: TrainConfig, arg: str | None,
-    cache_dir: Path | None, num_classes: int | None,
+    cache_dir: Path | None, num_classes: int | None, cache_name: str | None = None,
 ) -> LoadedModel:
     """The model source ``name`` of the mnist-c networks: ``build()`` trained with ``config``
-    (``cached_network``) for the integer seed ``arg`` (default 0), normalised with the MNIST
-    mean/std, classifier ``net.fc``."""
+    (``cached_network``, file ``<cache_name or name>-<seed>.pt``) for the integer seed ``arg``
+    (default 0), normalised with the MNIST mean/std, classifier ``net.fc``; its id is
+    ``<name>:<seed>``."""
     if num_classes not in (None, NUM_CLASSES):
         raise TTABenchError(f"{name} has {NUM_CLASSES} classes, not {num_classes}")
     try:
         seed = int(arg) if arg else 0
     except ValueError:
         raise TTABenchError(f"{name}: the argument is an integer seed, got '{arg}'") from None
-    net = cached_network(name, build, seed, Path(cache_dir) if cache_dir else default_cache_dir(),
-                         config)
+    net = cached_network(cache_name or name, build, seed,
+                         Path(cache_dir) if cache_dir else default_cache_dir(), config)
     module = NormalizedModel(net, mean=MEAN, std=STD).eval()
     return LoadedModel(
         module=module,

@@ -45,15 +45,16 @@ def refused_object(exc: pickle.UnpicklingError) -> str:
     return found.group(1).rstrip(".,") if found else str(exc).strip().splitlines()[0][:200]
 
 
-def load_tensors(path: Path) -> Any:
+def load_tensors(path: Path, suffix: str | None = None) -> Any:
     """The content of a weight file, built from tensors and plain containers only.
 
-    ``.safetensors`` files give a ``dict[str, Tensor]``; any other file goes through
-    ``torch.load(weights_only=True, map_location="cpu")``. A file that wants to build any other
-    object raises ``UnsafeFileError``; an unreadable file raises TTABenchError.
+    ``.safetensors`` files (``suffix``, default the path's) give a ``dict[str, Tensor]``; any
+    other file goes through ``torch.load(weights_only=True, map_location="cpu")``. A file that
+    wants to build any other object raises ``UnsafeFileError``; an unreadable file raises
+    TTABenchError.
     """
     path = Path(path)
-    if path.suffix == SAFETENSORS_SUFFIX:
+    if (suffix or path.suffix) == SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
         try:

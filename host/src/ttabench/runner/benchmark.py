@@ -82,6 +82,8 @@ class RunSpec:
     #: The estimators that are the configuration's baselines (role ``baseline``); the others
     #: (named by ``--estimator``) are candidates.
     baselines: list[str] = field(default_factory=list)
+    #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
+    preset: dict[str, Any] | None = None
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -186,6 +188,7 @@ class Benchmark:
             "device_type": self.device.type,
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
+            **({"preset": self.spec.preset} if self.spec.preset else {}),
         }
 
     def _source_data_record(self, adapter: str) -> dict[str, Any]:

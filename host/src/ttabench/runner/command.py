@@ -228,10 +228,14 @@ def with_options(options):
                    "iso, logit-lin, logit-quad (default [run].map_kinds, else lin,quad).")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
+@click.option("--preset", "preset_name", default=None,
+              help="A named published protocol (see `ttabench presets`; else [run].preset).")
+@click.option("--allow-deviation", is_flag=True,
+              help="Run although options change protocol facts of the preset (recorded).")
 def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
         threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
         retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
-        boot_unit, map_kinds, dry_run) -> None:
+        boot_unit, map_kinds, dry_run, preset_name, allow_deviation) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
@@ -240,6 +244,12 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     started = time.perf_counter()
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
+    from ttabench import preset as presets
+
+    protocol_preset = presets.chosen(preset_name, config)
+    if protocol_preset is not None:
+        for note in presets.apply(config, protocol_preset):
+            click.echo(note, err=True)
     kinds = map_kinds_option(map_kinds if map_kinds is not None
                              else config.run.get("map_kinds", ["lin", "quad"]))
     spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
@@ -249,6 +259,10 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
                       trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
                       channels_last=channels_last)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
+    if protocol_preset is not None:
+        if dry_run:
+            click.echo("\n".join(presets.describe(protocol_preset, spec)))
+        spec.preset = presets.check(protocol_preset, spec, allow_deviation)
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
         spec.device = "cuda" if gpus > 0 else "cpu"

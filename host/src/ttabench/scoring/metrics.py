@@ -158,42 +158,50 @@ def _dataset_resamples(codes: tuple[int, ...], n_boot: int, seed: int) -> tuple[
 
 def boot_mae_samples(err: np.ndarray, datasets: Sequence[Any], n_boot: int, seed: int,
                      unit: str = "dataset") -> np.ndarray:
-    """Per-dataset-averaged MAE (pp) of each bootstrap resample of absolute errors ``err``.
+    """Per-dataset-averaged MAE (pp) of each bootstrap resample of absolute errors ``err``:
+    ``100 * boot_mean_samples(err, ...)``. The same (n, datasets, n_boot, seed) always gives the
+    same resamples, so two estimators' samples are paired."""
+    return 100.0 * boot_mean_samples(err, datasets, n_boot, seed, unit)
+
+
+def boot_mean_samples(values: np.ndarray, datasets: Sequence[Any], n_boot: int, seed: int,
+                      unit: str = "dataset") -> np.ndarray:
+    """``mean_by_dataset`` of each bootstrap resample of per-cell ``values``.
 
     ``unit="dataset"``: resample datasets, then cells within each (``_dataset_resamples``);
-    MAE_b = ``100 * sum_d w_bd m_bd / D`` with ``m_bd`` the mean resampled error of dataset d.
-    ``unit="split"``: resample cells (splits) as if independent (``_resample_counts``).
-    The same (n, datasets, n_boot, seed) always gives the same resamples, so two estimators'
-    samples are paired.
+    resample b gives ``sum_d w_bd m_bd / D`` with ``m_bd`` the mean resampled value of dataset
+    d. ``unit="split"``: resample cells (splits) as if independent (``_resample_counts``).
     """
     if unit not in BOOT_UNITS:
         raise ValueError(f"unit must be one of {BOOT_UNITS}, got {unit!r}")
-    codes, n_datasets = _codes(datasets, err.size)
+    codes, n_datasets = _codes(datasets, values.size)
     if unit == "split":
-        return _boot_mae(_resample_counts(err.size, n_boot, seed), err, codes, n_datasets)
+        return _boot_mean(_resample_counts(values.size, n_boot, seed), values, codes, n_datasets)
     weights, counts = _dataset_resamples(tuple(int(c) for c in codes), n_boot, seed)
     means = np.empty((n_boot, n_datasets))
     for d in range(n_datasets):
         members = np.flatnonzero(codes == d)
-        means[:, d] = counts[:, members] @ err[members] / members.size
-    return np.asarray(100.0 * (weights * means).sum(axis=1) / n_datasets, dtype=np.float64)
+        means[:, d] = counts[:, members] @ values[members] / members.size
+    return np.asarray((weights * means).sum(axis=1) / n_datasets, dtype=np.float64)
 
 
-def _boot_mae(counts: np.ndarray, err: np.ndarray, codes: np.ndarray, n_datasets: int) -> np.ndarray:
-    """Per-dataset-averaged MAE (pp) of each resample; datasets absent from it are left out."""
+def _boot_mean(counts: np.ndarray, values: np.ndarray, codes: np.ndarray,
+               n_datasets: int) -> np.ndarray:
+    """Per-dataset-averaged mean of each resample; datasets absent from it are left out."""
     sums = np.empty((counts.shape[0], n_datasets))
     sizes = np.empty((counts.shape[0], n_datasets))
     for d in range(n_datasets):
         members = np.flatnonzero(codes == d)
         drawn = counts[:, members]
-        sums[:, d] = drawn @ err[members]
+        sums[:, d] = drawn @ values[members]
         sizes[:, d] = drawn.sum(axis=1)
     present = sizes > 0
     means = np.divide(sums, sizes, out=np.zeros_like(sums), where=present)
-    return np.asarray(100.0 * means.sum(axis=1) / present.sum(axis=1))
+    return np.asarray(means.sum(axis=1) / present.sum(axis=1))
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of bootstrap ``samples``."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     alpha = (1.0 - level) / 2.0
@@ -218,7 +226,7 @@ def bootstrap_ci(
     Deterministic for a seed.
     """
     e, t = _pair(est, true)
-    return _interval(boot_mae_samples(np.abs(e - t), datasets, n_boot, seed, unit), level)
+    return percentile_interval(boot_mae_samples(np.abs(e - t), datasets, n_boot, seed, unit), level)
 
 
 @dataclass(frozen=True)
@@ -258,7 +266,7 @@ def paired_difference(
     b, _ = _pair(est_b, true)
     diffs = (boot_mae_samples(np.abs(a - t), datasets, n_boot, seed, unit)
              - boot_mae_samples(np.abs(b - t), datasets, n_boot, seed, unit))
-    low, high = _interval(diffs, level)
+    low, high = percentile_interval(diffs, level)
     point = mae_by_dataset(a, t, datasets) - mae_by_dataset(b, t, datasets)
     p_value = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
     return PairedDifference(difference=point, mean=float(diffs.mean()), low=low, high=high,

@@ -140,7 +140,8 @@ class CCC(Suite):
         if not self._streams:
             raise TTABenchError(
                 f"CCC not found: no stream folder baseline_<b>_transition+speed_<s>_seed_<seed> "
-                f"in {self.root} (generate the streams with {URL} and pass --data-dir)"
+                f"in {self.root} (`ttabench fetch ccc --no-verify` downloads the authors' "
+                f"shards, or generate the streams with {URL}; then pass --data-dir)"
             )
         default_val = self.data_dir / "ImageNet" / "val"
         self.val_dir = Path(val_dir) if val_dir is not None else (

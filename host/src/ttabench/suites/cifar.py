@@ -7,8 +7,8 @@ Expected layout (as published; see ``ttabench.suites.npy_layout``)::
     <data_dir>/CIFAR-10-C/clean.npy          optional: the CIFAR-10 test set (source-val and
     <data_dir>/CIFAR-10-C/clean_labels.npy   the ``clean`` calibration split), uint8 NHWC
 
-``CIFAR-100-C`` is the same under ``<data_dir>/CIFAR-100-C``. Nothing is downloaded: the data
-is published on Zenodo (CIFAR-10-C https://zenodo.org/records/2535967, CIFAR-100-C
+``CIFAR-100-C`` is the same under ``<data_dir>/CIFAR-100-C``. `ttabench run` downloads nothing
+(`ttabench fetch cifar10c` does, verified); the data is published on Zenodo (CIFAR-10-C https://zenodo.org/records/2535967, CIFAR-100-C
 https://zenodo.org/records/3555552).
 """
 
@@ -24,6 +24,7 @@ class CIFAR10C(CorruptionArraySuite):
     num_classes = 10
     folder = "CIFAR-10-C"
     published_at = "https://zenodo.org/records/2535967 (Hendrycks & Dietterich, CIFAR-10-C)"
+    fetch_key = "cifar10c"
 
 
 class CIFAR100C(CorruptionArraySuite):
@@ -33,3 +34,4 @@ class CIFAR100C(CorruptionArraySuite):
     num_classes = 100
     folder = "CIFAR-100-C"
     published_at = "https://zenodo.org/records/3555552 (Hendrycks & Dietterich, CIFAR-100-C)"
+    fetch_key = "cifar100c"

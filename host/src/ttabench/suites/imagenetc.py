@@ -69,9 +69,10 @@ MODES: tuple[str, ...] = ("5000", "full")
 #: The corruption sets of the ImageNet-C layout: root folder under ``data_dir``, corruptions in
 #: their recorded order, and the severity folder names (1-5) where they are not ``1``-``5``.
 CORRUPTION_SETS: dict[str, dict[str, Any]] = {
-    "imagenet-c": {"root": "ImageNet-C", "corruptions": CORRUPTIONS},
+    "imagenet-c": {"root": "ImageNet-C", "corruptions": CORRUPTIONS, "fetch": "imagenetc"},
     "imagenet-c-bar": {
         "root": "ImageNet-C-Bar",
+        "fetch": "imagenet-c-bar --no-verify",
         "corruptions": (
             "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
             "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
@@ -193,9 +194,11 @@ class ImageNetC(Suite):
             for severity in self.severities:
                 folder = self.root / corruption / self._severity_folder(corruption, severity)
                 if not folder.is_dir():
+                    fetch = (f"; `ttabench fetch {spec['fetch']}` downloads it, verified"
+                             if "fetch" in spec else "")
                     raise TTABenchError(
                         f"ImageNet-C not found: missing {folder}; expected {LAYOUT} "
-                        f"(download ImageNet-C from {IMAGENET_C_URL} and pass --data-dir)"
+                        f"(download ImageNet-C from {IMAGENET_C_URL}{fetch}; then pass --data-dir)"
                     )
                 self._folders[f"{corruption}-{severity}"] = folder
         self.calibration = (corruption_set == "imagenet-c") if calibration is None \
@@ -212,9 +215,13 @@ class ImageNetC(Suite):
         self._wnids: list[str] | None = None
 
     def _severity_folder(self, corruption: str, severity: int) -> str:
-        """The folder name of a severity (1-5) of a corruption."""
+        """The folder name of a severity (1-5) of a corruption: the set's own name (ImageNet-C-
+        bar's generator names it by the corruption's parameter) when that folder exists, else
+        the index (the authors' preprocessed ImageNet-C-bar copy names them 1-5)."""
         names = self.severity_folders.get(corruption)
-        return names[severity - 1] if names else str(severity)
+        if names and (self.root / corruption / names[severity - 1]).is_dir():
+            return names[severity - 1]
+        return str(severity)
 
     def _holdout_base(self, corruption: str) -> Path | None:
         """``ImageNet-C/extra/<c>`` or ``ImageNet-C/<c>`` if it has every requested severity."""
@@ -309,6 +316,8 @@ class ImageNetC(Suite):
             **({"corruption_set": self.corruption_set, "root": str(self.root),
                 "dataset": self.group} if self.corruption_set != "imagenet-c" or self.group
                else {}),
+            **({"severity_folders": {c: [self._severity_folder(c, s) for s in self.severities]
+                                     for c in self.corruptions}} if self.severity_folders else {}),
             "mode": self.mode,
             "image_list": (
                 f"robustbench helper_files/{LIST_FILE} sha256:"

@@ -242,6 +242,8 @@ class CorruptionArraySuite(Suite):
     #: Folder under the data directory and how to get the data (used in error messages).
     folder = "CORRUPTIONS"
     published_at = ""
+    #: The ``ttabench fetch`` key that downloads the data ("" when none does).
+    fetch_key = ""
 
     def __init__(
         self,
@@ -306,6 +308,8 @@ class CorruptionArraySuite(Suite):
 
     def _layout_error(self, missing: str) -> TTABenchError:
         where = f"; the data is published at {self.published_at}" if self.published_at else ""
+        if self.fetch_key:
+            where += f" (`ttabench fetch {self.fetch_key}` downloads it, verified, into this layout)"
         return TTABenchError(
             f"{self.name}: {missing} not found; expected <data_dir>/{self.folder}/<corruption>.npy "
             f"and labels.npy (here {self.root}); point at the data folder with --data-dir or "
