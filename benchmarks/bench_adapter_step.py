@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench_enigma import RDumb, collect_params, configure_model
 
 RESULTS = Path(__file__).parent / "results"

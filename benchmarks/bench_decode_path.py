@@ -39,15 +39,11 @@ import torch
 from bench_stream_memory import fabricate
 from torch.utils.data import DataLoader, Dataset
 
-from ttabench.runner.decoded_cache import (
-    DEFAULT_CACHE_MIB,
-    DecodedCache,
-    LoaderOptions,
-    StreamReader,
-)
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.runner.store import write_json_atomic
 from ttabench.runner.stream import batches_of, first_epoch, stream_indices
+from ttabench.spec import RunSpec
+from ttabench.store import write_json_atomic
 from ttabench.suites.imagefolder import ImageFolderSuite
 
 RESULTS = Path(__file__).parent / "results"
@@ -129,7 +125,7 @@ def main() -> None:
         runs = {"reference": reference_loop(workdir / "split", steps),
                 "project (cache off)": project_path(workdir / "split", steps, 0),
                 "project (default cache)": project_path(workdir / "split", steps,
-                                                        DEFAULT_CACHE_MIB)}
+                                                        RunSpec.cache_mib)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     reference = runs["reference"]["seconds"]

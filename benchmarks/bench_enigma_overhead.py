@@ -33,8 +33,15 @@ from ttabench import registry
 from ttabench.api import to_unit_float
 from ttabench.paths import cache_dir
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
-from ttabench.runner.execute import CellInputs, _trajectory, probe_setup, seed_everything
+from ttabench.runner.execute import (
+    CellInputs,
+    Trajectory,
+    _trajectory,
+    probe_setup,
+    seed_everything,
+)
 from ttabench.runner.stream import first_epoch, stream_indices
+from ttabench.runner.streams import cell_stream
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,7 +58,7 @@ def adapter_only(loaded, adapter_cls, params, images, n, seed, steps, device) ->
 
 
 def full_estimate(loaded, suite, split, adapter_cls, params, est, images, labels, n, seed, steps,
-                  device) -> tuple[float, dict]:
+                  device) -> tuple[float, Trajectory]:
     """The runner's whole trajectory for the enigma estimator (what a cell spends on WF)."""
     inputs = CellInputs(suite=suite, split=split, model=loaded, adapter_cls=adapter_cls,
                         adapter_params=params, estimators={"enigma": est}, seed=seed,
@@ -63,8 +70,9 @@ def full_estimate(loaded, suite, split, adapter_cls, params, est, images, labels
     cache = DecodedCache(n, images.numel() * images.element_size())
     cache.add(torch.arange(n), images, labels)
     reader = StreamReader(None, cache, LoaderOptions())
-    out, _online = _trajectory(inputs, reader, n, source_logits, {"enigma": est},
-                               probe_setup({"enigma": est}), want_features=False)
+    stream = cell_stream(inputs.stream, suite, [split], seed, 64, steps)
+    out = _trajectory(inputs, reader, stream, torch.arange(n), source_logits, {"enigma": est},
+                      probe_setup({"enigma": est}), want_features=False)
     return time.perf_counter() - start, out
 
 
@@ -115,7 +123,7 @@ def main() -> None:
             t, out = full_estimate(loaded, suite, split, adapter_cls, params, est, images,
                                    labels, n, 0, args.steps, device)
             full.append(t)
-            steps_seen.append(out["adapter_counters"].get("total_steps"))
+            steps_seen.append(out.adaptation["adapter_counters"].get("total_steps"))
         print(f"repeat {repeat}: adapter {plain[-1]:.2f}s, full enigma {full[-1]:.2f}s", flush=True)
     ratio = statistics.median(f / p for f, p in zip(full, plain))
     memory = probe_memory(args.probe_size)
@@ -129,7 +137,7 @@ def main() -> None:
         "adapter_seconds": plain, "full_estimate_seconds": full,
         "overhead_ratio_median": ratio, "overhead_target": 1.05,
         "adapter_steps_counted": steps_seen,
-        "wf": out["results"]["enigma"].value,
+        "wf": out.results["enigma"].value,
         "probe_memory": memory, "probe_memory_target": 0.25,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ttabench.runner.store import write_bytes_atomic, write_json_atomic
+from ttabench.store import write_bytes_atomic, write_json_atomic
 from ttabench.suites.meta_set import DEFAULT_RECIPE, cached_meta_set
 from ttabench.suites.mnistc import ensure_mnistc, suite_root
 

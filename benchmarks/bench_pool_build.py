@@ -35,7 +35,7 @@ from ttabench.api import to_unit_float
 from ttabench.models.pools import MNIST_POOL
 from ttabench.paths import CACHE_ENV, data_dir
 from ttabench.registry import load_model, make_suite
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

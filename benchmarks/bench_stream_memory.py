@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.suites.imagefolder import ImageFolderSuite
 
 RESULTS = Path(__file__).parent / "results"

@@ -56,9 +56,9 @@ from ttabench.api import EstimateResult, Outputs, TrajectoryContext  # noqa: E40
 from ttabench.errors import TTABenchError  # noqa: E402
 from ttabench.estimators import classic  # noqa: E402
 from ttabench.estimators import scores as score_estimators
-from ttabench.runner.store import write_bytes_atomic, write_json_atomic  # noqa: E402
 from ttabench.scoring.map_kinds import MAP_KINDS, fit_map_kind, loo_predictions  # noqa: E402
 from ttabench.scoring.metrics import mae_by_dataset  # noqa: E402
+from ttabench.store import write_bytes_atomic, write_json_atomic  # noqa: E402
 from ttabench_enigma.estimator import WeightedFlips, WeightedFlipsSource  # noqa: E402
 from ttabench_enigma.signals import TrajectorySignals  # noqa: E402
 

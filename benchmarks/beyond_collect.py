@@ -38,8 +38,8 @@ from ttabench.api import LoadedModel, SplitSpec, Suite, to_unit_float
 from ttabench.runner.execute import seed_everything
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import FeatureHook, batch_statistics_copy, source_pass
-from ttabench.runner.store import atomic_file
 from ttabench.runner.stream import batches_of, first_epoch, stream_indices
+from ttabench.store import atomic_file
 from ttabench.suites.corruptions import corrupt
 from ttabench.suites.npy_layout import HOLDOUT
 from ttabench_enigma.adapters import RDumb

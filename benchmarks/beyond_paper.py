@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 
 from ttabench.records import Cell
-from ttabench.runner.store import write_bytes_atomic, write_json_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.leaderboard import load_cells
 from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
 from ttabench.scoring.map_kinds import MAP_KINDS, fit_map_kind
 from ttabench.scoring.stack import fit_stack, nested_lodo, select_features
+from ttabench.store import write_bytes_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -29,7 +29,7 @@ import torch
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench_enigma.analysis.cli import (
     adapter_factory,
     analyze_split,

@@ -130,7 +130,7 @@ def main() -> None:
     result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
               "torch": torch.__version__, "model": "timm resnet50 (random weights)",
               "batch": 64, "image_px": 224, "figures": figures}
-    from ttabench.runner.store import write_json_atomic
+    from ttabench.store import write_json_atomic
 
     write_json_atomic(RESULTS / "gpu_bench.json", result)
     lines = ["# GPU throughput", "", f"{result['device']}, torch {result['torch']}, timm "

@@ -62,6 +62,13 @@ class Variant:
     refit: bool = True
 
 
+def refuse(message: str) -> SystemExit:
+    """Bad input or missing data, as the ``ttabench`` command line reports it: one
+    ``error:`` line on stderr and exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def ablation_variants(name: str) -> list[Variant]:
     """The variants of an ablation (see the module docstring)."""
     free = ["estimator.enigma.faithful=false", "estimator.enigma.probe_draw=reference"]
@@ -81,7 +88,7 @@ def ablation_variants(name: str) -> list[Variant]:
     if name == "temperature":
         return [Variant("temperature", ["estimator.enigma+ts.faithful=true"],
                         estimators=("enigma", "enigma+ts"))]
-    raise SystemExit(f"error: unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
+    raise refuse(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
 
 
 ABLATIONS = ("stop-step", "probe-size", "limited-memory", "tent", "temperature")
@@ -141,7 +148,8 @@ class Protocol:
     def call(self, args: list[str]) -> None:
         code = self.run(args, self.plugins)
         if code:
-            raise SystemExit(f"error: ttabench {args[0]} exited with status {code}")
+            print(f"error: ttabench {args[0]} exited with status {code}", file=sys.stderr)
+            raise SystemExit(code)
 
     def run_shift(self, shift: str, out: Path, sets: list[str], estimators: tuple[str, ...],
                   adapter: str = "rdumb", splits: str | None = None,
@@ -173,9 +181,9 @@ def table1(p: Protocol, shipped_f: bool = False, keys: tuple[str, ...] | None = 
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}")
     if not found:
-        raise SystemExit(f"error: no Table-1 dataset found under {p.data}")
+        raise refuse(f"no Table-1 dataset found under {p.data}")
     if "imagenet-c" not in found and not shipped_f:
-        raise SystemExit("error: ImageNet-C (its holdout corruptions and clean val) is needed "
+        raise refuse("ImageNet-C (its holdout corruptions and clean val) is needed "
                          "to fit f; pass --shipped-f to use the paper's f")
     f = SHIPPED_F
     if not shipped_f:

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ttabench.runner.store import write_bytes_atomic, write_json_atomic
 from ttabench.scoring.leaderboard import load_cells
 from ttabench.scoring.lodo import lodo_mae
 from ttabench.scoring.map_kinds import MAP_KINDS
+from ttabench.store import write_bytes_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ttabench.runner.store import write_bytes_atomic, write_json_atomic
 from ttabench.scoring import metrics
+from ttabench.store import write_bytes_atomic, write_json_atomic
 from ttabench.suites.npy_layout import CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]

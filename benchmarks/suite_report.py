@@ -30,7 +30,7 @@ from torch import nn
 from ttabench.api import to_unit_float
 from ttabench.models.mnist_cnn import load_mnist_cnn
 from ttabench.paths import cache_dir as default_cache_dir
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.suites.mnistc import MNISTC, suite_is_built, suite_root
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -17,7 +17,7 @@ from cli_checks import no_cells, one_line_error
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
 from ttabench.runner.benchmark import Benchmark, RunSpec
-from ttabench.runner.cells import read_cell
+from ttabench.records import read_cell
 from ttabench.suites.cifar import CIFAR10C
 from ttabench.suites.npy_layout import CORRUPTIONS
 
@@ -88,8 +88,8 @@ def test_steps_run_exactly_as_many_updates_as_asked(tmp_path, config):
                  "--steps", "7", "--splits", "noise-1", "--batch-size", "16")
     assert result.exit_code == 0, result.output
     (cell,) = [read_cell(p) for p in (out / "cells").glob("*.json")]
-    assert cell["adaptation"]["steps"] == 7
-    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["steps_run"] == 7
+    assert cell.adaptation["steps"] == 7
+    assert cell.estimators["recording-trajectory"].result.extras["steps_run"] == 7
 
 
 def test_bad_adapter_parameters_fail_once_before_any_cell():
@@ -153,7 +153,7 @@ def test_a_suite_with_bad_labels_fails_its_cells_instead_of_scoring_zero(tmp_pat
                  "--set", f"suite.bad-labels-tiny.kind={kind}", "--n-boot", "10")
     assert result.exit_code == 2
     cells = [read_cell(p) for p in (out / "cells").glob("*.json")]
-    assert cells and all(c["status"] == "failed" and expected in c["error"] for c in cells)
+    assert cells and all(c.status == "failed" and expected in c.error for c in cells)
     assert not (out / "leaderboard.csv").exists()
 
 

@@ -31,5 +31,5 @@ def test_full_estimate_runs_the_adapters_own_steps_and_estimates(tmp_path):
     _, out = bench.full_estimate(loaded, suite, split, adapter_cls, {}, est, images, labels,
                                  len(labels), 0, steps, torch.device("cpu"))
     assert counted == steps
-    assert out["adapter_counters"]["total_steps"] == steps
-    assert math.isfinite(out["results"]["enigma"].value)
+    assert out.adaptation["adapter_counters"]["total_steps"] == steps
+    assert math.isfinite(out.results["enigma"].value)

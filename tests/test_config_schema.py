@@ -146,8 +146,8 @@ def test_the_cli_refuses_before_any_work_and_prints_what_it_overrides(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean 'lr'?" in lines[0] and str(path) not in lines[0]
     assert not out.exists()  # nothing planned, nothing written
-    ok = CliRunner().invoke(main, ["run", "-e", "ac", "--config", str(path), "-o", str(out),
-                                   "--seed", "3", "--set", "adapter.rdumb.lr=0.5",
+    ok = CliRunner().invoke(main, ["run", "-e", "ac", "-a", "rdumb", "--config", str(path),
+                                   "-o", str(out), "--seed", "3", "--set", "adapter.rdumb.lr=0.5",
                                    "--set", "suite.tiny.n_examples=64", "--n-boot", "10"])
     assert ok.exit_code == 0, ok.output
     assert f"--seed 3 replaces [run] seeds = [0] of {path}" in ok.stderr

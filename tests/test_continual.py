@@ -1,117 +1,34 @@
-"""Continual scenarios: order, stream, windowed accuracy, resume, the command's bad input."""
+"""Continual streams through the one runner: `ttabench continual` (an alias of `run --stream
+continual`), the guard and the online estimators in them, and parameters reaching wrapped
+adapters."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 from click.testing import CliRunner
 
 from ttabench import registry
 from ttabench.cli import main
+from ttabench.config_schema import validate as validate_config
 from ttabench.errors import TTABenchError
 from ttabench.estimators.aetta import AETTA
-from ttabench.scenarios import cells as cells_module
-from ttabench.scenarios.cells import ScenarioBench, ScenarioRun, read_scenario, scenario_path
-from ttabench.scenarios.run import mean_absolute_error, windowed_accuracy
-from ttabench.scenarios.spec import (
-    ScenarioSpec,
-    mixture_weight,
-    scenario_order,
-    scenario_pool,
-)
-from ttabench.scenarios.stream import scenario_batches
-from ttabench.suites.tiny import TinySuite
+from ttabench.records import read_cell
+from ttabench.runner.benchmark import Benchmark
+from ttabench.runner.config import build_spec, load_config
+from ttabench.runner.run_folder import RunFolder
+from ttabench.spec import RunSpec, StreamSpec
 
-TINY = dict(suite="tiny", model="tiny-cnn", batch_size=16, threads=1, device="cpu")
+TINY = dict(suite="tiny", model="tiny-cnn", batch_size=16, threads=1, device="cpu",
+            splits=["noise-*"])
+CONTINUAL = ["continual", "-s", "tiny", "-m", "tiny-cnn", "--splits", "noise-*",
+             "--steps-per-split", "4", "--window", "2", "--batch-size", "16", "--threads", "1",
+             "--no-baselines", "--n-boot", "20"]
 
 
-def test_windowed_accuracy_and_mae_by_hand() -> None:
-    # windows of 2 steps: (3+1)/(4+4), (4+0)/(4+4), last partial 2/4
-    assert windowed_accuracy([3, 1, 4, 0, 2], [4, 4, 4, 4, 4], 2) == [0.5, 0.5, 0.5]
-    assert windowed_accuracy([4, 0, 1], [4, 4, 4], 1) == [1.0, 0.0, 0.25]
-    assert mean_absolute_error([0.5, 0.2], [0.4, 0.4]) == pytest.approx((0.1 + 0.2) / 2)
-    with pytest.raises(TTABenchError):
-        mean_absolute_error([0.5], [0.4, 0.4])
-
-
-def test_aetta_window_estimates_are_one_minus_mean_error_per_window() -> None:
+def test_aetta_window_results_are_one_minus_the_mean_error_per_complete_window() -> None:
     est = AETTA()
     est.errors = [0.1, 0.3, 0.2, 0.6, 0.5]
-    assert est.window_estimates(2) == pytest.approx([1 - 0.2, 1 - 0.4, 1 - 0.5])
-
-
-def test_order_is_a_seeded_permutation_of_the_pool() -> None:
-    suite = TinySuite()
-    spec = ScenarioSpec(severities=(1, 2, 3), steps_per_split=4, window=2)
-    pool = scenario_pool(suite, spec)
-    assert [s.name for s in pool] == ["noise-1", "noise-2", "noise-3"]
-    expected = torch.randperm(3, generator=torch.Generator().manual_seed(7)).tolist()
-    assert [s.name for s in scenario_order(pool, 7)] == [pool[i].name for i in expected]
-    calibration = scenario_pool(suite, ScenarioSpec(role="calibration", severities=(1, 2)))
-    assert [s.name for s in calibration] == ["shift-1", "shift-2"]  # clean has no severity
-
-
-def test_mixture_weight_ramps_within_a_segment_and_the_last_one_is_pure() -> None:
-    spec = ScenarioSpec(kind="gradual", steps_per_split=4, window=2)
-    assert [mixture_weight(t, spec, 2) for t in range(8)] == [
-        (0, 0.0), (0, 0.25), (0, 0.5), (0, 0.75), (1, 0.0), (1, 0.0), (1, 0.0), (1, 0.0)]
-    sequence = ScenarioSpec(steps_per_split=4, window=2)
-    assert {mixture_weight(t, sequence, 3)[1] for t in range(12)} == {0.0}
-
-
-def test_sequence_batches_come_from_their_segment_and_gradual_ones_mix() -> None:
-    suite = TinySuite(n_examples=64)
-    spec = ScenarioSpec(severities=(1, 3), steps_per_split=3, window=1)
-    order = scenario_order(scenario_pool(suite, spec), 0)
-    data = [suite.dataset(s).tensors[0] for s in order]
-    batches = list(scenario_batches(suite, order, spec, seed=0, batch_size=8))
-    assert [b.segment for b in batches] == [0, 0, 0, 1, 1, 1]
-    for b in batches:  # every image is an image of its segment's split
-        pool = data[b.segment].flatten(1)
-        assert all((pool == img.flatten()).all(1).any() for img in b.images)
-    gradual = ScenarioSpec(kind="gradual", severities=(1, 3), steps_per_split=3, window=1)
-    mixed = list(scenario_batches(suite, order, gradual, seed=0, batch_size=8))
-    from_next = [sum(bool((data[1].flatten(1) == img.flatten()).all(1).any()) for img in b.images)
-                 for b in mixed[:3]]
-    assert from_next[0] == 0 and from_next[2] > 0  # w = 0, then 2/3
-
-
-def test_scenario_cells_are_written_and_a_rerun_resumes(tmp_path, monkeypatch) -> None:
-    spec = ScenarioSpec(severities=(1, 2, 3), steps_per_split=4, window=2)
-    run = ScenarioRun(output=tmp_path, spec=spec, adapters=["tent", "source"], seeds=[0],
-                      estimators=["enigma-online"],
-                      estimator_params={"enigma-online": {"window": 2}}, **TINY)
-    bench = ScenarioBench(run)
-    first = bench.execute()
-    assert len(first) == 2
-    record = read_scenario(scenario_path(tmp_path, first[0]["key"]))
-    assert record["protocol"]["scenario"]["order"] == [s.name for s in bench.order]
-    assert len(record["window_accuracy"]) == 6 and len(record["correct_per_step"]) == 12
-    hits = record["correct_per_step"]
-    assert record["window_accuracy"][0] == pytest.approx((hits[0] + hits[1]) / 32)
-    assert record["online_accuracy"] == pytest.approx(sum(hits) / (12 * 16))
-    est = record["estimators"]["enigma-online"]
-    assert est["mae"] == pytest.approx(sum(
-        abs(e - t) for e, t in zip(est["windows"], record["window_accuracy"])) / 6)
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a finished cell ran again")
-
-    monkeypatch.setattr(cells_module, "run_scenario", boom)
-    again = ScenarioBench(run).execute()
-    assert [r["key"] for r in again] == [r["key"] for r in first]
-
-
-def test_a_seeded_rerun_gives_the_same_numbers(tmp_path) -> None:
-    spec = ScenarioSpec(severities=(1, 2), steps_per_split=4, window=2)
-    outs = []
-    for folder in ("a", "b"):
-        run = ScenarioRun(output=tmp_path / folder, spec=spec, adapters=["guard:tent"], **TINY)
-        outs.append(ScenarioBench(run).execute()[0])
-    assert outs[0]["correct_per_step"] == outs[1]["correct_per_step"]
-    assert outs[0]["key"] == outs[1]["key"]
+    assert [r.estimate for r in est.window_results(2)] == pytest.approx([1 - 0.2, 1 - 0.4])
 
 
 def test_wrapped_adapters_resolve_through_the_wrapper_group() -> None:
@@ -126,55 +43,112 @@ def test_wrapped_adapters_resolve_through_the_wrapper_group() -> None:
         registry.get("adapters", "guard:tnet")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--window", "3", "--steps-per-split", "4"], "--window must be at least 1 and divide"),
-    (["--severities", "9"], "no eval split at severities 9"),
-    (["--severities", "x"], "--severities 'x'"),
-    (["-a", "guard:tnet"], "unknown adapter 'tnet'"),
-    (["--set", "adapter.tent"], "--set 'adapter.tent'"),
-    (["--set", "adapter.tent.lrr=1"], "bad parameters"),
-    (["-e", "ac"], "gives no per-window estimate"),
-    (["--batch-size", "1"], "--batch-size"),
-    (["--kind", "spiral"], "--kind"),
-])
-def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message) -> None:
-    base = ["continual", "-o", str(tmp_path / "out"), "-s", "tiny", "-m", "tiny-cnn",
-            "--severities", "1,2", "--steps-per-split", "4", "--window", "2", "-a", "tent"]
-    result = CliRunner().invoke(main, base + args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-    assert not (tmp_path / "out" / "scenarios").exists()
+def test_a_wrapped_adapter_inherits_its_inner_adapters_section(tmp_path) -> None:
+    path = tmp_path / "plugins.toml"
+    path.write_text('[run]\nsuite = "tiny"\nmodel = "tiny-cnn"\n[adapter.tent]\nlr = 0.01\n')
+    spec = build_spec(load_config(path), adapter=["tent", "guard:tent"], estimator=["ac"])
+    assert spec.adapter_params == {"tent": {"lr": 0.01}, "guard:tent": {"lr": 0.01}}
+    path.write_text(path.read_text() + '[adapter."guard:tent"]\nlr = 0.5\nthreshold = 0.3\n')
+    config = load_config(path, overrides=["adapter.guard:tent.patience=3"])
+    validate_config(config)  # the wrapped name, its own and its inner adapter's keys
+    spec = build_spec(config, adapter=["tent", "guard:tent"], estimator=["ac"])
+    assert spec.adapter_params["guard:tent"] == {"lr": 0.5, "threshold": 0.3, "patience": 3}
+    assert spec.adapter_params["tent"] == {"lr": 0.01}
+    bench = Benchmark(RunSpec(**{**TINY, "adapters": spec.adapters, "estimators": ["ac"],
+                                 "adapter_params": spec.adapter_params}))
+    recorded = {p.protocol["adapter"]["name"]: p.protocol["adapter"]["params"]
+                for p in bench.plan()}
+    assert recorded == spec.adapter_params  # the resolved parameters are in the key
+    for assignment, message in (("adapter.guard:tent.lrr=1", "did you mean 'lr'"),
+                                ("adapter.guard:tent.threshhold=1", "did you mean 'threshold'")):
+        with pytest.raises(TTABenchError, match=message):
+            validate_config(load_config(path, overrides=[assignment]))
 
 
-def test_the_command_prints_online_accuracy_and_writes_cells(tmp_path) -> None:
+def test_a_set_for_a_plugin_the_run_does_not_use_is_refused(tmp_path) -> None:
+    config = load_config(overrides=["adapter.eta.lr=0.1"])
+    with pytest.raises(TTABenchError, match="'eta' is not among this run's adapters.*'eata'"):
+        build_spec(config, adapter=["eata"], estimator=["ac"])
+    config = load_config(overrides=["estimator.aetta.n_dropouts=2"])
+    with pytest.raises(TTABenchError, match="'aetta' is not among this run's estimators"):
+        build_spec(config, adapter=["tent"], estimator=["ac"])
+    config = load_config(overrides=["adapter.tent.lr=0.1"])  # reaches guard:tent: used
+    assert build_spec(config, adapter=["guard:tent"], estimator=["ac"]).adapter_params == {
+        "guard:tent": {"lr": 0.1}}
+
+
+def test_an_estimator_window_follows_the_stream_and_a_contradiction_is_refused() -> None:
+    spec = build_spec(load_config(), estimator=["enigma-online"], adapter=["tent"], window=7)
+    assert spec.estimator_params["enigma-online"]["window"] == 7
+    config = load_config(overrides=["estimator.enigma-online.window=5"])
+    with pytest.raises(TTABenchError, match="window = 5 contradicts the stream's window"):
+        build_spec(config, estimator=["enigma-online"], adapter=["tent"], window=7)
+
+
+def test_continual_runs_aetta_and_enigma_online_and_takes_the_folder(tmp_path) -> None:
     out = tmp_path / "out"
-    args = ["continual", "-o", str(out), "-s", "tiny", "-m", "tiny-cnn", "--severities", "1,2",
-            "--steps-per-split", "4", "--window", "2", "-a", "tent", "--batch-size", "16",
-            "--threads", "1", "--set", "adapter.tent.lr=0.01"]
+    args = [*CONTINUAL, "-o", str(out), "-a", "tent", "-e", "aetta", "-e", "enigma-online"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    files = list((out / "scenarios").glob("*.json"))
-    record = json.loads(files[0].read_text())
-    assert record["protocol"]["adapter"]["params"] == {"lr": 0.01}
-    assert f"online accuracy {100 * record['online_accuracy']:.2f}%" in result.stdout
+    cells = [read_cell(p) for p in (out / "cells").glob("*.json")]
+    assert len(cells) == 1 and cells[0].protocol["stream"]["kind"] == "continual"
+    windows = cells[0].windows
+    assert len(windows.correct_per_step) == 12 and len(windows.accuracy) == 6
+    for name in ("aetta", "enigma-online"):
+        results = cells[0].estimators[name].windows
+        assert len(results) == 6 and all(r.failed is None for r in results), name
+    assert (out / "windows.md").exists() and "enigma-online" in (out / "windows.csv").read_text()
+    # the scoring options are the run's, recorded and reused by `ttabench leaderboard`
+    again = CliRunner().invoke(main, ["leaderboard", str(out)])
+    assert again.exit_code == 0 and "(20 resamples, seed 0)" in again.output
+    other = CliRunner().invoke(main, ["leaderboard", str(out), "--n-boot", "30",
+                                      "--boot-seed", "4"])
+    assert other.exit_code == 0 and "(30 resamples, seed 4)" in other.output
+    old = CliRunner().invoke(main, ["leaderboard", str(out), "--seed", "4"])
+    assert old.exit_code == 2  # --seed is a stream seed; the bootstrap's is --boot-seed
+    with RunFolder.claim(tmp_path / "busy"):
+        busy = CliRunner().invoke(main, [*CONTINUAL, "-o", str(tmp_path / "busy"), "-a", "tent"])
+    assert busy.exit_code == 2 and "is in use by another run" in busy.stderr
 
 
-def test_the_guard_resets_a_collapsing_tent_and_leaves_a_healthy_one_alone(tmp_path) -> None:
+@pytest.mark.parametrize(("args", "message"), [
+    (["--window", "0"], "--window"),
+    (["--stream", "spiral"], "unknown stream kind 'spiral'"),
+    (["--stream", "continual+corelated"], "unknown stream kind"),
+    (["--severities", "9"], "--severities 9"),
+    (["-a", "guard:tnet"], "unknown adapter 'tnet'"),
+    (["--set", "adapter.tent.lrr=1"], "did you mean 'lr'"),
+    (["--set", "adapter.rdumb.lr=1"], "'rdumb' is not among this run's adapters"),
+    (["--batch-size", "1"], "--stats-window"),
+    (["--steps", "5"], "--steps-per-split"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message) -> None:
+    result = CliRunner().invoke(main, [*CONTINUAL, "-o", str(tmp_path / "out"), "-a", "tent",
+                                       *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]  # (and the overrides note)
+    assert errors == lines[-1:] and message in errors[0], lines
+    assert not (tmp_path / "out" / "cells").exists() or not any((tmp_path / "out" / "cells").iterdir())
+
+
+def test_the_guard_resets_a_collapsing_tent_and_leaves_a_healthy_one_alone() -> None:
     """tiny-cnn, Tent at lr 2 collapses to chance (4 classes) on the noise stream; the guard
     resets it and keeps most of the accuracy. At lr 1e-4 nothing collapses: no guard reset,
     and the guarded run is Tent's, step for step."""
-    spec = ScenarioSpec(severities=(1, 2, 3), steps_per_split=20, window=10)
+    stream = StreamSpec(kind="continual", steps_per_split=20, window=10)
     out = {}
     for lr in (2.0, 1e-4):
-        run = ScenarioRun(output=tmp_path / str(lr), spec=spec, adapters=["tent", "guard:tent"],
-                          adapter_params={"tent": {"lr": lr}, "guard:tent": {"lr": lr}}, **TINY)
-        out[lr] = {r["adapter"]: r for r in ScenarioBench(run).execute()}
+        bench = Benchmark(RunSpec(**{**TINY, "batch_size": 64}, adapters=["tent", "guard:tent"],
+                                  estimators=["ac"], stream=stream,
+                                  adapter_params={"tent": {"lr": lr}, "guard:tent": {"lr": lr}}))
+        out[lr] = {p.protocol["adapter"]["name"]: bench.execute(p) for p in bench.plan()}
     collapsed, guarded = out[2.0]["tent"], out[2.0]["guard:tent"]
-    assert collapsed["online_accuracy"] < 0.35  # chance is 0.25
-    assert guarded["adapter_counters"]["guard_resets"] >= 1
-    assert guarded["reset_steps"] == guarded["adapter_counters"]["guard_reset_steps"]
-    assert guarded["online_accuracy"] > collapsed["online_accuracy"] + 0.2
+    assert collapsed.targets["adapted"] < 0.35  # chance is 0.25
+    assert guarded.adaptation["adapter_counters"]["guard_resets"] >= 1
+    assert guarded.windows.reset_steps == guarded.adaptation["adapter_counters"]["guard_reset_steps"]
+    assert guarded.targets["adapted"] > collapsed.targets["adapted"] + 0.2
     healthy = out[1e-4]
-    assert healthy["guard:tent"]["reset_steps"] == []
-    assert healthy["guard:tent"]["correct_per_step"] == healthy["tent"]["correct_per_step"]
+    assert healthy["guard:tent"].windows.reset_steps == []
+    assert healthy["guard:tent"].windows.correct_per_step == \
+        healthy["tent"].windows.correct_per_step

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ttabench import registry
 from cli_checks import no_cells, one_line_error
 from ttabench.cli import main
-from ttabench.runner.cells import read_cell
+from ttabench.records import read_cell
 from ttabench.suites.tiny import TinySuite
 from ttabench_enigma import EATA, ETA, RDumb
 
@@ -62,11 +62,11 @@ def test_eata_gets_its_fisher_data_from_the_source_validation_split(tmp_path, co
                  "--splits", "noise-1", "--batch-size", "16")
     assert result.exit_code == 0, result.output
     (cell,) = [read_cell(p) for p in (out / "cells").glob("*.json")]
-    params = cell["adaptation"]["adapter_params"]
+    params = cell.adaptation["adapter_params"]
     assert params["fisher"] is True and params["fisher_batches"] == 8  # 128 images / 16
-    source = cell["adaptation"]["source_data"]
+    source = cell.adaptation["source_data"]
     assert source["samples"] == 128 and source["batch_size"] == 16 and source["seed"] == 0
-    assert cell["protocol"]["adapter"]["source_data"]["samples"] == 128
+    assert cell.protocol["adapter"]["source_data"]["samples"] == 128
 
 
 def test_eata_without_a_source_validation_split_is_refused(tmp_path, config):

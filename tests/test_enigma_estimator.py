@@ -298,3 +298,18 @@ def test_temperature_is_fitted_once_per_source_val_object(monkeypatch) -> None:
     other = Outputs(val.logits.clone(), val.labels.clone())
     drive(WeightedFlipsTS(probe_size=n), snaps, replace(context(n), source_val=other))
     assert len(calls) == 2
+
+
+def test_window_results_are_the_flip_scores_at_each_windows_last_step() -> None:
+    n = 120
+    snaps = {k: logits_for(n, k) for k in (0, 10, 20, 30)}
+    est = WeightedFlips(probe_size=n, checkpoints=(0, 10, 20, 30))
+    ctx = TrajectoryContext(num_classes=CLASSES, steps_run=35, probe_size=n,
+                            probe_source_logits=torch.zeros(n, CLASSES), dataset_size=500)
+    result = drive(est, snaps, ctx)
+    pred0, conf0 = plain_snapshot(snaps[0])
+    windows = est.window_results(10)  # 35 steps: three complete windows, ending at 10, 20, 30
+    assert [w.value for w in windows] == [result.scores[f"wf@{k}"] for k in (10, 20, 30)]
+    assert windows[1].value == pytest.approx(
+        weighted_flips(pred0, conf0, plain_snapshot(snaps[20])[0]), rel=1e-12)
+    assert est.window_results(15) is None  # windows ending at 15 and 30: 15 is no checkpoint

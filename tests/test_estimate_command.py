@@ -97,7 +97,7 @@ def reference_scores(images: torch.Tensor, seeds: list[int]) -> list[float]:
             adapter_cls=registry.get("adapters", "rdumb"), adapter_params={"lr": 0.5},
             estimators={"enigma": estimator}, seed=seed, batch_size=64, steps=0,
             device=torch.device("cpu"), labelled=False))
-        scores.append(out["results"]["enigma"].value)
+        scores.append(out.results["enigma"].value)
     return scores
 
 

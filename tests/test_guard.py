@@ -109,11 +109,11 @@ def test_online_window_estimate_by_hand(tmp_path) -> None:
     # reference predicts 0,1,2,3 with tied confidences (rank 2.5 each, weight 0.625);
     # 3 of 4 flip to class 0: flips = 3 * 0.625 / 4; collapse = 1 - 0 / ln 4 = 1
     conf, flips, collapse = (0.25 + 0.5) / 2, 3 * 0.625 / 4, 1.0
-    assert est.window_features() == [pytest.approx(
-        {"conf": conf, "flips": flips, "collapse": collapse})]
-    assert est.window_estimates(2) == [pytest.approx(0.1 + 0.5 * conf - flips + 0.2 * collapse)]
+    [result] = est.window_results(2)
+    assert result.scores == pytest.approx({"conf": conf, "flips": flips, "collapse": collapse})
+    assert result.estimate == pytest.approx(0.1 + 0.5 * conf - flips + 0.2 * collapse)
     with pytest.raises(TTABenchError, match="windows of 2 steps"):
-        est.window_estimates(3)
+        est.window_results(3)
     assert window_estimate((2.0, 0, 0, 0), 0, 0, 0) == 1.0  # clipped
 
 
@@ -128,9 +128,9 @@ def test_settings_are_json_only_and_checked(tmp_path) -> None:
     assert not marker.exists()
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"schema": "ttabench_enigma.guard/1", "guard": {}}))
-    with pytest.raises(TTABenchError, match="bad guard settings"):
+    with pytest.raises(TTABenchError, match="wrong.json: guard.threshold: field required"):
         load_settings(str(wrong))
     with pytest.raises(TTABenchError, match="unknown guard settings 'nope'"):
         load_settings("nope")
-    with pytest.raises(TTABenchError, match="coefficients must be 4"):
+    with pytest.raises(TTABenchError, match="online.coefficients: list should have at least 4"):
         load_settings(_settings(tmp_path, [1.0]))

@@ -216,7 +216,7 @@ def _probe_and_stream(draw: str | None, faithful: bool = False) -> tuple[list[in
             run_cell(inputs)
         return [], []
     out = run_cell(inputs)
-    assert out["adaptation"]["probe_draw"] == (draw or "stream")
+    assert out.adaptation["probe_draw"] == (draw or "stream")
     return plugins.RecordingAdapter.seen["probe"][:50], plugins.RecordingAdapter.seen["stream"]
 
 
@@ -416,33 +416,33 @@ def test_paper_definition_end_to_end(paper_data: Path, tmp_path: Path) -> None:
 
     f = Calibration.load(out / "f.json")
     assert f.target == "source" and f.input == "weighted_flips"  # fitted against the frozen model
-    calibration = [c.to_dict() for c in load_cells([out / "calibration"])]
-    assert sorted(c["split"]["name"] for c in calibration) == sorted(
+    calibration = load_cells([out / "calibration"])
+    assert sorted(c.split["name"] for c in calibration) == sorted(
         [f"{h}-1" for h in ("speckle_noise", "gaussian_blur", "spatter", "saturate")] + ["clean"])
-    cells = {key: [c.to_dict() for c in load_cells([out / key])] for key in (*keys, "ccc")}
-    assert all(c["status"] == "ok" for group in cells.values() for c in group)
+    cells = {key: load_cells([out / key]) for key in (*keys, "ccc")}
+    assert all(c.status == "ok" for group in cells.values() for c in group)
     for cell in cells["imagenet-c"]:  # every file of the split, in mode full
-        assert cell["protocol"]["suite"]["record"]["reader"]["mode"] == "full"
-        assert cell["n_examples"] == 32 and cell["split"]["dataset"] == "ImageNet-C"
+        assert cell.protocol["suite"]["record"]["reader"]["mode"] == "full"
+        assert cell.n_examples == 32 and cell.split["dataset"] == "ImageNet-C"
     assert len(cells["imagenet-c"]) == 15
     v2 = cells["imagenet-v2"]
-    assert len(v2) == 3 and {c["split"]["dataset"] for c in v2} == {"ImageNet-V2"}
+    assert len(v2) == 3 and {c.split["dataset"] for c in v2} == {"ImageNet-V2"}
     for cell in v2:  # label == folder name: the accuracy of an independent count
-        folder = paper_data / "ImageNetV2" / cell["split"]["name"]
-        assert cell["targets"]["source"] == pytest.approx(folder_name_accuracy(folder))
+        folder = paper_data / "ImageNetV2" / cell.split["name"]
+        assert cell.targets["source"] == pytest.approx(folder_name_accuracy(folder))
     for key in ("imagenet-v2", "imagenet-r", "bg-challenge", "ninco", "imagenet-hard"):
         for cell in cells[key]:
             for name in ("doc", "atc-mc"):
-                assert cell["estimators"][name]["skipped"] is None, (key, name)
-                assert cell["estimators"][name]["views"]["source"]["value"] is not None
-            assert cell["estimators"]["enigma"]["result"]["estimate"] is not None  # the fitted f
-            assert cell["adaptation"]["probe_draw"] == "reference"
-    assert all(c["targets"]["source"] == 0.0 for c in cells["ninco"])
+                assert cell.estimators[name].skipped is None, (key, name)
+                assert cell.estimators[name].views["source"].value is not None
+            assert cell.estimators["enigma"].result.estimate is not None  # the fitted f
+            assert cell.adaptation["probe_draw"] == "reference"
+    assert all(c.targets["source"] == 0.0 for c in cells["ninco"])
     assert len(cells["bg-challenge"]) == 8
-    r = cells["imagenet-r"][0]["protocol"]["suite"]["record"]["reader"]
+    r = cells["imagenet-r"][0].protocol["suite"]["record"]["reader"]
     assert r["class_subset"] == [1, 2, 3, 4]
     (ccc,) = cells["ccc"]
-    assert ccc["n_examples"] == 24 and ccc["protocol"]["suite"]["record"]["reader"]["max_images"] == 24
+    assert ccc.n_examples == 24 and ccc.protocol["suite"]["record"]["reader"]["max_images"] == 24
     assert (out / "all" / "leaderboard.json").is_file()
 
 
@@ -462,14 +462,14 @@ def test_shipped_f_on_imagenet_r_subset_end_to_end(tmp_path: Path) -> None:
     assert paper.table1(protocol, shipped_f=True, keys=("imagenet-r",)) == ["imagenet-r"]
     from ttabench.scoring.leaderboard import load_cells
 
-    (cell,) = [c.to_dict() for c in load_cells([tmp_path / "runs" / "imagenet-r"])]
-    assert cell["status"] == "ok", cell["error"]
-    enigma = cell["estimators"]["enigma"]
-    assert enigma["params"]["calibration"] == "rn50-v1-wf-quadratic"
-    result = enigma["result"]
-    assert result["extras"]["calibration"]["forced"] is False and result["estimate"] is not None
-    assert cell["adaptation"]["probe_draw"] == "reference" and cell["adaptation"]["steps"] == 990
-    assert len(cell["protocol"]["suite"]["record"]["reader"]["class_subset"]) == 200
+    (cell,) = load_cells([tmp_path / "runs" / "imagenet-r"])
+    assert cell.status == "ok", cell.error
+    enigma = cell.estimators["enigma"]
+    assert enigma.params["calibration"] == "rn50-v1-wf-quadratic"
+    result = enigma.result
+    assert result.extras["calibration"]["forced"] is False and result.estimate is not None
+    assert cell.adaptation["probe_draw"] == "reference" and cell.adaptation["steps"] == 990
+    assert len(cell.protocol["suite"]["record"]["reader"]["class_subset"]) == 200
 
 
 def test_driver_fits_against_the_source_target_and_the_script_uses_it() -> None:

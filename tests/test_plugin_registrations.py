@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fake_distribution import installed
 from registry_kit import check_registered, kit_cases
 
 from ttabench import registry
@@ -23,8 +23,11 @@ PLUGIN_DIST = "ttabench-enigma"
 
 
 def declared() -> dict[tuple[str, str], str]:
+    """The plugin's declared entry points, except ``ttabench.presets`` (preset folders are data
+    that ``ttabench presets`` reads, not plugins that ``ttabench ls`` lists)."""
     groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
-    return {(g.split(".")[1], n): t for g, entries in groups.items() for n, t in entries.items()}
+    return {(g.split(".")[1], n): t for g, entries in groups.items() for n, t in entries.items()
+            if g != "ttabench.presets"}
 
 
 def test_listed_under_the_plugin_distribution_and_version():
@@ -60,18 +63,10 @@ class MaxLogitShare(StaticEstimator):
 @pytest.fixture
 def third_party_dist(tmp_path, monkeypatch):
     """One module plus one entry-point line in an installed distribution's metadata."""
-    (tmp_path / "thirdparty_estimator.py").write_text(THIRD_PARTY)
-    info = tmp_path / "thirdparty-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[ttabench.estimators]\nmax-logit-share = thirdparty_estimator:MaxLogitShare\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    registry.refresh(keep_explicit=False)
-    yield tmp_path
-    registry.refresh(keep_explicit=False)
-    sys.modules.pop("thirdparty_estimator", None)
+    with installed(monkeypatch, tmp_path, "thirdparty", "0.1", {"ttabench.estimators": {
+            "max-logit-share": "thirdparty_estimator:MaxLogitShare"}},
+            {"thirdparty_estimator": THIRD_PARTY}) as folder:
+        yield folder
 
 
 def test_a_third_party_estimator_is_checked_and_runs(third_party_dist, tmp_path, config):

@@ -20,7 +20,8 @@ from ttabench.cli import main
 from ttabench.errors import TTABenchError
 from ttabench.models.tiny import load_tiny_cnn
 from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
-from ttabench.runner.cells import in_shard, parse_shard, protocol_key, read_cell
+from ttabench.records import read_cell
+from ttabench.runner.cells import in_shard, parse_shard, protocol_key
 from ttabench.runner.executor import LocalBackend, run_cells
 from ttabench.runner.passes import batch_statistics_copy
 from ttabench.runner.stream import first_epoch, stream_indices
@@ -92,8 +93,8 @@ def test_one_source_pass_feeds_every_static_estimator_and_snapshots_are_taken():
     assert plugins.RECORD["snapshots"] == [0, 5] * len(plans)
     assert plugins.RECORD["steps"] == [1, 2, 3, 4, 5] * len(plans)
     for cell in cells:
-        assert cell["status"] == "ok" and cell["adaptation"]["steps"] == 5
-        assert set(cell["targets"]) == {"source", "bn", "adapted"}
+        assert cell.status == "ok" and cell.adaptation["steps"] == 5
+        assert set(cell.targets) == {"source", "bn", "adapted"}
 
 
 def test_targets_match_direct_computation():
@@ -109,9 +110,9 @@ def test_targets_match_direct_computation():
         order = first_epoch(len(labels), 0)
         correct = sum(int((bn_model(images[idx].float() / 255).argmax(1) == labels[idx]).sum())
                       for idx in torch.split(order, 64))
-    assert cell["targets"]["source"] == pytest.approx(source)
-    assert cell["targets"]["bn"] == pytest.approx(correct / len(labels))
-    assert cell["targets"]["bn"] != cell["targets"]["source"]
+    assert cell.targets["source"] == pytest.approx(source)
+    assert cell.targets["bn"] == pytest.approx(correct / len(labels))
+    assert cell.targets["bn"] != cell.targets["source"]
 
 
 def test_end_snapshot_is_taken_when_batches_per_epoch_divide_the_stop_step():
@@ -120,7 +121,7 @@ def test_end_snapshot_is_taken_when_batches_per_epoch_divide_the_stop_step():
     bench = Benchmark(spec(estimator_params={"recording-trajectory": {"checkpoints": (0, 6)}}))
     cell = bench.execute(bench.plan()[0])
     assert plugins.RECORD["snapshots"] == [0, 6]
-    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["steps_run"] == 6
+    assert cell.estimators["recording-trajectory"].result.extras["steps_run"] == 6
 
 
 def test_same_seed_same_numbers_and_another_seed_differs():
@@ -128,7 +129,7 @@ def test_same_seed_same_numbers_and_another_seed_differs():
         bench = Benchmark(spec(seeds=[seed], splits=["noise-3"],
                                estimator_params={"recording-trajectory": {"checkpoints": (0, 12)}}))
         cell = bench.execute(bench.plan()[0])
-        return cell["targets"], {k: (v["result"] or v["views"]) for k, v in cell["estimators"].items()}
+        return cell.targets, {k: (v.result or v.views) for k, v in cell.estimators.items()}
 
     assert numbers(0) == numbers(0)
     assert numbers(0) != numbers(1)
@@ -142,7 +143,7 @@ def test_probe_larger_than_split_is_refused_unless_rescaling_is_allowed():
     params = {"recording-trajectory": {"probe_size": 500, "small_probe": "rescale"}}
     bench = Benchmark(spec(estimator_params=params, splits=["clean"]))
     cell = bench.execute(bench.plan()[0])
-    assert cell["estimators"]["recording-trajectory"]["result"]["extras"]["probe_size"] == 192
+    assert cell.estimators["recording-trajectory"].result.extras["probe_size"] == 192
 
 
 def test_class_count_mismatch_is_refused_before_any_work():
@@ -169,9 +170,9 @@ def test_failed_cell_is_recorded_and_others_go_on(tmp_path):
     counts = run_cells(bench, plans, tmp_path, LocalBackend(), retries=1, progress=False)
     assert counts == {"ok": len(plans) - 1, "failed": 1}
     cells = collect_cells(tmp_path, plans)
-    failed = [c for c in cells if c["status"] == "failed"]
-    assert failed[0]["split"]["name"] == "noise-1" and failed[0]["attempts"] == 2
-    assert "injected failure" in failed[0]["error"]
+    failed = [c for c in cells if c.status == "failed"]
+    assert failed[0].split["name"] == "noise-1" and failed[0].attempts == 2
+    assert "injected failure" in failed[0].error
     # a rerun retries only the failed cell
     assert [p.split.name for p in pending_cells(plans, tmp_path, None)] == ["noise-1"]
 
@@ -202,7 +203,7 @@ def test_cli_nan_model_gives_one_line_error_and_keeps_results(tmp_path):
     assert result.exit_code != 0
     assert "NaN or infinite logits" in result.output
     cells = [read_cell(p) for p in (tmp_path / "r" / "cells").glob("*.json")]
-    assert len(cells) == 6 and all(c["status"] == "failed" for c in cells)
+    assert len(cells) == 6 and all(c.status == "failed" for c in cells)
 
 
 @pytest.mark.slow
@@ -271,4 +272,4 @@ def test_bn_target_counts_every_image_once_when_one_is_left_over():
     with torch.no_grad():
         correct = sum(int((bn_model(images[i].float() / 255).argmax(1) == labels[i]).sum())
                       for i in batches)
-    assert cell["targets"]["bn"] == pytest.approx(correct / 129)
+    assert cell.targets["bn"] == pytest.approx(correct / 129)

@@ -27,7 +27,11 @@ def load_calibration(id_or_path: str | Path) -> Calibration:
     """A shipped calibration by id, or a calibration JSON file by path."""
     shipped = _directory() / f"{id_or_path}.json"
     if isinstance(id_or_path, str) and "/" not in id_or_path and shipped.is_file():
-        return Calibration.load(shipped)
+        calibration = Calibration.load(shipped)
+        if calibration.id != shipped.stem:
+            raise TTABenchError(f"calibration file {shipped}: id {calibration.id!r} is not the "
+                                "file's name")
+        return calibration
     path = Path(id_or_path)
     if path.is_file():
         return Calibration.load(path)

@@ -152,6 +152,8 @@ class WeightedFlips(TrajectoryEstimator):
             self._check_calibration({})
         self._snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._logits0: torch.Tensor | None = None
+        self._scores: dict[str, float] = {}
+        self._steps_run = 0
 
     # ------------------------------------------------------------------ protocol
 
@@ -184,6 +186,8 @@ class WeightedFlips(TrajectoryEstimator):
     def reset(self) -> None:
         self._snapshots = {}
         self._logits0 = None
+        self._scores = {}
+        self._steps_run = 0
 
     def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
         """Keep argmax class and max softmax probability per probe image at a planned step."""
@@ -287,8 +291,21 @@ class WeightedFlips(TrajectoryEstimator):
 
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         scores, extras = self._flip_scores(context)
+        self._scores, self._steps_run = scores, context.steps_run
         value = scores[f"{'wf' if self.weighted else 'u'}@{self.estimate_at}"]
         return self._result(value, scores, extras, context)
+
+    def window_results(self, window: int) -> list[EstimateResult] | None:
+        """Per window ``w`` the flip score at its last step, ``wf@k`` with ``k = (w + 1) W``
+        (the drift of the probe since step 0): a score a map fitted on calibration windows
+        turns into the window's online accuracy. Only when every complete window ends at a
+        checkpoint (``checkpoints`` every ``W`` steps); else None."""
+        kind = "wf" if self.weighted else "u"
+        found = [self._scores.get(f"{kind}@{(w + 1) * window}")
+                 for w in range(self._steps_run // window)]
+        if not found or None in found:
+            return None
+        return [EstimateResult(value=float(v)) for v in found]
 
 
 class UnweightedFlips(WeightedFlips):

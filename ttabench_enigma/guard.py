@@ -9,7 +9,7 @@ against the pristine model's on the same images). Decision rule::
     reset   if alarm at `patience` consecutive checks and >= min_steps steps since the last reset
 
 A reset is the wrapped adapter's own ``reset()`` (pretrained parameters, optimizer and filter
-state). The thresholds come from a settings file fitted on calibration scenarios only
+state). The thresholds come from a settings file fitted on calibration streams only
 (``ttabench_enigma.guard_settings``); constructor arguments override them.
 
 The host resolves ``guard:tent`` through its ``ttabench.adapter_wrappers`` entry-point group:
@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ttabench.api import Adapter, TTABenchError
+from ttabench.api import Adapter, parse_record
 from ttabench_enigma.drift import RollingProbe
-from ttabench_enigma.guard_settings import DEFAULT_ID, load_settings
+from ttabench_enigma.guard_settings import DEFAULT_ID, GuardRule, load_settings
 
 
 class Guard(Adapter):
@@ -42,19 +42,20 @@ class Guard(Adapter):
                  check_every: int | None = None, probe_batches: int | None = None,
                  min_steps: int | None = None, **inner_params: Any) -> None:
         fitted = load_settings(settings)
+        given = {"threshold": threshold, "patience": patience, "check_every": check_every,
+                 "probe_batches": probe_batches, "min_steps": min_steps}
+        rule = parse_record(GuardRule, {
+            **{k: getattr(fitted, k) for k in given},
+            **{k: v for k, v in given.items() if v is not None}}, "guard")
         inner = self.inner_cls(model, **inner_params)
         super().__init__(inner.model)
         self.inner = inner
         self.settings_id = fitted.id
-        self.threshold = float(fitted.threshold if threshold is None else threshold)
-        self.patience = int(fitted.patience if patience is None else patience)
-        self.check_every = int(fitted.check_every if check_every is None else check_every)
-        self.min_steps = int(fitted.min_steps if min_steps is None else min_steps)
-        batches = int(fitted.probe_batches if probe_batches is None else probe_batches)
-        if min(self.patience, self.check_every, batches) < 1 or self.min_steps < 0:
-            raise TTABenchError("guard: patience, check_every and probe_batches must be at "
-                                "least 1 and min_steps at least 0")
-        self.probe = RollingProbe(batches)
+        self.threshold = float(rule.threshold)
+        self.patience = rule.patience
+        self.check_every = rule.check_every
+        self.min_steps = rule.min_steps
+        self.probe = RollingProbe(rule.probe_batches)
         self.probe.set_reference(inner)
         self.steps = 0
         self.steps_since_reset = 0

@@ -1,14 +1,14 @@
 """Fitted settings of the guard and of the online estimate, shipped as JSON in ``guards/``.
 
 A settings file (schema ``ttabench_enigma.guard/1``) holds what was fitted on calibration
-scenarios only (built from a suite's calibration splits), and how:
+streams only (built from a suite's calibration splits), and how:
 
 - ``guard``: ``threshold`` on the drift signal's ``collapse``, ``patience`` (consecutive checks
   above it before a reset), ``check_every`` (steps between checks), ``probe_batches`` (size of
   the rolling probe), ``min_steps`` (steps after a reset before the next may happen);
 - ``online``: ``coefficients`` ``[c0, c_conf, c_flips, c_collapse]`` of the windowed estimate
   ``clip(c0 + c_conf * conf + c_flips * flips + c_collapse * collapse, 0, 1)``;
-- ``model`` (the model id it was fitted for) and ``fitted_on`` (the scenarios, adapters,
+- ``model`` (the model id it was fitted for) and ``fitted_on`` (the streams, adapters,
   learning rates and seeds).
 
 Files are read with ``json`` (no code runs when one is loaded); a file path or a shipped id.
@@ -20,9 +20,11 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ttabench.api import TTABenchError
+from pydantic import Field
+
+from ttabench.api import Count, Finite, Record, Size, TTABenchError, parse_record
 
 SCHEMA = "ttabench_enigma.guard/1"
 DEFAULT_ID = "mnist-cnn"
@@ -55,27 +57,43 @@ def _directory() -> Path:
     return Path(str(resources.files("ttabench_enigma") / "guards"))
 
 
+class GuardRule(Record):
+    """The guard's decision rule (``guard`` of a settings file, or the constructor's overrides)."""
+
+    threshold: Finite
+    patience: Count
+    check_every: Count
+    probe_batches: Count
+    min_steps: Size
+
+
+class _OnlinePart(Record):
+    coefficients: Annotated[list[Finite], Field(min_length=4, max_length=4)]
+
+
+class SettingsRecord(Record):
+    """A settings file (see the module docstring), checked by the host's record schema:
+    finite numbers, positive bounded counts, exactly 4 coefficients, nothing else."""
+
+    schema_: Literal["ttabench_enigma.guard/1"] = Field(alias="schema")
+    id: str | None = None
+    model: str | None = None
+    guard: GuardRule
+    online: _OnlinePart
+    fitted_on: dict[str, Any] = Field(default_factory=dict)
+
+
 def settings_from_record(data: Any, origin: str) -> GuardSettings:
-    """Check a parsed settings record; a wrong shape is one line naming ``origin``."""
+    """Check a parsed settings record; a wrong shape is one line naming ``origin`` and the
+    field."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise TTABenchError(f"{origin}: not a guard settings file (schema {SCHEMA})")
-    try:
-        guard, online = data["guard"], data["online"]
-        coefficients = tuple(float(c) for c in online["coefficients"])
-        settings = GuardSettings(
-            threshold=float(guard["threshold"]), patience=int(guard["patience"]),
-            check_every=int(guard["check_every"]), probe_batches=int(guard["probe_batches"]),
-            min_steps=int(guard["min_steps"]), coefficients=coefficients,
-            model=data.get("model"), fitted_on=dict(data.get("fitted_on", {})),
-            id=str(data.get("id", origin)))
-    except (KeyError, TypeError, ValueError) as err:
-        raise TTABenchError(f"{origin}: bad guard settings ({type(err).__name__}: {err})") from None
-    if len(coefficients) != 4:
-        raise TTABenchError(f"{origin}: online coefficients must be 4 numbers, got "
-                            f"{len(coefficients)}")
-    if min(settings.patience, settings.check_every, settings.probe_batches) < 1:
-        raise TTABenchError(f"{origin}: patience, check_every and probe_batches must be >= 1")
-    return settings
+    record = parse_record(SettingsRecord, data, origin)
+    return GuardSettings(
+        threshold=record.guard.threshold, patience=record.guard.patience,
+        check_every=record.guard.check_every, probe_batches=record.guard.probe_batches,
+        min_steps=record.guard.min_steps, coefficients=tuple(record.online.coefficients),
+        model=record.model, fitted_on=dict(record.fitted_on), id=record.id or origin)
 
 
 def load_settings(id_or_path: str | Path = DEFAULT_ID) -> GuardSettings:
@@ -88,7 +106,7 @@ def load_settings(id_or_path: str | Path = DEFAULT_ID) -> GuardSettings:
                             f"a shipped id; shipped: {', '.join(known) or 'none'}")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TTABenchError(f"{path}: not JSON ({err})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise TTABenchError(f"{path}: not JSON ({' '.join(str(err).split())})") from None
     return settings_from_record(data, str(path))
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ttabench.api import TTABenchError
+from ttabench.api import TTABenchError, use_batch_statistics
 
 NORM_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
     "batch": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
@@ -52,9 +52,18 @@ def norm_layers(
     types = tuple(t for kind in kinds for t in NORM_KINDS[kind])
     layers = [(name, module) for name, module in model.named_modules() if isinstance(module, types)]
     if not layers:
+        present = sorted({kind for _, module in model.named_modules()
+                          for kind, kind_types in NORM_KINDS.items()
+                          if isinstance(module, kind_types)})
+        if not present:
+            raise TTABenchError(
+                f"the model has no normalization layer (of kinds {', '.join(NORM_KINDS)}), so "
+                "there is nothing to adapt; use an adapter that adapts no normalization layer "
+                "(e.g. source) or a model with such layers"
+            )
         raise TTABenchError(
-            f"the model has no normalization layer of kind {list(kinds)} to adapt; "
-            f"pick other kinds with norms=... (available: {sorted(NORM_KINDS)})"
+            f"the model has no normalization layer of kind {', '.join(kinds)} to adapt; it has "
+            f"{', '.join(present)}: pass norms={','.join(present)}"
         )
     return layers
 
@@ -81,9 +90,7 @@ def configure_model(model: nn.Module, norms: str | Iterable[str] = DEFAULT_NORMS
             if isinstance(parameter, nn.Parameter):
                 parameter.requires_grad_(True)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.track_running_stats = False
-            module.running_mean = None
-            module.running_var = None
+            use_batch_statistics(module)
     return model
 
 

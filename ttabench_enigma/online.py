@@ -11,7 +11,7 @@ and estimates the adapted model's online accuracy in the window as
 
     acc_w = clip(c0 + c_conf * conf_w + c_flips * flips_w + c_collapse * collapse_w, 0, 1)
 
-with coefficients fitted by least squares on calibration scenarios (the ``online`` part of a
+with coefficients fitted by least squares on calibration streams (the ``online`` part of a
 guard settings file, ``ttabench_enigma.guard_settings``). Without a fit (coefficients
 ``(0, 1, 0, 0)``) it is the average confidence of the window.
 """
@@ -46,7 +46,7 @@ def window_estimate(coefficients: tuple[float, ...], confidence: float, flips: f
 class OnlineFlips(TrajectoryEstimator):
     """Per-window estimate of the online accuracy from confidence, flips and collapse.
 
-    ``window``: steps per window (a scenario with another window is refused);
+    ``window``: steps per window (the host gives it the stream's window; another is refused);
     ``settings``: where the coefficients come from (a shipped id or a JSON file).
     """
 
@@ -55,8 +55,8 @@ class OnlineFlips(TrajectoryEstimator):
     kind = "direct"
 
     def __init__(self, window: int = 20, settings: str = DEFAULT_ID) -> None:
-        if int(window) < 1:
-            raise TTABenchError(f"enigma-online window must be at least 1, got {window}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise TTABenchError(f"enigma-online window must be an integer >= 1, got {window!r}")
         self.window = int(window)
         fitted = load_settings(settings)
         self.settings_id = fitted.id
@@ -91,20 +91,22 @@ class OnlineFlips(TrajectoryEstimator):
         self._confidence_sum = 0.0
         self._steps_in_window = 0
 
-    def window_estimates(self, window: int) -> list[float]:
-        """One estimate per complete window of ``window`` steps (the one it was built for)."""
+    def window_results(self, window: int) -> list[EstimateResult]:
+        """One estimate per complete window of ``window`` steps (the one it was built for), with
+        the window's ``conf``, ``flips`` and ``collapse`` as its scores."""
         if window != self.window:
             raise TTABenchError(f"enigma-online was built for windows of {self.window} steps, "
-                                f"the scenario uses {window}; pass window={window}")
-        return [window_estimate(self.coefficients, *f) for f in self.features]
-
-    def window_features(self) -> list[dict[str, float]]:
-        """``conf``, ``flips`` and ``collapse`` of every complete window."""
-        return [dict(zip(FEATURES, f)) for f in self.features]
+                                f"the stream uses {window}; pass window={window}")
+        out = []
+        for features in self.features:
+            estimate = window_estimate(self.coefficients, *features)
+            out.append(EstimateResult(value=estimate, estimate=estimate,
+                                      scores=dict(zip(FEATURES, features))))
+        return out
 
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         """The mean of the window estimates (an estimate of the whole stream's online accuracy)."""
-        estimates = self.window_estimates(self.window)
+        estimates = [r.value for r in self.window_results(self.window)]
         if not estimates:
             raise TTABenchError(f"enigma-online saw fewer than {self.window} steps")
         value = sum(estimates) / len(estimates)

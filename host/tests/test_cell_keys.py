@@ -16,7 +16,7 @@ from PIL import Image
 
 from ttabench.cli import main
 from ttabench.runner.benchmark import Benchmark, RunSpec
-from ttabench.runner.cells import read_cell
+from ttabench.records import read_cell
 from ttabench.suites.images import robustbench_helper_file
 
 PLUGINS = ["models=ttabench_test_plugins:thousand_class_model"]
@@ -47,10 +47,10 @@ def run_cli(tmp_path: Path, *args: str):
 def check_cells(out: Path, expected: int) -> list[dict]:
     cells = [read_cell(p) for p in sorted((out / "cells").glob("*.json"))]
     assert len(cells) == expected
-    assert all(c["status"] == "ok" for c in cells), [c["error"] for c in cells]
+    assert all(c.status == "ok" for c in cells), [c.error for c in cells]
     for cell in cells:
-        assert "skipped_files" not in json.dumps(cell["protocol"])
-        assert cell["data"]["skipped_files"] == 1
+        assert "skipped_files" not in json.dumps(cell.protocol)
+        assert cell.data["skipped_files"] == 1
     return cells
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fake_distribution import make_dist
 
 from ttabench import cli, registry
 
@@ -44,17 +45,6 @@ def fails(kind):
         raise KeyboardInterrupt
     raise RuntimeError("boom\\nsecond line")
 '''
-
-
-def make_dist(root: Path, dist: str, groups: dict[str, dict[str, str]]) -> None:
-    info = root / f"{dist.replace('-', '_')}-0.9.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.9\n")
-    lines = []
-    for group, entries in groups.items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def test_ls_one_kind(site):
 
 
 def test_ls_table_shows_a_broken_plugin(site):
-    make_dist(site, "broken-dist", {"ttabench.estimators": {"wobbly": "clibroken:Thing"}})
+    make_dist(site, "broken-dist", "0.9", {"ttabench.estimators": {"wobbly": "clibroken:Thing"}})
     result = invoke("ls", "estimators", "--check")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
@@ -135,12 +125,11 @@ def test_ls_and_help_import_no_plugin_and_describe_from_source(site):
     assert out.stdout.strip() == "[]"
     rows = {(r["kind"], r["name"]): r for r in json.loads(invoke("ls", "--json").stdout)}
     assert all(r["status"] == "not loaded" for r in rows.values())
-    for key in (("adapters", "source"), ("estimators", "cot"), ("suites", "mnist-c"),
-                ("commands", "continual")):
+    for key in (("adapters", "source"), ("estimators", "cot"), ("suites", "mnist-c")):
         obj = registry.get(*key)
         doc = (getattr(obj, "callback", None) or obj).__doc__
         assert rows[key]["description"] == doc.strip().splitlines()[0].strip()
-    assert "Run ADAPTERs through one continual scenario" in invoke("--help").stdout
+    assert "Alias of `ttabench run --stream continual`" in invoke("--help").stdout
 
 
 def test_unknown_command_and_plugin_are_one_line_exit_2(site):
@@ -175,7 +164,7 @@ def test_lazy_builtin_command_failing_to_import(site, monkeypatch):
 
 def test_plugin_commands_and_error_exits(site):
     make_dist(
-        site, "cmd-dist", {"ttabench.commands": {"hello": "clitoys:hello", "fails": "clitoys:fails"}}
+        site, "cmd-dist", "0.9", {"ttabench.commands": {"hello": "clitoys:hello", "fails": "clitoys:fails"}}
     )
     result = invoke("hello", "there")
     assert (result.exit_code, result.stdout) == (0, "hello there\n")

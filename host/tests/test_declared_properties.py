@@ -81,4 +81,4 @@ def test_a_cell_records_the_suites_declared_skipped_files():
                        batch_size=16, steps=2, threads=1)
         bench = Benchmark(spec)
         cell = bench.execute(bench.plan()[0])
-        assert cell["status"] == "ok" and cell["data"]["skipped_files"] == expected
+        assert cell.status == "ok" and cell.data["skipped_files"] == expected

@@ -77,14 +77,14 @@ def test_decodes_per_image_without_and_with_the_cache():
     assert reads_off == N + sum(i not in probe for i in stream)
     assert reads_off / N <= 2.27
     assert reads_on == N and reads_on / N <= 1.27  # the whole split fits in 1 MiB
-    assert uncached["data"]["decodes"] == reads_off and cached["data"]["decodes"] == reads_on
+    assert uncached.data["decodes"] == reads_off and cached.data["decodes"] == reads_on
     # the cache changes where images come from, never the numbers
-    assert cached["targets"] == uncached["targets"]
-    assert cached["estimators"]["recording-trajectory"]["result"] == \
-        uncached["estimators"]["recording-trajectory"]["result"]
-    assert cached["estimators"]["recording-static"]["views"] == \
-        uncached["estimators"]["recording-static"]["views"]
-    assert cached["protocol"]["data_path"] == {"cache_mib": 1}
+    assert cached.targets == uncached.targets
+    assert cached.estimators["recording-trajectory"].result == \
+        uncached.estimators["recording-trajectory"].result
+    assert cached.estimators["recording-static"].views == \
+        uncached.estimators["recording-static"].views
+    assert cached.protocol["data_path"] == {"cache_mib": 1}
 
 
 def test_a_partial_budget_serves_the_images_it_holds():

@@ -60,25 +60,25 @@ def test_every_backend_retries_then_records_the_failing_cell_and_matches_direct_
                        progress=False)
     assert marker.exists() == apart  # the worker running noise-2 really died once
     assert counts == {"ok": len(plans) - 1, "failed": 1}
-    cells = {c["split"]["name"]: c for c in collect_cells(tmp_path / "out", plans)}
+    cells = {c.split["name"]: c for c in collect_cells(tmp_path / "out", plans)}
     assert len(cells) == len(plans) == 6
     # the dead worker's cell took a second attempt, and so did, in a pool, a cell that was in
     # flight beside it (which one killed the pool is not known); every other cell one
-    assert cells["noise-2"]["attempts"] == (2 if apart else 1)
-    others = [c["attempts"] for name, c in cells.items() if name not in ("noise-2", "shift-1")]
+    assert cells["noise-2"].attempts == (2 if apart else 1)
+    others = [c.attempts for name, c in cells.items() if name not in ("noise-2", "shift-1")]
     assert sorted(others) in ([1, 1, 1, 1], [1, 1, 1, 2] if backend_name == "pool" else None)
     failed = cells["shift-1"]
-    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed.status == "failed" and failed.attempts == 3
     # the one-line error of the same failure raised here, not the backend's plumbing
     with pytest.raises(RuntimeError, match="injected failure") as raised:
         bench.execute(next(p for p in plans if p.split.name == "shift-1"))
-    assert failed["error"] == describe_error(raised.value)
+    assert failed.error == describe_error(raised.value)
     # every finished cell, the recovered one included, has exactly the numbers of a direct
     # execution (the marker exists now, so this process does not die)
     ok = [p for p in plans if p.split.name != "shift-1"]
     direct = direct_results(bench, ok)
     # the trajectories really moved and differ between splits: mixed-up cells could not match
-    assert len({est["recording-trajectory"][0]["value"] for _, _, est in direct.values()}) > 1
+    assert len({est["recording-trajectory"][0].value for _, _, est in direct.values()}) > 1
     assert results([cells[p.split.name] for p in ok]) == direct
 
 
@@ -115,7 +115,7 @@ def test_a_worker_plans_its_run_once_and_looks_every_cell_up_by_key(monkeypatch)
     monkeypatch.setattr(Benchmark, "plan", lambda self: calls.append(1) or plan(self))
     data = dataclasses.asdict(spec)
     cells = [worker.execute_cell(data, key) for key in keys[:3]]
-    assert [c["key"] for c in cells] == keys[:3] and all(c["status"] == "ok" for c in cells)
+    assert [c.key for c in cells] == keys[:3] and all(c.status == "ok" for c in cells)
     with pytest.raises(TTABenchError, match="not in the worker's plan"):
         worker.execute_cell(data, "0" * 16)
     assert len(calls) == 1

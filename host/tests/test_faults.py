@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ttabench.runner.cells import read_cell
+from ttabench.records import finished_cell
 
 SUPPORT = str(Path(__file__).parent / "support")
 CELLS = 8  # 4 tiny splits x 2 seeds
@@ -67,7 +67,7 @@ def descendants(root: int) -> set[int]:
 
 def finished(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")
-            if (read_cell(p) or {}).get("status") == "ok"}
+            if finished_cell(p) is not None}
 
 
 def start_and_stop(tmp_path: Path, signum: int) -> tuple[subprocess.Popen, set[int], dict, Path]:

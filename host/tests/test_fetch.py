@@ -107,7 +107,7 @@ def test_run_downloads_nothing_and_names_the_fetch_command(tmp_path):
     config = tmp_path / "empty.toml"
     config.write_text("")
     result = CliRunner().invoke(main, ["run", "-s", "cifar10c", "-m", "tiny-cnn", "-a", "source",
-                                       "--data-dir", str(tmp_path), "--dry-run", "--config",
+                                       "-e", "ac", "--data-dir", str(tmp_path), "--dry-run", "--config",
                                        str(config)])
     assert "`ttabench fetch cifar10c`" in one_line_error(result)
 

@@ -50,7 +50,7 @@ def _direct(net: nn.Module, images: torch.Tensor, probe_index: torch.Tensor, chu
 def test_batch_statistics_predict_reuses_every_full_chunk() -> None:
     images, order, probe_index, _, bn_model, bn = _setup()
     predict, calls = _counting(bn_model, images, probe_index)
-    logits, computed = step0_snapshot(predict, probe_index, 32, order, 32, bn)
+    logits, computed = step0_snapshot(predict, probe_index, 32, order, 32, bn[probe_index])
     assert torch.equal(logits, _direct(bn_model, images, probe_index, 32))
     # 150 = 4 x 32 + 22: chunk 0 (the check) and the short last chunk are computed
     assert computed == 2 == len(calls)
@@ -60,7 +60,7 @@ def test_batch_statistics_predict_reuses_every_full_chunk() -> None:
 def test_another_model_in_predict_computes_every_chunk() -> None:
     images, order, probe_index, model, _, bn = _setup()
     predict, calls = _counting(model, images, probe_index)  # frozen: running statistics
-    logits, computed = step0_snapshot(predict, probe_index, 32, order, 32, bn)
+    logits, computed = step0_snapshot(predict, probe_index, 32, order, 32, bn[probe_index])
     assert torch.equal(logits, _direct(model, images, probe_index, 32))
     assert computed == 5 == len(calls)
 
@@ -69,6 +69,7 @@ def test_chunk_other_than_the_batch_or_no_bn_pass_computes_every_chunk() -> None
     images, order, probe_index, _, bn_model, bn = _setup()
     for chunk, batch, bn_logits, expected in ((50, 32, bn, 3), (32, 32, None, 5)):
         predict, _ = _counting(bn_model, images, probe_index)
-        logits, computed = step0_snapshot(predict, probe_index, chunk, order, batch, bn_logits)
+        logits, computed = step0_snapshot(predict, probe_index, chunk, order, batch,
+                                          None if bn_logits is None else bn_logits[probe_index])
         assert torch.allclose(logits, _direct(bn_model, images, probe_index, chunk), atol=1e-6)
         assert computed == expected

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from cell_builders import make_cell, skipped, trajectory
 from ttabench.calibration import Calibration
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scoring.command import fit
 
 

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from cell_builders import every_view, make_cell, skipped, static, trajectory
 from ttabench.errors import TTABenchError
+from ttabench.spec import ScoringSpec
 from ttabench.records import Cell, ViewResult
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scoring import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.command import leaderboard as leaderboard_command
 
@@ -69,7 +70,7 @@ def cells():
 
 @pytest.fixture(scope="module")
 def lb(cells):
-    return build_leaderboard(cells, n_boot=N_BOOT, seed=0)
+    return build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT, boot_seed=0))
 
 
 def _row(lb, entry, target):
@@ -148,7 +149,7 @@ def test_a_failure_in_one_view_counts_alone_and_is_reported():
     for i, cell in enumerate(c for c in cells if c.status == "ok" and c.role == "eval"):
         if i < 4:
             cell.estimators["cot"].views["bn"] = ViewResult(failed="RuntimeError: boom")
-    lb = build_leaderboard(cells, n_boot=50)
+    lb = build_leaderboard(cells, ScoringSpec(n_boot=50))
     bn = _row(lb, "cot", "bn")
     assert bn["n_cells"] == 14 and "failed in 4 eval cells" in bn["note"]
     assert _row(lb, "cot", "source")["n_cells"] == 18
@@ -238,10 +239,11 @@ sys.path.insert(0, sys.argv[1])
 import matplotlib
 from cell_builders import every_view, make_cell, static
 from ttabench.scoring import build_leaderboard, write_leaderboard
+from ttabench.spec import ScoringSpec
 cells = [make_cell(f"fog-{i}", ("fog", "blur")[i % 2], 1, "eval",
                    {"source": 0.4 + 0.05 * i, "bn": 0.5, "adapted": 0.6},
                    {"ac": static("direct", every_view(lambda view: 0.55))}) for i in range(6)]
-write_leaderboard(build_leaderboard(cells, n_boot=10, seed=0), sys.argv[2])
+write_leaderboard(build_leaderboard(cells, ScoringSpec(n_boot=10, boot_seed=0)), sys.argv[2])
 pyplot = "matplotlib.pyplot" in sys.modules  # before get_backend(), which imports pyplot
 print(json.dumps({"pyplot": pyplot, "backend": matplotlib.get_backend()}))
 """
@@ -259,7 +261,7 @@ def test_scatter_png_leaves_pyplot_and_the_process_backend_alone(tmp_path):
 
 def test_groups_by_adapter():
     cells = make_cells("rdumb") + make_cells("tent", n_eval=6)
-    lb = build_leaderboard(cells, n_boot=50)
+    lb = build_leaderboard(cells, ScoringSpec(n_boot=50))
     assert set(lb.table["adapter"]) == {"rdumb", "tent"}
     assert len(lb.online) == 2
     tent = lb.table[(lb.table["adapter"] == "tent") & (lb.table["entry"] == "ac")
@@ -268,13 +270,13 @@ def test_groups_by_adapter():
 
 
 def test_split_bootstrap_unit_is_an_option_and_changes_the_intervals(cells):
-    by_dataset = build_leaderboard(cells, n_boot=200, boot_unit="dataset")
-    by_split = build_leaderboard(cells, n_boot=200, boot_unit="split")
+    by_dataset = build_leaderboard(cells, ScoringSpec(n_boot=200, boot_unit="dataset"))
+    by_split = build_leaderboard(cells, ScoringSpec(n_boot=200, boot_unit="split"))
     a, b = _row(by_dataset, "cot", "bn"), _row(by_split, "cot", "bn")
     assert a["mae"] == b["mae"]
     assert (a["ci_low"], a["ci_high"]) != (b["ci_low"], b["ci_high"])
-    with pytest.raises(TTABenchError, match="boot unit"):
-        build_leaderboard(cells, boot_unit="cell")
+    with pytest.raises(TTABenchError, match="boot_unit"):
+        build_leaderboard(cells, ScoringSpec(boot_unit="cell"))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -354,7 +356,7 @@ def test_cells_without_severity_get_their_own_column():
     for cell in cells:
         if cell.dataset == "blur":
             cell.split["severity"] = None
-    lb = build_leaderboard(cells, n_boot=20)
+    lb = build_leaderboard(cells, ScoringSpec(n_boot=20))
     sev = lb.per_severity[(lb.per_severity["entry"] == "cot") & (lb.per_severity["target"] == "source")]
     assert sev["severity"].tolist() == [1, 2, 3, 4, 5, None]
     assert sev["n_cells"].sum() == 18

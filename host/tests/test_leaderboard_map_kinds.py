@@ -11,9 +11,10 @@ from click.testing import CliRunner
 
 from cell_builders import every_view, make_cell, static, trajectory
 from cli_checks import no_cells, one_line_error
+from ttabench.spec import ScoringSpec
 from ttabench.cli import main
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.scoring import build_leaderboard
 from ttabench.scoring.map_kinds import EPS
 
@@ -65,7 +66,7 @@ def cells():
 
 @pytest.fixture(scope="module")
 def lb(cells):
-    return build_leaderboard(cells, n_boot=20, map_kinds=KINDS)
+    return build_leaderboard(cells, ScoringSpec(n_boot=20, map_kinds=KINDS))
 
 
 def test_every_kind_maps_every_score_estimator(lb):
@@ -73,7 +74,7 @@ def test_every_kind_maps_every_score_estimator(lb):
         names = set(lb.table[lb.table["target"] == target]["entry"])
         for kind in KINDS:
             assert {f"s ({kind})", f"t ({kind})", f"t[best] ({kind})"} <= names
-    default = build_leaderboard(make_cells(), n_boot=20)
+    default = build_leaderboard(make_cells(), ScoringSpec(n_boot=20))
     assert not any("(iso)" in e for e in default.table["entry"])
     assert lb.map_kinds == KINDS and default.map_kinds == ("lin", "quad")
 
@@ -112,9 +113,9 @@ def test_best_score_is_chosen_per_kind_on_calibration(lb):
 
 def test_unknown_kinds_are_refused_with_a_close_match(cells):
     with pytest.raises(TTABenchError, match="unknown map kind 'isoo'; did you mean 'iso'"):
-        build_leaderboard(cells, n_boot=20, map_kinds=("lin", "isoo"))
+        build_leaderboard(cells, ScoringSpec(n_boot=20, map_kinds=("lin", "isoo")))
     with pytest.raises(TTABenchError, match="given twice"):
-        build_leaderboard(cells, n_boot=20, map_kinds=("lin", "lin"))
+        build_leaderboard(cells, ScoringSpec(n_boot=20, map_kinds=("lin", "lin")))
 
 
 def test_leaderboard_command_option(tmp_path: Path, cells):

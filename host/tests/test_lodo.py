@@ -11,6 +11,7 @@ from cell_builders import make_cell, static, trajectory
 from ttabench.scoring import build_leaderboard, format_console
 from ttabench.scoring.leaderboard import to_html, to_markdown
 from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
+from ttabench.spec import ScoringSpec
 from ttabench.scoring.report_html import render, report_from_leaderboard
 
 DATASETS = ("speckle", "blur", "spatter", "saturate", "rotate")
@@ -69,7 +70,7 @@ def cells():
 
 @pytest.fixture(scope="module")
 def lb(cells):
-    return build_leaderboard(cells, n_boot=20, map_kinds=("lin", "quad", "iso"))
+    return build_leaderboard(cells, ScoringSpec(n_boot=20, map_kinds=("lin", "quad", "iso")))
 
 
 def _row(lb, entry, target="source"):

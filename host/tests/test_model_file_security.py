@@ -3,7 +3,8 @@
 Each crafted file holds an object whose ``__reduce__`` would create a marker file when
 unpickled. Loading it must fail with one line, and the marker must not exist afterwards. A
 whole pickled module loads only with the explicit opt-in (``trust_pickle`` /
-``--trust-pickle``).
+``--trust-pickle``), a TorchScript program only with ``trust_torchscript`` /
+``--trust-torchscript``: its ``__setstate__`` runs at ``torch.jit.load`` and can write files.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from cli_checks import no_cells
 from ttabench.cli import main
@@ -175,3 +177,72 @@ def test_timms_checkpoint_filter_still_applies_to_the_tensors_read_here(tmp_path
                                       interpolation="bicubic", antialias=True, verbose=False)
     assert torch.allclose(loaded.pos_embed, expected)
     assert torch.equal(loaded.head.weight, saved["head.weight"])
+
+
+class WritesAtLoad(nn.Module):
+    """A TorchScript model whose ``__setstate__`` (run by ``torch.jit.load``) overwrites the
+    first 4 bytes of the file ``path`` with ``BBBB`` through ``aten::from_file(shared=True)``,
+    as the audit's crafted checkpoint did to an unrelated file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.weight = nn.Parameter(torch.zeros(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3)) @ self.weight.t()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+        return (self.weight, self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+        victim = torch.from_file(state[1], shared=True, size=4, dtype=torch.uint8)
+        self.weight = state[0]
+        self.path = state[1]
+        self.training = bool(victim.fill_(66).sum() < 0) or state[2]
+
+
+def scripted_writer(tmp_path: Path) -> tuple[Path, Path]:
+    """(the crafted TorchScript file, the victim file it overwrites when loaded)."""
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"safe")
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(WritesAtLoad(str(victim))), str(path))
+    assert victim.read_bytes() == b"safe"
+    return path, victim
+
+
+def test_torchscript_checkpoint_needs_the_explicit_opt_in(tmp_path: Path) -> None:
+    path, victim = scripted_writer(tmp_path)
+    with pytest.raises(TTABenchError) as info:
+        load_checkpoint(str(path), trust_pickle=True)
+    assert victim.read_bytes() == b"safe"
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "--trust-torchscript" in message
+    loaded = load_checkpoint(str(path), num_classes=4, trust_torchscript=True)
+    assert victim.read_bytes() == b"BBBB"  # the opt-in really runs the file's program
+    assert loaded.preprocessing["checkpoint_form"] == "torchscript"
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_torchscript_checkpoint_through_the_cli_runs_nothing(tmp_path: Path, dry_run: bool) -> None:
+    path, victim = scripted_writer(tmp_path)
+    (tmp_path / "none.toml").write_text("")
+    result = CliRunner().invoke(main, ["run", "-s", "tiny", "-m", str(path), "-e", "ac",
+                                       "--config", str(tmp_path / "none.toml"), "--trust-pickle",
+                                       "-o", str(tmp_path / "out"),
+                                       *(["--dry-run"] if dry_run else [])])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--trust-torchscript" in lines[0]
+    assert victim.read_bytes() == b"safe"
+    assert no_cells(tmp_path / "out")
+
+
+def test_trust_torchscript_help_says_what_it_trusts() -> None:
+    for command in ("run", "estimate"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        text = " ".join(result.output.split())
+        assert "--trust-torchscript" in text and "write files" in text, command

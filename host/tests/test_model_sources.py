@@ -144,7 +144,7 @@ def test_checkpoint_forms(tmp_path: Path) -> None:
     torch.save(net, tmp_path / "whole.pt")
     torch.jit.save(torch.jit.script(net), tmp_path / "scripted.pt")
     for file, form in (("whole.pt", "module"), ("scripted.pt", "torchscript")):
-        loaded = load_checkpoint(str(tmp_path / file), trust_pickle=True)
+        loaded = load_checkpoint(str(tmp_path / file), trust_pickle=True, trust_torchscript=True)
         assert loaded.preprocessing["checkpoint_form"] == form and loaded.num_classes == 6
         with torch.no_grad():
             assert torch.allclose(loaded.module(x), expected, atol=1e-6)

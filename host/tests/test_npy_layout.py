@@ -81,7 +81,7 @@ def test_roles_order_and_record(tmp_path: Path) -> None:
     record = suite.record()
     assert record["order"] == [s.name for s in splits]
     assert record["n_per_severity"] == N and record["image_size"] == [SIZE, SIZE]
-    assert record["root"] == str(tmp_path / "CIFAR-10-C")
+    assert record["root"] == "CIFAR-10-C" and suite.location()["root"] == str(tmp_path / "CIFAR-10-C")
     clean = suite.dataset(calib[-1])
     assert len(clean) == 5 and clean[3][0][:, 0, 0].tolist() == [200, 0, 3] and clean[3][1] == 3
     # source-val falls back to clean.npy when there is no source_val.npy

@@ -12,7 +12,7 @@ from executor_kit import PLUGINS, direct_results, make_spec, results
 
 from ttabench.cli import main
 from ttabench.runner.benchmark import Benchmark
-from ttabench.runner.cells import read_cell
+from ttabench.records import read_cell
 
 
 @pytest.mark.slow
@@ -32,11 +32,11 @@ def test_cli_run_with_two_jobs_writes_every_cell_and_the_leaderboard(tmp_path, s
     assert "6 cells planned, 6 to run" in result.output
     assert "cells (2 processes)" in result.output  # the pool ran them, not the local loop
     cells = [read_cell(p) for p in sorted((out / "cells").glob("*.json"))]
-    assert len(cells) == 6 and all(c["status"] == "ok" for c in cells)
+    assert len(cells) == 6 and all(c.status == "ok" for c in cells)
     assert (out / "leaderboard.csv").exists()
     assert json.loads((out / "run.json").read_text())["ran"] == {"ok": 6, "failed": 0}
     # the same cells, executed directly in this process, give the same numbers
     bench = Benchmark(make_spec())
     plans = bench.plan()
-    assert {p.key for p in plans} == {c["key"] for c in cells}
+    assert {p.key for p in plans} == {c.key for c in cells}
     assert results(cells) == direct_results(bench, plans)

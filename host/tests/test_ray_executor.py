@@ -34,4 +34,4 @@ def test_imagefolder_cells_all_run_on_ray(local_ray, tmp_path):
     counts = run_cells(bench, plans, tmp_path / "ray", make_backend("ray"), progress=False)
     assert counts == {"ok": len(plans), "failed": 0} and len(plans) == 6
     cells = collect_cells(tmp_path / "ray", plans)
-    assert all(c["data"]["skipped_files"] == 1 for c in cells)
+    assert all(c.data["skipped_files"] == 1 for c in cells)

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fake_distribution import make_dist
 
 from ttabench import registry
 from ttabench.api import LoadedModel, StaticEstimator, Suite
@@ -34,22 +35,6 @@ def declared() -> dict[str, dict[str, str]]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     groups = data["project"]["entry-points"]
     return {kind: groups.get(f"ttabench.{kind}", {}) for kind in registry.KINDS}
-
-
-def make_dist(
-    root: Path, dist: str, version: str, groups: dict[str, dict[str, str]], modules: dict[str, str]
-) -> None:
-    """Write an installed-distribution folder (METADATA + entry_points.txt) and its modules."""
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = []
-    for group, entries in groups.items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for name, source in modules.items():
-        (root / f"{name}.py").write_text(source)
 
 
 @pytest.fixture

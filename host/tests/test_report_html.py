@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the leaderboard tests' fabrica
 from cell_builders import trajectory  # noqa: E402
 from test_leaderboard import N_BOOT, make_cells  # noqa: E402
 
+from ttabench.spec import ScoringSpec
 from ttabench.scoring import build_leaderboard, format_console
 from ttabench.scoring.leaderboard import to_markdown
 from ttabench.scoring.report_html import render, report_from_leaderboard, write_report
@@ -40,7 +41,7 @@ def cells():
 
 @pytest.fixture(scope="module")
 def report(cells):
-    return report_from_leaderboard(build_leaderboard(cells, n_boot=N_BOOT), cells)
+    return report_from_leaderboard(build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT)), cells)
 
 
 def test_sections_per_target_in_order_with_aliases_shown_once(cells, report):
@@ -48,7 +49,7 @@ def test_sections_per_target_in_order_with_aliases_shown_once(cells, report):
     source = report.tables[0]
     entries = [row[source.columns.index("entry")] for row in source.rows]
     assert "ac" in entries and "ac2" not in entries and source.aliases == {"ac2": "ac"}
-    lb = build_leaderboard(cells, n_boot=N_BOOT)
+    lb = build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT))
     assert "ac2: alias of ac" in format_console(lb)
     assert "| ac2 |" not in to_markdown(lb) and "aliases: ac2" in to_markdown(lb)
     assert {"flips (lin)", "flips (quad)"} <= {p.entry for p in report.tables[1].panels}
@@ -72,6 +73,25 @@ def test_a_mapped_panel_holds_calibration_and_eval_points_and_the_fitted_map(cel
         assert acc == pytest.approx(slope * score + intercept, abs=1e-6)
     for p in evals:  # mde is exactly linear in accuracy: the map recovers the truth
         assert p.estimate == pytest.approx(p.true, abs=1e-6)
+
+
+def test_the_report_draws_the_maps_the_leaderboard_fitted_and_fits_none(cells, monkeypatch):
+    from ttabench.scoring import maps
+
+    board = build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT))
+    group = next(iter(board.entries))[0]
+    fitted = {e.name: e for e in board.entries[(group, "source")]}
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the report fitted a map again")
+
+    monkeypatch.setattr(maps, "build_entries", refit)
+    monkeypatch.setattr(maps, "fit_map_kind", refit)
+    page = report_from_leaderboard(board, cells)
+    panel = next(p for p in page.tables[0].panels if p.entry == "mde (lin)")
+    mapping = fitted["mde (lin)"].maps["source"]
+    score, acc = panel.curve[0]
+    assert acc == pytest.approx(100 * float(mapping(score)))
 
 
 class _Dom(HTMLParser):
@@ -130,7 +150,7 @@ def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def test_the_page_renders_in_headless_chromium(cells, tmp_path):
     from PIL import Image
 
-    page = write_report(build_leaderboard(cells, n_boot=N_BOOT), cells, tmp_path)
+    page = write_report(build_leaderboard(cells, ScoringSpec(n_boot=N_BOOT)), cells, tmp_path)
     assert "http" not in re.sub(r'xmlns="http://www.w3.org/2000/svg"', "", page.read_text())
     # the page's script sorts every table by column 1 (entry) when the URL asks for it
     dom = chromium(["--dump-dom", f"{page.as_uri()}#sort=1"], tmp_path)
@@ -176,7 +196,7 @@ def test_aliases_are_found_once_per_table_and_every_writer_reads_them(cells, tmp
     real = leaderboard.find_aliases
     monkeypatch.setattr(leaderboard, "find_aliases",
                         lambda table, pairs: calls.append(1) or real(table, pairs))
-    lb = build_leaderboard(mixed, n_boot=N_BOOT)
+    lb = build_leaderboard(mixed, ScoringSpec(n_boot=N_BOOT))
     assert len(calls) == len(TARGETS)  # once per target, all groups at once
     console, markdown = format_console(lb), to_markdown(lb)
     write_leaderboard(lb, tmp_path)

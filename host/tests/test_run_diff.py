@@ -51,7 +51,7 @@ def differing(a: Path, b: Path) -> dict[str, set[str]]:
 def test_each_single_fact_is_found_and_nothing_else(runs):
     assert differing(runs["base"], runs["base"]) == {}
     assert differing(runs["base"], runs["model"]) == {
-        "model": {"model.id", "model.spec", "model.weights_hash"}}
+        "model": {"model.id", "model.weights_hash"}}  # the spec is recorded beside the key
     assert differing(runs["base"], runs["images"]) == {
         "data": {"n_examples", "suite.options.n_examples", "suite.record.n_examples"}}
     assert differing(runs["base"], runs["batch"]) == {"stream": {"batch_size"}}

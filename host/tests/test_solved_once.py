@@ -16,7 +16,6 @@ import torch
 from ttabench import registry
 from ttabench.api import Outputs
 from ttabench.estimators import classic, functional, scores
-from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark, RunSpec
 from tiny_direct import direct_logits
 
@@ -123,7 +122,7 @@ def counted_run():
                    suite_options={"n_examples": N_EXAMPLES}, device="cpu", splits=SPLITS)
     try:
         bench = Benchmark(spec)
-        cells = [Cell.from_dict(bench.execute(plan)) for plan in bench.plan()]
+        cells = [bench.execute(plan) for plan in bench.plan()]
     finally:
         patch.undo()
     return cells, problems, fits
@@ -170,7 +169,7 @@ def test_the_adapted_view_is_not_timed_twice():
                    suite_options={"n_examples": N_EXAMPLES}, device="cpu", splits=["noise-1"],
                    estimator_params={"sleepy-static": {"seconds": 0.25}})
     bench = Benchmark(spec)
-    timings = Cell.from_dict(bench.execute(bench.plan()[0])).timings
+    timings = bench.execute(bench.plan()[0]).timings
     assert timings["static_estimators"] >= 3 * 0.25  # three views, one sleep each
     phases = timings["source_and_bn_pass"] + timings["static_estimators"] + timings["adaptation"]
     assert phases <= timings["total"]

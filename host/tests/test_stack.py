@@ -12,6 +12,7 @@ from sklearn.linear_model import LinearRegression
 from cell_builders import make_cell, static, trajectory
 from ttabench.scoring import build_leaderboard
 from ttabench.scoring.stack import STACK_INPUT, fit_stack, nested_lodo, select_features
+from ttabench.spec import ScoringSpec
 
 NAMES = ("good", "anti", "noise1", "noise2")
 
@@ -107,7 +108,7 @@ def test_a_stacked_estimator_gets_a_stack_entry_fitted_on_calibration_only():
             "plain": trajectory("score", float(row[0]), scores=scores, role="baseline"),
             "b": static("direct", {"source": acc + 0.1, "bn": acc + 0.1, "adapted": acc + 0.1}),
         }))
-    lb = build_leaderboard(cells, n_boot=20)
+    lb = build_leaderboard(cells, ScoringSpec(n_boot=20))
     row = lb.table[(lb.table["entry"] == "st[stack]") & (lb.table["target"] == "bn")].iloc[0]
     assert not (lb.table["entry"] == "plain[stack]").any()  # only a stacked estimator's input
     calib = [i for i, g in enumerate(groups) if g not in ("d6", "d7")]

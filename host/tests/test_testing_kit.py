@@ -65,6 +65,33 @@ class PredictAdapts(BiasStep):
         return self.forward(x)
 
 
+class PredictMovesStatistics(BiasStep):
+    """predict in train mode: BatchNorm running statistics move (buffers, not parameters)."""
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.train()
+        try:
+            return self.model(x)
+        finally:
+            self.model.eval()
+
+
+class PredictCounts(BiasStep):
+    """predict counts itself among the steps."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self.calls = 0
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().predict(x)
+
+    def counters(self) -> dict:
+        return {"calls": self.calls}
+
+
 class WrongShape(BiasStep):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)[:, :2]
@@ -175,6 +202,8 @@ def test_accepts_a_correct_adapting_toy():
     [
         (NoReset, "reset", "reset did not restore: ['model.net.fc.bias']"),
         (PredictAdapts, "predict", "predict changed parameters"),
+        (PredictMovesStatistics, "predict", "buffers: ['model.net.features.1.running_mean'"),
+        (PredictCounts, "predict", "predict changed the counters"),
         (WrongShape, "forward", "logits shape (16, 2) != (16, 4)"),
         (NotDeterministic, "deterministic", "two fresh instances"),
         (BadParams, "params/counters", "not JSON-serialisable"),

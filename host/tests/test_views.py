@@ -27,7 +27,7 @@ def cell() -> Cell:
                    suite_options={"n_examples": 192}, device="cpu", splits=[SPLIT],
                    estimator_params={"fails-off-frozen": {"nan_above": 192}})
     bench = Benchmark(spec)
-    return Cell.from_dict(bench.execute(bench.plan()[0]))
+    return bench.execute(bench.plan()[0])
 
 
 @pytest.fixture(scope="module")

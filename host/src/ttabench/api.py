@@ -22,6 +22,12 @@ Data flow of one cell (see ``ttabench.runner.execute``):
    ``TrajectoryEstimator`` at the checkpoints it asks for, and gives the ``adapted`` target
    (online accuracy of the adapted model). Adaptation stops at the last step needed.
 
+A cell's stream (``ttabench.runner.streams``) is one split with the adapter reset before it,
+or several splits in a row (continual, gradual, mixed; optionally class-correlated); every
+estimator is also scored per window of ``W`` steps against the online accuracy of those steps
+(``TrajectoryEstimator.window_results``). An estimator whose constructor takes ``window`` gets
+the stream's ``W`` unless the configuration sets it (another value is refused).
+
 Labels are logit indices (of the restricted logits when ``Suite.class_subset`` is set), except
 for a suite with ``label_sets``: then label ``y`` is correct for a prediction ``p`` iff ``p`` is
 in ``label_sets[y]`` (ObjectNet's and ImageNet-D's many-to-one class maps, ImageNet-Hard's
@@ -32,18 +38,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from collections.abc import Callable, Hashable, Sized
+from collections.abc import Callable, Hashable, Iterable, Sized
+from copy import deepcopy
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ttabench.adaptation.family import FAMILY_RULE, check_family, dataset_family
+from ttabench.adaptation.modes import eval_mode
+from ttabench.adaptation.optimizer import OptimizerSetting
+from ttabench.adaptation.rng import adapter_seed, seeded_generator
 from ttabench.errors import TTABenchError
 
 Role = Literal["eval", "calibration"]
-#: How the probe is drawn (``TrajectoryPlan.probe_draw``; see ``ttabench.runner.stream``).
-PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 Target = Literal["source", "bn", "adapted"]
 TARGETS: tuple[Target, ...] = ("source", "bn", "adapted")
 _Derived = TypeVar("_Derived")
@@ -88,6 +97,10 @@ class Suite(ABC):
     #: Whether reading a split decodes files (image folders, ImageNet-C, CCC): such a split
     #: gets DataLoader worker processes by default (see ``ttabench.runner.resources``).
     streams_from_disk: bool = False
+    #: Options that say where data lives (a folder or file path): recorded beside a cell's key,
+    #: never hashed into it, so moving the data, or mounting it elsewhere on another node of a
+    #: job array, keeps every key. ``record()`` holds the identity of what they point at.
+    location_options: ClassVar[tuple[str, ...]] = ()
 
     @property
     def skipped_files(self) -> dict[str, int]:
@@ -110,7 +123,14 @@ class Suite(ABC):
 
     @abstractmethod
     def record(self) -> dict[str, Any]:
-        """Protocol facts for the cell record: data location, split order, preprocessing..."""
+        """Protocol facts hashed into every cell's key: the data's identity (folder and file
+        names relative to the data folder, sizes, digests), split order, preprocessing...;
+        never an absolute path (that goes in ``location()``)."""
+
+    def location(self) -> dict[str, Any]:
+        """Where this machine reads the data from (absolute paths): recorded beside each
+        cell's key, not in it."""
+        return {}
 
     def size(self, split: SplitSpec) -> int:
         """Images in a split, for planning (``ttabench run --dry-run``); folder suites count
@@ -182,8 +202,108 @@ class Adapter(nn.Module, ABC):
         return {}
 
     def counters(self) -> dict[str, Any]:
-        """Running counters a user can read (samples kept per filter, steps since reset...)."""
+        """Running counters a user can read (samples kept per filter, steps since reset...).
+        ``resets``, when present, counts the adapter's resets so far: the host records the
+        steps after which it grew (``ttabench.records.WindowRecord.reset_steps``)."""
         return {}
+
+
+class ResettableAdapter(Adapter):
+    """The base of the adapters whose state changes: its snapshot, the reset, the counters.
+
+    ``reset`` restores every child module's state saved by ``save_initial_state`` (the model,
+    and a teacher, an anchor or a source copy an adapter keeps beside it), drops the optimizer
+    (``optimizer_for`` builds a fresh one, its state empty, at the next step), re-seeds the
+    private generator, and calls ``forget`` for the method's own state (memory banks, running
+    means). The number of classes, and with it the dataset family of the authors'
+    hyper-parameters, is resolved from the first batch's logits unless given. Subclasses call
+    ``save_initial_state()`` at the end of ``__init__``.
+    """
+
+    def __init__(self, model: nn.Module, *, num_classes: int | None = None,
+                 family: str | None = None, seed: int | None = None) -> None:
+        super().__init__(model)
+        self.given_family = check_family(family)
+        self.num_classes: int | None = None
+        self.family: str | None = self.given_family
+        if num_classes is not None:
+            self.resolve_classes(num_classes)
+        self.seed = adapter_seed(seed)
+        self.generator = seeded_generator(self.seed)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.steps = 0
+        self.steps_since_reset = 0
+        self.resets = 0
+        self._initial: dict[str, dict[str, torch.Tensor]] = {}
+
+    # -- classes and family
+    def resolve_classes(self, width: int) -> None:
+        """Fix the number of classes (and the family) from the first logits' width; later
+        batches must have the same width."""
+        if self.num_classes is None:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 2:
+                raise TTABenchError(f"{self.name} needs a model with at least 2 classes, got "
+                                    f"{width!r}")
+            self.num_classes = width
+            self.family = dataset_family(width, self.given_family)
+        elif width != self.num_classes:
+            raise TTABenchError(f"{self.name}: the model outputs {width} classes, expected "
+                                f"{self.num_classes}")
+
+    def per_family(self, imagenet: str, cifar: str) -> str | None:
+        """``imagenet`` or ``cifar`` by the resolved family (None before it is known)."""
+        if self.family is None:
+            return None
+        return imagenet if self.family == "imagenet" else cifar
+
+    def family_record(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "family": self.family,
+                "family_rule": "given" if self.given_family else FAMILY_RULE}
+
+    # -- optimizer and state
+    def optimizer_for(self, setting: OptimizerSetting,
+                      params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The current optimizer; a fresh one from ``setting`` after construction or reset."""
+        if self.optimizer is None:
+            self.optimizer = setting.build(params)
+        return self.optimizer
+
+    def save_initial_state(self) -> None:
+        """Snapshot the state of every child module, restored by ``reset``."""
+        self._initial = {name: deepcopy(child.state_dict())
+                         for name, child in self.named_children()}
+
+    def restore_initial_state(self) -> None:
+        for name, child in self.named_children():
+            child.load_state_dict(self._initial[name])
+
+    def reset(self) -> None:
+        """Restore the modules, drop the optimizer state, re-seed, forget the method's state."""
+        self.restore_initial_state()
+        self.optimizer = None
+        self.generator.manual_seed(self.seed)
+        self.forget()
+        self.steps_since_reset = 0
+        self.resets += 1
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.model``'s logits (the model whose outputs the adapter returns: the adapted
+        model, or a mean teacher), every layer in eval mode for the call, nothing updated."""
+        with eval_mode(self.model):
+            logits: torch.Tensor = self.model(x)
+        return logits
+
+    def forget(self) -> None:
+        """Clear the method's own running state (default: none)."""
+
+    def count_step(self) -> None:
+        self.steps += 1
+        self.steps_since_reset += 1
+
+    def counters(self) -> dict[str, Any]:
+        return {"steps": self.steps, "steps_since_reset": self.steps_since_reset,
+                "resets": self.resets}
 
 
 # --------------------------------------------------------------------------- estimators
@@ -425,14 +545,36 @@ class TrajectoryEstimator(Estimator):
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         """The estimate once the trajectory has reached the last checkpoint."""
 
+    def window_results(self, window: int) -> list[EstimateResult] | None:
+        """Per-window estimates of the online accuracy, asked after ``compute``: one
+        result per complete window of ``window`` steps (window ``w``: steps ``wW + 1`` to
+        ``(w + 1)W``), each estimating the accuracy of the adapter's online predictions in
+        those steps (``kind == "direct"``: ``estimate`` set) or a score a map turns into it;
+        ``scores`` may hold the features it was computed from. The host scores them against
+        each window's online accuracy (``ttabench.runner.windows``). None (the default): this
+        estimator gives no per-window estimate."""
+        return None
+
     def reset(self) -> None:
         """Forget everything observed; called before each cell."""
 
 
 # --------------------------------------------------------------------------- the rest of the API
 # Defined in small modules of their own (which import the contracts above), so imported last.
-# The record types (the typed cell record, torch-free) and the helpers plugins share.
+# The record types (the typed cell record, torch-free) and the helpers plugins share (among
+# them the adapters' shared pieces, ``ttabench.adaptation``).
 
+from ttabench.adaptation.augment import TTAugment  # noqa: E402
+from ttabench.adaptation.checks import (  # noqa: E402
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
+from ttabench.adaptation.ema import blend_parameters  # noqa: E402
+from ttabench.adaptation.family import FAMILIES  # noqa: E402
+from ttabench.adaptation.modes import use_batch_statistics  # noqa: E402
+from ttabench.adaptation.optimizer import CIFAR_ADAM  # noqa: E402
 from ttabench.calibration import SCHEMA as CALIBRATION_SCHEMA  # noqa: E402
 from ttabench.calibration import Calibration, fit_polynomial  # noqa: E402
 from ttabench.config_schema import Rule as ConfigRule  # noqa: E402
@@ -447,11 +589,33 @@ from ttabench.records import CELL_SCHEMA, Cell, EstimatorRecord, ViewResult, rea
 from ttabench.registry import get as get_plugin  # noqa: E402
 from ttabench.registry import load_model, make_suite  # noqa: E402
 from ttabench.runner.config import RunConfig, load_config  # noqa: E402
-from ttabench.runner.store import write_json_atomic  # noqa: E402
-from ttabench.runner.stream import first_epoch, stream_indices  # noqa: E402
+from ttabench.schemas import Count, Finite, Fraction, Record, Size  # noqa: E402
+from ttabench.schemas import parse as parse_record  # noqa: E402
+from ttabench.store import write_json_atomic  # noqa: E402
+from ttabench.runner.stream import PROBE_DRAWS, first_epoch, stream_indices  # noqa: E402
 from ttabench.scoring.stack import STACK_INPUT  # noqa: E402
 
 __all__ = [
+    "Count",
+    "Finite",
+    "Fraction",
+    "Record",
+    "Size",
+    "parse_record",
+    "CIFAR_ADAM",
+    "FAMILIES",
+    "FAMILY_RULE",
+    "OptimizerSetting",
+    "ResettableAdapter",
+    "TTAugment",
+    "blend_parameters",
+    "check_choice",
+    "check_fraction",
+    "check_positive",
+    "check_positive_int",
+    "dataset_family",
+    "eval_mode",
+    "use_batch_statistics",
     "CALIBRATION_SCHEMA",
     "CELL_SCHEMA",
     "Calibration",

@@ -78,16 +78,23 @@ class Calibration:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename)."""
-        from ttabench.runner.store import write_json_atomic
+        from ttabench.store import write_json_atomic
 
         write_json_atomic(Path(path), self.to_json())
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Calibration:
-        if data.get("schema") != SCHEMA:
-            raise TTABenchError(f"not a ttabench calibration (schema {data.get('schema')!r})")
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**fields)
+    def from_json(cls, data: Any, where: str = "calibration") -> Calibration:
+        """A calibration from its JSON form, checked against
+        ``ttabench.schemas.CalibrationSchema`` (finite numeric coefficients, 2 to 4 of them...);
+        one TTABenchError line naming ``where`` and the field otherwise."""
+        from ttabench.schemas import CalibrationSchema, parse
+
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise TTABenchError(f"{where} is not a ttabench calibration (schema {found!r}, "
+                                f"expected {SCHEMA})")
+        checked = parse(CalibrationSchema, data, where).model_dump()
+        return cls(**{k: checked[k] for k in cls.__dataclass_fields__})
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -96,9 +103,10 @@ class Calibration:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise TTABenchError(f"calibration file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise TTABenchError(f"calibration file {path} is not valid JSON: {err}") from None
-        return cls.from_json(data)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise TTABenchError(f"calibration file {path} is not valid JSON: "
+                                f"{' '.join(str(err).split())}") from None
+        return cls.from_json(data, where=f"calibration file {path}")
 
 
 def fit_polynomial(

@@ -1,6 +1,7 @@
 """The ``ttabench`` command line: a click group whose subcommands are resolved lazily.
 
-``ls`` and ``validate`` live here. ``run``, ``estimate``, ``fit`` and ``leaderboard`` are named
+``ls`` and ``validate`` live here. ``run`` (and its alias ``continual``), ``estimate``, ``fit``
+and ``leaderboard`` are named
 by ``module:attr`` in ``BUILTIN_COMMANDS`` and imported only when invoked, and every entry point
 of group ``ttabench.commands`` adds a subcommand. A subcommand that fails to import becomes a
 stub that prints one ``error:`` line. ``--help`` and ``ls`` import no command or plugin: their
@@ -32,6 +33,7 @@ from ttabench.source_docs import describe
 
 BUILTIN_COMMANDS: dict[str, str] = {
     "run": "ttabench.runner.command:run",
+    "continual": "ttabench.runner.command:continual",
     "estimate": "ttabench.runner.command:estimate",
     "fit": "ttabench.scoring.command:fit",
     "leaderboard": "ttabench.scoring.command:leaderboard",
@@ -217,13 +219,12 @@ def _resolve_for_validation(plugin: str) -> tuple[str, str, Any]:
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
+    from ttabench.runner.config import parse_value  # the one value grammar: --set's
+
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise TTABenchError(f"--param '{text}' is not KEY=VALUE")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+    return key, parse_value(raw)
 
 
 @main.command("validate")
@@ -234,7 +235,8 @@ def _parse_param(text: str) -> tuple[str, Any]:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A parameter for the plugin (VALUE parsed as JSON when it can be); repeatable.",
+    help="A parameter for the plugin (VALUE read as TOML, as --set reads it, else a string); "
+         "repeatable.",
 )
 def validate(plugin: str, params: tuple[str, ...]) -> None:
     """Run the conformance checks on PLUGIN (KIND:NAME, NAME or MODULE:ATTR)."""

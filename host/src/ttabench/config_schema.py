@@ -45,80 +45,32 @@ import os
 import pathlib
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
 from ttabench.runner.config import Layer, RunConfig
+from ttabench.spec import MAX_SEED, MAX_THREADS, RUN_OPTIONS, Option, Rule, is_int, is_number
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A value's expected form: ``check(value)`` is True when it fits; ``text`` says what fits."""
-
-    check: Callable[[Any], bool]
-    text: str
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _rules(options: tuple[Option, ...]) -> dict[str, Any]:
+    """``{key: Rule}`` of the ``[run]`` table, ``{"stream": {key: Rule}}`` nested."""
+    out: dict[str, Any] = {}
+    for opt in options:
+        node = out
+        for key in opt.path[:-1]:
+            node = node.setdefault(key, {})
+        node[opt.path[-1]] = opt.rule
+    return out
 
 
-def _names(value: Any) -> bool:
-    return isinstance(value, str) or (
-        isinstance(value, list) and all(isinstance(v, str) for v in value)
-    )
-
-
-def _ints(minimum: int, maximum: int | None = None) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        items = value if isinstance(value, list) else [value]
-        return bool(items) and all(_is_int(v) and minimum <= v and (maximum is None or v <= maximum)
-                                   for v in items)
-
-    return check
-
-
-#: Seeds go to torch's generators (64 bits); the thread count to torch's intra-op pool.
-MAX_SEED = 2**63 - 1
-MAX_THREADS = 1024
-
-
-STRING = Rule(lambda v: isinstance(v, str), "a string")
-NAMES = Rule(_names, "a name or a list of names")
-RUN_KEYS: dict[str, Rule] = {
-    "suite": STRING,
-    "model": STRING,
-    "adapter": NAMES,
-    "estimators": NAMES,
-    "baselines": NAMES,
-    "seeds": Rule(_ints(0, MAX_SEED), f"an integer in 0..{MAX_SEED} or a list of them"),
-    "batch_size": Rule(lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "steps": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: the last "
-                  "checkpoint an estimator needs)"),
-    "threads": Rule(lambda v: _is_int(v) and 0 <= v <= MAX_THREADS,
-                    f"an integer in 0..{MAX_THREADS} (0: torch's default)"),
-    "jobs": Rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: one per core)"),
-    "output": STRING,
-    "splits": NAMES,
-    "severities": Rule(_ints(1), "a positive integer or a list of them"),
-    "data_dir": STRING,
-    "device": STRING,
-    "map_kinds": NAMES,  # and each a kind of ttabench.scoring.map_kinds (check_layer)
-    "preset": STRING,  # a name of `ttabench presets` (ttabench.preset)
-    "boot_unit": Rule(lambda v: v in ("dataset", "split"), "'dataset' or 'split' (the bootstrap's "
-                      "resampling unit)"),
-}
+#: ``[run]``'s keys and their rules (``ttabench.spec.RUN_OPTIONS``); ``stream`` is a table of
+#: its own rules, or a string (its kind).
+RUN_KEYS: dict[str, Any] = _rules(RUN_OPTIONS)
 RAY_KEYS: dict[str, Rule] = {
-    "num_cpus": Rule(lambda v: _number(v) and v > 0, "a positive number"),
-    "num_gpus": Rule(lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "num_cpus_total": Rule(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "num_cpus": Rule(lambda v: is_number(v) and v > 0, "a positive number"),
+    "num_gpus": Rule(lambda v: is_number(v) and v >= 0, "a non-negative number"),
+    "num_cpus_total": Rule(lambda v: is_int(v) and v >= 1, "a positive integer"),
     "log_to_driver": Rule(lambda v: isinstance(v, bool), "true or false"),
 }
 #: Plugin sections: section name -> (registry kind, leading positional parameters the host
@@ -159,13 +111,6 @@ def check_layer(layer: Layer) -> None:
             raise _fail(layer.origin, section, f"must be a table ([{section}]), got {content!r}")
         if section == "run":
             _check_keys(layer.origin, "[run]", content, RUN_KEYS)
-            if "map_kinds" in content:
-                from ttabench.scoring.map_kinds import check_map_kinds  # scipy: only when asked
-
-                try:
-                    check_map_kinds(content["map_kinds"])
-                except TTABenchError as err:
-                    raise _fail(layer.origin, "[run] map_kinds", str(err)) from None
         elif section == "executor":
             for name, table in content.items():
                 if name not in EXECUTORS:
@@ -179,23 +124,39 @@ def check_layer(layer: Layer) -> None:
                 _check_plugin(layer.origin, section, name, params)
 
 
-def _check_keys(origin: str, where: str, table: dict[str, Any], rules: dict[str, Rule]) -> None:
+def _check_keys(origin: str, where: str, table: dict[str, Any], rules: dict[str, Any]) -> None:
     for key, value in table.items():
         if key not in rules:
             raise _fail(origin, where, _unknown("key", key, list(rules)))
-        if not rules[key].check(value):
-            raise _fail(origin, f"{where} {key}", f"expected {rules[key].text}, got {value!r}")
+        rule = rules[key]
+        if isinstance(rule, dict):  # a table of its own: [run.stream], or its kind as a string
+            if isinstance(value, dict):
+                _check_keys(origin, f"[{where[1:-1]}.{key}]", value, rule)
+                continue
+            key, rule = f"{key} (its kind)", rule["kind"]
+        try:
+            fits_rule = rule.check(value)
+        except TTABenchError as err:
+            raise _fail(origin, f"{where} {key}", str(err)) from None
+        if not fits_rule:
+            raise _fail(origin, f"{where} {key}", f"expected {rule.text}, got {value!r}")
 
 
 def _check_plugin(origin: str, section: str, name: str, params: Any) -> None:
     kind, skip = PLUGIN_SECTIONS[section]
     where = f"[{section}.{name}]"
-    available = registry.names(kind)
-    if name not in available:
-        raise _fail(origin, where, _unknown(kind[:-1], name, available))
+    if kind == "adapters" and ":" in name:  # a wrapped adapter, e.g. guard:tent
+        try:
+            registry.get(kind, name)
+        except TTABenchError as err:
+            raise _fail(origin, where, str(err)) from None
+    else:
+        available = registry.names(kind)
+        if name not in available:
+            raise _fail(origin, where, _unknown(kind[:-1], name, available))
     if not isinstance(params, dict):
         raise _fail(origin, where, f"must be a table of parameters, got {params!r}")
-    accepted = plugin_parameters(registry.get(kind, name), skip)
+    accepted = _accepted(kind, name, skip)
     if accepted is None:  # takes any keyword
         return
     for key, value in params.items():
@@ -206,6 +167,26 @@ def _check_plugin(origin: str, section: str, name: str, params: Any) -> None:
         if fits(value, annotation) is False:
             raise _fail(origin, f"{where} {key}",
                         f"expected {describe(annotation)}, got {value!r}")
+
+
+def _accepted(kind: str, name: str, skip: int) -> dict[str, Any] | None:
+    """The parameters ``[<section>.<name>]`` may set: the plugin's (``plugin_parameters``); for
+    a wrapped adapter ``<wrapper>:<inner>`` the wrapper's own keywords and its inner adapter's
+    (its ``**kwargs`` go to the inner adapter, which inherits ``[adapter.<inner>]``)."""
+    parts = registry.wrapped_parts(name) if kind == "adapters" else None
+    if parts is None:
+        return plugin_parameters(registry.get(kind, name), skip)
+    inner = _accepted(kind, parts[1], skip)
+    if inner is None:
+        return None
+    cls = registry.get(kind, name)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: names are still checked
+        hints = {}
+    own = list(inspect.signature(cls).parameters.values())[skip:]
+    return {**inner, **{p.name: hints.get(p.name, Any) for p in own
+                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}}
 
 
 def plugin_parameters(target: Any, skip: int) -> dict[str, Any] | None:
@@ -274,9 +255,9 @@ def fits(value: Any, annotation: Any) -> bool | None:
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
-        return _is_int(value)
+        return is_int(value)
     if annotation is float:
-        return _number(value)
+        return is_number(value)
     if annotation in _PATHS:
         return isinstance(value, str)
     if origin in _SEQUENCES or annotation in (list, tuple):
@@ -306,5 +287,5 @@ def describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-__all__ = ["MAX_SEED", "MAX_THREADS", "RAY_KEYS", "RUN_KEYS", "Rule", "SECTIONS", "check_layer", "describe", "fits",
-           "plugin_parameters", "validate"]
+__all__ = ["MAX_SEED", "MAX_THREADS", "RAY_KEYS", "RUN_KEYS", "Rule", "SECTIONS", "check_layer",
+           "describe", "fits", "plugin_parameters", "validate"]

@@ -1,6 +1,8 @@
 """The cell record: one finished (or failed) cell as typed data, and its one reader.
 
-A cell file is JSON with ``schema == CELL_SCHEMA``. Each estimator's record holds either one
+A cell file is JSON with ``schema == CELL_SCHEMA``. A cell is one stream (``ttabench.runner.streams``):
+one split, the adapter reset before it, or a continual, gradual or mixed stream through several;
+its protocol's ``stream`` record says which. Each estimator's record holds either one
 result per model view (``views``: a static estimator, computed once per view, see
 ``ttabench.runner.views``) or one view-free ``result`` (a trajectory estimator, or a static one
 that compares models, e.g. ``agreement``), and its ``role`` (``candidate``: named by
@@ -10,6 +12,11 @@ carries ``failed`` (the one-line error) and no value; the other views and estima
 Cells of schema ``ttabench.cell/1`` (one result per estimator, computed on the frozen model
 only) are refused with advice to rerun: their baselines never saw the ``bn`` or ``adapted``
 models, so they cannot fill the per-target tables. Torch-free, so scoring stays light.
+
+``windows`` (``WindowRecord``): the stream's online accuracy per window of ``W`` steps and the
+per-step counts it is made of; each estimator's ``windows`` holds its result per window (a
+static estimator's on the window's online outputs, a trajectory estimator's from
+``window_results``), scored against that window's accuracy.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class EstimatorRecord:
     views: dict[str, ViewResult] = field(default_factory=dict)
     result: ViewResult | None = None
     skipped: str | None = None
+    #: One result per complete window of the stream (empty: it gives none).
+    windows: list[ViewResult] = field(default_factory=list)
 
     def in_view(self, view: str) -> ViewResult | None:
         """The result that view ``view``'s table scores: the view-free result, else the
@@ -66,6 +75,22 @@ class EstimatorRecord:
         """The one-line error of this estimator in ``view``'s table, if it failed there."""
         found = self.result if self.result is not None else self.views.get(view)
         return None if found is None else found.failed
+
+
+@dataclass
+class WindowRecord:
+    """A cell's stream, step by step and per window of ``window`` steps.
+
+    ``accuracy[w] = sum(correct[wW:(w+1)W]) / sum(images[wW:(w+1)W])``, complete windows only;
+    ``segment_per_step``: the split (index into the protocol's ``stream.order``) each step is
+    in; ``reset_steps``: the 0-based steps after which the adapter's ``resets`` counter grew."""
+
+    window: int
+    accuracy: list[float] = field(default_factory=list)
+    correct_per_step: list[int] = field(default_factory=list)
+    images_per_step: list[int] = field(default_factory=list)
+    segment_per_step: list[int] = field(default_factory=list)
+    reset_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -83,12 +108,15 @@ class Cell:
     attempts: int = 1
     protocol: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the data and the weights were read from (absolute paths): beside the key, not in it.
+    location: dict[str, Any] = field(default_factory=dict)
     n_examples: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, float | None] = field(default_factory=dict)
     estimators: dict[str, EstimatorRecord] = field(default_factory=dict)
     adaptation: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    windows: WindowRecord | None = None
     schema: str = CELL_SCHEMA
 
     @property
@@ -105,7 +133,11 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "cell") -> Cell:
-        """A Cell from its JSON form; refuses another schema with a one-line error."""
+        """A Cell from its JSON form, checked against ``ttabench.schemas.CellSchema`` (types,
+        ranges, a finished cell whole); one TTABenchError line naming ``where`` and the field
+        otherwise, or the old schema with advice to rerun."""
+        from ttabench.schemas import CellSchema, parse
+
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema in OLD_SCHEMAS:
             raise TTABenchError(
@@ -115,26 +147,49 @@ class Cell:
         if schema != CELL_SCHEMA:
             raise TTABenchError(f"{where} is not a ttabench cell (schema {schema!r}, expected "
                                 f"{CELL_SCHEMA})")
-        body = dict(data)
+        body = parse(CellSchema, data, where).model_dump(by_alias=True)
+        body["split"] = body["split"] or {}
         records = {}
-        for name, rec in (body.pop("estimators", None) or {}).items():
-            rec = dict(rec)
-            views = {v: ViewResult(**r) for v, r in (rec.pop("views", None) or {}).items()}
-            result = rec.pop("result", None)
-            records[name] = EstimatorRecord(**rec, views=views,
+        for name, rec in body.pop("estimators").items():
+            views = {v: ViewResult(**r) for v, r in rec.pop("views").items()}
+            result = rec.pop("result")
+            windows = [ViewResult(**r) for r in rec.pop("windows")]
+            records[name] = EstimatorRecord(**rec, views=views, windows=windows,
                                             result=None if result is None else ViewResult(**result))
-        known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in body.items() if k in known}, estimators=records)
-        except TypeError as err:
-            raise TTABenchError(f"{where} is damaged: {err}") from None
+        steps = body.pop("windows")
+        return cls(**body, estimators=records,
+                   windows=None if steps is None else WindowRecord(**steps))
 
 
-def read_cell(path: Path | str) -> Cell:
-    """The cell in ``path``; a one-line TTABenchError when unreadable or of another schema."""
+def _json(path: Path | str) -> Any:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise TTABenchError(f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete "
                             "it and re-run that cell") from None
-    return Cell.from_dict(data, where=f"cell file {path}")
+
+
+def _named(cell: Cell, path: Path | str) -> Cell:
+    if cell.key != Path(path).stem:
+        raise TTABenchError(f"cell file {path}: key {cell.key!r} is not the file's name; the "
+                            "file holds another cell's result")
+    return cell
+
+
+def read_cell(path: Path | str, named_by_key: bool = True) -> Cell:
+    """The cell in ``path``, the one reader of cell files: checked (see ``Cell.from_dict``)
+    and, with ``named_by_key`` (a file of a run folder's ``cells/``), its key equal to the
+    file's name; a one-line TTABenchError naming the file otherwise."""
+    cell = Cell.from_dict(_json(path), where=f"cell file {path}")
+    return _named(cell, path) if named_by_key else cell
+
+
+def finished_cell(path: Path | str) -> Cell | None:
+    """The cell in ``path`` when it is a readable finished (``ok``) cell of this schema whose
+    key is its file's name; None when it is missing, half-written, damaged, failing the cell
+    schema, failed or older: such a cell is unfinished, so a rerun computes it again."""
+    try:
+        cell = read_cell(path)
+    except TTABenchError:
+        return None
+    return cell if cell.status == "ok" else None

@@ -260,6 +260,15 @@ def _wrapper_entry(name: str) -> tuple[_Entry, str]:
     return wrappers[prefix], inner
 
 
+def wrapped_parts(name: str) -> tuple[str, str] | None:
+    """``("guard", "tent")`` for the wrapped adapter name ``guard:tent`` (the wrapper must be
+    registered, else the one-line unknown-wrapper error); None for a plain name."""
+    if ":" not in name:
+        return None
+    entry, inner = _wrapper_entry(name)
+    return entry.name, inner
+
+
 def _wrapped_adapter(name: str) -> Any:
     """The class ``wrapper(inner adapter class)`` for ``name = "<wrapper>:<adapter>"``."""
     key = ("adapters", name)

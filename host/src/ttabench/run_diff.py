@@ -100,7 +100,7 @@ def load_side(path: Path) -> list[Cell]:
     """The cells of a run folder, or the one cell of a cell file."""
     path = Path(path)
     if path.is_file():
-        return [read_cell(path)]
+        return [read_cell(path, named_by_key=False)]  # a file the user names, any name
     if not path.is_dir():
         raise TTABenchError(f"{path} is neither a run folder nor a cell file")
     from ttabench.scoring.leaderboard import load_cells
@@ -192,8 +192,9 @@ def leaderboard_rows(folder: Path | None, cells: list[Cell]) -> list[dict[str, A
         if not any(c.status == "ok" for c in cells) or len(cells) < 2:
             return None
         from ttabench.scoring.leaderboard import build_leaderboard, to_json
+        from ttabench.spec import ScoringSpec
 
-        data = to_json(build_leaderboard(cells, n_boot=200))
+        data = to_json(build_leaderboard(cells, ScoringSpec(n_boot=200)))
     rows = []
     for target in data.get("targets", []):
         for table in target.get("tables", []):

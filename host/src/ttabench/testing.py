@@ -201,15 +201,19 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
 
     def predict() -> None:
         adapter = build()
-        x = _batches(1)[0]
-        params_before = {k: p.detach().clone() for k, p in adapter.named_parameters()}
-        logits = adapter.predict(x)
-        _ensure(tuple(logits.shape) == (x.shape[0], num_classes), "predict logits shape")
-        _ensure(bool(torch.isfinite(logits).all()), "predict returned non-finite logits")
-        changed = [
-            k for k, p in adapter.named_parameters() if not torch.equal(p, params_before[k])
-        ]
-        _ensure(not changed, f"predict changed parameters: {changed[:5]}")
+        first, x = _batches(2)
+        # the step-0 snapshot, then one once running state (statistics, memories) exists
+        for moment in ("before the first step", "after a step"):
+            state, counters = _state(adapter), adapter.counters()
+            logits = adapter.predict(x)
+            _ensure(tuple(logits.shape) == (x.shape[0], num_classes),
+                    f"predict logits shape {moment}")
+            _ensure(bool(torch.isfinite(logits).all()),
+                    f"predict returned non-finite logits {moment}")
+            changed = _state_diff(state, adapter)
+            _ensure(not changed, f"predict changed parameters or buffers: {changed[:5]}")
+            _ensure(adapter.counters() == counters, "predict changed the counters")
+            run(adapter, [first])
 
     def reset() -> None:
         adapter = build()
@@ -250,7 +254,7 @@ def check_adapter(adapter_cls: type, **params: Any) -> None:
     """Check an Adapter subclass on tiny-cnn; ``params`` go to ``adapter_cls(model, **params)``.
 
     Checks: a ``name``; one step on 16 float images gives finite (B, num_classes) logits;
-    ``predict`` changes no parameter; ``reset`` restores every parameter and buffer and makes
+    ``predict`` (after a step) changes no parameter, buffer or counter; ``reset`` restores every parameter and buffer and makes
     the same batches give the same logits again; ``params()`` is JSON-serialisable and
     ``counters()`` a dict; two fresh instances with the same seed give identical logits.
     """

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ttabench import registry
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark, RunSpec
 from ttabench.runner.cells import CellPlan
 from ttabench.runner.executor import Backend, LocalBackend
@@ -60,10 +61,9 @@ def make_backend(name: str, jobs: int = 2) -> Backend:
     return RayBackend()
 
 
-def results(cells: list[dict]) -> dict[str, tuple]:
+def results(cells: list[Cell]) -> dict[str, tuple]:
     """What must be identical across executors: per key, status, targets, estimator outputs."""
-    return {c["key"]: (c["status"], c["targets"],
-                       {k: (v["result"], v["views"]) for k, v in c["estimators"].items()})
+    return {c.key: (c.status, c.targets, {k: (v.result, v.views) for k, v in c.estimators.items()})
             for c in cells}
 
 

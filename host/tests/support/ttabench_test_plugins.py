@@ -259,3 +259,99 @@ class NoSourceValTiny(TinySuite):
 
     def source_val(self):
         return None
+
+
+class ConstantAdapter(Adapter):
+    """Predicts class 0 for every image; logs what it is called with (``LOG``): the length of
+    every adaptation step's and every predict's input and the steps since its last reset, so
+    a test can follow the stream (it never updates anything)."""
+
+    name = "constant"
+    LOG: dict[str, list[int]] = {"forward": [], "predict": [], "since_reset": []}
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.steps: list[int] = [0]  # steps since each reset, the current one last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps[-1] += 1
+        self.LOG["forward"].append(len(x))
+        self.LOG["since_reset"].append(self.steps[-1])
+        return torch.eye(4)[torch.zeros(len(x), dtype=torch.long)]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.LOG["predict"].append(len(x))
+        return torch.eye(4)[torch.zeros(len(x), dtype=torch.long)]
+
+    def reset(self) -> None:
+        self.steps.append(0)
+
+    def counters(self) -> dict[str, Any]:
+        return {"resets": len(self.steps) - 1}
+
+
+class BatchStatsAdapter(Adapter):
+    """No update: the model normalizing with the statistics of the batch it is given (train-mode
+    batch norm without running statistics); logs the length of every call (``LOG``)."""
+
+    name = "batch-stats"
+    LOG: dict[str, list[Any]] = {"forward": [], "predict": [], "calls": []}
+
+    def __init__(self, model: nn.Module) -> None:
+        from ttabench.runner.passes import batch_statistics_copy
+
+        super().__init__(batch_statistics_copy(model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.LOG["forward"].append(len(x))
+        self.LOG["calls"].append(("forward", len(x)))
+        with torch.no_grad():
+            return self.model(x)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.LOG["predict"].append(len(x))
+        self.LOG["calls"].append(("predict", len(x)))
+        return self.model(x)
+
+    def reset(self) -> None:
+        """Nothing to restore."""
+
+
+class ScriptedWindows(TrajectoryEstimator):
+    """Per window ``w`` the estimate ``(w mod 4) / 4``; counts every hook the host calls
+    (``CALLS``) and keeps, per static view of its context, the row count and the mean
+    max-softmax of the target outputs (``VIEWS``)."""
+
+    name = "scripted-windows"
+    target = "adapted"
+    CALLS: dict[str, int] = {"before_step": 0, "on_step": 0}
+    VIEWS: dict[str, tuple[int, float]] = {}
+
+    def plan(self) -> TrajectoryPlan:
+        return TrajectoryPlan(probe_size=0, checkpoints=())
+
+    def on_snapshot(self, step: int, probe_logits: torch.Tensor) -> None:
+        """No probe."""
+
+    def before_step(self, step, x, adapter, class_subset) -> None:
+        self.CALLS["before_step"] += 1
+
+    def on_step(self, step, x, logits, adapter) -> None:
+        self.CALLS["on_step"] += 1
+        self.steps = step
+
+    def window_results(self, window: int) -> list[EstimateResult]:
+        return [EstimateResult(value=(w % 4) / 4, estimate=(w % 4) / 4)
+                for w in range(self.steps // window)]
+
+    def compute(self, context: TrajectoryContext) -> EstimateResult:
+        self.VIEWS.clear()
+        for view, (target, _) in context.views.items():
+            confidence = torch.softmax(target.logits.double(), 1).max(1).values
+            self.VIEWS[view] = (len(target.logits), float(confidence.mean()))
+        return EstimateResult(value=0.5, estimate=0.5)
+
+    def reset(self) -> None:
+        self.steps = 0

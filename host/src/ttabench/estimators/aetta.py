@@ -184,11 +184,14 @@ class AETTA(TrajectoryEstimator):
             previous = error
         self.errors.append(EMA_KEEP * previous + (1.0 - EMA_KEEP) * error)
 
-    def window_estimates(self, window: int) -> list[float]:
-        """Per window of ``window`` steps: ``1 - mean_t err_t`` over the window's steps (the
-        smoothed errors of the whole stream, so each window starts from the last one's)."""
-        return [1.0 - sum(chunk) / len(chunk)
-                for chunk in (self.errors[i:i + window] for i in range(0, len(self.errors), window))]
+    def window_results(self, window: int) -> list[EstimateResult]:
+        """Per complete window of ``window`` steps: ``1 - mean_t err_t`` over the window's steps
+        (the smoothed errors of the whole stream, so each window starts from the last one's)."""
+        out = []
+        for start in range(0, len(self.errors) - window + 1, window):
+            accuracy = 1.0 - sum(self.errors[start:start + window]) / window
+            out.append(EstimateResult(value=accuracy, estimate=accuracy))
+        return out
 
     def compute(self, context: TrajectoryContext) -> EstimateResult:
         if not self.errors:

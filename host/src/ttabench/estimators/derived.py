@@ -13,12 +13,16 @@ view) and each view's source-val outputs once per process (``Benchmark.source_va
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ttabench.api import Outputs
 from ttabench.errors import TTABenchError
 from ttabench.estimators import functional
 from ttabench.estimators.functional import AtcScore, CottValidation, DocReference, ThresholdRank
+
+if TYPE_CHECKING:  # ttabench.api re-exports this module's temperature: no import back at run time
+    from ttabench.api import Outputs
 
 
 def _labels(val: Outputs) -> torch.Tensor:
@@ -76,7 +80,8 @@ def scaled(outputs: Outputs, temperature: float) -> Outputs:
     """``outputs`` with logits divided by ``temperature`` (labels kept, nothing else), one
     object per (outputs, temperature), so that what is derived from it is kept too."""
     return outputs.derive(("scaled", temperature),
-                          lambda: Outputs(logits=outputs.logits / temperature, labels=outputs.labels))
+                          lambda: type(outputs)(logits=outputs.logits / temperature,
+                                                       labels=outputs.labels))
 
 
 def mano_criterion(outputs: Outputs) -> float:

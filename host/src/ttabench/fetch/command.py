@@ -35,7 +35,7 @@ from ttabench.fetch.published import (
 from ttabench.fetch.transfer import Fetched, download
 from ttabench.fetch.unpack import unpack
 from ttabench.paths import cache_dir
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 
 RECORD_DIR = ".ttabench-fetch"
 

@@ -30,6 +30,7 @@ count is reported, and ``ttabench.suites.images.check_num_classes`` refuses a mi
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from ttabench.models.weight_files import (
     unwrap_state_dict,
 )
 from ttabench.paths import cache_dir as default_cache_dir
+from ttabench.schemas import CheckpointMetaSchema, parse
 
 TIMM_WEIGHTS_ENV = "TTABENCH_TIMM_WEIGHTS"
 TIMM_SUFFIXES: tuple[str, ...] = (".pth", ".safetensors", ".bin")
@@ -354,6 +356,7 @@ def load_checkpoint(
     cache_dir: Path | None = None,
     num_classes: int | None = None,
     trust_pickle: bool = False,
+    trust_torchscript: bool = False,
 ) -> LoadedModel:
     """``checkpoint:<path>``: a local file in one of four forms.
 
@@ -362,7 +365,11 @@ def load_checkpoint(
        ``torch.load(weights_only=True)``: tensors and plain values only.
     2. A ``.safetensors`` file of the weights whose metadata holds ``"arch"`` (and optionally
        ``"num_classes"``, ``"mean"``, ``"std"`` as JSON text).
-    3. A TorchScript file (``torch.jit.save``): the model's own TorchScript program runs.
+    3. A TorchScript file (``torch.jit.save``), only with ``trust_torchscript=True``
+       (``--trust-torchscript``): the file's TorchScript program runs when it is loaded (its
+       ``__setstate__``) and on every forward pass; TorchScript runs no Python, but it can read
+       and write files (``aten::from_file``). Without it such a file is refused before
+       ``torch.jit.load``, so no code from it runs.
     4. A whole pickled ``nn.Module`` (``torch.save(model)``), only with ``trust_pickle=True``
        (``--trust-pickle``): unpickling runs whatever code the file names, so it is for files
        you made or trust. Without it such a file is refused, and no code from it runs.
@@ -383,8 +390,17 @@ def load_checkpoint(
     if path.suffix == SAFETENSORS_SUFFIX:
         content = _safetensors_checkpoint(path)
     elif _is_torchscript(path):
+        if not trust_torchscript:
+            raise TTABenchError(
+                f"checkpoint {path} is a TorchScript program, which runs when it is loaded and "
+                "can read and write files; it was not loaded. Save a dict {'arch': ..., "
+                "'state_dict': ...} or a safetensors file instead, or, if you made or trust "
+                "this file, pass --trust-torchscript"
+            )
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a damaged archive can raise anything
             raise TTABenchError(f"cannot read checkpoint {path}: {_one_line(exc)}") from exc
         return _self_normalizing(net, path, num_classes, {**facts, "checkpoint_form": "torchscript"})
@@ -452,9 +468,12 @@ def _from_state_dict(
             f"checkpoint {path} is neither a module, a TorchScript file nor a dict with "
             "'arch' and 'state_dict' keys"
         )
-    arch = str(content["arch"])
+    meta = parse(CheckpointMetaSchema, {k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in content.items() if k != "state_dict"},
+                 f"checkpoint {path}")
+    arch = meta.arch
     source, _, name = arch.partition(":")
-    classes = content.get("num_classes") or num_classes
+    classes = meta.num_classes or num_classes
     kwargs = {} if classes is None else {"num_classes": int(classes)}
     if source == "timm":
         timm = import_timm()
@@ -463,19 +482,20 @@ def _from_state_dict(
         net = timm.create_model(name, pretrained=False, **kwargs)
         cfg = net.pretrained_cfg
         mean, std = cfg["mean"], cfg["std"]
-    elif source == "torchvision":
+    else:
         from torchvision import models
 
+        if name not in models.list_models():
+            raise TTABenchError(f"checkpoint {path}: torchvision has no model '{name}'; see "
+                                "torchvision.models.list_models()")
         net = models.get_model(name, weights=None, **kwargs)
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    else:
-        raise TTABenchError(f"checkpoint {path}: arch must be timm:<name> or torchvision:<name>")
     try:
         net.load_state_dict(unwrap_state_dict(content["state_dict"], path), strict=True)
     except RuntimeError as exc:
         raise TTABenchError(
             f"checkpoint {path}: state_dict does not fit {arch}: {_one_line(exc)}"
         ) from exc
-    mean, std = content.get("mean", mean), content.get("std", std)
+    mean, std = meta.mean or mean, meta.std or std
     return _wrap(net.eval(), mean, std, f"checkpoint:{path.name}", _output_classes(net) or classes,
                  arch=arch, **facts)

@@ -35,7 +35,7 @@ from ttabench.api import LoadedModel
 from ttabench.errors import TTABenchError
 from ttabench.models.base import NormalizedModel, weights_hash
 from ttabench.paths import DATA_ENV, cache_dir as default_cache_dir
-from ttabench.runner.store import atomic_file
+from ttabench.store import atomic_file
 from ttabench.suites.mnistc import DEFAULT_SEED, ensure_base, suite_root
 
 NUM_CLASSES = 10

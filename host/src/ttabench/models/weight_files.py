@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ def load_tensors(path: Path, suffix: str | None = None) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
             raise TTABenchError(f"cannot read safetensors file {path}: {_one_line(exc)}") from exc
+    if not zipfile.is_zipfile(path) and not _starts_like_a_pickle(path):
+        raise TTABenchError(f"{path} is not a weight file (neither a torch.save archive, nor a "
+                            "pickle, nor .safetensors)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -70,6 +74,14 @@ def load_tensors(path: Path, suffix: str | None = None) -> Any:
         ) from None
     except Exception as exc:  # truncated zip, not a torch file, ...
         raise TTABenchError(f"cannot read weight file {path}: {_one_line(exc)}") from exc
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether the file begins with a pickle protocol marker (``0x80``, then protocol 2-5), as
+    the legacy, non-zip ``torch.save`` format does."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:

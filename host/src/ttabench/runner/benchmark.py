@@ -1,7 +1,8 @@
 """A benchmark: the resolved run specification, its planned cells, and executing them.
 
 ``Benchmark`` loads the suite, the model and the plugins once (per process), plans the cells
-(every selected split x adapter x seed), and executes one cell by its plan. Executors
+(the stream's cells over the selected splits x adapter x seed; ``ttabench.runner.streams``),
+and executes one cell by its plan into a typed ``ttabench.records.Cell``. Executors
 (``ttabench.runner.executor``: in this process, a process pool or a Ray cluster) decide where
 cells run; results are always written by the process that owns the output folder.
 """
@@ -9,81 +10,45 @@ cells run; results are always written by the process that owns the output folder
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, StaticEstimator, TrajectoryEstimator
+from ttabench.api import Estimator, Outputs, SplitSpec, StaticEstimator, TrajectoryEstimator
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
+from ttabench.records import Cell, EstimatorRecord, read_cell
 from ttabench.runner.cells import (
-    CELL_SCHEMA,
     CellPlan,
+    cell_key,
     cell_path,
     environment_record,
     in_shard,
     is_finished,
-    protocol_key,
-    read_cell,
+    locations,
 )
-from ttabench.records import EstimatorRecord
-from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, LoaderOptions
-from ttabench.runner.execute import PRECISIONS, CellInputs, run_cell, seed_everything
+from ttabench.runner.decoded_cache import LoaderOptions
+from ttabench.runner.execute import CellInputs, run_cell, seed_everything
 from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
 from ttabench.runner.preflight import (
     check_adapter_setup,
+    check_batch_statistics,
     check_compute_options,
     check_severities,
+    check_some_split_fits,
     check_steps,
+    check_stream_length,
+    check_stream_seeds,
     resolve_device,
 )
+from ttabench.runner.streams import stream_cells, stream_record
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
 from ttabench.runner.views import batch_statistics_val
+from ttabench.spec import PRECISIONS, RunSpec
 from ttabench.suites.images import check_num_classes
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines a benchmark run; plain data, so it can travel to workers."""
-
-    suite: str
-    model: str
-    adapters: list[str]
-    estimators: list[str]
-    suite_options: dict[str, Any] = field(default_factory=dict)
-    adapter_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    batch_size: int = 64
-    steps: int = 0
-    splits: list[str] = field(default_factory=list)
-    severities: list[int] = field(default_factory=list)
-    data_dir: str | None = None
-    device: str | None = None
-    #: DataLoader workers per cell; None: ``default_workers`` (4 at most, for suites that
-    #: stream from disk, else 0).
-    num_workers: int | None = None
-    plugins: list[str] = field(default_factory=list)
-    #: CPU threads per process; None: ``default_threads(cores, jobs)``.
-    threads: int | None = None
-    #: Cells running in parallel processes on this machine (sizes threads and workers).
-    jobs: int = 1
-    #: Byte budget (MiB) of the decoded images a cell keeps for its stream (0: the probe only).
-    cache_mib: int = DEFAULT_CACHE_MIB
-    #: ``"fp32"``, or ``"bf16"`` (autocast on CUDA); a protocol fact, it changes the numbers.
-    precision: str = "fp32"
-    #: Model weights and activations in channels_last memory format (CUDA only).
-    channels_last: bool = False
-    #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
-    model_options: dict[str, Any] = field(default_factory=dict)
-    #: The estimators that are the configuration's baselines (role ``baseline``); the others
-    #: (named by ``--estimator``) are candidates.
-    baselines: list[str] = field(default_factory=list)
-    #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
-    preset: dict[str, Any] | None = None
 
 
 def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -127,13 +92,14 @@ class Benchmark:
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
             for name in spec.estimators
         }
-        check_steps(spec.steps, self.estimators)
+        check_steps(spec.steps, self.estimators, spec.stream)
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
         self.source_data = self.suite.source_val() if needs_source else None
         for name, cls in self.adapter_classes.items():
             check_adapter_setup(name, cls, spec.adapter_params.get(name, {}), self.model,
                                 self.source_data, self.suite.name)
+        check_batch_statistics(spec.batch_size, spec.stream.stats_window, self.model.module)
         self.counters: dict[str, int] = {}
         self._source_val: Outputs | None = None
         self._source_val_done = False
@@ -163,16 +129,18 @@ class Benchmark:
             )
         return out
 
-    def protocol(self, split, adapter: str, seed: int) -> dict[str, Any]:
-        """The protocol record of one cell (what its key hashes)."""
+    def protocol(self, split: SplitSpec, adapter: str, seed: int,
+                 order: list[SplitSpec] | None = None,
+                 order_seed: int | None = None) -> dict[str, Any]:
+        """The protocol record of one cell (what its key hashes, ``cell_key``)."""
+        suite, model, _ = locations(self.suite, self.spec.suite_options, self.model,
+                                    self.spec.model)
         return {
-            "suite": {"name": self.suite.name, "options": self.spec.suite_options,
-                      "record": self.suite.record()},
+            "suite": suite,
             "split": asdict(split),
-            "model": {"spec": self.spec.model, "id": self.model.model_id,
-                      "weights_hash": self.model.weights_hash,
-                      "num_classes": self.model.num_classes,
-                      "preprocessing": self.model.preprocessing},
+            "stream": stream_record(self.spec.stream, order or [split], order_seed,
+                                    self.spec.batch_size),
+            "model": model,
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
                         "plugin": _plugin_record("adapters", adapter),
                         **self._source_data_record(adapter)},
@@ -201,18 +169,39 @@ class Benchmark:
                                 "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
-        """Every cell of the run, in a fixed order (split, adapter, seed); planned once per
-        process (a worker looks up every cell it runs in it)."""
+        """Every cell of the run, in a fixed order (the stream's cells, then adapter, then
+        seed); planned once per process (a worker looks up every cell it runs in it)."""
         if self._plans is not None:
             return list(self._plans)
         cells = []
-        for split in self.selected_splits():
+        selected = self.selected_splits()
+        if self.spec.stream.resets:
+            self._check_sizes(selected)
+        else:
+            check_stream_seeds(self.spec.seeds)
+        for split, order, order_seed in stream_cells(self.spec.stream, selected):
+            check_stream_length(self.spec.stream, self.suite, order, self.spec.batch_size,
+                                self.estimators, split.name)
             for adapter in self.spec.adapters:
                 for seed in self.spec.seeds:
-                    protocol = self.protocol(split, adapter, seed)
-                    cells.append(CellPlan(split, seed, protocol, protocol_key(protocol)))
+                    protocol = self.protocol(split, adapter, seed, order, order_seed)
+                    cells.append(CellPlan(split, seed, protocol, cell_key(protocol),
+                                          None if self.spec.stream.resets else order))
         self._plans = cells
         return list(cells)
+
+    def _check_sizes(self, splits: list) -> None:
+        """Refuse a batch or probe larger than every selected split (``check_some_split_fits``),
+        with the estimators a cell would run (those whose needs the suite and model meet)."""
+        has_val = any("source_val" in e.needs for e in self.estimators.values()) and \
+            self.suite.source_val() is not None
+        active = {name: est for name, est in self.estimators.items()
+                  if ("source_val" not in est.needs or has_val)
+                  and ("features" not in est.needs or self.model.classifier is not None)}
+        adapts = self.spec.steps > 0 or any(isinstance(e, TrajectoryEstimator)
+                                            for e in active.values())
+        check_some_split_fits(((s.name, self.suite.size(s)) for s in splits), active,
+                              self.spec.batch_size, adapts)
 
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
@@ -235,7 +224,8 @@ class Benchmark:
         self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
         if has_batch_norm(self.model.module):
             self._source_val_bn = batch_statistics_val(
-                self.model.module, dataset, self.device, self.spec.batch_size,
+                self.model.module, dataset, self.device,
+                max(self.spec.batch_size, self.spec.stream.stats_window),
                 classifier=self.model.classifier, want_features=want,
                 class_subset=self.suite.class_subset)
         else:
@@ -247,8 +237,8 @@ class Benchmark:
         self.source_val()
         return self._source_val_bn
 
-    def execute(self, plan: CellPlan) -> dict[str, Any]:
-        """Run one cell and return its finished record (``ttabench.records.Cell`` as a dict)."""
+    def execute(self, plan: CellPlan) -> Cell:
+        """Run one cell and return its finished record."""
         adapter = plan.protocol["adapter"]["name"]
         inputs = CellInputs(
             suite=self.suite, split=plan.split, model=self.model,
@@ -260,41 +250,41 @@ class Benchmark:
             cache_bytes=self.spec.cache_mib << 20, precision=self.spec.precision,
             channels_last=self.spec.channels_last,
             show_progress=self.show_progress, counters=self.counters,
+            stream=self.spec.stream, order=plan.order,
         )
         out = run_cell(inputs)
-        estimators: dict[str, Any] = {}
+        estimators: dict[str, EstimatorRecord] = {}
         for name, est in self.estimators.items():
             record = EstimatorRecord(
                 target=est.target, kind=est.kind,
                 role="baseline" if name in self.spec.baselines else "candidate",
                 params=est.params(), plugin=plan.protocol["estimators"][name]["plugin"],
                 trajectory=isinstance(est, TrajectoryEstimator),
-                input=est.score_input, skipped=out["skipped"].get(name))
-            if record.skipped is None and name in out["results"]:
-                record.result = out["results"][name]
+                input=est.score_input, skipped=out.skipped.get(name),
+                windows=out.windows.get(name, []))
+            if record.skipped is None and name in out.results:
+                record.result = out.results[name]
             elif record.skipped is None and isinstance(est, StaticEstimator) and est.view is not None:
-                record.result = out["views"][name].get(est.view)
+                record.result = out.views[name].get(est.view)
             elif record.skipped is None:
-                record.views = out["views"][name]
-            estimators[name] = asdict(record)
-        return self._cell(plan, "ok", None, 1, {
-            "n_examples": out["n_examples"], "data": out["data"], "targets": out["targets"],
-            "estimators": estimators, "adaptation": out["adaptation"], "timings": out["timings"],
-        })
+                record.views = out.views[name]
+            estimators[name] = record
+        return self._cell(plan, "ok", None, 1, n_examples=out.n_examples, data=out.data,
+                          targets=out.targets, estimators=estimators,
+                          adaptation=out.adaptation, timings=out.timings, windows=out.steps)
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
-              body: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "schema": CELL_SCHEMA, "key": plan.key, "status": status, "error": error,
-            "attempts": attempts, "suite": self.suite.name, "model": self.spec.model,
-            "adapter": plan.protocol["adapter"]["name"], "seed": plan.seed,
-            "split": asdict(plan.split), "protocol": plan.protocol,
-            "environment": environment_record(self.device), **body,
-        }
+              **body: Any) -> Cell:
+        where = locations(self.suite, self.spec.suite_options, self.model, self.spec.model)[2]
+        return Cell(key=plan.key, status=status, error=error, attempts=attempts,
+                    suite=self.suite.name, model=self.spec.model,
+                    adapter=plan.protocol["adapter"]["name"], seed=plan.seed,
+                    split=asdict(plan.split), protocol=plan.protocol,
+                    environment=environment_record(self.device), location=where, **body)
 
-    def failed(self, plan: CellPlan, error: str, attempts: int) -> dict[str, Any]:
+    def failed(self, plan: CellPlan, error: str, attempts: int) -> Cell:
         """The record of a cell that failed: kept so the leaderboard can list it."""
-        return self._cell(plan, "failed", error, attempts, {"targets": {}, "estimators": {}})
+        return self._cell(plan, "failed", error, attempts)
 
 
 def pending_cells(plans: list[CellPlan], output: Path, shard: tuple[int, int] | None) -> list[CellPlan]:
@@ -302,11 +292,14 @@ def pending_cells(plans: list[CellPlan], output: Path, shard: tuple[int, int] | 
     return [p for p in plans if in_shard(p.key, shard) and not is_finished(output, p.key)]
 
 
-def collect_cells(output: Path, plans: list[CellPlan]) -> list[dict[str, Any]]:
-    """The result files of the planned cells that exist in ``output``."""
+def collect_cells(output: Path, plans: list[CellPlan]) -> list[Cell]:
+    """The readable result files of the planned cells in ``output``."""
     cells = []
     for plan in plans:
-        cell = read_cell(cell_path(output, plan.key))
-        if cell is not None:
-            cells.append(cell)
+        path = cell_path(output, plan.key)
+        if path.exists():
+            try:
+                cells.append(read_cell(path))
+            except TTABenchError:  # damaged: a rerun computes it again
+                continue
     return cells

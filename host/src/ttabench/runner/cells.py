@@ -1,11 +1,17 @@
 """Cells: the unit of work, their protocol records, keys, sharding and the results store.
 
-A cell is (model, suite split, adapter, estimator set, seed). Its key is the first 16 hex
-digits of the SHA-256 of the canonical JSON of its protocol record: everything that decides
-its numbers (suite and its options and record, split, model id and weights hash, adapter and
-its parameters, estimator parameters and plugin versions, batch size, steps, seed, torch
-version, device type, and the intra-op thread count on the CPU). Only facts fixed before any
-data is read belong there: a suite's count of skipped unreadable files is known once a split
+A cell is (model, stream, adapter, estimator set, seed); its stream is one split or, for a
+continual, gradual or mixed stream, a sequence of them. Its key is the first 16 hex digits of
+the SHA-256 of the canonical JSON of its protocol record (``cell_key``): everything that decides
+its numbers (suite and its options and record, split, the stream and its order, model id and
+weights hash, adapter and its resolved parameters, estimator parameters and plugin versions,
+batch size, steps, seed, torch version, device type, and the intra-op thread count on the
+CPU). Where the data and the
+weights live is no such fact: the key holds their identity (names relative to the data folder,
+sizes, digests, the weights hash) and ``locations`` puts the absolute paths (the suite's
+``location()`` and ``location_options``, the model spec and its files) beside the key, in the
+cell's ``location``, so shards that mount the data at different paths share one partition and
+moved data reruns nothing. Only facts fixed before any data is read belong there: a suite's count of skipped unreadable files is known once a split
 is read, so it lives in the cell body. The git revision and timings are recorded beside it,
 not in the key, so a rerun after an unrelated commit still resumes. The result lives in
 ``<output>/cells/<key>.json``, written atomically; a rerun skips every key whose file holds a
@@ -25,26 +31,62 @@ from typing import Any
 
 import torch
 
-from ttabench.api import SplitSpec
+from ttabench.api import LoadedModel, SplitSpec, Suite
 from ttabench.errors import TTABenchError
-from ttabench.records import CELL_SCHEMA
+from ttabench.records import finished_cell
+from ttabench.runner.streams import DEFAULT_STREAM_RECORD
 
 
 
 @dataclass
 class CellPlan:
-    """One planned cell: its split, seed, protocol record and key."""
+    """One planned cell: its split (for a multi-split stream, the stream's own record), seed,
+    protocol record and key, and the splits a multi-split stream reads (``order``)."""
 
     split: SplitSpec
     seed: int
     protocol: dict[str, Any]
     key: str
+    order: list[SplitSpec] | None = None
+
+
+#: Facts of a model's ``preprocessing`` that say where its weights were read from.
+MODEL_FILE_FACTS: tuple[str, ...] = ("weights", "checkpoint")
+
+
+def locations(suite: Suite, options: dict[str, Any], model: LoadedModel,
+              model_spec: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the suite's keyed facts, the model's keyed facts, where both live).
+
+    The suite's ``location_options`` and the model's spec and weight files go to the third
+    part only (recorded beside the key); the first two hold the identities that are hashed.
+    """
+    keyed_options = {k: v for k, v in options.items() if k not in suite.location_options}
+    suite_part = {"name": suite.name, "options": keyed_options, "record": suite.record()}
+    model_part = {"id": model.model_id, "weights_hash": model.weights_hash,
+                  "num_classes": model.num_classes,
+                  "preprocessing": {k: v for k, v in model.preprocessing.items()
+                                    if k not in MODEL_FILE_FACTS}}
+    where = {"suite": {"options": {k: v for k, v in options.items()
+                                   if k in suite.location_options}, **suite.location()},
+             "model": {"spec": model_spec, **{k: v for k, v in model.preprocessing.items()
+                                              if k in MODEL_FILE_FACTS}}}
+    return suite_part, model_part, where
 
 
 def protocol_key(protocol: dict[str, Any]) -> str:
     """``sha256(canonical JSON)[:16]``: sorted keys, no whitespace."""
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cell_key(protocol: dict[str, Any]) -> str:
+    """A cell's key: ``protocol_key`` of its protocol, in which the default stream (every
+    stream parameter at its default, ``DEFAULT_STREAM_RECORD``) is left out, so cells keep the
+    keys they had before the stream was recorded and a rerun resumes them."""
+    if protocol.get("stream") == DEFAULT_STREAM_RECORD:
+        protocol = {k: v for k, v in protocol.items() if k != "stream"}
+    return protocol_key(protocol)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -73,19 +115,8 @@ def cell_path(output: Path, key: str) -> Path:
     return Path(output) / "cells" / f"{key}.json"
 
 
-def read_cell(path: Path) -> dict[str, Any] | None:
-    """A cell file's content, or None if missing, unreadable (never trusted half-written) or
-    of another schema (a ``ttabench.cell/1`` cell is rerun; see ``ttabench.records``)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("schema") == CELL_SCHEMA else None
-
-
 def is_finished(output: Path, key: str) -> bool:
-    cell = read_cell(cell_path(output, key))
-    return cell is not None and cell.get("status") == "ok"
+    return finished_cell(cell_path(output, key)) is not None
 
 
 def git_revision() -> str | None:

@@ -1,4 +1,9 @@
-"""``ttabench run`` and ``ttabench estimate``."""
+"""``ttabench run``, its alias ``ttabench continual`` and ``ttabench estimate``.
+
+Their options are made from the run specification (``ttabench.spec.RUN_OPTIONS``): one click
+option per flagged option, each defaulting to the configuration's value, which defaults to the
+option's own; what the command line gives is checked by the same rules as the file.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,249 +21,136 @@ import numpy as np
 import torch
 
 from ttabench import registry
-from ttabench.api import SplitSpec, Suite, TrajectoryEstimator
-from ttabench.errors import Interrupted, TTABenchError
-from ttabench.runner.benchmark import Benchmark, RunSpec, collect_cells, pending_cells
-from ttabench.runner.cells import CellPlan, is_finished, parse_shard
-from ttabench.runner.config import RunConfig, load_config, override_notes
-from ttabench.config_schema import MAX_SEED, MAX_THREADS
+from ttabench.api import SplitSpec, StaticEstimator, Suite, TrajectoryEstimator
+from ttabench.config_schema import check_layer
 from ttabench.config_schema import validate as validate_config
-from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB
+from ttabench.errors import Interrupted, TTABenchError
+from ttabench.records import Cell
+from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
+from ttabench.runner.cells import CellPlan, is_finished, parse_shard
+from ttabench.runner.config import (
+    Layer,
+    RunConfig,
+    build_spec,
+    load_config,
+    names,
+    override_notes,
+)
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.execute import PRECISIONS
-from ttabench.runner.preflight import resolve_device
+from ttabench.runner.preflight import check_ray_address, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
+from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options
 
 
-def _names(values: tuple[str, ...]) -> list[str]:
-    """Repeatable and comma-separated option values, in order, without duplicates."""
-    out: list[str] = []
-    for value in values:
-        for name in str(value).split(","):
-            if name.strip() and name.strip() not in out:
-                out.append(name.strip())
-    return out
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def choose_adapters(cli: list[str], config: RunConfig, estimators: list[str]) -> list[str]:
-    """``--adapter``, else ``[run].adapter``, else the first trajectory estimator's
-    ``default_adapter``, else ``source`` (no adaptation)."""
-    if cli:
-        return cli
-    if config.run.get("adapter"):
-        return [str(a) for a in _as_list(config.run["adapter"])]
-    for name in estimators:
-        default = registry.get("estimators", name).default_adapter
-        if default:
-            return [default]
-    return ["source"]
-
-
-def build_spec(config: RunConfig, *, estimator: tuple[str, ...] = (), adapter: tuple[str, ...] = (),
-               suite: str | None = None, model: str | None = None, seed: tuple[int, ...] = (),
-               splits: tuple[str, ...] = (), severities: tuple[int, ...] = (),
-               n_examples: int | None = None, steps: int | None = None,
-               batch_size: int | None = None, data_dir: str | None = None,
-               device: str | None = None, baselines: bool = True, workers: int | None = None,
-               threads: int | None = None, trust_pickle: bool = False,
-               cache_mib: int = DEFAULT_CACHE_MIB, precision: str = "fp32",
-               channels_last: bool = False) -> RunSpec:
-    """Merge command-line options over the configuration into a ``RunSpec``."""
-    run = config.run
-    estimators = _names(estimator) or _names(tuple(_as_list(run.get("estimators"))))
-    roster = [b for b in _names(tuple(_as_list(run.get("baselines")))) if b not in estimators]
-    if baselines:
-        estimators += roster
-    if not estimators and not adapter and not run.get("adapter"):
-        raise TTABenchError("nothing to run: name an --estimator (see `ttabench ls estimators`)")
-    adapters = choose_adapters(_names(adapter), config, estimators)
-    suite_name = suite or run["suite"]
-    suite_options = config.section("suite", suite_name)
-    if n_examples is not None:
-        suite_options["n_examples"] = n_examples
-    return RunSpec(
-        suite=suite_name,
-        model=model or run["model"],
-        adapters=adapters,
-        estimators=estimators,
-        suite_options=suite_options,
-        adapter_params={name: config.section("adapter", name) for name in adapters},
-        estimator_params={name: config.section("estimator", name) for name in estimators},
-        seeds=list(seed) or [int(s) for s in _as_list(run.get("seeds", [0]))],
-        batch_size=int(batch_size if batch_size is not None else run.get("batch_size", 64)),
-        steps=int(steps if steps is not None else run.get("steps", 0)),
-        splits=_names(splits) or [str(s) for s in _as_list(run.get("splits"))],
-        severities=list(severities) or [int(s) for s in _as_list(run.get("severities"))],
-        data_dir=data_dir or run.get("data_dir"),
-        device=device or run.get("device"),
-        num_workers=workers,
-        threads=threads if threads is not None else run.get("threads"),
-        cache_mib=cache_mib, precision=precision, channels_last=channels_last,
-        model_options={"trust_pickle": True} if trust_pickle else {},
-        baselines=roster if baselines else [],
-    )
-
-
-def finish_run(output: Path, cells: list[dict[str, Any]], n_boot: int, echo=click.echo,
-               boot_unit: str = "dataset", map_kinds: tuple[str, ...] = ("lin", "quad")) -> None:
-    """Score the finished cells, write the leaderboard files and print the summary."""
-    from ttabench.records import Cell
-    from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
-    from ttabench.scoring.report_html import write_report
-
-    ok = [c for c in cells if c.get("status") == "ok"]
-    if not ok:
-        echo("no finished cells to score")
-        return
-    cell_records = [Cell.from_dict(c) for c in cells]
-    board = build_leaderboard(cell_records, n_boot=n_boot, boot_unit=boot_unit,
-                              map_kinds=map_kinds)
-    paths = [*write_leaderboard(board, output), write_report(board, cell_records, output)]
-    echo(format_console(board))
-    echo("wrote " + ", ".join(str(p) for p in paths))
-
-
-def map_kinds_option(value: str | list[str]) -> tuple[str, ...]:
-    """Map kinds from ``--map-kinds a,b`` or ``[run] map_kinds``, checked before any work."""
-    from ttabench.scoring.map_kinds import check_map_kinds
-
-    names = [k.strip() for k in value.split(",")] if isinstance(value, str) else value
-    return check_map_kinds(names)
-
-
-def _option(flag: str, value: Any) -> str:
-    """How an option was given: ``--seed 3,4``."""
-    shown = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
-    return f"{flag} {shown}"
-
-
-def replaced_leaves(given: dict[str, tuple[str, Any]], suite: str) -> list[tuple[str, list[str]]]:
-    """The config leaves the given command-line options stand for: ``given`` maps a leaf
-    under ``[run]`` (or ``n_examples``, a suite option) to (flag, value)."""
-    out = []
-    for key, (flag, value) in given.items():
-        if value is None or value == () or value is False:
+def check_given(given: dict[str, Any]) -> None:
+    """Check the command line's values by the configuration's rules, one line naming the flag
+    (names are checked where they are resolved: registry, splits)."""
+    for name, value in given.items():
+        opt = option(name)
+        if opt.names:
             continue
-        leaf = ["suite", suite, key] if key == "n_examples" else ["run", key]
-        out.append((_option(flag, value), leaf))
-    return out
+        node: Any = value
+        for key in reversed(opt.path):
+            node = {key: node}
+        check_layer(Layer(f"{opt.flags[0]} {shown(value)}", {"run": node}))
 
 
-def print_overrides(config: RunConfig, options: list[tuple[str, list[str]]]) -> None:
+def print_overrides(config: RunConfig, given: dict[str, Any], suite: str,
+                    extra: list[tuple[str, list[str]]] = ()) -> None:
     """One stderr line saying which file values the command line replaces (when any)."""
-    notes = override_notes(config, options)
+    leaves = [(f"{option(n).flags[0]} {shown(v)}", option(n).leaf) for n, v in given.items()
+              if v is not False]
+    notes = override_notes(config, leaves + list(extra))
     if notes:
         click.echo("overrides: " + "; ".join(notes), err=True)
 
 
-COUNT = click.IntRange(min=0)
-POSITIVE = click.IntRange(min=1)
-SEED = click.IntRange(0, MAX_SEED)
-THREADS = click.IntRange(0, MAX_THREADS)
-common_options = [
-    click.option("--estimator", "-e", multiple=True, help="Estimator(s) to score; repeatable or comma list."),
-    click.option("--adapter", "-a", multiple=True, help="Adapter(s); default: the estimator's preferred one."),
-    click.option("--model", "-m", default=None, help="Model spec, e.g. mnist-cnn, timm:resnet50, path.pt."),
-    click.option("--seed", type=SEED, multiple=True, help="Seed(s); repeatable."),
-    click.option("--steps", type=COUNT, default=None,
-                 help="Adaptation steps: exactly this many (at least the last checkpoint an "
-                      "estimator needs); 0: stop at that last checkpoint."),
-    click.option("--batch-size", type=POSITIVE, default=None, help="Stream batch size (default 64)."),
-    click.option("--data-dir", default=None, help="Dataset root (else $TTABENCH_DATA_DIR)."),
-    click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
-    click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml)."),
-    click.option("--set", "sets", multiple=True, help="Override a config leaf: section.name.key=value."),
-    click.option("--threads", type=THREADS, default=None,
-                 help="CPU threads per process (default [run].threads, 1 in plugins.toml; "
-                      "0 or unset: CPU cores // parallel jobs)."),
-    click.option("--trust-pickle", is_flag=True,
-                 help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
-                      "runs whatever code the file names (arbitrary code, with your rights): "
-                      "only for files you made or trust. Without it, files are read as "
-                      "tensors only."),
-]
+def finish_run(output: Path, cells: list[Cell], scoring: ScoringSpec,
+               echo: Callable[[str], None] = click.echo) -> None:
+    """Score the finished cells, write the leaderboard files and print the summary."""
+    from ttabench.scoring import build_leaderboard, format_console, write_leaderboard
+    from ttabench.scoring.report_html import write_report
+
+    if not any(c.status == "ok" for c in cells):
+        echo("no finished cells to score")
+        return
+    board = build_leaderboard(cells, scoring)
+    paths = [*write_leaderboard(board, output), write_report(board, cells, output)]
+    echo(format_console(board))
+    echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-def with_options(options):
-    def decorate(fn):
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-    return decorate
-
-
-@click.command()
-@with_options(common_options)
-@click.option("--suite", "-s", default=None, help="Suite name (see `ttabench ls suites`).")
-@click.option("--splits", multiple=True, help="Split or dataset glob(s), e.g. 'fog-*,clean'.")
-@click.option("--severities", type=POSITIVE, multiple=True,
-              help="Keep only these severities (of the suite's).")
-@click.option("--n-examples", type=POSITIVE, default=None, help="Images per split.")
-@click.option("--output", "-o", default=None, help="Run folder (cells/, leaderboard files).")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@spec_options()
+@click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml).")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
+              help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
+@click.option("--n-examples", type=click.IntRange(min=1), default=None, help="Images per split.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
+                   "runs whatever code the file names (arbitrary code, with your rights): "
+                   "only for files you made or trust. Without it, files are read as "
+                   "tensors only.")
+@click.option("--trust-torchscript", is_flag=True,
+              help="Also load a checkpoint file that is a TorchScript program. Its program "
+                   "runs when the file is loaded and on every forward pass, and can read and "
+                   "write files (arbitrary code, with your rights): only for files you made "
+                   "or trust. Without it, such files are refused.")
 @click.option("--shard", default=None, help="Run only shard i of n (i/n, 1-based).")
 @click.option("--quick", is_flag=True, help="Apply the config's [quick] table: a smoke run.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
-@click.option("--retries", type=COUNT, default=0,
+@click.option("--retries", type=click.IntRange(min=0), default=0,
               help="Retries of a failing cell before it is recorded failed.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: start a local one).")
-@click.option("--workers", type=COUNT, default=None,
-              help="Data-loading worker processes per cell (default: min(4, cores // jobs) for "
-                   "a suite that streams from disk, else 0).")
-@click.option("--cache-mib", type=COUNT, default=DEFAULT_CACHE_MIB,
-              help="MiB of decoded images a cell keeps for its adaptation stream (0: the probe "
-                   "only); recorded in the cell's protocol.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
-              help="bf16: bfloat16 autocast (CUDA only; recorded, changes the numbers).")
-@click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA only).")
-@click.option("--jobs", "-j", type=COUNT, default=None,
-              help="Cells run in parallel processes (0: one per CPU core; default [run].jobs).")
-@click.option("--n-boot", type=POSITIVE, default=1000, help="Bootstrap resamples for the intervals.")
-@click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default=None,
-              help="What the bootstrap resamples: datasets, then splits within them (default "
-                   "[run].boot_unit, else dataset), or splits.")
-@click.option("--map-kinds", default=None,
-              help="Map kinds fitted for every score estimator, comma-separated, from lin, quad, "
-                   "iso, logit-lin, logit-quad (default [run].map_kinds, else lin,quad).")
 @click.option("--dry-run", is_flag=True,
               help="Print the planned cells and their protocol facts; run nothing.")
-@click.option("--preset", "preset_name", default=None,
-              help="A named published protocol (see `ttabench presets`; else [run].preset).")
 @click.option("--allow-deviation", is_flag=True,
               help="Run although options change protocol facts of the preset (recorded).")
-def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path, sets,
-        threads, trust_pickle, suite, splits, severities, n_examples, output, shard, quick, no_baselines,
-        retries, executor, ray_address, workers, cache_mib, precision, channels_last, jobs, n_boot,
-        boot_unit, map_kinds, dry_run, preset_name, allow_deviation) -> None:
+def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
+        trust_pickle: bool, trust_torchscript: bool, shard: str | None, quick: bool,
+        no_baselines: bool, retries: int, executor: str, ray_address: str | None,
+        dry_run: bool, allow_deviation: bool, **params: Any) -> None:
     """Run cells (model x suite split x adapter x estimators x seed) and score them.
+
+    \b
+    The stream (--stream) decides what a cell is:
+      reset-each-split  each split alone, the adapter reset before it (default)
+                          ttabench run -e aetta -a tent
+      continual         the splits one after another in a seeded order, no reset
+                          ttabench run --stream continual -a tent -e aetta --steps-per-split 30
+      gradual           continual, each split sliding into the next (CCC-style mixture)
+                          ttabench run --stream gradual -a tent -e aetta
+      mixed             every batch drawn from all splits at once
+                          ttabench run --stream mixed -a rdumb -e ac
+      KIND+correlated   label shift: classes in Dirichlet(--delta) runs
+                          ttabench run --stream continual+correlated --delta 0.1 -a tent -e ac
+      --batch-size 1    with --stats-window 64: batch statistics of the last 64 images
+                          ttabench run --batch-size 1 --stats-window 64 -a tent -e aetta
+    Every estimator is scored against the online accuracy of each window of --window steps.
 
     One run per output folder: a second run into a folder in use is refused. SIGTERM stops
     like Ctrl-C; finished cells are kept and a rerun of the same command resumes.
     """
     started = time.perf_counter()
+    if ray_address is not None:
+        if executor != "ray":
+            raise TTABenchError("--ray-address needs --executor ray")
+        check_ray_address(ray_address)
     config = load_config(config_path, quick=quick, overrides=list(sets))
     validate_config(config)
+    given = given_options(params)
+    check_given(given)
     from ttabench import preset as presets
 
-    protocol_preset = presets.chosen(preset_name, config)
+    protocol_preset = presets.chosen(given.get("preset"), config)
     if protocol_preset is not None:
         for note in presets.apply(config, protocol_preset):
             click.echo(note, err=True)
-    kinds = map_kinds_option(map_kinds if map_kinds is not None
-                             else config.run.get("map_kinds", ["lin", "quad"]))
-    spec = build_spec(config, estimator=estimator, adapter=adapter, suite=suite, model=model,
-                      seed=seed, splits=splits, severities=severities, n_examples=n_examples,
-                      steps=steps, batch_size=batch_size, data_dir=data_dir, device=device,
-                      baselines=not no_baselines, workers=workers, threads=threads,
-                      trust_pickle=trust_pickle, cache_mib=cache_mib, precision=precision,
-                      channels_last=channels_last)
+    spec = build_spec(config, baselines=not no_baselines, trust_pickle=trust_pickle,
+                      trust_torchscript=trust_torchscript, n_examples=n_examples,
+                      accuracy_only=protocol_preset is not None, **given)
     spec.plugins = list(click.get_current_context().find_root().params.get("plugins") or ())
     if protocol_preset is not None:
         if dry_run:
@@ -266,34 +159,32 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
     if executor == "ray" and spec.device is None:
         gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
         spec.device = "cuda" if gpus > 0 else "cpu"
-    n_jobs = resolve_jobs(int(jobs if jobs is not None else config.run.get("jobs", 1)),
-                          resolve_device(spec.device).type, cpu_cores())
+    n_jobs = resolve_jobs(spec.jobs, resolve_device(spec.device).type, cpu_cores())
     spec.jobs = n_jobs if executor == "local" else 1
-    out = Path(output or config.run.get("output") or "runs/default")
-    if quick and not output:
+    out = Path(str(given.get("output") or config.run["output"]))
+    if quick and not given.get("output"):
         out = out.with_name(out.name + "-quick")
     shard_of = parse_shard(shard)
     click.echo(f"config: {config.source}; suite {spec.suite}, model {spec.model}, "
-               f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}")
-    print_overrides(config, replaced_leaves({
-        "estimators": ("--estimator", estimator), "adapter": ("--adapter", adapter),
-        "suite": ("--suite", suite), "model": ("--model", model), "seeds": ("--seed", seed),
-        "splits": ("--splits", splits), "severities": ("--severities", severities),
-        "n_examples": ("--n-examples", n_examples), "steps": ("--steps", steps),
-        "batch_size": ("--batch-size", batch_size), "data_dir": ("--data-dir", data_dir),
-        "device": ("--device", device), "threads": ("--threads", threads),
-        "jobs": ("--jobs", jobs), "output": ("--output", output)}, spec.suite))
+               f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}, "
+               f"stream {spec.stream.name}")
+    # said once every check before work has passed (an error is then the one line on stderr)
+    examples = ([(f"--n-examples {n_examples}", ["suite", spec.suite, "n_examples"])]
+                if n_examples else [])
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
         bench = Benchmark(spec, show_progress=False)
-        click.echo("\n".join(describe(bench, bench.plan())))
+        plans = bench.plan()
+        print_overrides(config, given, spec.suite, examples)
+        click.echo("\n".join(describe(bench, plans)))
         return
     with RunFolder.claim(out, shard_of) as folder:
         t = time.perf_counter()
         bench = Benchmark(spec, show_progress=True)
         setup_time = time.perf_counter() - t
         plans = bench.plan()
+        print_overrides(config, given, spec.suite, examples)
         todo = pending_cells(plans, out, shard_of)
         click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
                    + (f" (shard {shard})" if shard else "") + f"; output {out}")
@@ -309,21 +200,29 @@ def run(estimator, adapter, model, seed, steps, batch_size, data_dir, device, co
         cells_time = time.perf_counter() - t
         t = time.perf_counter()
         cells = collect_cells(out, plans)
-        finish_run(out, cells, n_boot,
-                   boot_unit=boot_unit or str(config.run.get("boot_unit", "dataset")),
-                   map_kinds=kinds)
+        finish_run(out, cells, spec.scoring)
         phases = {"setup (suite + model)": setup_time, "cells": cells_time,
                   "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
         todo_keys = {p.key for p in todo}
-        ran = [c for c in cells if c.get("status") == "ok" and c["key"] in todo_keys]
+        ran = [c for c in cells if c.status == "ok" and c.key in todo_keys]
         for key in ("source_and_bn_pass", "static_estimators", "adaptation"):
-            phases[f"cells: {key}"] = sum(c.get("timings", {}).get(key, 0.0) for c in ran)
-        folder.record({"spec": spec.__dict__, "config": config.source,
-                       "overrides": config.overrides, "cells": len(plans)}, counts, phases)
-    failed = [c for c in cells if c.get("status") == "failed"]
+            phases[f"cells: {key}"] = sum(c.timings.get(key, 0.0) for c in ran)
+        folder.record({"spec": spec.to_dict(), "scoring": spec.to_dict()["scoring"],
+                       "config": config.source, "overrides": config.overrides,
+                       "cells": len(plans)}, counts, phases)
+    failed = [c for c in cells if c.status == "failed"]
     if failed:
-        raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0]['split']['name']}: "
-                            f"{failed[0]['error']} (results of the others are in {out})")
+        raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0].split['name']}: "
+                            f"{failed[0].error} (results of the others are in {out})")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                 "help_option_names": []})
+@click.pass_context
+def continual(ctx: click.Context) -> None:
+    """Alias of `ttabench run --stream continual` (every option of run; see `run --help`)."""
+    run.main(["--stream", "continual", *ctx.args], prog_name="ttabench continual",
+             standalone_mode=False)
 
 
 def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: RunConfig, *,
@@ -370,6 +269,20 @@ class FolderSuite(Suite):
         return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
 
 
+def stream_seeds(given: list[int], bootstrap: int, ctx: click.Context) -> list[int]:
+    """The stream seeds of ``estimate``: the ``--seed`` values when several are given (a
+    ``--bootstrap`` given too must count them), else ``--bootstrap`` consecutive seeds from the
+    one ``--seed`` (else ``[run] seeds``, else 0)."""
+    if len(given) > 1:
+        explicit = ctx.get_parameter_source("bootstrap") is not click.core.ParameterSource.DEFAULT
+        if explicit and bootstrap != len(given):
+            raise TTABenchError(f"--bootstrap {bootstrap} contradicts the {len(given)} --seed "
+                                "values; give one of them")
+        return given
+    start = given[0] if given else 0
+    return [start + i for i in range(bootstrap)]
+
+
 def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
                    resize: int | None) -> tuple[int, int]:
     """(crop size, resize of the shorter side) for a folder of images fed to a model.
@@ -396,19 +309,30 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
 
 
 @click.command()
-@with_options(common_options)
+@spec_options("estimator", "adapter", "model", "seed", "steps", "batch_size", "data_dir",
+              "device", "threads")
+@click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml).")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
+              help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Also load a checkpoint file that is a whole pickled nn.Module (runs the code "
+                   "it names: only for files you made or trust).")
+@click.option("--trust-torchscript", is_flag=True,
+              help="Also load a checkpoint file that is a TorchScript program (runs its program: "
+                   "only for files you made or trust).")
 @click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
-@click.option("--image-size", type=POSITIVE, default=None,
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Center-crop size (default: the model's input size, else 224).")
-@click.option("--resize", type=POSITIVE, default=None,
+@click.option("--resize", type=click.IntRange(min=1), default=None,
               help="Resize the shorter side before the crop (default: the model's recorded "
                    "preprocessing, else 256).")
 @click.option("--calibration", default=None, help="Calibration id or file for a score estimator.")
-@click.option("--bootstrap", type=POSITIVE, default=5, help="Repeats over seeds for the interval.")
+@click.option("--bootstrap", type=click.IntRange(min=1), default=5,
+              help="Repeats over seeds for the interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, device, config_path,
-             sets, threads, trust_pickle, data, image_size, resize, calibration, bootstrap,
-             as_json) -> None:
+def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
+             trust_torchscript: bool, data: str, image_size: int | None, resize: int | None,
+             calibration: str | None, bootstrap: int, as_json: bool, **params: Any) -> None:
     """Label-free accuracy estimate for one model on one folder of unlabelled images.
 
     Everything that can be checked is checked before any image is adapted on: the estimator
@@ -426,23 +350,25 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     )
     from ttabench.suites.images import UnlabelledFolder
 
+    if params.get("data_dir") is not None:
+        raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
+                            "folder) has no meaning here: drop it")
     config = load_config(config_path, overrides=list(sets))
     validate_config(config)
-    names = _names(estimator)
-    if len(names) != 1:
+    given = given_options(params)
+    check_given(given)
+    chosen = names(given.get("estimator"))
+    if len(chosen) != 1:
         raise TTABenchError("estimate takes exactly one --estimator")
-    name = names[0]
+    name = chosen[0]
     if calibration:
         config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
-    spec = build_spec(config, estimator=estimator, adapter=adapter, model=model, seed=seed,
-                      steps=steps, batch_size=batch_size, device=device, baselines=False,
-                      threads=threads, trust_pickle=trust_pickle)
-    print_overrides(config, replaced_leaves({
-        "adapter": ("--adapter", adapter), "model": ("--model", model), "seeds": ("--seed", seed),
-        "steps": ("--steps", steps), "batch_size": ("--batch-size", batch_size),
-        "device": ("--device", device), "threads": ("--threads", threads)}, "")
-        + ([(_option("--calibration", calibration), ["estimator", name, "calibration"])]
-           if calibration else []))
+    spec = build_spec(config, baselines=False, trust_pickle=trust_pickle,
+                      trust_torchscript=trust_torchscript, **given)
+    seeds = stream_seeds(spec.seeds, bootstrap, click.get_current_context())
+    print_overrides(config, {k: v for k, v in given.items() if k != "estimator"}, "",
+                    [(f"--calibration {calibration}", ["estimator", name, "calibration"])]
+                    if calibration else [])
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     dev = resolve_device(spec.device)
@@ -466,7 +392,6 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
-    seeds = [spec.seeds[0] + i for i in range(bootstrap)]
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(
@@ -474,7 +399,8 @@ def estimate(estimator, adapter, model, seed, steps, batch_size, data_dir, devic
             adapter_params=adapter_params, estimators={name: est},
             seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
             show_progress=not as_json, labelled=False))
-        result = out["results"].get(name) or out["views"][name].get(est.view or est.target)
+        view = est.view if isinstance(est, StaticEstimator) else None
+        result = out.result(name, view or est.target)
         if result is None or result.failed is not None:
             raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
         if result.estimate is None:  # a plugin that said it could: do not run the other seeds

@@ -1,27 +1,26 @@
-"""The run configuration: ``plugins.toml`` plus command-line overrides.
+"""The run configuration: ``plugins.toml`` plus command-line overrides, merged into a ``RunSpec``.
 
 ``plugins.toml`` is the roster a run compares and the parameters it uses::
 
-    [run]
+    [run]                        # the keys of ttabench.spec.RUN_OPTIONS (defaults there)
     suite = "mnist-c"            # suite name (ttabench.suites)
     model = "mnist-cnn"          # model spec (ttabench.models), e.g. "timm:resnet50"
     adapter = "rdumb"            # optional; default: the estimator's preferred adapter
     estimators = ["..."]         # estimators under test when --estimator is not given
     baselines = ["ac", "cot"]    # always scored on the same cells
     seeds = [0]
-    batch_size = 64
-    steps = 0                    # 0: stop at the last checkpoint any estimator needs
-    threads = 1                  # CPU threads per process
-    jobs = 0                     # cells in parallel processes; 0: one per CPU core
-    output = "runs/default"
+    stream = "continual"         # or a table: [run.stream] kind = "continual", window = 20 ...
 
     [suite.mnist-c]              # keyword options of the suite factory
     [adapter.rdumb]              # keyword parameters of the adapter
+    [adapter."guard:rdumb"]      # a wrapped adapter: [adapter.rdumb], then these on top
     [estimator.NAME]             # keyword parameters of an estimator
     [quick]                      # overrides applied by --quick: same layout as above
     [executor.ray]               # resources per cell for --executor ray
 
-``--set section.name.key=value`` overrides any leaf (value parsed as TOML, else a string).
+``--set section.name.key=value`` overrides any leaf (value parsed as TOML, else a string), the
+one grammar of every command; a ``--set`` for an adapter or estimator the run does not use is
+refused (``check_set_names``).
 """
 
 from __future__ import annotations
@@ -34,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttabench import registry
 from ttabench.errors import TTABenchError
+from ttabench.spec import RunSpec, ScoringSpec, StreamSpec, config_defaults, option
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,19 +47,7 @@ DEFAULT_CONFIG = "plugins.toml"
 PACKAGED_CONFIG = "defaults.toml"
 
 DEFAULTS: dict[str, Any] = {
-    "run": {
-        "suite": "tiny",
-        "model": "tiny-cnn",
-        "adapter": None,
-        "estimators": [],
-        "baselines": [],
-        "seeds": [0],
-        "batch_size": 64,
-        "steps": 0,
-        "threads": None,
-        "jobs": 1,
-        "output": "runs/default",
-    },
+    "run": config_defaults(),
     "suite": {},
     "adapter": {},
     "estimator": {},
@@ -77,6 +66,15 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _stream_table(data: dict[str, Any]) -> dict[str, Any]:
+    """``[run] stream = "continual"`` as the table ``[run.stream]`` with that kind (the other
+    stream keys at their defaults), so ``--set run.stream.window=10`` finds a table."""
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("stream"), str):
+        run["stream"] = {**DEFAULTS["run"]["stream"], "kind": run["stream"]}
+    return data
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: TOML syntax if it parses (``3``, ``0.5``, ``[0, 100]``, ``true``),
     else the plain string."""
@@ -84,6 +82,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise TTABenchError(f"--set value {text[:40]!r}... is nested too deeply") from None
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -214,6 +214,8 @@ def _load_file(file: Path, quick: bool, overrides: list[str] | None) -> RunConfi
             content = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as err:
             raise TTABenchError(f"{file} is not valid TOML: {' '.join(str(err).split())}") from None
+        except RecursionError:
+            raise TTABenchError(f"{file} is not valid TOML: nested too deeply") from None
         except (OSError, UnicodeDecodeError) as err:
             raise TTABenchError(f"cannot read config file {file}: {err}") from None
         source = str(file)
@@ -222,12 +224,172 @@ def _load_file(file: Path, quick: bool, overrides: list[str] | None) -> RunConfi
             raise TTABenchError(f"{file}: quick must be a table ([quick], laid out as the file), "
                                 f"got {quick_table!r}")
         layers += [Layer(source, content), Layer(source + QUICK_ORIGIN, quick_table)]
-        data = _merge(data, content)
+        data = _stream_table(_merge(data, content))
         if quick:
-            data = _merge(data, quick_table)
+            data = _stream_table(_merge(data, quick_table))
     for assignment in overrides or []:
         keys, value = parse_override(assignment)
         layers.append(Layer(f"--set {assignment}", nested(keys, value)))
         apply_override(data, assignment)
+        data = _stream_table(data)
     return RunConfig(data=data, source=source, overrides=list(overrides or []), layers=layers,
                      quick_applied=quick)
+
+
+# --------------------------------------------------------------------------- the run spec
+
+
+def names(values: Any) -> list[str]:
+    """Names from repeatable and comma-separated values (a name, a list, or a tuple of
+    either), in order, without duplicates."""
+    items = [] if values is None else [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for value in items:
+        for name in str(value).split(","):
+            if name.strip() and name.strip() not in out:
+                out.append(name.strip())
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def choose_adapters(given: list[str], config: RunConfig, estimators: list[str]) -> list[str]:
+    """``--adapter``, else ``[run].adapter``, else the first trajectory estimator's
+    ``default_adapter``, else ``source`` (no adaptation)."""
+    if given:
+        return given
+    if config.run.get("adapter"):
+        return names(config.run["adapter"])
+    for name in estimators:
+        default = registry.get("estimators", name).default_adapter
+        if default:
+            return [default]
+    return ["source"]
+
+
+def adapter_parameters(config: RunConfig, name: str) -> dict[str, Any]:
+    """An adapter's parameters: ``[adapter.NAME]``; for a wrapped adapter ``<wrapper>:<inner>``
+    its inner adapter's parameters (resolved the same way) with ``[adapter."<wrapper>:<inner>"]``
+    on top, so ``guard:tent`` adapts at ``[adapter.tent]``'s learning rate unless its own
+    section says otherwise."""
+    parts = registry.wrapped_parts(name)
+    inherited = adapter_parameters(config, parts[1]) if parts else {}
+    return {**inherited, **config.section("adapter", name)}
+
+
+def _uses(name: str, adapters: list[str]) -> bool:
+    """Whether ``[adapter.NAME]`` reaches one of ``adapters`` (itself, or wrapped)."""
+    for adapter in adapters:
+        while adapter is not None:
+            if adapter == name:
+                return True
+            parts = registry.wrapped_parts(adapter)
+            adapter = parts[1] if parts else None
+    return False
+
+
+def check_set_names(config: RunConfig, adapters: list[str], estimators: list[str]) -> None:
+    """Refuse a ``--set adapter.NAME...`` or ``--set estimator.NAME...`` whose NAME the run does
+    not use (a typo would otherwise be dropped), naming the closest one it uses."""
+    import difflib
+
+    for assignment in config.overrides:
+        keys, _ = parse_override(assignment)
+        if keys[0] not in ("adapter", "estimator") or len(keys) < 3:
+            continue
+        used = adapters if keys[0] == "adapter" else estimators
+        name = keys[1]
+        if _uses(name, adapters) if keys[0] == "adapter" else name in estimators:
+            continue
+        close = difflib.get_close_matches(name, used, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise TTABenchError(f"--set {assignment}: {keys[0]} '{name}' is not among this run's "
+                            f"{keys[0]}s ({', '.join(used) or 'none'}){hint}")
+
+
+def estimator_parameters(config: RunConfig, name: str, window: int) -> dict[str, Any]:
+    """``[estimator.NAME]``; an estimator whose constructor takes ``window`` (steps per window
+    of its per-window estimates, ``ttabench.api.TrajectoryEstimator.window_results``) gets the
+    stream's window unless its section sets it, and a section that sets another is refused."""
+    from ttabench.config_schema import plugin_parameters
+
+    params = config.section("estimator", name)
+    if "window" not in (plugin_parameters(registry.get("estimators", name), 0) or {}):
+        return params
+    if params.setdefault("window", window) != window:
+        raise TTABenchError(f"[estimator.{name}] window = {params['window']} contradicts the "
+                            f"stream's window ({window}, --window); give one value")
+    return params
+
+
+def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool = False,
+               trust_torchscript: bool = False, n_examples: int | None = None,
+               accuracy_only: bool = False, **given: Any) -> RunSpec:
+    """Merge the command line's ``given`` values (by option name, ``ttabench.spec.RUN_OPTIONS``;
+    None or empty: not given) over the configuration into a ``RunSpec``.
+
+    A run without any estimator is refused (it would score nothing and exit 0), unless
+    ``accuracy_only`` (a preset's protocol that measures accuracy only)."""
+    def value(name: str) -> Any:
+        opt = option(name)
+        found = given.get(name)
+        if found is None or found == () or found == []:
+            node: Any = config.run
+            for key in opt.path:
+                node = node.get(key) if isinstance(node, dict) else None
+            return node
+        return list(found) if isinstance(found, tuple) else found
+
+    run = config.run
+    estimators = names(value("estimator"))
+    roster = [b for b in names(run.get("baselines")) if b not in estimators]
+    if baselines:
+        estimators += roster
+    if not estimators and not accuracy_only:
+        raise TTABenchError("nothing to run: name an --estimator, or [run] estimators or "
+                            "baselines in the config (see `ttabench ls estimators`)")
+    adapters = choose_adapters(names(given.get("adapter")), config, estimators)
+    check_set_names(config, adapters, estimators)
+    suite_name = str(value("suite"))
+    suite_options = config.section("suite", suite_name)
+    if n_examples is not None:
+        suite_options["n_examples"] = n_examples
+    stream = dict(run.get("stream") or {})
+    for name in ("stream", "window", "steps_per_split", "order_seed", "delta", "stats_window"):
+        if given.get(name) not in (None, (), []):
+            stream[option(name).path[-1]] = value(name)
+    threads = value("threads")
+    stream_spec = StreamSpec.from_table(stream)
+    return RunSpec(
+        suite=suite_name,
+        model=str(value("model")),
+        adapters=adapters,
+        estimators=estimators,
+        suite_options=suite_options,
+        adapter_params={name: adapter_parameters(config, name) for name in adapters},
+        estimator_params={name: estimator_parameters(config, name, stream_spec.window)
+                          for name in estimators},
+        seeds=[int(s) for s in _as_list(value("seed"))],
+        batch_size=int(value("batch_size")),
+        steps=int(value("steps")),
+        splits=names(value("splits")),
+        severities=[int(s) for s in _as_list(value("severities"))],
+        data_dir=value("data_dir"),
+        device=value("device"),
+        num_workers=value("workers"),
+        threads=None if threads is None else int(threads),
+        jobs=int(value("jobs")),
+        cache_mib=int(value("cache_mib")),
+        precision=str(value("precision")),
+        channels_last=bool(value("channels_last")),
+        model_options={**({"trust_pickle": True} if trust_pickle else {}),
+                       **({"trust_torchscript": True} if trust_torchscript else {})},
+        baselines=roster if baselines else [],
+        stream=stream_spec,
+        scoring=ScoringSpec.from_run({key: value(key) for key in
+                                      ("map_kinds", "n_boot", "boot_unit", "boot_seed")}),
+    )

@@ -26,10 +26,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-#: The default byte budget (``ttabench run --cache-mib``): 2 GiB.
-DEFAULT_CACHE_MIB = 2048
-
-
 @dataclass(frozen=True)
 class LoaderOptions:
     """How a split is read: DataLoader worker processes and pinned host memory."""

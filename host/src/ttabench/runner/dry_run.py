@@ -20,7 +20,7 @@ def trajectory_facts(bench: Benchmark) -> dict[str, Any]:
     plans = [est.plan() for est in bench.estimators.values()
              if isinstance(est, TrajectoryEstimator)]
     probe = max((p.probe_size for p in plans), default=0)
-    last = max((max(p.checkpoints) for p in plans), default=0)
+    last = max((max(p.checkpoints, default=0) for p in plans), default=0)
     return {
         "probe_size": probe,
         "probe_draw": sorted({p.probe_draw for p in plans if p.probe_size}) or None,
@@ -44,6 +44,12 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
         f"batch size {spec.batch_size}, seeds {spec.seeds}, steps {facts['steps']} "
         f"(--steps {spec.steps}; checkpoints {facts['checkpoints']})",
         f"probe: {facts['probe_size']} images, draw {facts['probe_draw']}, chunk {facts['chunk']}",
+        f"stream {spec.stream.name}: window {spec.stream.window} steps"
+        + ("" if spec.stream.resets else
+           f", {spec.stream.steps_per_split or 'one pass of'} steps per split")
+        + (f", delta {spec.stream.delta}" if spec.stream.correlated else "")
+        + (f", batch statistics over the last {spec.stream.stats_window} images"
+           if spec.stream.stats_window > spec.batch_size else ""),
     ]
     for name, cls in bench.adapter_classes.items():
         adapter = cls(copy.deepcopy(model.module), **spec.adapter_params.get(name, {}))
@@ -58,9 +64,11 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
     lines.append(f"{len(plans)} cells:")
     lines.append("key               split | dataset | role | adapter | seed | images | epochs")
     for plan in plans:
-        images = suite.size(plan.split)
-        epochs = facts["steps"] * spec.batch_size / images if images else 0.0
+        images = sum(suite.size(split) for split in plan.order or [plan.split])
+        epochs = facts["steps"] * spec.batch_size / images if images and not plan.order else 1.0
         lines.append(f"{plan.key}  {plan.split.name} | {plan.split.dataset} | {plan.split.role} "
                      f"| {plan.protocol['adapter']['name']} | {plan.seed} | {images} "
-                     f"| {epochs:.2f}")
+                     f"| {epochs:.2f}"
+                     + (f"\n                  order: {', '.join(s.name for s in plan.order)}"
+                        if plan.order else ""))
     return lines

@@ -1,11 +1,14 @@
-"""Executing one cell: (model, suite split, adapter, estimators, seed) -> one result dict.
+"""Executing one cell: (model, its stream, adapter, estimators, seed) -> ``CellOutput``.
 
-The order of work (see ``ttabench.api`` for the contracts):
+The cell's stream (``ttabench.runner.streams``: one split, or several for a continual,
+gradual or mixed stream) gives the order its images are first seen in (the epoch) and the
+adaptation's batches. The order of work (see ``ttabench.api`` for the contracts):
 
 1. the source and ``bn`` passes, from one read of each image (``split_passes``): the frozen
    model in eval mode -> ``source`` accuracy and the ``Outputs`` handed to every static
    estimator (labels withheld); the same weights with test-batch statistics -> ``bn``, both
-   over the first epoch of the seeded stream in batches of ``batch_size``. The decoded images
+   over the stream's epoch in batches of ``batch_size`` (of the stats window when it is
+   larger, ``ttabench.runner.small_batch``). The decoded images
    stay in a ``DecodedCache`` within ``cache_bytes`` (the probe always), and the stream reads
    only what it lacks (``decodes`` in the cell's ``data`` record);
 2. the trajectory: the adapter steps through the seeded stream; the probe (the first
@@ -13,7 +16,11 @@ The order of work (see ``ttabench.api`` for the contracts):
    draws) is snapshotted with ``adapter.predict`` in chunks at each
    checkpoint any trajectory estimator asked for; the online predictions give the
    ``adapted`` accuracy and the ``adapted`` view's outputs. Adaptation stops at the last step
-   any estimator needs (or at ``steps`` when given and larger).
+   any estimator needs (or at ``steps`` when given and larger) for ``reset-each-split``; the
+   other kinds run their whole stream. Every hook of every trajectory estimator is called in
+   every kind (``_trajectory``, the one per-step loop);
+3. per window of ``W`` steps, the online accuracy and every estimator's estimate of it
+   (``ttabench.runner.windows``).
 
 Every static estimator is computed once per view (``ttabench.runner.views``).
 """
@@ -45,7 +52,7 @@ from ttabench.api import (
     to_unit_float,
 )
 from ttabench.errors import TTABenchError
-from ttabench.runner.decoded_cache import DEFAULT_CACHE_MIB, DecodedCache, LoaderOptions, StreamReader
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
     FeatureHook,
@@ -57,12 +64,13 @@ from ttabench.runner.passes import (
     split_passes,
 )
 from ttabench.runner.preflight import check_split_size
-from ttabench.runner.stream import first_epoch, source_batches, stream_indices, stream_start
+from ttabench.runner.stream import source_batches, stream_start
+from ttabench.records import ViewResult, WindowRecord
+from ttabench.runner.small_batch import SlidingWindow
+from ttabench.runner.streams import CellStream, cell_stream
 from ttabench.runner.views import View, estimate_views, safe_result
-
-
-#: ``precision`` values: full float32, or bfloat16 autocast (CUDA only, see preflight).
-PRECISIONS = ("fp32", "bf16")
+from ttabench.runner.windows import static_windows, trajectory_windows, window_accuracy
+from ttabench.spec import RunSpec, StreamSpec
 
 
 def compute_context(inputs: CellInputs) -> contextlib.AbstractContextManager:
@@ -97,12 +105,16 @@ class CellInputs:
     source_val_bn: Outputs | None = None
     source_data: Dataset | None = None
     loader: LoaderOptions = field(default_factory=LoaderOptions)
-    cache_bytes: int = DEFAULT_CACHE_MIB << 20
+    cache_bytes: int = RunSpec.cache_mib << 20
     precision: str = "fp32"
     channels_last: bool = False
     show_progress: bool = False
     labelled: bool = True
     counters: dict[str, int] = field(default_factory=dict)
+    #: The stream (its kind decides what ``order`` means); ``order``: the splits a multi-split
+    #: stream reads, in order (None: ``[split]``).
+    stream: StreamSpec = field(default_factory=StreamSpec)
+    order: list[SplitSpec] | None = None
 
 
 def _count(inputs: CellInputs, name: str) -> None:
@@ -138,25 +150,23 @@ def probe_setup(trajectory: dict[str, TrajectoryEstimator]) -> ProbeSetup:
                       draw=draws.pop() if draws else "stream", wanted=wanted)
 
 
-def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits: torch.Tensor,
-                trajectory: dict[str, TrajectoryEstimator], probe: ProbeSetup, want_features: bool,
-                bn_logits: torch.Tensor | None = None, views: dict[str, View] | None = None,
-                ) -> tuple[dict[str, Any], Outputs | None]:
-    """Run the adapter along the seeded stream, feeding every trajectory estimator; returns
-    the adaptation record and the online outputs (the ``adapted`` view's target outputs, rows
-    in stream order, with the frozen logits of the same images). ``bn_logits`` (the bn pass,
-    dataset order) spare the step-0 snapshot the chunks it already holds; ``views`` (the static
-    views) are handed to the estimators in their context."""
-    class_subset = inputs.suite.class_subset
-    start = stream_start(probe.draw)
-    wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
-    steps = max([inputs.steps, *wanted.keys()])
-    if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
-        steps = n // inputs.batch_size
-    epoch_order = first_epoch(n, inputs.seed)
-    probe_idx = epoch_order[: min(probe.size, n)]
-    probe_images = reader.take(probe_idx) if probe.size else None
+@dataclass
+class Trajectory:
+    """What the adaptation along a cell's stream gave: the adaptation record, the online outputs
+    (the ``adapted`` view's target outputs, rows in stream order, with the frozen logits of the
+    same images), the step record and each trajectory estimator's results (whole and per
+    window)."""
 
+    adaptation: dict[str, Any]
+    online: Outputs | None
+    steps: WindowRecord
+    results: dict[str, ViewResult]
+    windows: dict[str, list[ViewResult]]
+
+
+def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
+    """The cell's adapter on a fresh copy of the model (with its source data when it takes
+    some), inside the sliding window of ``stats_window`` images when batches are smaller."""
     model = copy.deepcopy(inputs.model.module).to(inputs.device)
     params = dict(inputs.adapter_params)
     source_facts = None
@@ -169,20 +179,42 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
             inputs.seed)
         params[inputs.adapter_cls.source_data_param] = batches_of_source
     adapter = inputs.adapter_cls(model, **params)
+    if inputs.stream.stats_window > inputs.batch_size:
+        adapter = SlidingWindow(adapter, inputs.stream.stats_window)
+    return adapter, source_facts
+
+
+def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, rows: torch.Tensor,
+                source_logits: torch.Tensor, trajectory: dict[str, TrajectoryEstimator],
+                probe: ProbeSetup, want_features: bool,
+                bn_logits: torch.Tensor | None = None,
+                views: dict[str, View] | None = None) -> Trajectory:
+    """Run the adapter along the cell's stream, feeding every trajectory estimator every hook
+    (``before_step``, ``on_step``, ``on_snapshot`` at its checkpoints). ``rows[i]`` is image
+    ``i``'s row of the pass outputs (``source_logits``, ``bn_logits``), which spare the step-0
+    snapshot the chunks it already holds; ``views`` (the static views, on every image of the
+    cell's stream) are handed to the estimators in their context."""
+    class_subset = inputs.suite.class_subset
+    wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
+    epoch_order = stream.epoch
+    probe_idx = epoch_order[: min(probe.size, len(epoch_order))]
+    probe_images = reader.take(probe_idx) if probe.size else None
+    adapter, source_facts = _adapter(inputs)
     for est in trajectory.values():
         est.reset()
 
-    def predict(rows: slice) -> torch.Tensor:
+    def predict(part_rows: slice) -> torch.Tensor:
         assert probe_images is not None
-        part = to_unit_float(probe_images[rows]).to(inputs.device)
+        part = to_unit_float(probe_images[part_rows]).to(inputs.device)
         return restrict(adapter.predict(part), class_subset).float().cpu()
 
     def snapshot(step: int) -> None:
         if step not in wanted or probe_images is None:
             return
         if step == 0:  # the bn pass's rows where they are the same (first_snapshot)
-            logits, _ = step0_snapshot(predict, probe_idx, chunk, epoch_order,
-                                       inputs.batch_size, bn_logits)
+            logits, _ = step0_snapshot(
+                predict, probe_idx, chunk, epoch_order, stats_batch(inputs),
+                None if bn_logits is None else bn_logits[rows[probe_idx]])
         else:
             logits = torch.cat([predict(slice(start, start + chunk))
                                 for start in range(0, len(probe_idx), chunk)])
@@ -192,13 +224,13 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
             trajectory[name].on_snapshot(step, logits)
 
     snapshot(0)
-    right = seen = 0
-    index_batches = list(stream_indices(n, inputs.seed, inputs.batch_size, steps, start))
+    record = WindowRecord(window=inputs.stream.window)
+    resets = int(adapter.counters().get("resets", 0))
     online_logits: list[torch.Tensor] = []
     online_features: list[torch.Tensor] | None = [] if want_features else None
-    progress = tqdm(total=steps, desc=f"adapt {inputs.split.name}", leave=False,
+    progress = tqdm(total=len(stream.steps), desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
-    for step, (x, y) in enumerate(reader.batches(index_batches), start=1):
+    for step, (x, y) in enumerate(reader.batches(stream.steps), start=1):
         x = to_unit_float(x).to(inputs.device)
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
@@ -214,8 +246,13 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
         logits = restrict(raw, class_subset)
         online_logits.append(logits.detach().float().cpu())
         check_finite(logits, f"the adapter at step {step}")
-        right += int(correct(logits, y, inputs.suite.label_sets).sum())
-        seen += len(y)
+        record.correct_per_step.append(int(correct(logits, y, inputs.suite.label_sets).sum()))
+        record.images_per_step.append(len(y))
+        record.segment_per_step.append(stream.segments[step - 1])
+        now = int(adapter.counters().get("resets", 0))
+        if now > resets:
+            record.reset_steps.append(step - 1)
+        resets = now
         for est in trajectory.values():
             est.on_step(step, x, logits, adapter)
         snapshot(step)
@@ -224,10 +261,10 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
     _count(inputs, "trajectory")
     context = TrajectoryContext(
         num_classes=source_logits.shape[1],
-        steps_run=steps,
+        steps_run=len(stream.steps),
         probe_size=len(probe_idx),
-        probe_source_logits=source_logits[probe_idx],
-        dataset_size=n,
+        probe_source_logits=source_logits[rows[probe_idx]],
+        dataset_size=len(epoch_order),
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
@@ -235,20 +272,47 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, n: int, source_logits:
     )
     online = None
     if online_logits:
-        taken = torch.cat(index_batches[: len(online_logits)])
-        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[taken],
+        taken = torch.cat(stream.steps[: len(online_logits)])
+        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[rows[taken]],
                          features=torch.cat(online_features) if online_features else None)
-    return {
-        "adapted": right / seen if seen else None,
-        "steps": steps,
-        "probe_size": len(probe_idx),
-        "probe_draw": probe_draw,
-        "results": {name: safe_result(lambda est=est: est.compute(context))
-                    for name, est in trajectory.items()},
-        "adapter_params": adapter.params(),
-        "adapter_counters": adapter.counters(),
-        **({"source_data": source_facts} if source_facts else {}),
-    }, online
+    seen = sum(record.images_per_step)
+    results = {name: safe_result(lambda est=est: est.compute(context))
+               for name, est in trajectory.items()}  # window_results come after compute
+    return Trajectory(
+        adaptation={
+            "adapted": sum(record.correct_per_step) / seen if seen else None,
+            "steps": len(stream.steps),
+            "probe_size": len(probe_idx),
+            "probe_draw": probe_draw,
+            "adapter_params": adapter.params(),
+            "adapter_counters": adapter.counters(),
+            **({"source_data": source_facts} if source_facts else {}),
+        },
+        online=online, steps=record, results=results,
+        windows=trajectory_windows(trajectory, record))
+
+
+@dataclass
+class CellOutput:
+    """What one cell computed: ``results`` (view-free: trajectory estimators and static ones
+    with a ``view``), ``views`` (every other static estimator, per view), ``skipped`` (why an
+    estimator was not run), the rest as the cell record holds it (``ttabench.records.Cell``)."""
+
+    n_examples: int
+    data: dict[str, Any]
+    targets: dict[str, float | None]
+    results: dict[str, ViewResult]
+    views: dict[str, dict[str, ViewResult]]
+    skipped: dict[str, str]
+    adaptation: dict[str, Any]
+    timings: dict[str, float]
+    #: Per estimator its result per window (``ttabench.runner.windows``); the step record.
+    windows: dict[str, list[ViewResult]] = field(default_factory=dict)
+    steps: WindowRecord | None = None
+
+    def result(self, name: str, view: str) -> ViewResult | None:
+        """Estimator ``name``'s result in ``view`` (its view-free one when it has that)."""
+        return self.results.get(name) or self.views.get(name, {}).get(view)
 
 
 def _skip_reason(est: Estimator, inputs: CellInputs) -> str | None:
@@ -259,35 +323,46 @@ def _skip_reason(est: Estimator, inputs: CellInputs) -> str | None:
     return None
 
 
-def run_cell(inputs: CellInputs) -> dict[str, Any]:
+def stats_batch(inputs: CellInputs) -> int:
+    """The batch of the batch-statistics passes: the stream's batch, or the stats window when
+    it is larger (``ttabench.runner.small_batch``)."""
+    return max(inputs.batch_size, inputs.stream.stats_window)
+
+
+def run_cell(inputs: CellInputs) -> CellOutput:
     """Execute one cell and return its targets, estimator results, adapter facts and timings."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     seed_everything(inputs.seed)
-    dataset = inputs.suite.dataset(inputs.split)
-    n = len(dataset)
     skipped = {name: reason for name, est in inputs.estimators.items()
                if (reason := _skip_reason(est, inputs))}
     active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
-    check_split_size(n, inputs.split.name, active, inputs.batch_size,
-                     adapts=inputs.steps > 0 or any(isinstance(e, TrajectoryEstimator)
-                                                    for e in active.values()))
+    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
+    probe = probe_setup(trajectory)
+    adapts = bool(trajectory or inputs.steps) or not inputs.stream.resets
+    steps = max([inputs.steps, *probe.wanted.keys()])
+    if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
+        steps = -1
+    stream = cell_stream(inputs.stream, inputs.suite, inputs.order or [inputs.split], inputs.seed,
+                         inputs.batch_size, steps if adapts else 0, stream_start(probe.draw),
+                         inputs.loader)
+    n = len(stream.epoch)
+    check_split_size(n, inputs.split.name, active, inputs.batch_size, adapts=adapts)
+    if adapts and max(probe.wanted, default=0) > len(stream.steps):
+        raise TTABenchError(f"the stream has {len(stream.steps)} steps, fewer than the last "
+                            f"checkpoint ({max(probe.wanted)}) an estimator needs")
     want_features = any("features" in est.needs for est in active.values())
     module = inputs.model.module.to(inputs.device)
     if inputs.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
-    probe = probe_setup(trajectory)
-    adapts = bool(trajectory or inputs.steps)
 
     t = time.perf_counter()
-    cache = DecodedCache(n, inputs.cache_bytes if adapts else 0,
+    cache = DecodedCache(stream.size, inputs.cache_bytes if adapts else 0,
                          keep_first=probe.size if adapts else 0)
-    reader = StreamReader(dataset, cache, inputs.loader)
+    reader = StreamReader(stream.dataset, cache, inputs.loader)
     with compute_context(inputs):
-        passes = split_passes(module, reader, first_epoch(n, inputs.seed), inputs.batch_size,
-                              inputs.device, classifier=inputs.model.classifier,
-                              want_features=want_features,
+        passes = split_passes(module, reader, stream.epoch, stats_batch(inputs), inputs.device,
+                              classifier=inputs.model.classifier, want_features=want_features,
                               class_subset=inputs.suite.class_subset,
                               what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
@@ -298,12 +373,15 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
                           f"split {inputs.split.name!r} of suite {inputs.suite.name!r}",
                           inputs.suite.label_sets)
     timings["source_and_bn_pass"] = time.perf_counter() - t
+    # the passes' rows are the epoch's images by index: rows[i] is image i's row
+    rows = torch.full((stream.size,), -1, dtype=torch.long)
+    rows[torch.sort(stream.epoch).values] = torch.arange(n)
     static = {name: est for name, est in active.items() if isinstance(est, StaticEstimator)}
     targets: dict[str, float | None] = {"source": None, "bn": None}
     if inputs.labelled:
         targets["source"] = accuracy(passes.source.logits, labels, inputs.suite.label_sets)
         targets["bn"] = accuracy(passes.bn.logits, labels, inputs.suite.label_sets)
-    # both passes are in dataset order, so the frozen logits align row by row
+    # both passes are in the same row order, so the frozen logits align row by row
     source_logits = passes.source.logits
     views = {
         "source": View("source", Outputs(source_logits, features=passes.source.features,
@@ -320,36 +398,38 @@ def run_cell(inputs: CellInputs) -> dict[str, Any]:
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
                                   "probe_draw": None, "adapter_params": {},
                                   "adapter_counters": {}}
-    results: dict[str, Any] = {}
+    results: dict[str, ViewResult] = {}
+    windows: dict[str, list[ViewResult]] = {}
+    record = None
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
         with compute_context(inputs):
-            adaptation, online = _trajectory(inputs, reader, n, source_logits, trajectory, probe,
-                                             want_features, passes.bn.logits, views)
+            run = _trajectory(inputs, reader, stream, rows, source_logits, trajectory, probe,
+                              want_features, passes.bn.logits, views)
         timings["adaptation"] = time.perf_counter() - t
-        results.update(adaptation.pop("results"))
-        if online is not None:  # timed as static estimation alone, not as adaptation
-            adapted_view = View("adapted", online, views["bn"].source_val)
+        adaptation, results, windows, record = run.adaptation, run.results, run.windows, run.steps
+        if inputs.labelled:
+            record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
+                                              record.window)
+        if run.online is not None:  # timed as static estimation alone, not as adaptation
+            adapted_view = View("adapted", run.online, views["bn"].source_val)
             t = time.perf_counter()
             for name, by_view in estimate_views(
                     {k: e for k, e in static.items() if e.view is None},
                     {"adapted": adapted_view}).items():
                 per_view[name].update(by_view)
+            windows.update(static_windows(static, adapted_view, record))
             timings["static_estimators"] += time.perf_counter() - t
     adapted = adaptation.pop("adapted")
     targets["adapted"] = adapted if inputs.labelled else None
     timings["total"] = time.perf_counter() - start
-    return {
-        "n_examples": n,
-        "data": {"skipped_files": inputs.suite.skipped_files.get(inputs.split.name, 0),
-                 "decodes": reader.decodes, "decodes_per_image": reader.decodes / n,
-                 "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
-                 "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
-        "targets": targets,
-        "results": results,
-        "views": per_view,
-        "skipped": skipped,
-        "adaptation": adaptation,
-        "timings": timings,
-    }
+    return CellOutput(
+        n_examples=n,
+        data={"skipped_files": sum(inputs.suite.skipped_files.get(s.name, 0)
+                                   for s in stream.splits),
+              "decodes": reader.decodes, "decodes_per_image": reader.decodes / n,
+              "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
+              "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
+        targets=targets, results=results, views=per_view, skipped=skipped,
+        adaptation=adaptation, timings=timings, windows=windows, steps=record)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from tqdm import tqdm
 
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan, cell_path
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.runner.views import describe_error
 
 
@@ -36,7 +37,7 @@ class Outcome:
     attempt spent)."""
 
     plan: CellPlan
-    cell: dict[str, Any] | None = None
+    cell: Cell | None = None
     error: str | None = None
     started: bool = True
 
@@ -130,14 +131,14 @@ def run_cells(bench: Benchmark, plans: list[CellPlan], output: Path, backend: Ba
                     continue
                 if outcome.cell is not None:
                     cell = outcome.cell
-                    cell["attempts"] = attempts[plan.key]
+                    cell.attempts = attempts[plan.key]
                 elif attempts[plan.key] <= retries:
                     queue.insert(0, plan)
                     continue
                 else:
                     cell = bench.failed(plan, str(outcome.error), attempts[plan.key])
-                write_json_atomic(cell_path(output, plan.key), cell)
-                counts[cell["status"]] += 1
+                write_json_atomic(cell_path(output, plan.key), cell.to_dict())
+                counts[cell.status] += 1
                 bar.update(1)
     except BaseException:  # Ctrl-C, SIGTERM: finished cells are on disk, stop the rest now
         backend.stop()

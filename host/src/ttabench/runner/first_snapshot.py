@@ -29,7 +29,8 @@ def step0_snapshot(
     """Step-0 logits of the probe (rows = ``probe_index``, float32 on the CPU) and the number
     of chunks computed with ``predict`` (``predict(rows)``: logits of the probe's ``rows``).
 
-    ``bn_logits``: the bn pass's logits in dataset order (None: compute every chunk).
+    ``bn_logits``: the bn pass's logits of the probe images, row ``r`` that of
+    ``probe_index[r]`` (None: compute every chunk).
     """
     rows = [slice(start, min(start + chunk, len(probe_index)))
             for start in range(0, len(probe_index), chunk)]
@@ -38,10 +39,10 @@ def step0_snapshot(
     parts, computed = [first], 1
     bn_batches = batches_of(epoch_order, batch_size)
     same = [j < len(bn_batches) and torch.equal(idx, bn_batches[j]) for j, idx in enumerate(chunks)]
-    reuse = bn_logits is not None and same[0] and torch.equal(first, bn_logits[chunks[0]])
+    reuse = bn_logits is not None and same[0] and torch.equal(first, bn_logits[rows[0]])
     for j in range(1, len(rows)):
         if reuse and same[j]:
-            parts.append(bn_logits[chunks[j]])  # type: ignore[index]
+            parts.append(bn_logits[rows[j]])  # type: ignore[index]
         else:
             parts.append(predict(rows[j]).float().cpu())
             computed += 1

@@ -15,16 +15,15 @@ themselves: the driver decides.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
 
 from tqdm import tqdm
 
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan
 from ttabench.runner.executor import Outcome
@@ -56,9 +55,9 @@ class PoolBackend:
         self.label = f"cells ({jobs} processes)"
 
     def start(self, bench: Benchmark) -> None:
-        self._data = dataclasses.asdict(bench.spec)
+        self._data = bench.spec.to_dict()
         self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future[dict[str, Any]], CellPlan] = {}
+        self._running: dict[Future[Cell], CellPlan] = {}
         self._unstarted: list[CellPlan] = []
         self._broken = False
 

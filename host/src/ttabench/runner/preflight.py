@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from ttabench.api import Adapter, Estimator, LoadedModel, Suite, TrajectoryEstimator
+from ttabench.api import Adapter, Estimator, LoadedModel, SplitSpec, Suite, TrajectoryEstimator
 from ttabench.errors import TTABenchError
+from ttabench.runner.passes import has_batch_norm
+from ttabench.runner.streams import SPLIT_SEED_STRIDE
+from ttabench.spec import MAX_SEED, StreamSpec
 
 
 def check_compute_options(device: torch.device, precision: str, channels_last: bool,
@@ -85,12 +89,17 @@ def check_adapter_setup(name: str, cls: type[Adapter], params: dict[str, Any], m
         raise TTABenchError(f"adapter {name!r} ({params}): {err}") from None
 
 
-def check_steps(steps: int, estimators: dict[str, Estimator]) -> None:
-    """Refuse ``steps`` > 0 below the last checkpoint a trajectory estimator needs.
+def check_steps(steps: int, estimators: dict[str, Estimator],
+                stream: StreamSpec | None = None) -> None:
+    """Refuse ``steps`` > 0 below the last checkpoint a trajectory estimator needs, and any
+    ``steps`` for a stream whose length its splits decide (not ``reset-each-split``).
 
     Adaptation runs exactly ``steps`` updates when it is given (0: up to the last checkpoint
     any estimator needs), so fewer would leave checkpoints unreached; known before any work.
     """
+    if stream is not None and not stream.resets and steps:
+        raise TTABenchError(f"--steps {steps}: a {stream.name} stream runs --steps-per-split "
+                            "steps on each split; pass --steps-per-split instead")
     last = {name: max(est.plan().checkpoints, default=0) for name, est in estimators.items()
             if isinstance(est, TrajectoryEstimator)}
     short = sorted(name for name, step in last.items() if 0 < steps < step)
@@ -101,6 +110,41 @@ def check_steps(steps: int, estimators: dict[str, Estimator]) -> None:
             f"pass --steps 0 (stop at the last checkpoint) or at least {need}, or lower the "
             "checkpoints"
         )
+
+
+def check_some_split_fits(sizes: Iterable[tuple[str, int]], estimators: dict[str, Estimator],
+                          batch_size: int, adapts: bool) -> None:
+    """Refuse, before any work, a batch or probe larger than every split (``sizes``: the
+    splits' names and image counts, read lazily until one fits): each cell would fail after
+    planning. A split smaller than that fails its own cells only."""
+    first: TTABenchError | None = None
+    for name, n in sizes:
+        try:
+            check_split_size(n, name, estimators, batch_size, adapts)
+            return
+        except TTABenchError as err:
+            first = first or err
+    if first is not None:
+        raise TTABenchError(f"no split is large enough; first: {first}")
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Refuse a malformed or unreachable ``--ray-address`` before any work (Ray itself would
+    wait for it): ``auto`` and ``local`` are Ray's own, anything else must be ``[ray://]HOST:
+    PORT`` with a port that accepts a TCP connection within ``timeout`` seconds."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TTABenchError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT, "
+                            "auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise TTABenchError(f"--ray-address {address}: cannot connect ({exc.strerror or exc}); "
+                            "start the cluster (ray start --head) or fix the address") from None
 
 
 def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch_size: int,
@@ -125,3 +169,45 @@ def check_split_size(n: int, split: str, estimators: dict[str, Estimator], batch
             raise TTABenchError(
                 f"split {split!r} has {n} images, fewer than the probe size {probe} of {name}; {fix}"
             )
+
+
+def check_batch_statistics(batch_size: int, stats_window: int, model: torch.nn.Module) -> None:
+    """Refuse batches of one image on a model with batch normalization without a stats window:
+    one image has no batch statistics (``ttabench.runner.small_batch``)."""
+    if batch_size == 1 and stats_window < 2 and has_batch_norm(model):
+        raise TTABenchError("--batch-size 1: one image gives no batch statistics to the model's "
+                            "batch normalization; pass --stats-window L (e.g. 64) to normalize "
+                            "with the last L images, as the field does for single images")
+
+
+def check_stream_length(stream: StreamSpec, suite: Suite, order: list[SplitSpec],
+                        batch_size: int, estimators: dict[str, Estimator], name: str) -> None:
+    """Refuse, before any work, a multi-split stream whose splits hold fewer images than one
+    batch, or which ends before the last checkpoint an estimator needs."""
+    if stream.resets:
+        return
+    sizes = [suite.size(split) for split in order]
+    small = [s.name for s, size in zip(order, sizes) if size < batch_size]
+    if small:
+        raise TTABenchError(f"split {small[0]!r} has fewer images than one batch of "
+                            f"{batch_size}; lower --batch-size")
+    total = sum(sizes)
+    length = (stream.steps_per_split * len(order) if stream.steps_per_split else
+              total // batch_size if stream.kind == "mixed" else
+              sum(size // batch_size for size in sizes))
+    last = max((max(est.plan().checkpoints, default=0) for est in estimators.values()
+                if isinstance(est, TrajectoryEstimator)), default=0)
+    if last > length:
+        raise TTABenchError(f"stream {name} has {length} steps, fewer than the last checkpoint "
+                            f"({last}) an estimator needs; lower its checkpoints or raise "
+                            "--steps-per-split")
+
+
+def check_stream_seeds(seeds: list[int]) -> None:
+    """Refuse a seed of a multi-split stream too large for its splits' seeds: split k's stream
+    is seeded ``seed * SPLIT_SEED_STRIDE + k`` (``ttabench.runner.streams``), a 64-bit seed."""
+    largest = (MAX_SEED - SPLIT_SEED_STRIDE) // SPLIT_SEED_STRIDE
+    too_large = [s for s in seeds if s > largest]
+    if too_large:
+        raise TTABenchError(f"--seed {too_large[0]}: a stream through several splits takes seeds "
+                            f"up to {largest} (split k is seeded seed * {SPLIT_SEED_STRIDE} + k)")

@@ -3,7 +3,7 @@
 One Ray task per cell attempt. The task receives the run specification as plain data (suite
 name, model spec, data locations, plugin specs: paths and ids, never tensors) and the cell's
 key; each worker process builds the ``Benchmark`` once and reuses it for every cell it runs. The
-task returns the finished cell as a dict and the driver (``ttabench.runner.executor``) writes
+task returns the finished cell (a ``Cell``) and the driver (``ttabench.runner.executor``) writes
 it atomically into the output folder, so workers need no shared filesystem for results.
 
 Resources per task come from ``[executor.ray]`` in the config: ``num_cpus`` (default 1),
@@ -17,7 +17,6 @@ Ray is an optional extra: ``pip install .[ray]``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ttabench.errors import TTABenchError
@@ -61,7 +60,7 @@ class RayBackend:
             num_cpus=float(self.options.get("num_cpus", 1)),
             num_gpus=float(self.options.get("num_gpus", 0)),
             max_retries=0, retry_exceptions=False)
-        self._spec_data = dataclasses.asdict(bench.spec)
+        self._spec_data = bench.spec.to_dict()
         self._pending: dict[Any, CellPlan] = {}
 
     def accepts(self) -> bool:

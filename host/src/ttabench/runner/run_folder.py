@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +32,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ttabench.errors import TTABenchError
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import check_writable_folder, write_json_atomic
 
 LOCK_NAME = ".lock"
 SHARD_LOCK_PREFIX = ".lock.shard-"
@@ -87,15 +86,9 @@ class RunFolder:
         """Make, check and lock ``path`` for a run (or shard ``(i, n)``); a one-line
         TTABenchError when it cannot be written or an overlapping run holds it."""
         folder = cls(path, shard)
-        try:
-            (folder.path / "cells").mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder.path / "cells"):
-                pass
-        except OSError as exc:
-            raise TTABenchError(
-                f"output folder {folder.path} is not writable ({exc.strerror or exc}); "
-                "choose another with --output"
-            ) from None
+        check_writable_folder(folder.path, "--output")
+        check_writable_folder(folder.path / "cells", "--output")
+        folder.invocations()  # a damaged run.json is refused before any work
         try:
             folder._lock.acquire()
         except Timeout:
@@ -133,6 +126,22 @@ class RunFolder:
                  trace: TracebackType | None) -> None:
         self.release()
 
+    def invocations(self) -> list[dict[str, Any]]:
+        """The invocations recorded in ``run.json`` (none when it does not exist), checked
+        against ``ttabench.schemas.RunRecordSchema``: a one-line TTABenchError naming the
+        file and the field when it is damaged."""
+        from ttabench.schemas import RunRecordSchema, parse
+
+        path = self.path / RUN_RECORD
+        if not path.exists():
+            return []
+        where = f"run record {path} (fix or delete it)"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise TTABenchError(f"{where}: {' '.join(str(err).split())}") from None
+        return [dict(i) for i in parse(RunRecordSchema, data, where).model_dump()["invocations"]]
+
     def record(self, top: dict[str, Any], ran: dict[str, int],
                phases: dict[str, float]) -> bool:
         """Add this invocation to ``run.json`` when it ran cells (True), else leave it (False).
@@ -144,10 +153,7 @@ class RunFolder:
         with FileLock(str(self.path / f".{RUN_RECORD}.lock"), timeout=RECORD_LOCK_SECONDS):
             if not sum(ran.values()) and path.exists():
                 return False
-            try:
-                previous = json.loads(path.read_text()).get("invocations", [])
-            except (OSError, ValueError, AttributeError):
-                previous = []
+            previous = self.invocations()
             this = {"started": self.started, "command": sys.argv, "ran": ran,
                     "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
                     "phases_seconds": phases}

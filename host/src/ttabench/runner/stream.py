@@ -28,8 +28,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ttabench.api import PROBE_DRAWS
 from ttabench.errors import TTABenchError
+
+#: How the probe is drawn (``ttabench.api.TrajectoryPlan.probe_draw``), in the order of the draw
+#: the adaptation stream starts at (see ``stream_start``).
+PROBE_DRAWS: tuple[str, ...] = ("stream", "reference")
 
 
 def epochs(n: int, seed: int) -> Iterator[torch.Tensor]:
@@ -53,13 +56,20 @@ def stream_indices(n: int, seed: int, batch_size: int, steps: int,
                    start: int = 0) -> Iterator[torch.Tensor]:
     """Index batches of the seeded stream: ``steps`` batches of ``batch_size``, drop_last per
     epoch, replaying epochs as needed, from draw ``start`` of ``epochs(n, seed)`` on."""
+    return epoch_batches(epochs(n, seed), n, batch_size, steps, start)
+
+
+def epoch_batches(orders: Iterator[torch.Tensor], n: int, batch_size: int, steps: int,
+                  start: int = 0) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` cut from the epochs ``orders`` (permutations of
+    ``n`` indices), drop_last per epoch, from epoch ``start`` on."""
     if n < batch_size:
         raise TTABenchError(
             f"the split has {n} images, fewer than one batch of {batch_size}; lower --batch-size"
         )
     per_epoch = n // batch_size
     step = 0
-    for draw, order in enumerate(epochs(n, seed)):
+    for draw, order in enumerate(orders):
         if draw < start:
             continue
         for b in range(per_epoch):

@@ -3,7 +3,7 @@
 A worker receives the run specification as plain data and a cell key. It builds the
 ``Benchmark`` (suite, model, plugins) and plans its cells on first use, and reuses both for
 every later cell of the same run: a cell is looked up by its key in that plan. It returns the
-finished cell as a dict for the driver to write.
+finished cell (``ttabench.records.Cell``) for the driver to write.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
-from ttabench.runner.benchmark import Benchmark, RunSpec
+from ttabench.records import Cell
+from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan
 from ttabench.runner.views import describe_error
+from ttabench.spec import RunSpec
 
 
 @dataclass
@@ -37,12 +39,12 @@ def _loaded(spec_data: dict[str, Any]) -> _Loaded:
     if key not in _LOADED:
         for plugin in spec_data.get("plugins", []):
             registry.add_plugin_spec(plugin)
-        bench = Benchmark(RunSpec(**spec_data))
+        bench = Benchmark(RunSpec.from_dict(spec_data))
         _LOADED[key] = _Loaded(bench, {plan.key: plan for plan in bench.plan()})
     return _LOADED[key]
 
 
-def execute_cell(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
+def execute_cell(spec_data: dict[str, Any], key: str) -> Cell:
     """Find the planned cell by its key and execute it."""
     loaded = _loaded(spec_data)
     if key not in loaded.plans:
@@ -51,7 +53,7 @@ def execute_cell(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
     return loaded.bench.execute(loaded.plans[key])
 
 
-def execute_cell_described(spec_data: dict[str, Any], key: str) -> dict[str, Any]:
+def execute_cell_described(spec_data: dict[str, Any], key: str) -> Cell:
     """``execute_cell`` as a worker task runs it: an error is re-raised as a TTABenchError
     holding its one-line description, made here, because the traceback it names does not
     cross the process boundary (the driver records the same line as a local run would)."""

@@ -5,15 +5,17 @@ Errors are raised as TTABenchError; the CLI prints them as one line.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.records import Cell
-from ttabench.runner.command import map_kinds_option
+from ttabench.store import check_writable_folder
 from ttabench.scoring.leaderboard import build_leaderboard, format_console, load_cells, write_leaderboard
 from ttabench.scoring.report_html import write_report
 from ttabench.scoring.maps import (
@@ -27,35 +29,51 @@ from ttabench.scoring.maps import (
     score_of,
 )
 from ttabench.scoring.metrics import mae_by_dataset
+from ttabench.spec import ScoringSpec, given_options, spec_options
+
+
+def recorded_scoring(dirs: list[Path]) -> dict[str, Any]:
+    """The scoring options the run that made ``dirs[0]`` recorded in its ``run.json`` (empty
+    when it has none)."""
+    try:
+        record = json.loads((Path(dirs[0]) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    scoring = record.get("scoring") if isinstance(record, dict) else None
+    return dict(scoring) if isinstance(scoring, dict) else {}
 
 
 @click.command("leaderboard")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Folder for the leaderboard files (default: the first DIR).")
-@click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Bootstrap resamples for the confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--boot-unit", type=click.Choice(["dataset", "split"]), default="dataset",
-              show_default=True,
-              help="What the bootstrap resamples: datasets (then splits within them), or splits.")
-@click.option("--map-kinds", default="lin,quad", show_default=True,
-              help="Map kinds fitted for every score estimator, comma-separated, from lin, quad, "
-                   "iso, logit-lin, logit-quad.")
-def leaderboard(dirs: tuple[Path, ...], output: Path | None, n_boot: int, seed: int,
-                boot_unit: str, map_kinds: str) -> None:
+@spec_options("n_boot", "boot_unit", "boot_seed", "map_kinds")
+def leaderboard(dirs: tuple[Path, ...], output: Path | None, **params: Any) -> None:
     """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
 
-    Several folders (e.g. the shards of one run) are merged. Writes leaderboard.csv/.md/.html/
-    .json, pairs.csv, scatter.png and report.html, and prints the summary.
+    Several folders (e.g. the shards of one run) are merged. The scoring options default to
+    those the run recorded in the first DIR's run.json (else their defaults). Writes
+    leaderboard.csv/.md/.html/.json, pairs.csv, scatter.png and report.html, and prints the
+    summary.
     """
-    kinds = map_kinds_option(map_kinds)
-    cells = load_cells(list(dirs))
-    lb = build_leaderboard(cells, n_boot=n_boot, seed=seed, boot_unit=boot_unit, map_kinds=kinds)
+    given = given_options(params)
+    scoring = ScoringSpec.from_run({**recorded_scoring(list(dirs)), **given})
     out_dir = output or dirs[0]
+    check_writable_folder(out_dir, "--output")
+    ignored: list[str] = []
+    cells = load_cells(list(dirs), ignored)
+    report_ignored(ignored)
+    lb = build_leaderboard(cells, scoring)
     paths = [*write_leaderboard(lb, out_dir), write_report(lb, cells, out_dir)]
     click.echo(format_console(lb), nl=False)
     click.echo(f"wrote {len(paths)} files to {out_dir}")
+
+
+def report_ignored(ignored: list[str]) -> None:
+    """One stderr line when cell files were left out as damaged (a rerun recomputes them)."""
+    if ignored:
+        click.echo(f"ignored {len(ignored)} damaged cell file(s) (a rerun of their run "
+                   f"recomputes them); first: {ignored[0]}")
 
 
 def _only(cells: list[Cell], field: str, wanted: str | None, option: str) -> list[Cell]:
@@ -136,7 +154,12 @@ def fit(
     records the model, suite, steps and probe size it was fitted for.
     """
     deg = int(degree)
-    cells = load_cells(list(dirs))
+    check_writable_folder(output.parent, "--output")
+    if output.is_dir():
+        raise TTABenchError(f"--output {output} is a folder; name the calibration JSON file")
+    ignored: list[str] = []
+    cells = load_cells(list(dirs), ignored)
+    report_ignored(ignored)
     chosen, x, y, datasets, target = _select_points(
         cells, estimator, score, target, splits, model, adapter
     )

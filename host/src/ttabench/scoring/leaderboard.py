@@ -36,14 +36,14 @@ import numpy as np
 import pandas as pd
 
 from ttabench.errors import TTABenchError
-from ttabench.records import Cell
-from ttabench.runner.store import write_bytes_atomic
+from ttabench.records import Cell, read_cell
+from ttabench.spec import ScoringSpec
+from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.aliases import find_aliases
 from ttabench.scoring.lodo import NAME as LODO, SHORT as LODO_SHORT
-from ttabench.scoring.map_kinds import check_map_kinds
+from ttabench.scoring.windows import WINDOW_TARGET, window_cells
 from ttabench.scoring.maps import (
-    DEFAULT_MAP_KINDS,
     KIND_OF_MAP,
     VALUE,
     Entry,
@@ -65,42 +65,54 @@ ALPHA = 0.05
 # ----------------------------------------------------------------------------- loading cells
 
 
-def load_cells(dirs: list[Path] | list[str]) -> list[Cell]:
+def load_cells(dirs: list[Path] | list[str], ignored: list[str] | None = None) -> list[Cell]:
     """All cell records in run folders: ``<dir>/cells/*.json``, or ``<dir>/*.json`` if ``dir``
     holds the JSON files itself.
 
-    Stray ``.tmp`` files and JSON files that are no ttabench cell are ignored; a cell of the
-    old schema is refused (rerun). A cell found in several folders (same key) is kept once, a
-    finished copy before a failed one. Raises TTABenchError when a folder is missing, a file is
-    unreadable or no cell is found.
+    Stray ``.tmp`` files and JSON files that are no ttabench cell are skipped; a cell of the
+    old schema is refused (rerun). A cell file that cannot be read or fails the cell schema
+    (``ttabench.records.read_cell``: wrong types, values out of range, a finished cell missing
+    its split, targets or estimators, a key other than its file name) is left out like an
+    unfinished cell, which a rerun recomputes; ``ignored`` (when given) collects one line per
+    such file. A cell found in several folders (same key) is kept once, a finished copy before
+    a failed one. Raises TTABenchError when a folder is missing or no cell is found.
     """
     by_key: dict[str, Cell] = {}
+    damaged: list[str] = []
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise TTABenchError(f"run folder not found: {folder}")
         cells_dir = folder / "cells" if (folder / "cells").is_dir() else folder
         for path in sorted(cells_dir.glob("*.json")):
-            if path.name.endswith(".tmp"):
+            if path.name.endswith(".tmp") or not _claims_to_be_a_cell(path):
                 continue
             try:
-                data = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise TTABenchError(
-                    f"cannot read cell file {path}: {str(err).splitlines()[0]}; delete it and "
-                    f"re-run that cell"
-                ) from None
-            if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("ttabench.cell/"):
+                cell = read_cell(path)
+            except TTABenchError as err:
+                if "from before per-view scoring" in str(err):
+                    raise
+                damaged.append(str(err))
                 continue
-            data.setdefault("key", path.stem)
-            cell = Cell.from_dict(data, where=f"cell file {path}")
             old = by_key.get(cell.key)
             if old is None or (old.status != "ok" and cell.status == "ok"):
                 by_key[cell.key] = cell
     if not by_key:
-        raise TTABenchError(
-            f"no cell results found in {', '.join(map(str, dirs))}; run `ttabench run` first"
-        )
+        why = (f"; every cell file is damaged ({len(damaged)}), first: {damaged[0]}" if damaged
+               else "; run `ttabench run` first")
+        raise TTABenchError(f"no cell results found in {', '.join(map(str, dirs))}{why}")
+    if ignored is not None:
+        ignored.extend(damaged)
     return [by_key[k] for k in sorted(by_key)]
+
+
+def _claims_to_be_a_cell(path: Path) -> bool:
+    """Whether a JSON file says it is a ttabench cell (or cannot be read at all, which a cell
+    file half-written or damaged may be): other JSON files of a folder are not cells."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return True
+    return not isinstance(data, dict) or str(data.get("schema", "")).startswith("ttabench.cell/")
 
 
 def _failed_record(cell: Cell) -> dict[str, Any]:
@@ -112,6 +124,16 @@ def _failed_record(cell: Cell) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the leaderboard
+
+
+TABLE_COLUMNS = [
+    *GROUP, "target", "rank", "entry", "estimator", "role", "map", "input", "mae", "ci_low",
+    "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
+    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note", "alias_of",
+]
+CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
+                  "best_after_the_fact", "best_after_the_fact_mae", "chosen_candidate",
+                  "candidate_calib_loo", "candidate_mae", "n_calib_datasets"]
 
 
 @dataclass
@@ -140,21 +162,39 @@ class Leaderboard:
     n_boot: int = 1000
     seed: int = 0
     boot_unit: str = "dataset"
-    map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS
-
-
-TABLE_COLUMNS = [
-    *GROUP, "target", "rank", "entry", "estimator", "role", "map", "input", "mae", "ci_low",
-    "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
-    "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note", "alias_of",
-]
-CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
-                  "best_after_the_fact", "best_after_the_fact_mae", "chosen_candidate",
-                  "candidate_calib_loo", "candidate_mae", "n_calib_datasets"]
+    map_kinds: tuple[str, ...] = ScoringSpec.map_kinds
+    #: The per-window table (``ttabench.scoring.windows``): rows as ``table``'s, target
+    #: ``adapted`` against each window's online accuracy; its baseline choices; the window.
+    windows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TABLE_COLUMNS))
+    window_choices: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=CHOICE_COLUMNS))
+    window_steps: list[int] = field(default_factory=list)
+    #: The entries (with their fitted maps) of every (group, target) table, for the report.
+    entries: dict[tuple[tuple[str, str, str], str], list[Entry]] = field(default_factory=dict)
 
 
 def _group_key(cell: Cell) -> tuple[str, str, str]:
     return (str(cell.suite), str(cell.model), str(cell.adapter))
+
+
+#: The protocol facts that make a group's setting: cells of one (suite, model, adapter) group
+#: that differ in one of them (another lr, batch size, step count, weights...) measure
+#: different things and are never pooled into one table.
+SETTING_FACTS: tuple[str, ...] = ("model", "adapter", "batch_size", "steps", "compute")
+
+
+def check_one_setting(group: tuple[str, ...], cells: list[Cell]) -> None:
+    """Refuse a group whose cells come from several settings (``SETTING_FACTS``), naming the
+    first fact that differs and two cells that differ in it."""
+    first = cells[0]
+    for cell in cells[1:]:
+        for fact in SETTING_FACTS:
+            if cell.protocol.get(fact) != first.protocol.get(fact):
+                raise TTABenchError(
+                    f"cells {first.key} and {cell.key} of {'/'.join(group)} come from two "
+                    f"settings (their protocols differ in {fact!r}); score the run folders of "
+                    "each setting separately"
+                )
 
 
 class _Scored:
@@ -229,7 +269,7 @@ def _lowest_loo(entries: list[Entry], loo: dict[str, float | None]) -> Entry | N
 
 
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
-                 unit: str, map_kinds: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+                 unit: str, map_kinds: tuple[str, ...]) -> dict[str, list[Any]]:
     """The rows of one target's table of one group (see the module docstring)."""
     entries, skipped = build_entries(cells, target, map_kinds)
     eval_cells = {c.key: c for c in cells if role(c) == "eval"}
@@ -304,7 +344,7 @@ def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot:
             rows.append({**labels, "target": target, "entry": skip.name,
                          "estimator": skip.estimator, "note": f"skipped: {skip.reason}"})
     return {"rows": rows, "sev": sev_rows, "ds": ds_rows, "pairs": pair_rows,
-            "skipped": skip_rows, "choices": [choice]}
+            "skipped": skip_rows, "choices": [choice], "entries": entries}
 
 
 def _online(labels: dict[str, str], cells: list[Cell]) -> dict[str, Any]:
@@ -319,34 +359,49 @@ def _online(labels: dict[str, str], cells: list[Cell]) -> dict[str, Any]:
     return online
 
 
-def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
-                      boot_unit: str = "dataset",
-                      map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS) -> Leaderboard:
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    for column in ("rank", "n_cells", "n_datasets", "n_calib"):
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def build_leaderboard(cells: list[Cell], scoring: ScoringSpec | None = None) -> Leaderboard:
     """Score every estimator of the finished cells (failed cells are listed, not scored),
-    mapping every score estimator with each kind of ``map_kinds``.
+    mapping every score estimator with each kind of ``scoring.map_kinds`` (None: the default
+    scoring options).
 
     See the module docstring for the tables, the chosen baseline and the statistics.
     """
-    if boot_unit not in metrics.BOOT_UNITS:
-        raise TTABenchError(f"boot unit must be one of {list(metrics.BOOT_UNITS)}, got {boot_unit!r}")
-    map_kinds = check_map_kinds(map_kinds)
+    scoring = scoring or ScoringSpec()
+    n_boot, seed, boot_unit = scoring.n_boot, scoring.boot_seed, scoring.boot_unit
+    map_kinds = scoring.map_kinds
     ok = [c for c in cells if c.status == "ok"]
     failed = [_failed_record(c) for c in cells if c.status != "ok"]
     groups: dict[tuple[str, str, str], list[Cell]] = {}
     for cell in ok:
         groups.setdefault(_group_key(cell), []).append(cell)
+    for group, members in groups.items():
+        check_one_setting(group, members)
     parts: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("rows", "sev", "ds", "pairs", "skipped", "choices", "online")}
+    windows: dict[str, list[dict[str, Any]]] = {"rows": [], "choices": []}
+    entries: dict[tuple[tuple[str, str, str], str], list[Entry]] = {}
     for group in sorted(groups):
         labels = dict(zip(GROUP, group))
         for target in TARGETS:
-            for name, rows in _score_table(labels, target, groups[group], n_boot, seed,
-                                           boot_unit, map_kinds).items():
+            scored = _score_table(labels, target, groups[group], n_boot, seed, boot_unit,
+                                  map_kinds)
+            entries[(group, target)] = scored.pop("entries")
+            for name, rows in scored.items():
                 parts[name].extend(rows)
         parts["online"].append(_online(labels, groups[group]))
-    table = pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS)
-    for column in ("rank", "n_cells", "n_datasets", "n_calib"):
-        table[column] = table[column].astype("Int64")
+        in_windows = window_cells(groups[group])
+        if in_windows:
+            scored = _score_table(labels, WINDOW_TARGET, in_windows, n_boot, seed, boot_unit,
+                                  map_kinds)
+            windows["rows"] += scored["rows"]
+            windows["choices"] += scored["choices"]
+    table = _typed(pd.DataFrame(parts["rows"], columns=TABLE_COLUMNS))
     pairs = pd.DataFrame(parts["pairs"], columns=[*GROUP, "target", "entry", "key", "dataset",
                                                   "split", "severity", "estimate", "true"])
     table["alias_of"] = alias_column(table, pairs)
@@ -367,6 +422,10 @@ def build_leaderboard(cells: list[Cell], n_boot: int = 1000, seed: int = 0,
         seed=seed,
         boot_unit=boot_unit,
         map_kinds=map_kinds,
+        windows=_typed(pd.DataFrame(windows["rows"], columns=TABLE_COLUMNS)),
+        window_choices=pd.DataFrame(windows["choices"], columns=CHOICE_COLUMNS),
+        window_steps=sorted({c.windows.window for c in ok if c.windows is not None}),
+        entries=entries,
     )
 
 
@@ -430,7 +489,11 @@ def statistics_note(lb: Leaderboard) -> str:
 def choice_line(lb: Leaderboard, group: tuple[str, str, str], target: str) -> str:
     """The table's chosen baseline and candidate and its best baseline after the fact, in
     words."""
-    hit = _select(lb.choices, group, target)
+    return _choice_words(_select(lb.choices, group, target))
+
+
+def _choice_words(hit: pd.DataFrame) -> str:
+    """A table's choices (its row of ``Leaderboard.choices`` or ``window_choices``) in words."""
     if hit.empty or (hit["chosen_baseline"].iloc[0] is None
                      and hit["chosen_candidate"].iloc[0] is None):
         return "no baseline or candidate entry with a calibration error in this table"
@@ -490,6 +553,37 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
         })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def window_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
+    """The per-window table of one group: its rows in rank order (skipped entries left out)."""
+    rows = []
+    for _, r in _select(lb.windows, group).dropna(subset=["mae"]).iterrows():
+        rows.append({
+            "rank": _fmt(r["rank"]), "entry": r["entry"], "role": _fmt(r["role"]),
+            "MAE": _fmt(r["mae"]), "95% CI": f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+            "worst": _fmt(r["worst"]), "windows": _count(r["n_cells"]),
+            "datasets": _count(r["n_datasets"]), f"calib {LODO_SHORT}": _fmt(r["calib_loo"]),
+            "vs chosen baseline": "-" if pd.isna(r["diff"]) else (
+                f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
+                f"p_holm {r['p_holm']:.3f}" + (" *" if r["significant"] else "")),
+        })
+    return pd.DataFrame(rows)
+
+
+def window_sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
+    """Per group: a title, its baseline choice and its per-window table (none without
+    windows)."""
+    steps = "/".join(map(str, lb.window_steps))
+    out = []
+    for group in _groups(lb):
+        view = window_view(lb, group)
+        if view.empty:
+            continue
+        choice = _choice_words(_select(lb.window_choices, group))
+        out.append((f"per window of {steps} steps: MAE (pp) against each window's online "
+                    f"accuracy, {_title(group)}", choice, view))
+    return out
 
 
 def alias_column(table: pd.DataFrame, pairs: pd.DataFrame) -> list[str | None]:
@@ -638,6 +732,8 @@ def to_json(lb: Leaderboard) -> dict[str, Any]:
         "statistics": statistics_note(lb),
         "targets": targets, "online": _records(lb.online),
         "skipped": _records(lb.skipped), "failed": lb.failed,
+        "windows": {"steps": lb.window_steps, "rows": _records(lb.windows),
+                    "choices": _records(lb.window_choices)},
     }
 
 
@@ -672,6 +768,9 @@ def format_console(lb: Leaderboard) -> str:
             lines.append(choice_line(lb, group, target))
             for alias, of in group_aliases(lb, group, target).items():
                 lines.append(f"{alias}: alias of {of} (same numbers, shown once)")
+        for title, choice, view in window_sections(lb):
+            if title.endswith(_title(group)):
+                lines += [f"-- {title} --", view.to_string(index=False), choice]
         lines.append("")
     lines.append(statistics_note(lb))
     if not lb.skipped.empty:
@@ -726,7 +825,8 @@ def scatter_png(lb: Leaderboard) -> bytes:
 
 
 def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
-    """Write leaderboard.{csv,md,html,json}, pairs.csv and scatter.png into ``out_dir``.
+    """Write leaderboard.{csv,md,html,json}, pairs.csv and scatter.png into ``out_dir``, and
+    windows.{csv,md} (the per-window table) when the cells have windows.
 
     Every file is written atomically. Returns the paths written.
     """
@@ -739,6 +839,14 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
         "pairs.csv": lb.pairs.to_csv(index=False),
         "scatter.png": scatter_png(lb),
     }
+    sections = window_sections(lb)
+    if sections:
+        files["windows.csv"] = lb.windows.to_csv(index=False)
+        files["windows.md"] = "\n".join(
+            ["# Per-window scores", "", statistics_note(lb).replace("per-dataset", "per-dataset "
+             "(a stream's dataset: its split order)"), "",
+             *[part for title, choice, view in sections
+               for part in (f"## {title}", "", choice, "", _markdown_table(view), "")]])
     paths = []
     for name, data in files.items():
         write_bytes_atomic(out_dir / name, data)

@@ -43,6 +43,7 @@ import numpy as np
 
 from ttabench.calibration import Calibration, fit_polynomial
 from ttabench.errors import TTABenchError
+from ttabench.spec import ScoringSpec
 from ttabench.records import VIEWS, Cell, ViewResult
 from ttabench.scoring.map_kinds import (
     MIN_POINTS,
@@ -65,7 +66,6 @@ TARGETS: tuple[str, ...] = VIEWS
 MAP_NAMES = {1: "linear", 2: "quadratic"}
 #: The map kinds of a table unless asked otherwise; the polynomial ones keep an exportable
 #: ``Calibration`` and their names in ``Entry.map`` (``KIND_OF_MAP`` reads them back).
-DEFAULT_MAP_KINDS: tuple[str, ...] = ("lin", "quad")
 POLYNOMIAL = {"lin": 1, "quad": 2}
 ENTRY_MAP = {"lin": "linear", "quad": "quadratic"}
 KIND_OF_MAP = {"linear": "lin", "quadratic": "quad", "iso": "iso", "logit-lin": "logit-lin",
@@ -490,7 +490,7 @@ def select_score(
 
 
 def build_entries(cells: list[Cell], target: str,
-                  map_kinds: tuple[str, ...] = DEFAULT_MAP_KINDS,
+                  map_kinds: tuple[str, ...] = ScoringSpec.map_kinds,
                   ) -> tuple[list[Entry], list[Skipped]]:
     """Entries and skipped entries of ``target``'s table for one group of finished cells, with
     a map of every kind of ``map_kinds`` per score estimator (see the module docstring)."""

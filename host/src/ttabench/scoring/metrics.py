@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ttabench.spec import BOOT_UNITS
+
 ArrayLike = Sequence[float] | np.ndarray
 
 
@@ -127,7 +129,6 @@ def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
-BOOT_UNITS: tuple[str, ...] = ("dataset", "split")
 
 
 @lru_cache(maxsize=64)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.records import Cell
-from ttabench.runner.store import write_bytes_atomic
+from ttabench.store import write_bytes_atomic
 from ttabench.scoring.leaderboard import (
     Leaderboard,
     _groups,
@@ -37,7 +37,7 @@ from ttabench.scoring.leaderboard import (
     group_aliases,
     statistics_note,
 )
-from ttabench.scoring.maps import TARGETS, build_entries, record, role, score_of, truth
+from ttabench.scoring.maps import TARGETS, record, role, score_of, truth
 from ttabench.scoring.stack import StackMap
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -100,7 +100,7 @@ class Report:
 
 def _panels(group_cells: list[Cell], lb: Leaderboard, group: tuple[str, str, str],
             target: str, ranked: pd.DataFrame) -> list[Panel]:
-    entries = {e.name: e for e in build_entries(group_cells, target, lb.map_kinds)[0]}
+    entries = {e.name: e for e in lb.entries.get((group, target), [])}
     cells = {c.key: c for c in group_cells}
     pairs = _select(lb.pairs, group, target)
     panels = []

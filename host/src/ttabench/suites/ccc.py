@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from ttabench.api import SplitSpec, Suite
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
+from ttabench.suites.identity import relative_name
 from ttabench.suites.class_maps import imagenet_val_labels
 from ttabench.suites.images import ImageTransform, class_folder_files, decode, screened_dataset
 
@@ -117,6 +118,7 @@ class CCC(Suite):
     """
 
     name = "ccc"
+    location_options = ("val_dir",)
     streams_from_disk = True
     num_classes = 1000
 
@@ -176,11 +178,15 @@ class CCC(Suite):
     def record(self) -> dict[str, Any]:
         return {
             "suite": self.name,
-            "root": str(self.root),
+            "root": relative_name(self.root, self.data_dir),
             "order": list(self._streams),
             "max_images": self.max_images,
             "image_order": "shard then member order (the stream's first max_images)",
             "labels": "output.cls: index among the sorted 1000 ImageNet wnids",
-            "val_dir": None if self.val_dir is None else str(self.val_dir),
+            "val_dir": None if self.val_dir is None else relative_name(self.val_dir, self.data_dir),
             "preprocessing": {**self.transform.record(), "image_size": 224},
         }
+
+    def location(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), "root": str(self.root),
+                "val_dir": None if self.val_dir is None else str(self.val_dir)}

@@ -41,6 +41,7 @@ from ttabench.suites.class_maps import (
     imagenet_val_labels,
     per_image_labels,
 )
+from ttabench.suites.identity import file_digest, files_digest, relative_name
 from ttabench.suites.images import (
     ImageFileDataset,
     ImageTransform,
@@ -71,6 +72,7 @@ class ImageFolderSuite(Suite):
 
     name = "imagefolder"
     streams_from_disk = True
+    location_options = ("root", "source_val", "class_map_file", "labels_file")
 
     def __init__(
         self,
@@ -147,6 +149,8 @@ class ImageFolderSuite(Suite):
         self.class_subset = self.map.class_subset
         self.label_sets = self.map.label_sets
         self._datasets: dict[str, ImageFileDataset] = {}
+        self._listed: dict[str, tuple[list[Path], list[int]]] = {}
+        self._record: dict[str, Any] | None = None
 
     @staticmethod
     def _locate(data_dir: str | Path | None, folder: str | Path) -> Path:
@@ -167,14 +171,20 @@ class ImageFolderSuite(Suite):
         if split.name not in self._split_dirs:
             raise TTABenchError(f"suite {self.suite_name} has no split '{split.name}'")
         if split.name not in self._datasets:
-            paths, labels = self._files(self._split_dirs[split.name])
+            paths, labels = self._listing(split.name)
             self._datasets[split.name] = self._screened(paths, labels, split.name)
         return self._datasets[split.name]
 
     def size(self, split: SplitSpec) -> int:
         if split.name in self._datasets:
             return len(self._datasets[split.name])
-        return len(self._files(self._split_dirs[split.name])[0])
+        return len(self._listing(split.name)[0])
+
+    def _listing(self, split: str) -> tuple[list[Path], list[int]]:
+        """The split's image paths and labels, listed once (see ``_files``)."""
+        if split not in self._listed:
+            self._listed[split] = self._files(self._split_dirs[split])
+        return self._listed[split]
 
     def source_val(self) -> Dataset[Any] | None:
         if self.source_val_dir is None:
@@ -215,21 +225,35 @@ class ImageFolderSuite(Suite):
         return {name: ds.skipped_files for name, ds in self._datasets.items()}
 
     def record(self) -> dict[str, Any]:
-        return {
-            "suite": self.name,
-            "name": self.suite_name,
-            "root": str(self.root),
-            "order": [s.name for s in self.splits()],
-            "split_folders": {k: str(v) for k, v in self._split_dirs.items()},
-            "dataset": self.group,
-            "class_map": self.class_map,
-            "class_map_file": None if self.class_map_file is None else str(self.class_map_file),
-            "labels_file": None if self.labels_file is None else str(self.labels_file),
-            "num_classes": self.num_classes,
-            "class_subset": self.class_subset,
-            "label_sets": None if self.label_sets is None else len(self.label_sets),
-            "role": self.role,
-            "source_val": None if self.source_val_dir is None else str(self.source_val_dir),
-            "preprocessing": self.transform.record(),
-            "on_corrupt": self.on_corrupt,
-        }
+        """The data's identity: the root folder's name, each split folder relative to it, and a
+        digest of each split's index (file names relative to the split folder, and sizes);
+        files a map reads by their content's digest. Listed once (the key of every cell)."""
+        if self._record is None:
+            self._record = {
+                "suite": self.name,
+                "name": self.suite_name,
+                "root": self.root.name,
+                "order": [s.name for s in self.splits()],
+                "split_folders": {k: relative_name(v, self.root)
+                                  for k, v in self._split_dirs.items()},
+                "index": {k: files_digest(self._listing(k)[0], v)
+                          for k, v in self._split_dirs.items()},
+                "dataset": self.group,
+                "class_map": self.class_map,
+                "class_map_file": file_digest(self.class_map_file),
+                "labels_file": file_digest(self.labels_file),
+                "num_classes": self.num_classes,
+                "class_subset": self.class_subset,
+                "label_sets": None if self.label_sets is None else len(self.label_sets),
+                "role": self.role,
+                "source_val": None if self.source_val_dir is None else self.source_val_dir.name,
+                "preprocessing": self.transform.record(),
+                "on_corrupt": self.on_corrupt,
+            }
+        return self._record
+
+    def location(self) -> dict[str, Any]:
+        return {"root": str(self.root),
+                "source_val": None if self.source_val_dir is None else str(self.source_val_dir),
+                "class_map_file": None if self.class_map_file is None else str(self.class_map_file),
+                "labels_file": None if self.labels_file is None else str(self.labels_file)}

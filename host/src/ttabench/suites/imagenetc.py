@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 from ttabench.api import SplitSpec, Suite
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
+from ttabench.suites.identity import relative_name
 from ttabench.suites.images import (
     ImageFileDataset,
     ImageTransform,
@@ -140,6 +141,7 @@ class ImageNetC(Suite):
     """
 
     name = "imagenetc"
+    location_options = ("val_dir",)
     streams_from_disk = True
     num_classes = 1000
 
@@ -312,8 +314,8 @@ class ImageNetC(Suite):
         image_list = robustbench_helper_file(LIST_FILE).read_bytes()
         return {
             "suite": self.name,
-            "data_dir": str(self.data_dir),
-            **({"corruption_set": self.corruption_set, "root": str(self.root),
+            **({"corruption_set": self.corruption_set,
+                "root": relative_name(self.root, self.data_dir),
                 "dataset": self.group} if self.corruption_set != "imagenet-c" or self.group
                else {}),
             **({"severity_folders": {c: [self._severity_folder(c, s) for s in self.severities]
@@ -330,8 +332,12 @@ class ImageNetC(Suite):
             "holdout_corruptions": list(self.holdouts),
             "severities": list(self.severities),
             "order": [s.name for s in self.splits()],
-            "val_dir": None if self.val_dir is None else str(self.val_dir),
+            "val_dir": None if self.val_dir is None else relative_name(self.val_dir, self.data_dir),
             "labels": "index among the sorted 1000 ImageNet wnids",
             "preprocessing": {**self.transform.record(), "image_size": 224},
             "on_corrupt": self.on_corrupt,
         }
+
+    def location(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), "root": str(self.root),
+                "val_dir": None if self.val_dir is None else str(self.val_dir)}

@@ -56,11 +56,36 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def list_images(root: Path) -> list[Path]:
-    """Every image file below ``root`` (recursive), sorted by relative path string."""
+    """Every image file below ``root`` (recursive), sorted by relative path string.
+
+    Only regular files count (a FIFO, device or socket named ``*.png`` is left out without
+    being opened, so it cannot hang the index; a broken link too). Links to folders are
+    followed, but a folder already listed (same device and inode) is not entered again: a link
+    loop lists each file once. A folder that cannot be read is a TTABenchError naming it (a
+    silently missing folder would shift the split).
+    """
     found: list[Path] = []
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        subdirs.sort()
-        found.extend(Path(directory) / f for f in files if is_image_file(f))
+    entered: set[tuple[int, int]] = set()
+    pending = [Path(root)]
+    while pending:
+        directory = pending.pop()
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in entered:
+                continue
+            entered.add((info.st_dev, info.st_ino))
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            raise TTABenchError(f"cannot list image folder {directory}: "
+                                f"{exc.strerror or exc}") from None
+        folders = []
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(Path(entry.path))
+            elif is_image_file(entry.name) and entry.is_file():  # is_file: regular, link followed
+                found.append(Path(entry.path))
+        pending.extend(reversed(folders))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -88,12 +113,17 @@ def check_on_corrupt(on_corrupt: str) -> OnCorrupt:
     )
 
 
+#: What PIL raises for a file it cannot read: damage, an unknown format, or more pixels than
+#: its decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, twice over).
+UNREADABLE = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def unreadable_reason(path: str | Path) -> str | None:
     """Why PIL cannot read the file (open + verify), or None when it looks fine."""
     try:
         with Image.open(path) as image:
             image.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except UNREADABLE as exc:
         return " ".join(str(exc).split()) or type(exc).__name__
     return None
 
@@ -146,7 +176,7 @@ class ImageTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         from torchvision.transforms import functional as TF
 
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.border:
             b = self.border
             image = image.crop((b, b, image.width - b, image.height - b))
@@ -169,6 +199,20 @@ class ImageTransform:
         }
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. A 16-bit gray image (PIL modes ``I;16*``, a 16-bit PNG) is scaled
+    to 8 bits, ``round(v / 257)`` (65535 -> 255), as is a 32-bit one (mode ``I``) whose values
+    fit 16 bits; PIL's own ``convert`` would clip every value above 255 to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if image.mode == "I" and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
+            raise ValueError(f"32-bit integer image with values outside 0..65535 "
+                             f"({values.min()}..{values.max()})")
+        scaled = np.round(values / 257.0).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    return image.convert("RGB")
+
+
 def decode(path: str | BinaryIO, transform: ImageTransform, name: str | None = None) -> torch.Tensor:
     """Open, decode and preprocess one file (a path, or an open binary file called ``name``);
     a decoding failure is a TTABenchError naming it."""
@@ -176,7 +220,7 @@ def decode(path: str | BinaryIO, transform: ImageTransform, name: str | None = N
         with Image.open(path) as image:
             image.load()
             return transform(image)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except UNREADABLE as exc:
         raise TTABenchError(
             f"image file {name or path} passed the index-time check but failed to decode "
             f"({' '.join(str(exc).split())}); remove or replace it and run again"

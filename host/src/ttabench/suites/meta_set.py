@@ -41,7 +41,7 @@ import numpy as np
 
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
-from ttabench.runner.store import write_json_atomic
+from ttabench.store import write_json_atomic
 from ttabench.suites.corruptions import corrupt
 from ttabench.suites.mnistc import build_lock, save_npy_atomic
 from ttabench.suites.npy_layout import HOLDOUT

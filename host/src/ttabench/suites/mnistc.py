@@ -44,7 +44,7 @@ from filelock import FileLock
 
 from ttabench.errors import TTABenchError
 from ttabench.paths import data_dir as resolve_data_dir
-from ttabench.runner.store import atomic_file, write_json_atomic
+from ttabench.store import atomic_file, write_json_atomic
 from ttabench.suites.corruptions import CONSTANTS, corrupt
 from ttabench.suites.npy_layout import CORRUPTIONS, HOLDOUT, SEVERITIES, CorruptionArraySuite
 

@@ -281,6 +281,8 @@ class CorruptionArraySuite(Suite):
         for labels in ("labels", "clean_labels", "source_val_labels"):
             if (self.root / f"{labels}.npy").is_file():
                 check_labels(self.root / f"{labels}.npy", self.num_classes)
+        for images in ("clean", "source_val"):
+            self._check_label_count(images)
         self.meta_folder: Path | None = None
         self.meta_manifest: dict[str, Any] = {}
         if self.calibration == "meta-set":
@@ -325,6 +327,16 @@ class CorruptionArraySuite(Suite):
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise self._layout_error(shown)
+
+    def _check_label_count(self, stem: str) -> None:
+        """``<stem>_labels.npy`` holds one label per image of ``<stem>.npy`` (when both exist):
+        fewer would fail inside a cell, more would pair images with other images' labels."""
+        images, labels = self.root / f"{stem}.npy", self.root / f"{stem}_labels.npy"
+        if images.is_file() and labels.is_file():
+            n_images, n_labels = _header(images)[0][0], _header(labels)[0][0]
+            if n_images != n_labels:
+                raise TTABenchError(f"{labels} holds {n_labels} labels but {images} holds "
+                                    f"{n_images} images; they must match one to one")
 
     def _check_arrays(self) -> tuple[int, int]:
         """Every used array is readable, uint8 NHWC with 3 channels and 5*n rows (any number
@@ -397,11 +409,21 @@ class CorruptionArraySuite(Suite):
                 return ArrayRows(images_path, labels_path, 0, _header(images_path)[0][0])
         return None
 
+    def _files(self) -> list[str]:
+        """The .npy files this suite reads, in a fixed order."""
+        stems = ["labels", *self.corruptions, *self.holdout_present]
+        stems += ["clean", "clean_labels"] if self.has_clean else []
+        stems += ["source_val", "source_val_labels"]
+        return [f"{stem}.npy" for stem in stems if (self.root / f"{stem}.npy").is_file()]
+
     def record(self) -> dict[str, Any]:
+        """The data's identity is its folder's name and each file's name and size (the
+        absolute folder is in ``location()``)."""
         source_val = self.source_val()
         return {
             "suite": self.name,
-            "root": str(self.root),
+            "root": self.folder,
+            "file_sizes": {name: (self.root / name).stat().st_size for name in self._files()},
             "layout": "CIFAR-10-C (<corruption>.npy NHWC uint8, labels.npy, 5 severity blocks)",
             "order": [s.name for s in self.splits()],
             "corruptions": list(self.corruptions),
@@ -420,3 +442,6 @@ class CorruptionArraySuite(Suite):
                              "recipe": self.meta_manifest["recipe"]}}
                if self.calibration == "meta-set" else {}),
         }
+
+    def location(self) -> dict[str, Any]:
+        return {"root": str(self.root)}

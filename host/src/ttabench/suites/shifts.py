@@ -150,6 +150,7 @@ class ShiftSuite(Suite):
     options override the record's reader options."""
 
     name = "imagenet-shift"
+    location_options = tuple(dict.fromkeys(o for r in READERS.values() for o in r.location_options))
 
     def __init__(self, data_dir: str | Path | None = None, shift: str | None = None,
                  **overrides: Any) -> None:
@@ -181,3 +182,6 @@ class ShiftSuite(Suite):
 
     def record(self) -> dict[str, Any]:
         return {"suite": self.name, "shift": asdict(self.shift), "reader": self.inner.record()}
+
+    def location(self) -> dict[str, Any]:
+        return self.inner.location()

@@ -1,4 +1,4 @@
-"""The host's built-in adapter: ``source``, the unadapted model (the no-adaptation baseline)."""
+"""``source``: the unadapted model (the no-adaptation baseline)."""
 
 from __future__ import annotations
 

@@ -45,3 +45,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON (no NaN) to ``path`` atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text)
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Make ``folder`` (and its parents) and check a file can be created in it, before any
+    work: a one-line TTABenchError naming ``option`` when it cannot (a file in the way, a
+    read-only file system, no permission)."""
+    from ttabench.errors import TTABenchError
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise TTABenchError(
+            f"output folder {folder} is not writable ({exc.strerror or exc}); choose another "
+            f"with {option}"
+        ) from None

@@ -1,1 +1,0 @@
-"""Continual test-time-adaptation scenarios: one stream through many splits, no reset."""
