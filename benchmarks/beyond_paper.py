@@ -10,7 +10,7 @@ Per model and target (``source``, ``bn``) and per idea, a pool of label-free sco
 the cells (``IDEAS``): the (score, map kind) with the lowest leave-one-dataset-out MAE on the
 meta-set's families is chosen (``ttabench.scoring.lodo``; the stack ideas: the monotone stack
 of ``ttabench.scoring.stack`` with its forward selection), fitted on all meta-set cells and
-scored on the evaluation cells (75 splits x 3 stream seeds); its calibration error is nested
+scored on the evaluation cells (those quality.py ran); its calibration error is nested
 (the choice redone without each held-out family). Each idea's MAE is set against the table's
 chosen baseline (the leaderboard's LODO choice) as a ratio with a 95 % bootstrap interval
 (datasets, then cells within them). The two stacks, with and without the trajectory's
@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,9 @@ from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
 from ttabench.scoring.map_kinds import MAP_KINDS, fit_map_kind
 from ttabench.scoring.stack import fit_stack, nested_lodo, select_features
 from ttabench.store import write_bytes_atomic, write_json_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import protocol_facts, run_folders  # noqa: E402  (benchmarks/quality.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -144,12 +148,12 @@ def ratio(evals: list[Cell], target: str, a: dict[str, float], b: dict[str, floa
 
 
 def analyse(folder: Path) -> dict:
-    cells = [c for c in load_cells([folder]) if c.status == "ok"]
+    cells = [c for c in load_cells(run_folders(folder)) if c.status == "ok"]
     calib = [c for c in cells if c.role == "calibration"]
     evals = [c for c in cells if c.role == "eval"]
     board = json.loads((folder / "leaderboard.json").read_text())
     pairs = pd.read_csv(folder / "pairs.csv")
-    out = {}
+    out: dict = {"facts": protocol_facts(folder)}
     for target in TARGETS:
         table = next(b for b in board["targets"] if b["target"] == target)["tables"][0]
         base = table["chosen_baseline"]
@@ -179,12 +183,15 @@ def _r(row: dict) -> str:
 def markdown(report: dict) -> str:
     lines = ["# Beyond the paper: each trajectory idea against the chosen same-view baseline",
              "", f"`{report['command']}` on {report['date']}, from the cells of "
-             "`benchmarks/quality.py` (`benchmarks/results/quality.md` has the protocol: 75 "
-             "evaluation splits x stream seeds 0, 1, 2; calibration on the 134-set meta-set at "
-             "seed 0; lr and steps per model chosen on the meta-set).", "",
+             "`benchmarks/quality.py` (`benchmarks/results/quality.md` has the protocol; lr and "
+             "steps per model chosen on the meta-set): "
+             + "; ".join(f"{m}: {f['eval_cells']} evaluation cells ({f['eval_splits']} splits, "
+                         f"seeds {', '.join(map(str, f['seeds']))}), {f['meta_sets']} meta-set "
+                         f"sets ({f['meta_families']} families)"
+                         for m, b in report["models"].items() for f in [b["facts"]]) + ".", "",
              "Per idea (a pool of label-free scores recorded in the cells), the score and map "
              "kind (lin, quad, iso, logit-lin, logit-quad) with the lowest leave-one-dataset-out "
-             "MAE on the meta-set's 23 families is fitted on the meta-set and scored on the "
+             "MAE on the meta-set's families is fitted on the meta-set and scored on the "
              "evaluation cells; `calib` is its nested LODO error (the choice redone without "
              "each family). The stacks are the monotone stack of `ttabench.scoring.stack` over "
              "the stacked estimator's features (`enigma-stack-source` for `source`, "

@@ -6,13 +6,13 @@ and step count it reads)::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/quality.py
 
-runs, per model (``mnist-cnn``, ``mnist-resnet``), into ``runs/quality/<model>``:
+runs, per model (``mnist-cnn``, ``mnist-resnet``), under ``runs/quality/<model>``:
 
-1. the 75 evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000 digits each) at
-   stream seeds 0, 1 and 2;
-2. the 134 sets of the calibration meta-set (``[suite.mnist-c] calibration = "meta-set"``,
-   built from the 500 source-validation digits; 23 families, none an evaluation corruption) at
-   stream seed 0: calibration is done once per model;
+1. into ``eval/``, the 75 evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000
+   digits each) at stream seeds 0, 1 and 2;
+2. into ``meta/``, the 134 sets of the calibration meta-set (``[suite.mnist-c] calibration =
+   "meta-set"``, built from the 500 source-validation digits; 23 families, none an evaluation
+   corruption) at stream seed 0: calibration is done once per model;
 
 with the candidates ``CANDIDATES`` and every baseline of plugins.toml on the same cells (one
 adaptation trajectory per cell: RDumb at the model's chosen lr, probe 1,000, snapshots up to
@@ -22,8 +22,9 @@ the chosen candidate of each table, ``[best]`` scores, ``[stack]`` features, map
 Writes ``benchmarks/results/quality.{md,json}``: per model and target the chosen baseline and
 candidate and the ratio of their evaluation MAEs with a 95 % bootstrap interval (datasets,
 then cells within them, i.e. splits and seeds), each plugin estimator's own LODO-chosen
-entry, and the full tables. ``--models`` narrows; ``--analyse-only`` re-reads finished runs.
-Runs resume.
+entry, and the full tables. ``--models`` narrows; ``--analyse-only`` scores and reads the
+finished cells without running more (what a partial run holds is said in the file: cells per
+seed, meta-set sets). Runs resume.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.scoring import metrics
+from ttabench.scoring.leaderboard import load_cells
 from ttabench.store import write_bytes_atomic, write_json_atomic
 from ttabench.suites.npy_layout import CORRUPTIONS
 
@@ -86,13 +88,37 @@ def _ttabench(*args: str) -> None:
 
 
 def run(folder: Path, model: str) -> None:
-    """The evaluation cells (three seeds), the meta-set cells (seed 0), the leaderboard."""
+    """The evaluation cells (three seeds) into ``folder/eval``, the meta-set cells (seed 0)
+    into ``folder/meta`` (two folders: two runs may then proceed side by side)."""
     common = ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
-              "--map-kinds", "lin", *protocol_sets(model), "-o", str(folder)]
+              "--map-kinds", "lin", *protocol_sets(model)]
     _ttabench("run", *common, *[a for s in SEEDS for a in ("--seed", str(s))],
-              "--splits", EVAL_SPLITS)
-    _ttabench("run", *common, "--seed", "0", "--splits", "meta-*")
-    _ttabench("leaderboard", str(folder), "--map-kinds", KINDS, "--n-boot", str(N_BOOT))
+              "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
+    _ttabench("run", *common, "--seed", "0", "--splits", "meta-*", "-o", str(folder / "meta"))
+
+
+def score(folder: Path) -> None:
+    """``ttabench leaderboard`` over both run folders, written into ``folder``."""
+    _ttabench("leaderboard", *map(str, run_folders(folder)), "--output", str(folder),
+              "--map-kinds", KINDS, "--n-boot", str(N_BOOT))
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The study's run folders of one model: evaluation and meta-set cells."""
+    return [folder / "eval", folder / "meta"]
+
+
+def protocol_facts(folder: Path) -> dict:
+    """What the finished cells hold: evaluation splits and seeds, meta-set sets and families."""
+    cells = [c for c in load_cells(run_folders(folder)) if c.status == "ok"]
+    evals = [c for c in cells if c.role == "eval"]
+    calib = [c for c in cells if c.role == "calibration"]
+    return {"eval_cells": len(evals), "eval_splits": len({c.split["name"] for c in evals}),
+            "eval_families": len({c.dataset for c in evals}),
+            "seeds": sorted({c.seed for c in evals}),
+            "cells_per_seed": {str(s): sum(c.seed == s for c in evals)
+                               for s in sorted({c.seed for c in evals})},
+            "meta_sets": len(calib), "meta_families": len({c.dataset for c in calib})}
 
 
 def ratio_interval(pairs: pd.DataFrame, a: str, b: str) -> tuple[float, float, float]:
@@ -117,7 +143,7 @@ def summarize(folder: Path, model: str) -> dict:
     board = json.loads((folder / "leaderboard.json").read_text())
     pairs = pd.read_csv(folder / "pairs.csv")
     out = {"model": model, "online": board["online"][0] if board["online"] else {},
-           "statistics": board["statistics"], "targets": {}}
+           "statistics": board["statistics"], "facts": protocol_facts(folder), "targets": {}}
     for block in board["targets"]:
         table = block["tables"][0]
         target = block["target"]
@@ -159,10 +185,10 @@ def markdown(report: dict) -> str:
     lines = ["# Quality on mnist-c: the plugin's candidates against the baselines, both offline "
              "models, full protocol, calibrated on the meta-set", "",
              f"`{report['command']}` on {report['date']} ({report['machine']}).", "",
-             "Protocol: the 75 evaluation splits (15 corruptions x 5 severities, 2,000 digits "
-             "each) at stream seeds 0, 1, 2; calibration on the 134 sets of the meta-set (23 "
-             "families built from the 500 source-validation digits, no evaluation corruption) at "
-             "stream seed 0. RDumb, batch 64, probe 1,000 (stream draw, chunks of 100); the lr "
+             "Protocol: the evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000 "
+             "digits each) at the stream seeds listed below; calibration on the sets of the "
+             "meta-set (built from the 500 source-validation digits, no evaluation corruption) "
+             "at stream seed 0. RDumb, batch 64, probe 1,000 (stream draw, chunks of 100); the lr "
              "and step count per model were chosen on the meta-set "
              "(`benchmarks/results/protocol_choice.md`): "
              + "; ".join(f"{m} lr {p['lr']:g}, {p['steps']} steps"
@@ -172,6 +198,12 @@ def markdown(report: dict) -> str:
              "entries of their role with the lowest leave-one-dataset-out MAE on the meta-set "
              "(families left out whole; `[best]` and `[stack]` entries with their choice inside "
              "the loop); evaluation cells never enter a choice.", "",
+             "| model | evaluation cells | splits (families) | seeds (cells each) | meta-set "
+             "sets (families) |", "|---|---|---|---|---|",
+             *[f"| {m['model']} | {f['eval_cells']} | {f['eval_splits']} ({f['eval_families']}) "
+               f"| {', '.join(f'{s} ({n})' for s, n in f['cells_per_seed'].items())} | "
+               f"{f['meta_sets']} ({f['meta_families']}) |"
+               for m in report["models"] for f in [m["facts"]]], "",
              report["models"][0]["statistics"], "",
              "## The target: a plugin estimator at <= 0.70x the chosen same-view baseline", "",
              "Ratio = evaluation MAE of the chosen candidate / that of the chosen baseline, 95 % "
@@ -225,9 +257,10 @@ def main() -> None:
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args()
     models = args.models.split(",")
-    if not args.analyse_only:
-        for model in models:
+    for model in models:
+        if not args.analyse_only:
             run(args.runs / model, model)
+        score(args.runs / model)
     report = {
         "command": COMMAND, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
