@@ -233,7 +233,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
     args = parser.parse_args()
     models = args.models.split(",")
-    report = {"command": COMMAND, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    narrowed = args.models != ",".join(MODELS)
+    report = {"command": COMMAND + (f" --models {args.models}" if narrowed else ""),
+              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "models": {m: analyse(args.runs / m) for m in models}}
     write_json_atomic(RESULTS / "quality_beyond.json", report)
     write_bytes_atomic(RESULTS / "quality_beyond.md", markdown(report))

@@ -22,9 +22,9 @@ the chosen candidate of each table, ``[best]`` scores, ``[stack]`` features, map
 Writes ``benchmarks/results/quality.{md,json}``: per model and target the chosen baseline and
 candidate and the ratio of their evaluation MAEs with a 95 % bootstrap interval (datasets,
 then cells within them, i.e. splits and seeds), each plugin estimator's own LODO-chosen
-entry, and the full tables. ``--models`` narrows; ``--analyse-only`` scores and reads the
-finished cells without running more (what a partial run holds is said in the file: cells per
-seed, meta-set sets). Runs resume.
+entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow (the file
+prints the command with them, and says what the cells hold: cells per seed, meta-set sets);
+``--analyse-only`` scores and reads the finished cells without running more. Runs resume.
 """
 
 from __future__ import annotations
@@ -87,14 +87,15 @@ def _ttabench(*args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def run(folder: Path, model: str) -> None:
-    """The evaluation cells (three seeds) into ``folder/eval``, the meta-set cells (seed 0)
-    into ``folder/meta`` (two folders: two runs may then proceed side by side)."""
+def run(folder: Path, model: str, seeds: list[int], meta_sets: str) -> None:
+    """The evaluation cells (``seeds``) into ``folder/eval``, the meta-set cells of
+    ``meta_sets`` (seed 0) into ``folder/meta`` (two folders: two runs may then proceed side by
+    side)."""
     common = ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
               "--map-kinds", "lin", *protocol_sets(model)]
-    _ttabench("run", *common, *[a for s in SEEDS for a in ("--seed", str(s))],
+    _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
               "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
-    _ttabench("run", *common, "--seed", "0", "--splits", "meta-*", "-o", str(folder / "meta"))
+    _ttabench("run", *common, "--seed", "0", "--splits", meta_sets, "-o", str(folder / "meta"))
 
 
 def score(folder: Path) -> None:
@@ -182,8 +183,8 @@ def _ratio(r: list[float] | None) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Quality on mnist-c: the plugin's candidates against the baselines, both offline "
-             "models, full protocol, calibrated on the meta-set", "",
+    lines = ["# Quality on mnist-c: the plugin's candidates against the baselines, calibrated on "
+             "the meta-set (the models, seeds and sets run are in the table below)", "",
              f"`{report['command']}` on {report['date']} ({report['machine']}).", "",
              "Protocol: the evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000 "
              "digits each) at the stream seeds listed below; calibration on the sets of the "
@@ -254,15 +255,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="stream seeds of the evaluation cells")
+    parser.add_argument("--meta-sets", default="meta-*",
+                        help="the meta-set sets run for calibration (a --splits selection)")
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args()
     models = args.models.split(",")
     for model in models:
         if not args.analyse_only:
-            run(args.runs / model, model)
+            run(args.runs / model, model, [int(s) for s in args.seeds.split(",")],
+                args.meta_sets)
         score(args.runs / model)
+    # the command that runs (resuming) and scores these very cells
+    options = [f"--models {args.models}"] if args.models != ",".join(MODELS) else []
+    options += [f"--seeds {args.seeds}"] if args.seeds != ",".join(map(str, SEEDS)) else []
+    options += [f"--meta-sets '{args.meta_sets}'"] if args.meta_sets != "meta-*" else []
     report = {
-        "command": COMMAND, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([COMMAND, *options]), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "protocols": {m: dict(zip(("lr", "steps"), chosen_protocol(m))) for m in models},
         "models": [summarize(args.runs / m, m) for m in models],

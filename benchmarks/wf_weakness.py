@@ -164,7 +164,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
     args = parser.parse_args()
-    report = {"command": COMMAND,
+    narrowed = args.models != ",".join(MODELS)
+    report = {"command": COMMAND + (f" --models {args.models}" if narrowed else ""),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "models": {m: analyse(args.runs / m) for m in args.models.split(",")}}
     write_json_atomic(RESULTS / "wf_weakness.json", report)
