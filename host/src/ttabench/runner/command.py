@@ -36,11 +36,13 @@ from ttabench.runner.config import (
     names,
     override_notes,
 )
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions
+from ttabench.runner.device_facts import configure_device, device_facts, device_line
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.preflight import check_ray_address, resolve_device
-from ttabench.runner.resources import cpu_cores, resolve_jobs
+from ttabench.runner.preflight import check_ray_address, planned_device, resolve_device
+from ttabench.runner.resources import cpu_cores, default_workers, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
-from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options
+from ttabench.spec import PRECISIONS, ScoringSpec, given_options, option, shown, spec_options
 
 
 def check_given(given: dict[str, Any]) -> None:
@@ -156,10 +158,13 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         if dry_run:
             click.echo("\n".join(presets.describe(protocol_preset, spec)))
         spec.preset = presets.check(protocol_preset, spec, allow_deviation)
-    if executor == "ray" and spec.device is None:
-        gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
-        spec.device = "cuda" if gpus > 0 else "cpu"
-    n_jobs = resolve_jobs(spec.jobs, resolve_device(spec.device).type, cpu_cores())
+    local = executor != "ray"  # Ray tasks find their device on their own node
+    if not local:
+        from ttabench.runner.ray_executor import task_device
+
+        spec.device = task_device(spec.device, config.data.get("executor", {}).get("ray", {}))
+    device_type = (resolve_device(spec.device) if local else planned_device(spec.device)).type
+    n_jobs = resolve_jobs(spec.jobs, device_type, cpu_cores())
     spec.jobs = n_jobs if executor == "local" else 1
     out = Path(str(given.get("output") or config.run["output"]))
     if quick and not given.get("output"):
@@ -174,14 +179,15 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
-        bench = Benchmark(spec, show_progress=False)
+        bench = Benchmark(spec, show_progress=False, runs_cells=local)
         plans = bench.plan()
         print_overrides(config, given, spec.suite, examples)
         click.echo("\n".join(describe(bench, plans)))
         return
     with RunFolder.claim(out, shard_of) as folder:
         t = time.perf_counter()
-        bench = Benchmark(spec, show_progress=True)
+        bench = Benchmark(spec, show_progress=True, runs_cells=local)
+        click.echo(f"device: {device_line(bench.device, bench.device_facts, bench.threads)}")
         setup_time = time.perf_counter() - t
         plans = bench.plan()
         print_overrides(config, given, spec.suite, examples)
@@ -235,9 +241,14 @@ def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: Run
 
         backend = RayBackend(ray_address, config.data.get("executor", {}).get("ray", {}))
     elif jobs > 1 and len(todo) > 1:
-        from ttabench.runner.pool import PoolBackend
+        from ttabench.runner.pool import PoolBackend, visible_gpus, worker_gpus
 
-        backend = PoolBackend(jobs=min(jobs, len(todo)))
+        gpus = []
+        if bench.device.type == "cuda":
+            visible = visible_gpus()
+            gpus = worker_gpus(bench.device, visible,
+                               [torch.cuda.get_device_name(i) for i in range(len(visible))])
+        backend = PoolBackend(jobs=min(jobs, len(todo)), gpus=gpus)
     else:
         backend = LocalBackend()
     return run_cells(bench, todo, out, backend, retries=retries)
@@ -344,6 +355,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     from ttabench.runner.execute import CellInputs, run_cell
     from ttabench.runner.preflight import (
         check_adapter_setup,
+        check_compute_options,
         check_split_size,
         check_steps,
         resolve_device,
@@ -372,6 +384,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     dev = resolve_device(spec.device)
+    check_compute_options(dev, spec.precision, spec.channels_last, PRECISIONS)
+    configure_device(dev, spec.deterministic)
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
     if "source_val" in est.needs:
         raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
@@ -382,7 +396,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     adapter_params = spec.adapter_params.get(adapter_name, {})
     loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
     try:
-        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes})
+        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes,
+                               "precision": spec.precision})
     except TTABenchError as err:
         raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
                             f"this model (see `ttabench fit`)") from None
@@ -392,12 +407,20 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
+    # the folder is decoded once for every seed (within the cache's budget), by loader workers
+    probe = est.plan().probe_size if isinstance(est, TrajectoryEstimator) else 0
+    decoded = DecodedCache(len(folder), spec.cache_mib << 20, keep_first=probe)
+    workers = spec.num_workers
+    if workers is None:
+        workers = default_workers(cpu_cores(), 1, streams_from_disk=True)
+    loader = LoaderOptions(workers=workers, pin_memory=dev.type == "cuda")
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(
             suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=adapter_cls,
             adapter_params=adapter_params, estimators={name: est},
-            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
+            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev, loader=loader,
+            decoded=decoded, precision=spec.precision, channels_last=spec.channels_last,
             show_progress=not as_json, labelled=False))
         view = est.view if isinstance(est, StaticEstimator) else None
         result = out.result(name, view or est.target)
@@ -418,6 +441,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
         "interval": seed_interval(estimates),
         "estimates": estimates, "params": est.params(),
         "trajectory": isinstance(est, TrajectoryEstimator),
+        "device": device_line(dev, device_facts(dev), torch.get_num_threads()),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -428,4 +452,5 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
                    f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
                    f"on {len(folder)} images of {data}"
                    + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
+        click.echo(f"device: {report['device']}", err=True)
     sys.stdout.flush()
