@@ -208,11 +208,13 @@ def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
 def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, rows: torch.Tensor,
                 source_logits: torch.Tensor, trajectory: dict[str, TrajectoryEstimator],
                 probe: ProbeSetup, want_features: bool,
-                bn_logits: torch.Tensor | None = None) -> Trajectory:
+                bn_logits: torch.Tensor | None = None,
+                views: dict[str, View] | None = None) -> Trajectory:
     """Run the adapter along the cell's stream, feeding every trajectory estimator every hook
     (``before_step``, ``on_step``, ``on_snapshot`` at its checkpoints). ``rows[i]`` is image
     ``i``'s row of the pass outputs (``source_logits``, ``bn_logits``), which spare the step-0
-    snapshot the chunks it already holds."""
+    snapshot the chunks it already holds; ``views`` (the static views, on every image of the
+    cell's stream) are handed to the estimators in their context."""
     class_subset = inputs.suite.class_subset
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     epoch_order = stream.epoch
@@ -298,6 +300,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
         precision=inputs.precision,
+        views={name: (view.target, view.source_val) for name, view in (views or {}).items()},
     )
     online = None
     if logits_seen is not None:
@@ -465,7 +468,8 @@ def run_cell(inputs: CellInputs) -> CellOutput:
         t = time.perf_counter()
         with compute_context(inputs.precision, inputs.device):
             run = _trajectory(inputs, reader, stream, work.rows, work.passes.source.logits,
-                              trajectory, probe, want_features, work.passes.bn.logits)
+                              trajectory, probe, want_features, work.passes.bn.logits,
+                              work.views)
         timings["adaptation"] = time.perf_counter() - t
         adaptation, results, windows, record = run.adaptation, run.results, run.windows, run.steps
         if inputs.labelled:
