@@ -484,6 +484,22 @@ def spec_options(*names: str) -> Callable[[Any], Any]:
     return decorate
 
 
+def trust_options(fn: Any) -> Any:
+    """Decorate a command that loads a model file with ``--trust-pickle`` and
+    ``--trust-torchscript``: the two opt-ins to loading a checkpoint that runs code."""
+    fn = click.option(
+        "--trust-torchscript", is_flag=True,
+        help="Also load a checkpoint file that is a TorchScript program. Its program runs when "
+             "the file is loaded and on every forward pass, and can read and write files "
+             "(arbitrary code, with your rights): only for files you made or trust. Without "
+             "it, such files are refused.")(fn)
+    return click.option(
+        "--trust-pickle", is_flag=True,
+        help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling runs "
+             "whatever code the file names (arbitrary code, with your rights): only for files "
+             "you made or trust. Without it, files are read as tensors only.")(fn)
+
+
 def given_options(params: dict[str, Any]) -> dict[str, Any]:
     """The run options the command line gave (by name), tuples as lists."""
     out = {}
@@ -498,4 +514,5 @@ __all__ = ["BOOT_UNITS", "CORRELATED", "MAP_KINDS", "MAX_SEED", "MAX_THREADS", "
            "PRECISIONS", "RUN_OPTIONS", "Rule", "RunSpec", "SPLIT_ORDERS", "STREAM_KINDS",
            "STREAM_OPTIONS",
            "STRING", "ScoringSpec", "StreamSpec", "check_map_kinds", "config_defaults", "option",
+           "trust_options",
            "given_options", "parse_stream_kind", "shown", "spec_options"]

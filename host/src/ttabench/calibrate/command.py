@@ -42,7 +42,7 @@ from ttabench.runner.preflight import resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 from ttabench.scoring.maps import truth
-from ttabench.spec import MAP_KINDS, check_map_kinds, given_options, spec_options
+from ttabench.spec import MAP_KINDS, check_map_kinds, given_options, spec_options, trust_options
 from ttabench.store import check_writable_folder
 from ttabench.suites.labelled_folder import read_listing
 
@@ -117,12 +117,7 @@ def _table(calibration: ModelCalibration) -> list[str]:
 @click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
 @click.option("--retries", type=click.IntRange(min=0), default=0,
               help="Retries of a failing cell before it is recorded failed.")
-@click.option("--trust-pickle", is_flag=True,
-              help="Also load a checkpoint that is a whole pickled nn.Module (runs the code it "
-                   "names: only for files you made or trust).")
-@click.option("--trust-torchscript", is_flag=True,
-              help="Also load a checkpoint that is a TorchScript program (runs its program: "
-                   "only for files you made or trust).")
+@trust_options
 def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
               cells: Path | None, set_size: int | None, meta_seed: int, families: str | None,
               sets_per_family: int | None, image_size: int | None, resize: int | None,

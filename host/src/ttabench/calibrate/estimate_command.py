@@ -53,7 +53,7 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.spec import PRECISIONS, RunSpec, given_options, option, spec_options
+from ttabench.spec import PRECISIONS, RunSpec, given_options, option, spec_options, trust_options
 from ttabench.suites.images import UnlabelledFolder
 
 
@@ -259,12 +259,7 @@ def covers(found: Estimated, n_families: int | None) -> str:
 @click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
               help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
-@click.option("--trust-pickle", is_flag=True,
-              help="Also load a checkpoint file that is a whole pickled nn.Module (runs the code "
-                   "it names: only for files you made or trust).")
-@click.option("--trust-torchscript", is_flag=True,
-              help="Also load a checkpoint file that is a TorchScript program (runs its program: "
-                   "only for files you made or trust).")
+@trust_options
 @click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Center-crop size (default: the model's input size, else 224).")

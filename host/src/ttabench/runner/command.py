@@ -37,7 +37,7 @@ from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.preflight import check_ray_address, planned_device, resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
-from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options
+from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options, trust_options
 
 
 def check_given(given: dict[str, Any]) -> None:
@@ -84,16 +84,7 @@ def finish_run(output: Path, cells: list[Cell], scoring: ScoringSpec,
 @click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
               help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None, help="Images per split.")
-@click.option("--trust-pickle", is_flag=True,
-              help="Also load a checkpoint file that is a whole pickled nn.Module. Unpickling "
-                   "runs whatever code the file names (arbitrary code, with your rights): "
-                   "only for files you made or trust. Without it, files are read as "
-                   "tensors only.")
-@click.option("--trust-torchscript", is_flag=True,
-              help="Also load a checkpoint file that is a TorchScript program. Its program "
-                   "runs when the file is loaded and on every forward pass, and can read and "
-                   "write files (arbitrary code, with your rights): only for files you made "
-                   "or trust. Without it, such files are refused.")
+@trust_options
 @click.option("--shard", default=None, help="Run only shard i of n (i/n, 1-based).")
 @click.option("--quick", is_flag=True, help="Apply the config's [quick] table: a smoke run.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the config's baselines.")
