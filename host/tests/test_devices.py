@@ -183,3 +183,16 @@ def test_out_of_memory_in_a_pass_is_not_reported_as_an_input_size():
     with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
         split_passes(Hungry(), reader, torch.arange(8), 4, torch.device("cpu"))
     assert "--batch-size" in describe_error(caught.value)
+
+
+def test_deterministic_is_a_run_option_of_the_command_line_and_the_config(tmp_path):
+    from ttabench.runner.config import build_spec, load_config
+
+    empty, strict = tmp_path / "empty.toml", tmp_path / "strict.toml"
+    empty.write_text("")
+    strict.write_text("[run]\ndeterministic = true\n")
+    assert build_spec(load_config(empty), estimator=["ac"]).deterministic is False
+    assert build_spec(load_config(empty), estimator=["ac"], deterministic=True).deterministic
+    assert build_spec(load_config(strict), estimator=["ac"]).deterministic
+    assert build_spec(load_config(empty, overrides=["run.deterministic=true"]),
+                      estimator=["ac"]).deterministic

@@ -155,6 +155,21 @@ def test_every_stream_calls_every_hook_of_a_trajectory_estimator() -> None:
         assert all(w.failed is None for w in cell.estimators["aetta"].windows), kind
 
 
+def test_every_stream_hands_the_static_views_to_trajectory_estimators() -> None:
+    """``TrajectoryContext.views``: the very outputs the static estimators read, on every image
+    of the cell's stream (AC on them is the host's AC of that view)."""
+    for kind in ("reset-each-split", "continual", "gradual", "mixed"):
+        plugins.ScriptedWindows.VIEWS.clear()
+        spec = RunSpec(**TINY, adapters=["batch-stats"], estimators=["scripted-windows", "ac"],
+                       splits=["noise-*"], stream=StreamSpec(kind=kind, window=2))
+        bench = Benchmark(spec)
+        cell = bench.execute(bench.plan()[0])
+        assert set(plugins.ScriptedWindows.VIEWS) == {"source", "bn"}, kind
+        for view, (rows, confidence) in plugins.ScriptedWindows.VIEWS.items():
+            assert rows == cell.n_examples, (kind, view)
+            assert confidence == pytest.approx(cell.estimators["ac"].views[view].value), kind
+
+
 def test_per_window_accuracy_and_scores_by_hand() -> None:
     spec = RunSpec(**TINY, adapters=["constant"], estimators=["scripted-windows", "ac"],
                    stream=StreamSpec(kind="continual", steps_per_split=4, window=3))
@@ -276,3 +291,57 @@ def test_no_shuffle_reads_every_epoch_in_the_files_order() -> None:
 def test_a_contradictory_stream_is_refused(options, message) -> None:
     with pytest.raises(TTABenchError, match=re.escape(message)):
         StreamSpec(**options)
+
+def test_the_gradual_stream_slides_each_split_into_the_next() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    stream = cell_stream(StreamSpec(kind="gradual", steps_per_split=8), suite, splits, seed=2,
+                         batch_size=16)
+    # written out: split k's own stream (seed 2 * stride + k); at step t of segment k < 2 the
+    # next batch of split k + 1's stream too, each image taken from it when a coin (torch.rand
+    # from a generator seeded 2, 16 per step) falls below t / 8; the last segment is pure
+    own = [stream_indices(128, 2 * SPLIT_SEED_STRIDE + k, 16, 24) for k in range(3)]
+    coins = torch.Generator().manual_seed(2)
+    expected, from_next = [], []
+    for k in range(3):
+        for t in range(8):
+            batch = [int(i) + 128 * k for i in next(own[k])]
+            taken = [False] * 16
+            if k < 2:
+                other = [int(i) + 128 * (k + 1) for i in next(own[k + 1])]
+                u = torch.rand(16, generator=coins).tolist()
+                taken = [u[j] < t / 8 for j in range(16)]
+                batch = [other[j] if taken[j] else batch[j] for j in range(16)]
+            expected.append(batch)
+            from_next.append(sum(taken))
+    assert [b.tolist() for b in stream.steps] == expected
+    assert stream.segments == [0] * 8 + [1] * 8 + [2] * 8
+    split_of = [[i // 128 for i in b.tolist()] for b in stream.steps]
+    assert [sum(s == k + 1 for s in split_of[8 * k + t]) for k in range(3) for t in range(8)] \
+        == from_next
+    assert split_of[0] == [0] * 16 and split_of[8] == [1] * 16  # t = 0: the segment's own split
+    assert all(s == 2 for b in split_of[16:] for s in b)
+    # the share from the next split grows with t: 112 of 256 images expected (binomial sd ~6.5)
+    assert abs(sum(from_next) - 112) < 26
+    assert sum(from_next[4:8]) > sum(from_next[0:4]) and sum(from_next[12:16]) > sum(from_next[8:12])
+
+
+def test_a_continual_correlated_stream_reads_each_split_in_its_own_dirichlet_order() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    spec = StreamSpec(kind="continual", correlated=True, delta=0.1, steps_per_split=8)
+    stream = cell_stream(spec, suite, splits, seed=1, batch_size=16)
+    for k, split in enumerate(splits):  # 8 steps of 16: one epoch, split k's first draw
+        labels = suite.dataset(split).tensors[1].numpy()
+        direct = _direct_dirichlet(labels, 0.1, 1 * SPLIT_SEED_STRIDE + k)
+        assert torch.cat(stream.steps[8 * k:8 * k + 8]).tolist() == [i + 128 * k for i in direct]
+
+
+def test_a_mixed_correlated_stream_is_one_dirichlet_order_over_every_split() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    spec = StreamSpec(kind="mixed", correlated=True, delta=0.1)
+    stream = cell_stream(spec, suite, splits, seed=6, batch_size=16)
+    labels = np.concatenate([suite.dataset(s).tensors[1].numpy() for s in splits])
+    assert torch.cat(stream.steps).tolist() == _direct_dirichlet(labels, 0.1, 6)  # one pass
+    assert stream.epoch.tolist() == _direct_dirichlet(labels, 0.1, 6)
