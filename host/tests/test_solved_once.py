@@ -134,8 +134,8 @@ def test_each_transport_problem_is_solved_once(counted_run):
                                    for c in cells)
     assert len(problems) == len(set(problems))  # no problem solved twice
     sizes = Counter(size for size, _ in problems)
-    # source val: once per view's val outputs (frozen; batch statistics, shared by bn and
-    # adapted), for the three cells together
+    # source val: once per view's val outputs (frozen, shared by source and adapted: the noisy
+    # adapter starts as the frozen model; batch statistics), for the three cells together
     assert sizes[VAL_SIZE] == 2
     # targets: one per (split, view) shared by COT and COTT, one more for cot+ts's scaled logits
     assert sizes[N_EXAMPLES] + sizes[5 * 64] == 3 * 3 * 2

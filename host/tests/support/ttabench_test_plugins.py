@@ -131,7 +131,7 @@ class NoisyAdapter(Adapter):
     for a real adapter, so flips happen)."""
 
     name = "noisy"
-    source_val_reference = "source"  # eval mode from the start: its predict is the source model
+    source_val_reference = "source"  # it starts as the frozen eval-mode model
 
     def __init__(self, model: nn.Module, scale: float = 0.5) -> None:
         super().__init__(model.eval())
