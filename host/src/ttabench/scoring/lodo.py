@@ -119,4 +119,4 @@ def nested_choice_lodo(candidates: dict[str, tuple[str, np.ndarray]], y: np.ndar
     return 100.0 * float(np.mean(chosen_errors))
 
 
-__all__ = ["NAME", "SHORT", "lodo_mae", "lodo_predictions", "nested_choice_lodo"]
+__all__ = ["NAME", "SHORT", "fold_errors", "lodo_mae", "lodo_predictions", "nested_choice_lodo"]
