@@ -148,6 +148,8 @@ class LoadedModel:
     ``module`` maps float images in [0, 1] of shape (N, 3, H, W) to logits (N, num_classes)
     and applies its own normalization (``preprocessing`` records the constants).
     ``classifier`` names the final ``nn.Linear`` whose input is the penultimate embedding.
+    ``class_names``: the name of each output index, when the model records them (a labelled
+    folder's class folders may use them, ``ttabench.suites.labelled_folder``); not in any key.
     """
 
     module: nn.Module
@@ -156,6 +158,7 @@ class LoadedModel:
     weights_hash: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
     classifier: str | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 # --------------------------------------------------------------------------- adapters

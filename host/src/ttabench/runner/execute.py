@@ -341,6 +341,10 @@ class CellOutput:
     #: Per estimator its result per window (``ttabench.runner.windows``); the step record.
     windows: dict[str, list[ViewResult]] = field(default_factory=dict)
     steps: WindowRecord | None = None
+    #: The views the static estimators were computed on (``source``, ``bn``, and ``adapted``
+    #: when the cell adapted), for a caller that recomputes them (``ttabench estimate``'s
+    #: bootstrap over images).
+    view_outputs: dict[str, View] = field(default_factory=dict)
 
     def result(self, name: str, view: str) -> ViewResult | None:
         """Estimator ``name``'s result in ``view`` (its view-free one when it has that)."""
@@ -451,6 +455,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     static = _static(active)
     want_features = any("features" in est.needs for est in active.values())
     per_view = work.static_results()
+    views = dict(work.views)  # this cell's: the shared static views, its own adapted one
 
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
                                   "probe_draw": None, "adapter_params": {},
@@ -471,7 +476,8 @@ def run_cell(inputs: CellInputs) -> CellOutput:
             record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
-            adapted_view = View("adapted", run.online, inputs.source_val_adapted)
+            adapted_view = views["adapted"] = View("adapted", run.online,
+                                                   inputs.source_val_adapted)
             t = time.perf_counter()
             for name, by_view in estimate_views(
                     {k: e for k, e in static.items() if e.view in (None, "adapted")},
@@ -492,4 +498,5 @@ def run_cell(inputs: CellInputs) -> CellOutput:
               "cached_images": work.cache.cached, "cache_bytes_used": work.cache.used_bytes,
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
-        adaptation=adaptation, timings=timings, windows=windows, steps=record)
+        adaptation=adaptation, timings=timings, windows=windows, steps=record,
+        view_outputs=views)

@@ -60,7 +60,7 @@ def lodo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: Sequence[str]) -
     return mae_by_dataset(preds, y, list(datasets))
 
 
-def _fold_errors(kind: str, x: np.ndarray, y: np.ndarray,
+def fold_errors(kind: str, x: np.ndarray, y: np.ndarray,
                  groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per dataset d (``np.unique`` order): ``single[d]``, the mean absolute error on d of the
     ``kind`` map fitted without d; ``pair[d, e]``, the one on e of the map fitted without d and
@@ -100,12 +100,12 @@ def nested_choice_lodo(candidates: dict[str, tuple[str, np.ndarray]], y: np.ndar
 
     Without dataset d, candidate c's LODO MAE is the mean over e != d of the error on e of
     its map fitted without d and e; the chosen candidate's map fitted without d then predicts
-    d. Every map is fitted once per left-out pair (``_fold_errors``).
+    d. Every map is fitted once per left-out pair (``fold_errors``).
     """
     groups = np.asarray([str(d) for d in datasets])
     y = np.asarray(y, dtype=np.float64)
     names = sorted(candidates)
-    errors = {name: _fold_errors(candidates[name][0], np.asarray(candidates[name][1],
+    errors = {name: fold_errors(candidates[name][0], np.asarray(candidates[name][1],
                                                                  dtype=np.float64), y, groups)
               for name in names}
     n = len(np.unique(groups))
