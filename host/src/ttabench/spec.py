@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import click
@@ -216,8 +216,9 @@ STREAM_OPTIONS: tuple[Option, ...] = (
 
 RUN_OPTIONS: tuple[Option, ...] = (
     _opt("suite", "tiny", STRING, "Suite name (see `ttabench ls suites`).", "--suite", "-s"),
-    _opt("model", "tiny-cnn", STRING, "Model spec, e.g. mnist-cnn, timm:resnet50, path.pt.",
-         "--model", "-m"),
+    _opt("model", "tiny-cnn", NAMES, "Model spec(s), e.g. mnist-cnn, timm:resnet50, path.pt; "
+         "repeatable or comma list, a pool name (mnist-pool) stands for its members.",
+         "--model", "-m", multiple=True, names=True),
     _opt("adapter", None, NAMES, "Adapter(s); repeatable or comma list (default: the first "
          "estimator's preferred one, else source).", "--adapter", "-a", multiple=True,
          names=True),
@@ -260,6 +261,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
                                             f"map kinds from {', '.join(MAP_KINDS)}"),
          f"Map kinds fitted for every score estimator, comma-separated, from "
          f"{', '.join(MAP_KINDS)}.", "--map-kinds"),
+    _opt("logit_cache", True, Rule(lambda v: isinstance(v, bool), "true or false"),
+         "Keep every view's outputs in <output>/logits (content-addressed safetensors), so "
+         "`ttabench leaderboard --rescore` adds static and pool estimators without a forward "
+         "pass.", "--logit-cache/--no-logit-cache", kind=bool),
     _int_opt("n_boot", 1000, (1, None), "Bootstrap resamples for the intervals.", "--n-boot"),
     _opt("boot_unit", "dataset", Rule(lambda v: v in BOOT_UNITS, "'dataset' or 'split' (the "
                                       "bootstrap's resampling unit)"),
@@ -361,6 +366,7 @@ class RunSpec:
     (``to_dict`` / ``from_dict``). Defaults are ``RUN_OPTIONS``'."""
 
     suite: str
+    #: The model this Benchmark loads (one of ``models``).
     model: str
     adapters: list[str]
     estimators: list[str]
@@ -394,6 +400,22 @@ class RunSpec:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
     preset: dict[str, Any] | None = None
+    #: Every model of the run, pools expanded (``ttabench.models.pools``); empty: ``[model]``.
+    #: One ``Benchmark`` runs one of them (``for_model``).
+    models: list[str] = field(default_factory=list)
+    #: Whether cells keep their views' outputs in the run folder's logit cache.
+    logit_cache: bool = _default("logit_cache")
+    #: The run folder (set by ``ttabench run``; None: no folder, so no logit cache).
+    output: str | None = None
+
+    @property
+    def model_list(self) -> list[str]:
+        """The run's models: ``models``, or ``[model]``."""
+        return list(self.models) or [self.model]
+
+    def for_model(self, model: str) -> RunSpec:
+        """This run's spec for one of its models."""
+        return replace(self, model=model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -162,6 +162,8 @@ class Trajectory:
     steps: WindowRecord
     results: dict[str, ViewResult]
     windows: dict[str, list[ViewResult]]
+    #: ``online_rows[i]``: the row of the pass outputs (dataset order) of online row ``i``.
+    online_rows: torch.Tensor | None = None
 
 
 def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
@@ -267,10 +269,10 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
     )
-    online = None
+    online = online_rows = None
     if online_logits:
-        taken = torch.cat(stream.steps[: len(online_logits)])
-        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[rows[taken]],
+        online_rows = rows[torch.cat(stream.steps[: len(online_logits)])]
+        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[online_rows],
                          features=torch.cat(online_features) if online_features else None)
     seen = sum(record.images_per_step)
     results = {name: safe_result(lambda est=est: est.compute(context))
@@ -286,7 +288,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
             **({"source_data": source_facts} if source_facts else {}),
         },
         online=online, steps=record, results=results,
-        windows=trajectory_windows(trajectory, record))
+        windows=trajectory_windows(trajectory, record), online_rows=online_rows)
 
 
 @dataclass
@@ -306,6 +308,10 @@ class CellOutput:
     #: Per estimator its result per window (``ttabench.runner.windows``); the step record.
     windows: dict[str, list[ViewResult]] = field(default_factory=dict)
     steps: WindowRecord | None = None
+    #: Each view's target outputs (what the logit cache keeps), and the rows of the
+    #: ``source`` view's outputs that the ``adapted`` view's rows are (``online_rows``).
+    outputs: dict[str, Outputs] = field(default_factory=dict)
+    online_rows: torch.Tensor | None = None
 
     def result(self, name: str, view: str) -> ViewResult | None:
         """Estimator ``name``'s result in ``view`` (its view-free one when it has that)."""
@@ -398,6 +404,8 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     results: dict[str, ViewResult] = {}
     windows: dict[str, list[ViewResult]] = {}
     record = None
+    outputs = {name: view.target for name, view in views.items()}
+    online_rows = None
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
@@ -410,6 +418,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
             record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
+            outputs["adapted"], online_rows = run.online, run.online_rows
             adapted_view = View("adapted", run.online, views["bn"].source_val)
             t = time.perf_counter()
             for name, by_view in estimate_views(
@@ -429,4 +438,5 @@ def run_cell(inputs: CellInputs) -> CellOutput:
               "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
-        adaptation=adaptation, timings=timings, windows=windows, steps=record)
+        adaptation=adaptation, timings=timings, windows=windows, steps=record,
+        outputs=outputs, online_rows=online_rows)
