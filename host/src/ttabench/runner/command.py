@@ -166,8 +166,6 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     if quick and not given.get("output"):
         out = out.with_name(out.name + "-quick")
     spec.output = None if dry_run else str(out)
-    check_pool_estimators({n: registry.get("estimators", n) for n in spec.estimators},
-                          spec.model_list, spec.logit_cache, spec.steps, spec.stream)
     shard_of = parse_shard(shard)
     click.echo(f"config: {config.source}; suite {spec.suite}, model{'s' * (len(spec.model_list) > 1)} "
                f"{', '.join(spec.model_list)}, adapters {', '.join(spec.adapters)}, "
@@ -178,6 +176,7 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
+        check_pools(spec)
         lines = []
         for bench in load_benchmarks(spec, show_progress=False):
             lines += describe(bench, bench.plan())
@@ -185,6 +184,7 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         click.echo("\n".join(lines))
         return
     with RunFolder.claim(out, shard_of) as folder:
+        check_pools(spec)  # after the claim: a run into a folder in use is refused at once
         t = time.perf_counter()
         benches = load_benchmarks(spec, show_progress=True)
         setup_time = time.perf_counter() - t
@@ -230,6 +230,12 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     if failed:
         raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0].split['name']}: "
                             f"{failed[0].error} (results of the others are in {out})")
+
+
+def check_pools(spec: RunSpec) -> None:
+    """Refuse a pool estimator the run cannot feed (``check_pool_estimators``)."""
+    check_pool_estimators({n: registry.get("estimators", n) for n in spec.estimators},
+                          spec.model_list, spec.logit_cache, spec.steps, spec.stream)
 
 
 def load_benchmarks(spec: RunSpec, show_progress: bool) -> list[Benchmark]:
