@@ -1,5 +1,5 @@
-"""Continual TTA on mnist-c through the one runner: source, Tent, RDumb, guard:tent, guard:rdumb;
-per-window estimates of the online accuracy.
+"""Continual TTA on mnist-c through the one runner: source, Tent, RDumb, guard:tent (and RDumb at
+plugins.toml's lr); per-window estimates of the online accuracy.
 
     python benchmarks/continual.py fit   # calibration streams -> ttabench_enigma/guards/mnist-cnn.json
     python benchmarks/continual.py run   # evaluation streams  -> benchmarks/results/continual.*
@@ -23,6 +23,8 @@ units that differ between repeats). The fitted estimator (enigma-online) and the
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ SUITE, MODEL = "mnist-c", "mnist-cnn"
 SETTINGS = ROOT / "ttabench_enigma" / "guards" / "mnist-cnn.json"
 LR_COLLAPSE = 1e-1  # Tent collapses on the calibration streams (see fit's output)
 LR_LOW = 1e-3       # Tent does not collapse
-METHODS = ("source", "tent", "rdumb", "guard:tent", "guard:rdumb")
+METHODS = ("source", "tent", "rdumb", "guard:tent")
 ORDERS = (0, 1, 2)
 SEEDS = (0, 1, 2)
 STEPS_PER_SPLIT = 30
@@ -44,6 +46,9 @@ THRESHOLDS = (0.2, 0.4)
 N_BOOT = 2000
 FITTED = ("enigma-online",)
 UNFITTED = ("aetta", "ac")
+#: AETTA (1 + 10 forward passes with dropout masks per step, ~7x Tent's step here) watches Tent
+#: on one seed per order, (order o, seed o); enigma-online and ac watch every Tent cell.
+AETTA_PAIRS = tuple((o, o) for o in ORDERS)
 HOLDOUT = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 EVAL_SEVERITIES, HOLDOUT_SEVERITIES = [5], [3, 4, 5]
 EVAL = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
@@ -51,38 +56,54 @@ EVAL = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_
         "elastic_transform", "pixelate", "jpeg_compression")
 
 
+def repository_config() -> dict[str, Any]:
+    """The repository's ``plugins.toml`` (the default run's roster and parameters)."""
+    from ttabench.runner.config import load_config
+
+    return load_config(ROOT / "plugins.toml").data
+
+
+def rdumb_lr() -> float:
+    """RDumb's learning rate in plugins.toml (the default run's): the reference row's."""
+    return float(repository_config()["adapter"]["rdumb"]["lr"])
+
+
 def _params(method: str, lr: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {} if method == "source" else {"lr": lr, **(extra or {})}
 
 
-def run_cells(work: Path, method: str, lr: float, estimators: tuple[str, ...], *,
+def run_cells(work: Path, params: dict[str, dict[str, Any]], estimators: tuple[str, ...], *,
               splits: tuple[str, ...], severities: list[int], orders: tuple[int, ...],
-              seeds: tuple[int, ...], extra: dict[str, Any] | None = None) -> list[Any]:
-    """The continual cells of one method at one learning rate (every order and seed), run
-    through the one runner into ``work`` (finished cells are skipped), as typed cells."""
+              seeds: tuple[int, ...],
+              pairs: tuple[tuple[int, int], ...] | None = None) -> dict[str, list[Any]]:
+    """The continual cells of the methods ``params`` names, each with its parameters (every
+    order and seed, or only the (order, seed) ``pairs``), run through the one runner into
+    ``work`` in one pool (finished cells are skipped), as typed cells per method."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
     from ttabench.runner.executor import run_cells as execute
     from ttabench.runner.pool import PoolBackend
     from ttabench.spec import RunSpec, StreamSpec
 
-    spec = RunSpec(suite=SUITE, model=MODEL, adapters=[method],
+    spec = RunSpec(suite=SUITE, model=MODEL, adapters=list(params),
                    estimators=list(estimators), seeds=list(seeds), splits=list(splits),
                    severities=severities, device="cpu", threads=1, jobs=2,
-                   adapter_params={method: _params(method, lr, extra)},
+                   adapter_params=params,
                    estimator_params={"enigma-online": {"window": WINDOW}},
                    stream=StreamSpec(kind="continual", steps_per_split=STEPS_PER_SPLIT,
                                      window=WINDOW, order_seeds=orders))
     bench = Benchmark(spec)
-    plans = bench.plan()
+    plans = [p for p in bench.plan() if pairs is None or
+             (p.protocol["stream"]["order_seed"], p.seed) in pairs]
     todo = pending_cells(plans, work, None)
     if todo:
         execute(bench, todo, work, PoolBackend(min(2, len(todo))), progress=True)
     cells = collect_cells(work, plans)
     failed = [c for c in cells if c.status != "ok"]
     if failed or len(cells) != len(plans):
-        raise SystemExit(f"{method} lr {lr}: {len(failed)} failed cell(s): "
+        raise SystemExit(f"{params}: {len(failed)} failed cell(s): "
                          f"{failed[0].error if failed else 'missing'}")
-    return cells
+    return {method: [c for c in cells if c.protocol["adapter"]["name"] == method]
+            for method in params}
 
 
 # ------------------------------------------------------------------------------ fit
@@ -93,7 +114,8 @@ def fit(work: Path) -> None:
 
     calibration = dict(splits=HOLDOUT, severities=HOLDOUT_SEVERITIES, orders=(0,), seeds=(0,))
     trajectories = [c for lr in (LR_COLLAPSE, LR_LOW)
-                    for c in run_cells(work / "calibration", "tent", lr, FITTED, **calibration)]
+                    for c in run_cells(work / "calibration", {"tent": _params("tent", lr)},
+                                       FITTED, **calibration)["tent"]]
     features, truth = [], []
     for cell in trajectories:
         rows = [w.scores for w in cell.estimators["enigma-online"].windows]
@@ -104,8 +126,8 @@ def fit(work: Path) -> None:
     scores = {}
     for threshold in THRESHOLDS:
         guarded = [c for lr in (LR_COLLAPSE, LR_LOW)
-                   for c in run_cells(work / "calibration", "guard:tent", lr, (), **calibration,
-                                      extra={"threshold": threshold})]
+                   for c in run_cells(work / "calibration", {"guard:tent": _params(
+                       "guard:tent", lr, {"threshold": threshold})}, (), **calibration)["guard:tent"]]
         scores[threshold] = float(np.mean([c.targets["adapted"] for c in guarded]))
         print(f"threshold {threshold}: guard:tent calibration online accuracy "
               f"{100 * scores[threshold]:.2f}%")
@@ -163,51 +185,105 @@ def _window_mae(cell: Any, name: str) -> float:
     return float(np.abs(est - np.array(cell.windows.accuracy)).mean())
 
 
+def _accuracy_row(run: dict[tuple[int, int], Any]) -> dict[str, Any]:
+    """Online accuracy of one method's cells: mean, interval, per order, resets per cell."""
+    acc = {k: c.targets["adapted"] for k, c in run.items()}
+    lo, hi = two_level_interval(acc)
+    return {
+        "online_accuracy": float(np.mean(list(acc.values()))), "interval": [lo, hi],
+        "per_order": {str(o): float(np.mean([v for (oo, _), v in acc.items() if oo == o]))
+                      for o in ORDERS},
+        "resets_per_cell": float(np.mean([len([t for t in c.windows.reset_steps if t > 0])
+                                          for c in run.values()])),
+        "guard_resets_per_cell": float(np.mean([
+            c.adaptation["adapter_counters"].get("guard_resets", 0) for c in run.values()]))}
+
+
+def _difference(run: dict[tuple[int, int], Any],
+                against: dict[tuple[int, int], Any]) -> dict[str, Any]:
+    """Paired online-accuracy difference ``run - against`` on the same (order, seed) cells, in
+    pp: pooled mean with its interval, mean per order, range over cells."""
+    diffs = {k: 100 * (run[k].targets["adapted"] - against[k].targets["adapted"]) for k in run}
+    lo, hi = two_level_interval(diffs)
+    return {"mean_pp": float(np.mean(list(diffs.values()))), "interval_pp": [lo, hi],
+            "per_order_pp": {str(o): float(np.mean([v for (oo, _), v in diffs.items() if oo == o]))
+                             for o in ORDERS},
+            "cells": len(diffs), "min_pp": min(diffs.values()), "max_pp": max(diffs.values())}
+
+
 def summarize(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any]:
     first = cells[("source", 0.0)][0]
     out: dict[str, Any] = {"stream": {k: v for k, v in first.protocol["stream"].items()
                                       if k not in ("order", "order_seed")},
-                           "orders": {}, "lrs": {}}
+                           "orders": {}, "lrs": {}, "rdumb_configured_lr": rdumb_lr()}
     for cell in cells[("source", 0.0)]:
         out["orders"][str(_key(cell)[0])] = cell.protocol["stream"]["order"]
-    for lr in (LR_COLLAPSE, LR_LOW):
+    configured = {_key(c): c for c in cells[("rdumb", rdumb_lr())]}
+    out["rdumb_configured"] = _accuracy_row(configured)
+    for lr in sorted({lr for (m, lr) in cells if m == "tent"}, reverse=True):
         runs = {m: {_key(c): c for c in cells[(m, 0.0 if m == "source" else lr)]}
                 for m in METHODS}
-        table = {}
-        for method in METHODS:
-            acc = {k: c.targets["adapted"] for k, c in runs[method].items()}
-            lo, hi = two_level_interval(acc)
-            table[method] = {
-                "online_accuracy": float(np.mean(list(acc.values()))), "interval": [lo, hi],
-                "per_order": {str(o): float(np.mean([v for (oo, _), v in acc.items() if oo == o]))
-                              for o in ORDERS},
-                "resets_per_cell": float(np.mean([len([t for t in c.windows.reset_steps if t > 0])
-                                                  for c in runs[method].values()])),
-                "guard_resets_per_cell": float(np.mean([
-                    c.adaptation["adapter_counters"].get("guard_resets", 0)
-                    for c in runs[method].values()]))}
+        table = {method: _accuracy_row(runs[method]) for method in METHODS}
         best = max(("tent", "rdumb"), key=lambda m: table[m]["online_accuracy"])
-        comparisons = {}
-        for method, against in (("guard:tent", best), ("guard:tent", "tent"),
-                                ("guard:rdumb", "rdumb")):
-            diffs = {k: runs[method][k].targets["adapted"] - runs[against][k].targets["adapted"]
-                     for k in runs[method]}
-            lo, hi = two_level_interval(diffs)
-            comparisons[f"{method} - {against}"] = {
-                "mean_pp": 100 * float(np.mean(list(diffs.values()))),
-                "interval_pp": [100 * lo, 100 * hi], "cells": len(diffs),
-                "min_pp": 100 * min(diffs.values()), "max_pp": 100 * max(diffs.values())}
+        comparisons = {f"{method} - {against}": _difference(runs[method], runs[against])
+                       for method, against in (("guard:tent", "rdumb"), ("guard:tent", "tent"))}
+        comparisons[f"guard:tent - rdumb at lr {rdumb_lr():g}"] = _difference(
+            runs["guard:tent"], configured)
         estimators = {}
-        for group, names in (("fitted", FITTED), ("unfitted", UNFITTED)):
+        watched = {"all": runs["tent"],
+                   "aetta": {_key(c): c for c in cells[("tent+aetta", lr)]}}
+        for cells_label, names in (("all", (*FITTED, "ac")), ("aetta", (*FITTED, *UNFITTED))):
             for name in names:
-                mae = {k: _window_mae(c, name) for k, c in runs["tent"].items()}
+                group = "fitted" if name in FITTED else "unfitted"
+                mae = {k: 100 * _window_mae(c, name) for k, c in watched[cells_label].items()}
                 lo, hi = two_level_interval(mae)
-                estimators[name] = {
-                    "group": group, "mae_pp": 100 * float(np.mean(list(mae.values()))),
-                    "interval_pp": [100 * lo, 100 * hi], "cells": len(mae),
-                    "windows": sum(len(c.windows.accuracy) for c in runs["tent"].values())}
+                estimators[f"{name} ({cells_label})"] = {
+                    "estimator": name, "group": group, "cells_label": cells_label,
+                    "mae_pp": float(np.mean(list(mae.values()))), "interval_pp": [lo, hi],
+                    "cells": len(mae), "per_order_pp": {
+                        str(o): float(np.mean([v for (oo, _), v in mae.items() if oo == o]))
+                        for o in sorted({oo for oo, _ in mae})},
+                    "windows": sum(len(c.windows.accuracy) for c in watched[cells_label].values())}
+        same = all(c.windows.correct_per_step == runs["tent"][k].windows.correct_per_step
+                   for k, c in watched["aetta"].items())
         out["lrs"][f"{lr:g}"] = {"methods": table, "best_unguarded": best,
-                                 "comparisons": comparisons, "estimators": estimators}
+                                 "comparisons": comparisons, "estimators": estimators,
+                                 "aetta_cells": [list(k) for k in sorted(watched["aetta"])],
+                                 "tent_trajectory_same_with_aetta": same}
+    return out
+
+
+#: The commit whose ``benchmarks/results/continual.json`` the scenarios runner (before issue 26)
+#: published: one split order (order seed 0), seeds 0-2.
+PUBLISHED = "fc33dff"
+
+
+def reproduction(cells: dict[tuple[str, float], list[Any]]) -> dict[str, Any] | None:
+    """The published per-seed online accuracies (``PUBLISHED``, read with ``git show``) beside
+    this run's order-0 cells (the same order and seeds), per learning rate and method; None
+    outside a git checkout."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["git", "-C", str(ROOT), "show",
+                               f"{PUBLISHED}:benchmarks/results/continual.json"],
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    old = json.loads(text)["lrs"]
+    out: dict[str, Any] = {}
+    for lr in sorted({lr for (m, lr) in cells if m == "tent"}, reverse=True):
+        rows = {}
+        for method in METHODS:
+            published = old[f"{lr:g}"]["methods"][method]
+            mine = {_key(c)[1]: c.targets["adapted"]
+                    for c in cells[(method, 0.0 if method == "source" else lr)]
+                    if _key(c)[0] == 0}
+            now = [mine[seed] for seed in published["seeds"]]
+            rows[method] = {"published": published["per_seed"], "now": now,
+                            "max_abs_diff_pp": 100 * max(abs(a - b) for a, b in
+                                                         zip(published["per_seed"], now))}
+        out[f"{lr:g}"] = rows
     return out
 
 
@@ -216,7 +292,7 @@ def plot(cells: dict[tuple[str, float], list[Any]], path: Path, lr: float) -> No
 
     fig = Figure(figsize=(11, 4.5))
     ax = fig.subplots()
-    colours = dict(zip(METHODS, ("grey", "tab:red", "tab:blue", "tab:orange", "tab:green")))
+    colours = dict(zip(METHODS, ("grey", "tab:red", "tab:blue", "tab:orange")))
     first = None
     for method in METHODS:
         run = next(c for c in cells[(method, 0.0 if method == "source" else lr)]
@@ -243,72 +319,138 @@ def plot(cells: dict[tuple[str, float], list[Any]], path: Path, lr: float) -> No
     fig.savefig(path, dpi=110)
 
 
+def _per_order(values: dict[str, float], scale: float = 1.0, sign: bool = False) -> str:
+    return ", ".join(f"{o}: {scale * v:{'+' if sign else ''}.2f}" for o, v in values.items())
+
+
 def markdown(summary: dict[str, Any]) -> str:
     orders = "; ".join(f"order {o}: {', '.join(s.split('-')[0] for s in names)}"
                        for o, names in summary["orders"].items())
+    settings = summary["settings"]
     lines = [
         "# Continual TTA on mnist-c (mnist-cnn), through the one runner", "",
-        f"Every cell is a `continual` stream of `ttabench run`: the 15 corruptions at severity "
-        f"5 in a seeded order, {STEPS_PER_SPLIT} steps of 64 images per split, no reset; "
-        f"windows of {WINDOW} steps; orders {list(ORDERS)} x seeds {list(SEEDS)} "
-        f"({len(ORDERS) * len(SEEDS)} cells per method and learning rate). One cell is what "
-        f"`ttabench run -s mnist-c -m mnist-cnn --stream continual --splits '<the 15>' "
-        f"--severities 5 --steps-per-split {STEPS_PER_SPLIT} --window {WINDOW} --order-seed O "
-        f"--seed S -a METHOD --set adapter.METHOD.lr=LR` runs. Produced by "
-        f"`python benchmarks/continual.py run` (the guard's and enigma-online's settings by "
-        f"`python benchmarks/continual.py fit`, on the 4 holdout corruptions only).", "",
+        f"Produced by `{summary['command']}` after `python benchmarks/continual.py fit` (the "
+        f"guard's threshold and enigma-online's coefficients, fitted on calibration streams of "
+        f"the 4 holdout corruptions only: {', '.join(HOLDOUT)} at severities 3-5; written to "
+        f"`ttabench_enigma/guards/mnist-cnn.json`: threshold {settings['threshold']}, "
+        f"coefficients {settings['coefficients']}).", "",
+        f"Every cell is a `continual` stream of `ttabench run`: the 15 evaluation corruptions "
+        f"at severity 5 in a seeded order, {STEPS_PER_SPLIT} steps of 64 images per split "
+        f"({STEPS_PER_SPLIT * len(EVAL)} steps), no reset; windows of {WINDOW} steps; orders "
+        f"{list(ORDERS)} x seeds {list(SEEDS)} ({len(ORDERS) * len(SEEDS)} cells per method "
+        f"and learning rate). One cell is what `ttabench run -s mnist-c -m mnist-cnn --stream "
+        f"continual --splits '<the 15>' --severities 5 --steps-per-split {STEPS_PER_SPLIT} "
+        f"--window {WINDOW} --order-seed O --seed S -a METHOD --set adapter.METHOD.lr=LR "
+        f"--no-baselines` runs. Tent, RDumb and guard:tent run at the same learning rate in "
+        f"each section (lr {', '.join(summary['lrs'])}; the published lr 0.001 section is "
+        f"left out unless `--lrs` names it: the shared machine had no time for it); RDumb's `reset_every` (1000 steps) is longer than the stream, so RDumb "
+        f"never resets here (it is ETA without its periodic reset). A reference row runs RDumb "
+        f"at plugins.toml's lr {summary['rdumb_configured_lr']:g}. guard:rdumb (in the published "
+        f"results) is left out: it added 18 cells the shared machine had no time for.", "",
         f"Orders: {orders}.", "",
         "Intervals: 95% percentile bootstrap (2000 resamples) of the mean over cells, "
-        "resampling orders, then seeds within each order.", ""]
+        "resampling the 3 orders, then seeds within each order (with 3 orders the interval is "
+        "coarse: it can only be as wide as the orders disagree).", "",
+        "## guard:tent against rdumb (paired on the same order and seed, pp)", "",
+        "| lr | comparison | pooled mean | 95% interval | per order | range over cells |",
+        "|---|---|---|---|---|---|"]
+    for lr, block in summary["lrs"].items():
+        for name, c in block["comparisons"].items():
+            if name.startswith("guard:tent - rdumb"):
+                lo, hi = c["interval_pp"]
+                lines.append(f"| {lr} | {name} | {c['mean_pp']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
+                             f"{_per_order(c['per_order_pp'], sign=True)} | "
+                             f"{c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
+    ref = summary["rdumb_configured"]
+    lines += ["", f"RDumb at lr {summary['rdumb_configured_lr']:g} (plugins.toml): online "
+              f"accuracy {100 * ref['online_accuracy']:.2f}% [{100 * ref['interval'][0]:.2f}, "
+              f"{100 * ref['interval'][1]:.2f}], per order "
+              f"{_per_order(ref['per_order'], 100)}.", ""]
+    if summary["reproduction"]:
+        lines += ["## The published results through the one runner", "",
+                  f"The scenarios runner published one order (order seed 0) x seeds 0-2 "
+                  f"(`git show {PUBLISHED}:benchmarks/results/continual.json`); this run's "
+                  "order-0 cells are the same streams. Online accuracy per seed (%):", "",
+                  "| lr | method | published | one runner | largest difference (pp) |",
+                  "|---|---|---|---|---|"]
+        for lr, rows in summary["reproduction"].items():
+            for method, r in rows.items():
+                lines.append(f"| {lr} | {method} | "
+                             f"{', '.join(f'{100 * v:.2f}' for v in r['published'])} | "
+                             f"{', '.join(f'{100 * v:.2f}' for v in r['now'])} | "
+                             f"{r['max_abs_diff_pp']:.4f} |")
+        lines.append("")
     for lr, block in summary["lrs"].items():
         lines += [f"## lr {lr}", "", "| method | online accuracy (mean over cells) | 95% interval "
                   "| per order | resets per cell (after step 0) | guard resets per cell |",
                   "|---|---|---|---|---|---|"]
         for method, row in block["methods"].items():
-            per = ", ".join(f"{100 * a:.2f}" for a in row["per_order"].values())
             lo, hi = row["interval"]
             lines.append(f"| {method} | {100 * row['online_accuracy']:.2f}% | "
-                         f"[{100 * lo:.2f}, {100 * hi:.2f}] | {per} | "
-                         f"{row['resets_per_cell']:.1f} | {row['guard_resets_per_cell']:.1f} |")
+                         f"[{100 * lo:.2f}, {100 * hi:.2f}] | {_per_order(row['per_order'], 100)} "
+                         f"| {row['resets_per_cell']:.1f} | {row['guard_resets_per_cell']:.1f} |")
         lines += ["", "| paired difference (same order and seed) | mean (pp) | 95% interval (pp) "
-                  "| cells | range (pp) |", "|---|---|---|---|---|"]
+                  "| per order (pp) | cells | range (pp) |", "|---|---|---|---|---|---|"]
         for name, c in block["comparisons"].items():
             lo, hi = c["interval_pp"]
             lines.append(f"| {name} | {c['mean_pp']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
-                         f"{c['cells']} | {c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
-        for group, title in (("fitted", "fitted on labelled calibration streams (holdout "
-                                         "corruptions)"),
-                             ("unfitted", "unfitted (no calibration data)")):
-            lines += ["", f"Per-window estimate of Tent's online accuracy, {title}:", "",
-                      "| estimator | per-window MAE (pp, mean over cells) | 95% interval | "
-                      "cells | windows |", "|---|---|---|---|---|"]
-            for name, e in block["estimators"].items():
-                if e["group"] == group:
-                    lo, hi = e["interval_pp"]
-                    lines.append(f"| {name} | {e['mae_pp']:.2f} | [{lo:.2f}, {hi:.2f}] | "
-                                 f"{e['cells']} | {e['windows']} |")
+                         f"{_per_order(c['per_order_pp'], sign=True)} | {c['cells']} | "
+                         f"{c['min_pp']:+.2f} to {c['max_pp']:+.2f} |")
+        pairs = ", ".join(f"order {o} seed {sd}" for o, sd in block["aetta_cells"])
+        for label, title in (("all", "every Tent cell"),
+                             ("aetta", f"the Tent cells AETTA watched ({pairs})")):
+            lines += ["", f"Per-window estimate of Tent's online accuracy on {title}:", "",
+                      "| estimator | group | per-window MAE (pp, mean over cells) | 95% "
+                      "interval | per order | cells | windows |",
+                      "|---|---|---|---|---|---|---|"]
+            for group in ("fitted", "unfitted"):
+                for e in block["estimators"].values():
+                    if e["cells_label"] == label and e["group"] == group:
+                        lo, hi = e["interval_pp"]
+                        lines.append(
+                            f"| {e['estimator']} | {'fitted on labelled calibration streams' if group == 'fitted' else 'unfitted'} "
+                            f"| {e['mae_pp']:.2f} | [{lo:.2f}, {hi:.2f}] | "
+                            f"{_per_order(e['per_order_pp'])} | {e['cells']} | {e['windows']} |")
+        lines += ["", "Tent's trajectory is the same with and without AETTA watching (per-step "
+                  "correct counts equal on its cells): "
+                  f"{'yes' if block['tent_trajectory_same_with_aetta'] else 'NO'}."]
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def run(work: Path) -> None:
+def run(work: Path, command: str, lrs: tuple[float, ...]) -> None:
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
     evaluation = dict(splits=EVAL, severities=EVAL_SEVERITIES, orders=ORDERS, seeds=SEEDS)
     cells: dict[tuple[str, float], list[Any]] = {}
-    for lr in (LR_COLLAPSE, LR_LOW):  # the estimators only watch: Tent's runs carry them
-        cells[("tent", lr)] = run_cells(work / "eval", "tent", lr, (*FITTED, *UNFITTED),
-                                        **evaluation)
-    cells[("source", 0.0)] = run_cells(work / "eval", "source", 0.0, (), **evaluation)
-    for lr in (LR_COLLAPSE, LR_LOW):
-        for method in ("rdumb", "guard:tent", "guard:rdumb"):
-            cells[(method, lr)] = run_cells(work / "eval", method, lr, (), **evaluation)
+    for k, lr in enumerate(lrs):  # the estimators only watch: Tent's runs carry them
+        cells[("tent", lr)] = run_cells(work / "eval", {"tent": _params("tent", lr)},
+                                        (*FITTED, "ac"), **evaluation)["tent"]
+        for method, group in run_cells(work / "eval", {m: _params(m, lr) for m in
+                                                       ("rdumb", "guard:tent")},
+                                       (), **evaluation).items():
+            cells[(method, lr)] = group
+        if k == 0:  # the reference rows, once
+            shared = run_cells(work / "eval", {"source": {}, "rdumb": {"lr": rdumb_lr()}}, (),
+                               **evaluation)
+            cells[("source", 0.0)] = shared["source"]
+            cells[("rdumb", rdumb_lr())] = shared["rdumb"]
+        cells[("tent+aetta", lr)] = run_cells(work / "eval", {"tent": _params("tent", lr)},
+                                              (*FITTED, *UNFITTED), **evaluation,
+                                              pairs=AETTA_PAIRS)["tent"]
     summary = summarize(cells)
+    summary["command"] = command
+    summary["reproduction"] = reproduction(cells)
+    fitted = json.loads(SETTINGS.read_text())
+    summary["settings"] = {"threshold": fitted["guard"]["threshold"],
+                           "coefficients": fitted["online"]["coefficients"],
+                           "fitted_on": fitted["fitted_on"]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "continual.json", summary)
     write_bytes_atomic(RESULTS / "continual.md", markdown(summary))
     for lr, name in ((LR_COLLAPSE, "continual_collapse_lr.png"), (LR_LOW, "continual_low_lr.png")):
-        plot(cells, RESULTS / name, lr)
+        if lr in lrs:
+            plot(cells, RESULTS / name, lr)
     print(markdown(summary))
 
 
@@ -316,8 +458,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=("fit", "run"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/continual-bench"))
+    parser.add_argument("--lrs", type=float, nargs="+", default=[LR_COLLAPSE],
+                        choices=[LR_COLLAPSE, LR_LOW],
+                        help="run: the learning rates of Tent, RDumb and guard:tent "
+                             "(default: %(default)s, where Tent collapses)")
     args = parser.parse_args(argv)
-    (fit if args.phase == "fit" else run)(args.work)
+    if args.phase == "fit":
+        fit(args.work)
+    else:
+        run(args.work, shlex.join(["python", "benchmarks/continual.py",
+                                   *(sys.argv[1:] if argv is None else argv)]), tuple(args.lrs))
     return 0
 
 

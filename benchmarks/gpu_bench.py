@@ -1,16 +1,20 @@
 """Throughput on one CUDA device: images/s of the source pass, the bn pass, a bare fwd+bwd
-step and an RDumb step (fp32 and bf16 autocast, channels_last), and WF's overhead ratio.
+step and an RDumb step (fp32 or TF32, bf16 autocast, channels_last), WF's overhead ratio, and
+the milliseconds per adaptation step of a whole cell (``run_cell``: batches from memory to the
+device, the adapter, the online outputs back; not only the model).
 
 Synthetic 224 px uint8 batches (no data on disk), timm ``resnet50`` with random weights
-(``timm:resnet50?random``: throughput does not depend on the weights). Each figure is the
+(``timm:resnet50?random``: throughput does not depend on the weights). Each model figure is the
 median of ``--repeats`` timed runs of ``--iters`` batches after ``--warmup`` batches, with
 ``torch.cuda.synchronize`` around each run. WF overhead: the time of a 990-step RDumb cell
 with its two snapshots of a 1,000-image probe (chunks of 100), over the same steps alone:
-``1 + 2 * t_snapshot / (990 * t_step)``.
+``1 + 2 * t_snapshot / (990 * t_step)``. "fp32" on CUDA is labelled ``tf32`` where TF32 runs the
+convolutions (``torch.backends.cudnn.allow_tf32``, PyTorch's default).
 
     bash benchmarks/gpu_bench.sh            # on a machine with a CUDA device (< 8 min)
 
-Writes benchmarks/results/gpu_bench.{json,md}. Without CUDA it refuses with one line.
+Writes gpu_bench.{json,md} into ``--out`` (default benchmarks/results). Without CUDA it refuses
+with one line; ``--device cpu`` runs the same path on the CPU (the tests do, with a tiny model).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,8 +55,13 @@ def timed(fn: Callable[[], object], device: torch.device, iters: int, warmup: in
 
 
 def precision(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
-    return (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16
-            else contextlib.nullcontext())
+    return (torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+            if bf16 else contextlib.nullcontext())
+
+
+def float_tag(device: torch.device) -> str:
+    """What "full precision" convolutions run in here: TF32 on CUDA when cuDNN may use it."""
+    return "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
 
 
 def measure(model: nn.Module, device: torch.device, *, batch: int = 64, size: int = 224,
@@ -66,7 +76,7 @@ def measure(model: nn.Module, device: torch.device, *, batch: int = 64, size: in
     out: dict[str, float] = {}
     for channels_last in (False, True):
         for bf16 in (False, True):
-            tag = ("bf16" if bf16 else "fp32") + (" channels_last" if channels_last else "")
+            tag = ("bf16" if bf16 else float_tag(device)) + (" channels_last" if channels_last else "")
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             frozen = copy.deepcopy(model).to(device, memory_format=fmt).eval()
             bn = batch_statistics_copy(frozen)
@@ -112,35 +122,80 @@ def measure(model: nn.Module, device: torch.device, *, batch: int = 64, size: in
     return out
 
 
-def main() -> None:
+def measure_cell(loaded: Any, device: torch.device, *, bf16: bool, channels_last: bool,
+                 batch: int = 64, size: int = 224, steps: int = 20) -> dict[str, float]:
+    """A whole RDumb cell on random images held in memory (``run_cell``): milliseconds per
+    adaptation step and per image of the source + bn pass (a first, shorter cell warms up)."""
+    from synthetic import SyntheticSuite
+
+    from ttabench.runner.decoded_cache import LoaderOptions
+    from ttabench.runner.execute import CellInputs, run_cell
+    from ttabench_enigma import RDumb
+
+    def cell(n_steps: int) -> Any:
+        suite = SyntheticSuite(batch * (n_steps + 1), size, loaded.num_classes)
+        return run_cell(CellInputs(
+            suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=RDumb,
+            adapter_params={}, estimators={}, seed=0, batch_size=batch, steps=n_steps,
+            device=device, precision="bf16" if bf16 else "fp32", channels_last=channels_last,
+            loader=LoaderOptions(workers=0, pin_memory=device.type == "cuda")))
+
+    cell(2)
+    out = cell(steps)
+    timings, n = out.timings, out.n_examples
+    return {"whole-cell adaptation step ms": 1000 * timings["adaptation"] / steps,
+            "whole-cell source+bn pass ms per image": 1000 * timings["source_and_bn_pass"] / n}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", default="timm:resnet50?random")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
+    parser.add_argument("--cell-steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print("error: gpu_bench needs a CUDA device; none is available here "
               "(benchmarks/results/gpu_bench.md says not run)", file=sys.stderr)
-        sys.exit(2)
+        return 2
     from ttabench import registry
-
-    device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    model = registry.load_model("timm:resnet50?random", num_classes=1000).module
-    figures = measure(model, device, iters=args.iters, repeats=args.repeats)
-    result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
-              "torch": torch.__version__, "model": "timm resnet50 (random weights)",
-              "batch": 64, "image_px": 224, "figures": figures}
+    from ttabench.paths import cache_dir
+    from ttabench.runner.device_facts import configure_device, device_facts
     from ttabench.store import write_json_atomic
 
-    write_json_atomic(RESULTS / "gpu_bench.json", result)
-    lines = ["# GPU throughput", "", f"{result['device']}, torch {result['torch']}, timm "
-             "resnet50, batch 64 of synthetic 224 px images; `bash benchmarks/gpu_bench.sh`.",
+    configure_device(device, deterministic=False)  # as a run: cuDNN benchmarks its kernels
+    loaded = registry.load_model(args.model, cache_dir=cache_dir())
+    figures = measure(loaded.module, device, batch=args.batch, size=args.size, iters=args.iters,
+                      repeats=args.repeats)
+    cells = [(False, False), (True, False), (True, True)] if device.type == "cuda" else [
+        (False, False)]
+    for bf16, channels_last in cells:
+        tag = ("bf16" if bf16 else float_tag(device)) + (" channels_last" if channels_last else "")
+        for name, value in measure_cell(loaded, device, bf16=bf16, channels_last=channels_last,
+                                        batch=args.batch, size=args.size,
+                                        steps=args.cell_steps).items():
+            figures[f"{name} [{tag}]"] = value
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    command = "bash benchmarks/gpu_bench.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"date": datetime.date.today().isoformat(), "device": name,
+              "device_facts": device_facts(device), "torch": torch.__version__,
+              "model": args.model, "batch": args.batch, "image_px": args.size,
+              "command": command.strip(), "figures": figures}
+    write_json_atomic(args.out / "gpu_bench.json", result)
+    lines = ["# GPU throughput", "", f"{name}, torch {result['torch']}, {args.model}, batch "
+             f"{args.batch} of synthetic {args.size} px images; `{result['command']}`.",
              "", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" if "ratio" in k else f"| {k} | {v:.0f} |"
+    lines += [f"| {k} | {v:.3f} |" if "ratio" in k or " ms" in k else f"| {k} | {v:.0f} |"
               for k, v in figures.items()]
-    (RESULTS / "gpu_bench.md").write_text("\n".join(lines) + "\n")
+    (args.out / "gpu_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

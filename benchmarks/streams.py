@@ -19,18 +19,29 @@ ordered kinds), seeds ``SEEDS``. MAE (pp) is averaged over the windows of each (
 then over seeds and datasets; a window's dataset is the corruption of its split (the mixed
 stream has one: ``mixed``). 95% intervals resample datasets, then seeds within each (2000
 resamples). Cells are kept under ``--work`` (default /tmp/streams-bench), so a rerun resumes;
-two worker processes, one thread each.
+two worker processes, one thread each. ``--seeds``, ``--orders``, ``--reset-steps``,
+``--eval-corruptions`` and ``--calibration-severities`` shrink the protocol (the defaults are the
+full one); the results file prints the command that made it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from continual import EVAL, EVAL_SEVERITIES, HOLDOUT, HOLDOUT_SEVERITIES, two_level_interval
+from continual import (
+    EVAL,
+    EVAL_SEVERITIES,
+    HOLDOUT,
+    HOLDOUT_SEVERITIES,
+    repository_config,
+    two_level_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,27 +56,34 @@ TRAJECTORY = ("enigma", "aetta", "enigma-online")
 BEST_STATIC = 3
 
 
-def _config() -> dict[str, Any]:
-    """The repository's ``plugins.toml`` (the default roster and its parameters)."""
-    from ttabench.runner.config import load_config
+@dataclass(frozen=True)
+class Protocol:
+    """What the study runs (the script's options): stream seeds, split orders of the ordered
+    kinds, steps of a reset-each-split cell, the evaluation corruptions (at severity 5) and the
+    severities of the calibration corruptions."""
 
-    return load_config(ROOT / "plugins.toml").data
+    seeds: tuple[int, ...] = SEEDS
+    orders: tuple[int, ...] = ORDERS
+    reset_steps: int = RESET_STEPS
+    eval_corruptions: tuple[str, ...] = EVAL
+    calibration_severities: tuple[int, ...] = tuple(HOLDOUT_SEVERITIES)
 
 
-def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
+def stream_cells(work: Path, kind: str, role: str, protocol: Protocol) -> list[Any]:
     """The cells of one stream kind and role, run through the one runner into ``work``."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
     from ttabench.runner.executor import run_cells
     from ttabench.runner.pool import PoolBackend
     from ttabench.spec import RunSpec, StreamSpec
 
-    config = _config()
+    config = repository_config()
     stream = StreamSpec.from_table({"kind": kind, "window": WINDOW,
                                     "steps_per_split": STEPS_PER_SPLIT,
-                                    "order_seeds": list(ORDERS)})
-    splits, severities = ((EVAL, EVAL_SEVERITIES) if role == "eval" else
-                          (HOLDOUT, HOLDOUT_SEVERITIES))
-    length = (RESET_STEPS if stream.resets else STEPS_PER_SPLIT * len(splits) * len(severities))
+                                    "order_seeds": list(protocol.orders)})
+    splits, severities = ((protocol.eval_corruptions, EVAL_SEVERITIES) if role == "eval" else
+                          (HOLDOUT, list(protocol.calibration_severities)))
+    length = (protocol.reset_steps if stream.resets
+              else STEPS_PER_SPLIT * len(splits) * len(severities))
     estimators = [*TRAJECTORY, *config["run"]["baselines"]]
     params = {name: dict(config.get("estimator", {}).get(name, {})) for name in estimators}
     params["enigma"].update(checkpoints=list(range(0, length + 1, WINDOW)), estimate_at=length)
@@ -73,8 +91,9 @@ def stream_cells(work: Path, kind: str, role: str) -> list[Any]:
     spec = RunSpec(suite=SUITE, model=MODEL, adapters=["rdumb"],
                    adapter_params={"rdumb": dict(config["adapter"]["rdumb"])},
                    estimators=estimators, estimator_params=params, baselines=config["run"]["baselines"],
-                   seeds=list(SEEDS), splits=list(splits), severities=severities, device="cpu",
-                   threads=1, jobs=2, steps=RESET_STEPS if stream.resets else 0, stream=stream)
+                   seeds=list(protocol.seeds), splits=list(splits), severities=severities, device="cpu",
+                   threads=1, jobs=2, steps=protocol.reset_steps if stream.resets else 0,
+                   stream=stream)
     bench = Benchmark(spec)
     plans = [p for p in bench.plan() if p.split.role == role]
     todo = pending_cells(plans, work, None)
@@ -166,12 +185,27 @@ def loo_mae(name: str, kind: str, windows_: list[dict[str, Any]]) -> float | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/streams-bench"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="stream seeds (default: %(default)s)")
+    parser.add_argument("--orders", type=int, nargs="+", default=list(ORDERS),
+                        help="split orders of the ordered kinds (default: %(default)s)")
+    parser.add_argument("--reset-steps", type=int, default=RESET_STEPS,
+                        help="steps of a reset-each-split cell (default: %(default)s)")
+    parser.add_argument("--eval-corruptions", nargs="+", default=list(EVAL), choices=EVAL,
+                        help="evaluation corruptions, at severity 5 (default: all 15)")
+    parser.add_argument("--calibration-severities", type=int, nargs="+",
+                        default=list(HOLDOUT_SEVERITIES), choices=HOLDOUT_SEVERITIES,
+                        help="severities of the 4 holdout corruptions (default: %(default)s)")
     args = parser.parse_args(argv)
+    protocol = Protocol(tuple(args.seeds), tuple(args.orders), args.reset_steps,
+                        tuple(args.eval_corruptions), tuple(args.calibration_severities))
+    command = shlex.join(["python", "benchmarks/streams.py",
+                          *(sys.argv[1:] if argv is None else argv)])
     from ttabench import registry
     from ttabench.store import write_bytes_atomic, write_json_atomic
 
     suite = registry.make_suite(SUITE)
-    config = _config()
+    config = repository_config()
     kinds = {name: registry.get("estimators", name).kind
              for name in (*TRAJECTORY, *config["run"]["baselines"])}
     static = [n for n in config["run"]["baselines"]  # those computed in the adapted view too
@@ -179,15 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     data = {}
     for kind in KINDS:
         work = args.work / kind.replace("+", "-")
-        data[kind] = {role: windows(stream_cells(work, kind, role), suite)
+        data[kind] = {role: windows(stream_cells(work, kind, role, protocol), suite)
                       for role in ("calibration", "eval")}
     reset_calibration = data["reset-each-split"]["calibration"]
     ranked = sorted((m, n) for n in static
                     if (m := loo_mae(n, kinds[n], reset_calibration)) is not None)
     chosen = [n for _, n in ranked[:BEST_STATIC]]
     summary: dict[str, Any] = {
-        "window": WINDOW, "seeds": list(SEEDS), "orders": list(ORDERS),
-        "steps": {"reset-each-split": RESET_STEPS, "per_split": STEPS_PER_SPLIT},
+        "command": command, "window": WINDOW, "seeds": args.seeds, "orders": args.orders,
+        "eval_corruptions": args.eval_corruptions,
+        "calibration_severities": args.calibration_severities,
+        "steps": {"reset-each-split": args.reset_steps, "per_split": STEPS_PER_SPLIT},
         "static_choice": {"calibration_mae_pp": {n: 100 * m for m, n in ranked},
                           "chosen": chosen},
         "kinds": {}}
@@ -210,12 +246,24 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# Per-window estimates under every stream kind (mnist-c, mnist-cnn, RDumb)", "",
-        "Produced by `python benchmarks/streams.py` (full protocol; cells through the one "
-        "runner, `ttabench.runner`). Each stream is what `ttabench run -s mnist-c -m mnist-cnn "
-        "-a rdumb --stream KIND --window 20 --steps-per-split 20 --order-seed 0 --order-seed 1 "
-        "--order-seed 2 --seed 0 --seed 1 --seed 2` runs over the 15 corruptions at severity 5 "
-        "(evaluation) and the 4 holdout corruptions at severities 3-5 (calibration); "
-        "reset-each-split runs 200 steps per split.", "",
+        f"Produced by `{summary['command']}` (cells through the one runner, "
+        "`ttabench.runner`; enigma-online's coefficients from "
+        "`ttabench_enigma/guards/mnist-cnn.json`, fitted by `python benchmarks/continual.py "
+        "fit` on calibration streams). Each stream is what `ttabench run -s mnist-c -m "
+        f"mnist-cnn -a rdumb -e enigma,aetta,enigma-online --stream KIND --window "
+        f"{summary['window']} --steps-per-split {summary['steps']['per_split']} "
+        + " ".join(f"--order-seed {o}" for o in summary["orders"]) + " "
+        + " ".join(f"--seed {s}" for s in summary["seeds"])
+        + " --set estimator.enigma.checkpoints=[0,20,...]` runs (RDumb at plugins.toml's lr, "
+        "the default baselines) over "
+        + (f"the {len(EVAL)}" if len(summary["eval_corruptions"]) == len(EVAL) else
+           f"{len(summary['eval_corruptions'])} of the {len(EVAL)}")
+        + f" evaluation corruptions at severity 5 ({', '.join(summary['eval_corruptions'])}) and "
+        f"the 4 holdout corruptions at severities "
+        f"{', '.join(map(str, summary['calibration_severities']))} (calibration); "
+        "reset-each-split runs "
+        f"{summary['steps']['reset-each-split']} steps per split (a cell per split and seed); "
+        "the other kinds one cell per role, order (not mixed) and seed.", "",
         f"Windows of {summary['window']} steps; truth: the adapted model's online accuracy in "
         "the window; every entry reads the same (adapted, online) view. MAE in percentage "
         "points, averaged per (dataset, seed), then over seeds, then datasets (a window's "
@@ -239,6 +287,16 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"{row['mae_pp']:.2f} [{row['interval_pp'][0]:.2f}, "
                          f"{row['interval_pp'][1]:.2f}]")
         lines.append(f"| {kind} | {100 * block['online_accuracy']:.1f}% | " + " | ".join(cells) + " |")
+    base = summary["kinds"].get("reset-each-split", {}).get("entries", {})
+    lines += ["", "How each entry's MAE moves with the stream: its MAE minus its reset-each-split "
+              "MAE (pp; a difference of means over different windows, no interval):", "",
+              "| stream | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for kind, block in summary["kinds"].items():
+        if kind == "reset-each-split":
+            continue
+        cells = [("-" if "missing" in block["entries"][n] or "missing" in base.get(n, {"missing": 1})
+                  else f"{block['entries'][n]['mae_pp'] - base[n]['mae_pp']:+.2f}") for n in names]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     missing = [f"{name} under {kind}: {row['missing']}" for kind, block in summary["kinds"].items()
                for name, row in block["entries"].items() if "missing" in row]
     if missing:

@@ -201,6 +201,66 @@ def test_rdumb_matches_plain_across_resets(pretrained, batches):
     assert counters["total_kept"] == sum(k for _, k in reference[2])
 
 
+def test_one_adam_step_equals_the_adam_update_computed_by_hand(pretrained, batches):
+    """Tent's CIFAR-10-C optimizer (DequanWang/tent cfgs/tent.yaml: Adam, lr 1e-3, betas
+    (0.9, 0.999), weight decay 0). Adam's first update from an empty state is
+    theta - lr * m_hat / (sqrt(v_hat) + eps) with m_hat = g and v_hat = g^2 (bias-corrected),
+    i.e. theta - lr * g / (|g| + 1e-8), g the gradient of the mean entropy on the batch."""
+    adapter = Tent(copy.deepcopy(pretrained), optimizer="Adam", lr=1e-3)
+    model, params = plain_setup(pretrained)
+    plain_entropy(model(batches[0])).mean().backward()
+    expected = [(p - 1e-3 * p.grad / (p.grad.abs() + 1e-8)).detach() for p in params]
+    adapter(batches[0])
+    for ours, theirs in zip(adapter.adapted_params, expected, strict=True):
+        torch.testing.assert_close(ours.detach(), theirs, atol=1e-7, rtol=0)
+    assert adapter.params()["optimizer"] == "Adam" and adapter.params()["beta"] == 0.9
+    assert "momentum" not in adapter.params()
+
+
+@pytest.mark.parametrize("adapter_cls", [Tent, RDumb])
+def test_adam_steps_match_torch_adam_across_a_reset(pretrained, batches, adapter_cls):
+    """Four steps with beta 0.5 against torch.optim.Adam(betas=(0.5, 0.999)) on the same
+    batches (RDumb with margins that keep every sample: its loss is the mean of
+    E_i * exp(E0 - E_i)); after a reset the Adam moments are empty again (the same first
+    step)."""
+    e0 = 10.0
+    options = {"e_margin": e0, "d_margin": 1.01} if adapter_cls is RDumb else {}
+    adapter = adapter_cls(copy.deepcopy(pretrained), optimizer="Adam", lr=LR, beta=0.5, **options)
+    model, params = plain_setup(pretrained)
+    reference = torch.optim.Adam(params, lr=LR, betas=(0.5, 0.999), weight_decay=0.0)
+    for x in batches[:4]:
+        logits = model(x)
+        entropy = plain_entropy(logits)
+        weight = torch.exp(e0 - entropy.detach()) if adapter_cls is RDumb else 1.0
+        (entropy * weight).mean().backward()
+        reference.step()
+        reference.zero_grad()
+        torch.testing.assert_close(adapter(x), logits.detach(), atol=1e-6, rtol=0)
+        for ours, theirs in zip(adapter.adapted_params, params, strict=True):
+            torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=0)
+        assert adapter.counters()["last_kept"] == len(x)
+    sgd = adapter_cls(copy.deepcopy(pretrained), lr=LR, **options)
+    sgd(batches[0])
+    assert not torch.allclose(sgd.adapted_params[0], params[0], atol=1e-4)  # Adam is not SGD
+    adapter.reset()
+    first = adapter_cls(copy.deepcopy(pretrained), optimizer="Adam", lr=LR, beta=0.5, **options)
+    adapter(batches[0])
+    first(batches[0])
+    for ours, theirs in zip(adapter.adapted_params, first.adapted_params, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer": "AdamW"}, "optimizer must be one of SGD, Adam, got 'AdamW'"),
+    ({"optimizer": "Adam", "beta": 1.0}, "beta must be in"),
+    ({"momentum": 1.5}, "momentum must be in"),
+])
+def test_optimizer_options_are_checked(pretrained, options, message):
+    for adapter_cls in (Tent, EATA, ETA, RDumb):
+        with pytest.raises(TTABenchError, match=message):
+            adapter_cls(copy.deepcopy(pretrained), **options)
+
+
 def test_reset_restores_pretrained_state(pretrained, batches):
     adapter = ETA(copy.deepcopy(pretrained), lr=LR)
     initial = [p.detach().clone() for p in adapter.adapted_params]

@@ -142,6 +142,9 @@ ROWS: list[Row] = [
                                                     "estimator.enigma.probe_size=1000"),
      "no split is large enough; first: split 'clean' has 64 images, fewer than the probe"),
     ("run with no estimator", lambda t: run("-a", "tent", "--no-baselines"), "nothing to run"),
+    ("tent with an unknown optimizer", lambda t: run("-e", "ac", "-a", "tent", "--set",
+                                                     "adapter.tent.optimizer=AdamW"),
+     "[adapter.tent] optimizer: expected 'SGD' | 'Adam', got 'AdamW'"),
     ("--set value nested deeply", lambda t: run("-e", "ac", "--set", "run.steps="
                                                 + "[" * 5000 + "]" * 5000),
      "nested too deeply"),

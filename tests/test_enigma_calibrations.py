@@ -50,7 +50,8 @@ def test_published_maps_equal_poly1d(cal_id: str) -> None:
     score, coefficients = PUBLISHED[cal_id]
     cal = load_calibration(cal_id)
     assert cal.input == score and cal.output == "percent"
-    assert cal.fitted_for == {"model": MODEL, "steps": 990, "probe_size": 1000, "num_classes": 1000}
+    assert cal.fitted_for == {"model": MODEL, "steps": 990, "probe_size": 1000, "num_classes": 1000,
+                              "precision": "fp32"}
     np.testing.assert_allclose(cal(GRID), expected_fraction(coefficients, GRID), rtol=1e-12, atol=1e-15)
     for x in (0.0, 14.0, 264.0, 500.5):
         assert cal(x) == pytest.approx(float(expected_fraction(coefficients, np.array(x))), rel=1e-12)
@@ -72,14 +73,16 @@ def test_main_map_landmarks() -> None:
 def test_step_variants(n: int) -> None:
     cal = load_calibration(f"rn50-v1-wf-step{n}")
     assert cal.input == "weighted_flips"
-    assert cal.fitted_for == {"model": MODEL, "steps": n, "probe_size": 1000, "num_classes": 1000}
+    assert cal.fitted_for == {"model": MODEL, "steps": n, "probe_size": 1000, "num_classes": 1000,
+                              "precision": "fp32"}
     np.testing.assert_allclose(cal(GRID), expected_fraction(STEPS[n], GRID), rtol=1e-12)
 
 
 @pytest.mark.parametrize("n", sorted(PROBES))
 def test_probe_variants(n: int) -> None:
     cal = load_calibration(f"rn50-v1-wf-probe{n}")
-    assert cal.fitted_for == {"model": MODEL, "steps": 990, "probe_size": n, "num_classes": 1000}
+    assert cal.fitted_for == {"model": MODEL, "steps": 990, "probe_size": n, "num_classes": 1000,
+                              "precision": "fp32"}
     np.testing.assert_allclose(cal(GRID), expected_fraction(PROBES[n], GRID), rtol=1e-12)
 
 
@@ -87,7 +90,8 @@ def test_check_refuses_another_protocol_unless_forced() -> None:
     cal = load_calibration("rn50-v1-wf-quadratic")
     cal.check({"model": MODEL, "steps": 990, "probe_size": 1000, "num_classes": 1000})
     cal.check({"model": None, "steps": 990})  # unknown facts are not compared
-    for key, other in [("model", "timm:resnet18"), ("steps", 500), ("probe_size", 100), ("num_classes", 10)]:
+    for key, other in [("model", "timm:resnet18"), ("steps", 500), ("probe_size", 100),
+                       ("num_classes", 10), ("precision", "bf16")]:
         with pytest.raises(TTABenchError, match=key):
             cal.check({key: other})
         cal.check({key: other}, force=True)
@@ -100,7 +104,7 @@ def test_every_shipped_file_loads_with_provenance() -> None:
         assert cal.estimator in ("enigma", "enigma-unweighted")
         assert cal.degree in (1, 2) and cal.output == "percent" and cal.target == "source"
         assert "Entropy Enigma" in cal.provenance
-        assert set(cal.fitted_for) == {"model", "steps", "probe_size", "num_classes"}
+        assert set(cal.fitted_for) == {"model", "steps", "probe_size", "num_classes", "precision"}
 
 
 def test_load_by_path_and_unknown_id(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""benchmarks/gpu_bench.py: it refuses cleanly without CUDA, and its measuring logic runs on
-the CPU with a tiny model."""
+"""benchmarks/gpu_bench.py: it refuses cleanly without CUDA, and its whole path (the model
+loaded through the registry, the model figures, whole cells, the files) runs on the CPU with a
+tiny model."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +36,16 @@ def test_measure_on_cpu_with_a_tiny_model():
         f"WF overhead ratio [{t}]" for t in tags}
     assert all(v > 0 for v in figures.values())
     assert all(figures[f"WF overhead ratio [{t}]"] > 1 for t in tags)
+
+
+def test_the_whole_bench_runs_on_the_cpu(tmp_path):
+    assert gpu_bench.main(["--device", "cpu", "--model", "tiny-cnn", "--batch", "4", "--size",
+                           "16", "--iters", "1", "--repeats", "1", "--cell-steps", "2",
+                           "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu_bench.json").read_text())
+    figures = result["figures"]
+    assert figures["whole-cell adaptation step ms [fp32]"] > 0
+    assert figures["whole-cell source+bn pass ms per image [fp32]"] > 0
+    assert figures["RDumb step [fp32] images/s"] > 0
+    assert result["model"] == "tiny-cnn" and result["device_facts"] == {}
+    assert "--model tiny-cnn" in (tmp_path / "gpu_bench.md").read_text()

@@ -15,6 +15,7 @@ from cli_checks import one_line_error
 from ttabench import preset as presets
 from ttabench.cli import main
 from ttabench.runner.benchmark import RunSpec
+from ttabench.spec import StreamSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(presets.available())
@@ -80,10 +81,14 @@ def test_a_deviation_is_refused_naming_it(tmp_path, name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_allow_deviation_runs_and_every_cell_records_the_deviations(tmp_path, name):
     out = tmp_path / "out"
+    stream = presets.available()[name].layer["run"].get("stream", {})
+    continual = stream.get("kind", "reset-each-split") != "reset-each-split"
+    length = ("--steps-per-split", "run.stream.steps_per_split") if continual else \
+        ("--steps", "run.steps")
     changed = {"run.suite": "tiny", "run.model": "tiny-cnn", "run.batch_size": 16,
-               "run.steps": 2, "run.severities": [1]}
+               length[1]: 2, "run.severities": [1]}
     result = run(tmp_path, "--preset", name, "--allow-deviation", "-s", "tiny", "-m",
-                 "tiny-cnn", "--batch-size", "16", "--steps", "2", "--severities", "1",
+                 "tiny-cnn", "--batch-size", "16", length[0], "2", "--severities", "1",
                  "--splits", "noise-1", "-e", "ac", "--no-baselines", "--n-boot", "10",
                  "--threads", "1", "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -116,14 +121,21 @@ def test_deviations_against_a_spec_computed_by_hand():
     tent = presets.available()["tent-cifar10c"]
     spec = RunSpec(suite="cifar10c", model="robustbench:cifar10/Standard", adapters=["tent"],
                    estimators=["ac"], batch_size=200, steps=50, severities=[5],
-                   adapter_params={"tent": {"lr": 0.001, "momentum": 0.9}})
+                   adapter_params={"tent": {"optimizer": "Adam", "lr": 0.001, "beta": 0.9}},
+                   stream=StreamSpec(shuffle=False))
     assert presets.deviations(tent, spec) == []
     spec.adapter_params["tent"]["norms"] = "bn"  # a parameter the preset leaves at its default
+    spec.adapter_params["tent"]["optimizer"] = "SGD"
     spec.suite_options = {"n_examples": 100}
     spec.precision = "bf16"
-    found = {d.fact: d.run for d in presets.deviations(tent, spec)}
-    assert found == {"adapter.tent.norms": "bn", "suite.cifar10c.n_examples": 100,
-                     "options.precision": "bf16"}
+    spec.stream = StreamSpec(kind="continual")
+    found = {d.fact: (d.preset, d.run) for d in presets.deviations(tent, spec)}
+    assert found == {"adapter.tent.norms": ("(the plugin's default)", "bn"),
+                     "adapter.tent.optimizer": ("Adam", "SGD"),
+                     "suite.cifar10c.n_examples": ("(the plugin's default)", 100),
+                     "options.precision": ("fp32", "bf16"),
+                     "run.stream.kind": ("reset-each-split", "continual"),
+                     "run.stream.shuffle": (False, True)}
 
 
 def test_config_file_preset_key_and_the_paper_protocol_file(tmp_path):

@@ -251,7 +251,7 @@ def test_fitted_calibration_is_accepted_by_the_estimator_it_was_fitted_for(tmp_p
     cal = Calibration.load(out)
     assert cal.input == "weighted_flips"
     assert cal.fitted_for["model"] == "tiny-cnn:0" and cal.fitted_for["steps"] == 5
-    assert cal.fitted_for["probe_size"] == 64
+    assert cal.fitted_for["probe_size"] == 64 and cal.fitted_for["precision"] == "fp32"
     # accepted for the same protocol, refused for another step count
     WeightedFlips(probe_size=64, checkpoints=(0, 5), calibration=str(out))
     with pytest.raises(TTABenchError, match="steps"):

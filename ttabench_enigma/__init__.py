@@ -8,8 +8,7 @@ Library use (the shape tent, EATA and SAR users know)::
     logits = adapter(images)          # float images in [0, 1]
 """
 
-from importlib.metadata import version
-
+from ttabench.version import installed_version
 from ttabench_enigma.adapters import EATA, ETA, RDumb, Tent, softmax_entropy
 from ttabench_enigma.calibrations import list_calibrations, load_calibration
 from ttabench_enigma.estimator import (
@@ -21,7 +20,7 @@ from ttabench_enigma.estimator import (
 from ttabench_enigma.flips import flip_curve, weighted_flips
 from ttabench_enigma.norm import collect_params, configure_model
 
-__version__ = version("ttabench-enigma")
+__version__ = installed_version("ttabench-enigma")
 
 __all__ = [
     "EATA",

@@ -16,6 +16,11 @@ Per step, with E_i the entropy of sample i's softmax p_i (``softmax_entropy``):
   source-validation split, as EATA's authors use 2000 clean validation images).
 - RDumb: ETA with a full reset (parameters, optimizer state, m) every ``reset_every`` steps,
   including step 0 (Press et al., NeurIPS 2023; the Entropy Enigma's adapter).
+
+The optimizer of every one of them is ``optimizer="SGD"`` (lr, ``momentum``; the ImageNet
+setting of tent, EATA and RDumb) or ``optimizer="Adam"`` (lr, betas ``(beta, 0.999)``, no
+weight decay: tent's CIFAR-10-C setting, DequanWang/tent ``cfgs/tent.yaml`` built by
+``cifar10c.py`` ``setup_optimizer``).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterable
 from copy import deepcopy
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ttabench.api import Adapter, TTABenchError, to_unit_float
+from ttabench.api import Adapter, OptimizerSetting, TTABenchError, to_unit_float
 from ttabench_enigma.norm import (
     DEFAULT_NORMS,
     collect_params,
@@ -46,6 +51,11 @@ from ttabench_enigma.norm import (
 #: SGD settings of tent's, EATA's and RDumb's ImageNet runs (batch 64).
 DEFAULT_LR = 2.5e-4
 DEFAULT_MOMENTUM = 0.9
+#: The optimizers an entropy-minimization adapter steps with (tent's ``OPTIM.METHOD`` choices).
+OPTIMIZERS: tuple[str, ...] = ("SGD", "Adam")
+#: Adam's first beta in tent's CIFAR-10-C config (the second is torch's 0.999, as tent's).
+DEFAULT_BETA = 0.9
+Optimizer = Literal["SGD", "Adam"]
 #: EATA's redundancy margin at 1,000 classes and its EMA weight of the old mean.
 REFERENCE_D_MARGIN = 0.05
 REFERENCE_CLASSES = 1000
@@ -171,13 +181,33 @@ def _positive_int(name: str, value: Any) -> int:
     return int(number)
 
 
+def optimizer_setting(optimizer: Any, lr: Any, momentum: Any, beta: Any) -> OptimizerSetting:
+    """The optimizer an entropy-minimization adapter steps with, checked: SGD with ``lr`` and
+    ``momentum`` (no dampening, no Nesterov, no weight decay), or Adam with ``lr`` and betas
+    ``(beta, 0.999)`` (no weight decay)."""
+    if optimizer not in OPTIMIZERS:
+        raise TTABenchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                            f"{optimizer!r}")
+    rate = _positive("lr", lr)
+    for name, value in (("momentum", momentum), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0.0 <= value < 1.0:
+            raise TTABenchError(f"{name} must be in [0, 1), got {value!r}")
+    if optimizer == "Adam":
+        return OptimizerSetting("Adam", lr=rate, beta=float(beta))
+    return OptimizerSetting("SGD", lr=rate, momentum=float(momentum))
+
+
 class EntropyMinimization(Adapter):
-    """Shared machinery: configured model, SGD on the normalization affine parameters,
-    reset snapshots, the non-finite check and the counters.
+    """Shared machinery: configured model, the optimizer (``optimizer_setting``) on the
+    normalization affine parameters, reset snapshots, the non-finite check and the counters.
 
     Subclasses define ``select`` (which samples a step uses) and ``loss``. One step syncs the
     device once (finiteness and the kept counts).
     """
+
+    feature_call = 0  # one forward pass per step (a wrapper's passes come after it)
+    source_val_reference = "bn"  # batch statistics from the first step
 
     def __init__(
         self,
@@ -186,17 +216,17 @@ class EntropyMinimization(Adapter):
         lr: float = DEFAULT_LR,
         momentum: float = DEFAULT_MOMENTUM,
         norms: str | Iterable[str] = DEFAULT_NORMS,
+        optimizer: Optimizer = "SGD",
+        beta: float = DEFAULT_BETA,
     ) -> None:
+        self.setting = optimizer_setting(optimizer, lr, momentum, beta)
         self.norms = resolve_norms(norms)
         super().__init__(configure_model(model, self.norms))
-        self.lr = _positive("lr", lr)
-        self.momentum = float(momentum)
-        if not 0.0 <= self.momentum < 1.0:
-            raise TTABenchError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.lr = self.setting.lr
         self.adapted_params, self.param_names = collect_params(self.model, self.norms)
         layers = norm_layers(self.model, self.norms)
         self.layer_kinds = dict(Counter(norm_kind(module) for _, module in layers))
-        self.optimizer = torch.optim.SGD(self.adapted_params, lr=self.lr, momentum=self.momentum)
+        self.optimizer = self.setting.build(self.adapted_params)
         self._param_snapshot = snapshot_params(self.adapted_params)
         self._optimizer_snapshot = deepcopy(self.optimizer.state_dict())
         self.total_steps = 0
@@ -283,11 +313,16 @@ class EntropyMinimization(Adapter):
     def reset_filter_state(self) -> None:
         """Forget any running filter state (default: none)."""
 
+    def optimizer_params(self) -> dict[str, Any]:
+        """The optimizer as recorded: ``lr``, ``optimizer`` and ``momentum`` (SGD) or ``beta``
+        (Adam; its second beta 0.999 and no weight decay are fixed)."""
+        if self.setting.method == "Adam":
+            return {"lr": self.lr, "optimizer": "Adam", "beta": self.setting.beta}
+        return {"lr": self.lr, "momentum": self.setting.momentum, "optimizer": "SGD"}
+
     def params(self) -> dict[str, Any]:
         return {
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "optimizer": "SGD",
+            **self.optimizer_params(),
             "norms": list(self.norms),
             "adapted_layers": sum(self.layer_kinds.values()),
             "adapted_layer_kinds": dict(self.layer_kinds),
@@ -313,7 +348,9 @@ class EntropyMinimization(Adapter):
 class Tent(EntropyMinimization):
     """Tent: minimize the mean softmax entropy of every sample of the batch.
 
-    Defaults follow tent's ImageNet setting (SGD, lr 0.00025, momentum 0.9, batch 64).
+    Defaults follow tent's ImageNet setting (SGD, lr 0.00025, momentum 0.9, batch 64);
+    ``optimizer="Adam", lr=1e-3`` is its CIFAR-10-C setting (DequanWang/tent ``cfgs/tent.yaml``:
+    Adam, betas (0.9, 0.999), weight decay 0, batch 200).
     """
 
     name = "tent"
@@ -352,8 +389,11 @@ class EATA(EntropyMinimization):
         fisher_data: Iterable[Any] | None = None,
         fisher_alpha: float = 2000.0,
         norms: str | Iterable[str] = DEFAULT_NORMS,
+        optimizer: Optimizer = "SGD",
+        beta: float = DEFAULT_BETA,
     ) -> None:
-        super().__init__(model, lr=lr, momentum=momentum, norms=norms)
+        super().__init__(model, lr=lr, momentum=momentum, norms=norms, optimizer=optimizer,
+                         beta=beta)
         self._e_margin_given = None if e_margin is None else _positive("e_margin", e_margin)
         if d_margin is None:
             self.d_margin_rule, self._d_margin_given = D_MARGIN_RULE, None
@@ -448,6 +488,8 @@ class ETA(EATA):
         d_margin: float | str | None = None,
         num_classes: int | None = None,
         norms: str | Iterable[str] = DEFAULT_NORMS,
+        optimizer: Optimizer = "SGD",
+        beta: float = DEFAULT_BETA,
     ) -> None:
         super().__init__(
             model,
@@ -457,6 +499,8 @@ class ETA(EATA):
             d_margin=d_margin,
             num_classes=num_classes,
             norms=norms,
+            optimizer=optimizer,
+            beta=beta,
         )
 
 
@@ -480,6 +524,8 @@ class RDumb(ETA):
         num_classes: int | None = None,
         reset_every: int = 1000,
         norms: str | Iterable[str] = DEFAULT_NORMS,
+        optimizer: Optimizer = "SGD",
+        beta: float = DEFAULT_BETA,
     ) -> None:
         super().__init__(
             model,
@@ -489,6 +535,8 @@ class RDumb(ETA):
             d_margin=d_margin,
             num_classes=num_classes,
             norms=norms,
+            optimizer=optimizer,
+            beta=beta,
         )
         self.reset_every = _positive_int("reset_every", reset_every)
 
@@ -510,6 +558,7 @@ __all__ = [
     "eata_filter",
     "eata_loss",
     "fisher_information",
+    "optimizer_setting",
     "scaled_d_margin",
     "softmax_entropy",
     "update_ema",

@@ -93,6 +93,8 @@ class DeYO(ResettableAdapter):
     them; ``lr`` overrides the family's value."""
 
     name = "deyo"
+    feature_call = 0  # the pass on the batch (the second runs on the destroyed images)
+    source_val_reference = "bn"
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None, margin: float = 0.5,

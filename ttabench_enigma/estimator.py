@@ -280,7 +280,8 @@ class WeightedFlips(TrajectoryEstimator):
         if self.calibration is not None:
             # the model's own class count: a 1000-class model's f holds on a 200-class subset
             classes = context.model_num_classes or context.num_classes
-            self._check_calibration({"num_classes": classes, "model": context.model_id})
+            self._check_calibration({"num_classes": classes, "model": context.model_id,
+                                     "precision": context.precision})
             estimate = float(self.calibration(value))
             extras["calibration"] = {
                 "id": self.calibration.id,

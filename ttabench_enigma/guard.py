@@ -108,4 +108,6 @@ def guard(inner_cls: type[Adapter]) -> type[Adapter]:
         "name": f"guard:{inner_cls.name}", "inner_cls": inner_cls,
         "source_data_param": inner_cls.source_data_param,
         "source_data_samples": inner_cls.source_data_samples,
+        "source_val_reference": inner_cls.source_val_reference,
+        "feature_call": inner_cls.feature_call,
         "__doc__": f"{inner_cls.name} under the guard (see ttabench_enigma.guard.Guard)."})

@@ -99,6 +99,7 @@ class ROID(ResettableAdapter):
     conf.py's ``ROID`` options (without weighting every sample is kept with weight 1)."""
 
     name = "roid"
+    feature_call = 0  # the pass on the batch (the augmented pass follows it)
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None,

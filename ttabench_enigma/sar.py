@@ -59,6 +59,8 @@ class SAR(ResettableAdapter):
     and ``recovery_momentum`` choose the authors' recovery or the fixed one."""
 
     name = "sar"
+    feature_call = 0  # the first pass (the second runs at the perturbed weights)
+    source_val_reference = "bn"
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None, rho: float = 0.05,

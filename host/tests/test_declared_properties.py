@@ -17,7 +17,7 @@ from ttabench.suites.tiny import TinySuite
 
 CALIBRATION = Calibration(id="acme-cal-7", estimator="calibrated", input="value",
                           coefficients=[1.0, 0.0], target="source",
-                          fitted_for={"model": "tiny-cnn"})
+                          fitted_for={"model": "tiny-cnn:0"})
 
 
 class Calibrated(StaticEstimator):
@@ -69,7 +69,7 @@ def dry_run(estimator: str) -> str:
 def test_dry_run_shows_a_declared_calibration_and_none_by_default():
     line = dry_run("calibrated")
     assert ("; calibration acme-cal-7 maps value to source accuracy, fitted for "
-            "{'model': 'tiny-cnn'}") in line
+            "{'model': 'tiny-cnn:0'}") in line
     assert "calibration" not in dry_run("ac")  # Estimator.calibration defaults to None
 
 

@@ -156,6 +156,20 @@ def test_not_found(tmp_path, server):
     assert "HTTP 404" in line and f"{server.url}/CIFAR-10-C.tar" in line
 
 
+def test_the_mirror_variable_is_read_and_url_wins_over_it(tmp_path, server, monkeypatch):
+    """``$TTABENCH_FETCH_MIRROR`` names the mirror when ``--url`` is not given; ``--url`` wins."""
+    other = LoopbackServer()
+    try:
+        monkeypatch.setenv(published.MIRROR_ENV, other.url)
+        line = one_line_error(fetch("cifar10c", "--data-dir", str(tmp_path)))
+        assert f"{other.url}/CIFAR-10-C.tar" in line and len(other.requests) == 1
+        line = one_line_error(fetch("cifar10c", "--data-dir", str(tmp_path), "--url", server.url))
+        assert f"{server.url}/CIFAR-10-C.tar" in line and len(other.requests) == 1
+        assert len(server.requests) == 1
+    finally:
+        other.close()
+
+
 def test_disk_full_simulated_keeps_the_part_for_resuming(tmp_path, server, monkeypatch):
     """Simulated: a tiny filesystem cannot be made here, so the write into the part file
     raises ENOSPC (as a full disk does) once 1 MiB is written."""

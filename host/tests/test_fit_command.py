@@ -59,7 +59,8 @@ def test_fit_writes_a_calibration_that_reproduces_the_polynomial(tmp_path):
     assert cal(x) == pytest.approx(np.clip(np.polyval(expected, x), 0, 1))
     assert cal.degree == 2 and cal.output == "fraction" and cal.target == "source"
     assert cal.estimator == "flips" and cal.input == "value"
-    assert cal.fitted_for == {"model": "tiny-cnn", "suite": "tiny", "probe_size": 100}
+    assert cal.fitted_for == {"model": "tiny-cnn", "suite": "tiny", "probe_size": 100,
+                              "precision": "fp32"}
     assert "9 calibration cells" in cal.provenance and str(tmp_path / "run") in cal.provenance
     assert "9 points" in result.output
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli_checks import one_line_error
 from ttabench.cli import main
-from ttabench.run_diff import compare_tables, diff_runs, format_diff
+from ttabench.run_diff import compare_tables, diff_runs, format_diff, group_of
 
 BASE = ["-s", "tiny", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--n-examples", "64",
         "--batch-size", "64", "--seed", "0", "--threads", "1", "--n-boot", "20"]
@@ -51,7 +52,8 @@ def differing(a: Path, b: Path) -> dict[str, set[str]]:
 def test_each_single_fact_is_found_and_nothing_else(runs):
     assert differing(runs["base"], runs["base"]) == {}
     assert differing(runs["base"], runs["model"]) == {
-        "model": {"model.id", "model.weights_hash"}}  # the spec is recorded beside the key
+        "model": {"model.id", "model.weights_hash"},
+        "paths": {"location.model.spec"}}  # the spec is recorded beside the key
     assert differing(runs["base"], runs["images"]) == {
         "data": {"n_examples", "suite.options.n_examples", "suite.record.n_examples"}}
     assert differing(runs["base"], runs["batch"]) == {"stream": {"batch_size"}}
@@ -116,3 +118,96 @@ def test_bad_paths_are_one_line(tmp_path):
     empty.mkdir()
     assert "no cell results" in one_line_error(CliRunner().invoke(main, ["diff", str(empty),
                                                                          str(empty)]))
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text("{not json")
+    assert "cannot read cell file" in one_line_error(
+        CliRunner().invoke(main, ["diff", str(damaged), str(empty)]))
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert "is not a ttabench cell" in one_line_error(
+        CliRunner().invoke(main, ["diff", str(listed), str(listed)]))
+
+
+def folders_of_images(root: Path) -> Path:
+    """Two splits of four sorted classes, two 8 px images each (the imagefolder layout)."""
+    for s, split in enumerate(("a", "b")):
+        for c, name in enumerate(["ant", "bee", "cat", "dog"]):
+            for k in range(2):
+                path = root / "shapes" / split / name / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8), (60 * c + 5 * k, 40 * s, 100)).save(path)
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_moved_data_folder_is_a_path_fact_that_changes_no_number(tmp_path):
+    """The same run on the same images mounted at two paths: the only difference is the cells'
+    recorded ``location`` (beside the key), shown under paths, and no entry moves."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    options = ["-s", "imagefolder", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--seed", "0",
+               "--threads", "1", "--n-boot", "20", "--config", str(config),
+               "--set", "suite.imagefolder.root=shapes", "--set", "suite.imagefolder.splits=a,b",
+               "--set",
+               "suite.imagefolder.class_map=sorted", "--set", "suite.imagefolder.image_size=8",
+               "--set", "suite.imagefolder.resize=8"]
+    runs = {}
+    for node in ("node1", "node2"):
+        data = folders_of_images(tmp_path / node)
+        runs[node] = tmp_path / f"out-{node}"
+        result = CliRunner().invoke(main, ["run", *options, "--data-dir", str(data), "-o",
+                                           str(runs[node])])
+        assert result.exit_code == 0, result.output
+    result = diff_runs(runs["node1"], runs["node2"])
+    assert result.pairs == 2 and result.tables_compared and result.moved == []
+    assert {(d.group, d.fact, d.a, d.b, d.pairs) for d in result.facts} == {
+        ("paths", "location.suite.root", str(tmp_path / "node1" / "shapes"),
+         str(tmp_path / "node2" / "shapes"), 2)}
+    text = CliRunner().invoke(main, ["diff", str(runs["node1"]), str(runs["node2"])]).output
+    assert text.index("== paths (where the data and weights were read from; they change no "
+                      "number) ==") < text.index("location.suite.root: A ")
+    assert "0 leaderboard entries moved" in text
+    # everything the location records is a path fact, whatever its last key
+    assert group_of("location.model.spec") == "paths" and group_of("model.id") == "model"
+
+
+@pytest.mark.slow
+def test_runs_whose_streams_differ_in_order_or_kind_pair_their_stream_cells(tmp_path):
+    """A continual cell is named after its stream (``continual/eval/order-0``): cells of runs
+    that differ in the split order or the stream kind pair by (suite, role, adapter, seed), and
+    the stream's order and kind are the facts that differ."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    common = ["-s", "tiny", "-m", "tiny-cnn", "-a", "source", "-e", "ac", "--n-examples", "64",
+              "--batch-size", "32", "--steps-per-split", "1", "--severities", "1",
+              "--severities", "2", "--threads",
+              "1", "--n-boot", "20", "--config", str(config)]
+    runs = {}
+    for name, extra in {"a": ["--stream", "continual", "--order-seed", "0"],
+                        "b": ["--stream", "continual", "--order-seed", "1"],
+                        "c": ["--stream", "gradual", "--order-seed", "0"]}.items():
+        runs[name] = tmp_path / name
+        result = CliRunner().invoke(main, ["run", *common, *extra, "-o", str(runs[name])])
+        assert result.exit_code == 0, result.output
+    order = diff_runs(runs["a"], runs["b"])
+    assert order.only_in_a == order.only_in_b == [] and order.pairs == 2
+    assert {d.fact for d in order.facts} == {"stream.order", "stream.order_seed"}
+    assert all(d.group == "stream" for d in order.facts)
+    assert any("A continual/eval/order-0" in line and "B continual/eval/order-1" in line
+               for line in order.paired_across_streams)
+    kind = diff_runs(runs["a"], runs["c"])
+    facts = {d.fact: (d.a, d.b) for d in kind.facts}
+    assert facts == {"stream.kind": ("continual", "gradual")} and kind.pairs == 2
+    text = format_diff(kind)
+    assert "== cells paired across streams (same suite, role, adapter, seed) (2) ==" in text
+    # a reset-each-split run shares no cell with a continual one: nothing is paired
+    reset = tmp_path / "reset"
+    assert CliRunner().invoke(main, ["run", *common, "-o", str(reset)]).exit_code == 0
+    apart = diff_runs(runs["a"], reset)
+    assert apart.pairs == 0 and len(apart.only_in_a) == 2 and apart.only_in_b
+
+
+def test_gpu_facts_and_the_reference_have_their_groups():
+    assert group_of("cuda.tf32.conv") == group_of("cuda.gpu") == "compute"
+    assert group_of("reference.source_val_order") == "estimators"
+    assert group_of("cuda_visible_devices") == "machine"

@@ -3,6 +3,8 @@ per-window scoring by hand."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,106 @@ def test_the_default_stream_keeps_the_keys_and_another_stream_changes_them() -> 
     assert plan.key == protocol_key(without)  # the key of a run made before streams
     other = dict(plan.protocol, stream={**plan.protocol["stream"], "window": 10})
     assert cell_key(other) == protocol_key(other) != plan.key
+
+
+def test_the_suite_split_order_is_one_cell_per_role_in_the_suites_order() -> None:
+    spec = RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                   stream=StreamSpec(kind="continual", split_order="suite", order_seeds=(5, 6)))
+    bench = Benchmark(spec)
+    plans = bench.plan()
+    assert [p.split.name for p in plans] == ["continual/eval/suite-order",
+                                             "continual/calibration/suite-order"]
+    pool = [s.name for s in bench.suite.splits() if s.role == "eval"]
+    assert [s.name for s in plans[0].order] == pool == plans[0].protocol["stream"]["order"]
+    record = plans[0].protocol["stream"]
+    assert record["split_order"] == "suite" and "order_seed" not in record
+    seeded = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                               stream=StreamSpec(kind="continual", order_seeds=(5,)))).plan()[0]
+    assert seeded.key != plans[0].key
+
+
+def test_no_shuffle_reads_every_epoch_in_the_files_order() -> None:
+    suite = TinySuite(n_examples=40)
+    split = suite.splits()[0]
+    stream = cell_stream(StreamSpec(shuffle=False), suite, [split], seed=7, batch_size=16,
+                         steps=5)
+    epoch = list(range(32))  # drop_last: 2 batches per epoch of 40, the same order each time
+    assert [b.tolist() for b in stream.steps] == [epoch[:16], epoch[16:], epoch[:16],
+                                                  epoch[16:], epoch[:16]]
+    assert stream.epoch.tolist() == list(range(40))
+    shuffled = cell_stream(StreamSpec(), suite, [split], seed=7, batch_size=16, steps=5)
+    assert [b.tolist() for b in shuffled.steps] == [b.tolist() for b in
+                                                    stream_indices(40, 7, 16, 5)]
+    bench = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"],
+                              stream=StreamSpec(shuffle=False)))
+    plan = bench.plan()[0]
+    assert plan.protocol["stream"]["shuffle"] is False
+    default = Benchmark(RunSpec(**TINY, adapters=["constant"], estimators=["ac"])).plan()[0]
+    assert "shuffle" not in default.protocol["stream"] and plan.key != default.key
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"split_order": "suite"}, "split order 'suite' orders the splits of a continual or "
+                               "gradual stream; this stream is reset-each-split"),
+    ({"kind": "mixed", "split_order": "suite"}, "this stream is mixed"),
+    ({"kind": "continual", "correlated": True, "shuffle": False},
+     "a continual+correlated stream orders each split by class"),
+    ({"split_order": "random"}, "split_order must be one of seeded, suite"),
+])
+def test_a_contradictory_stream_is_refused(options, message) -> None:
+    with pytest.raises(TTABenchError, match=re.escape(message)):
+        StreamSpec(**options)
+
+def test_the_gradual_stream_slides_each_split_into_the_next() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    stream = cell_stream(StreamSpec(kind="gradual", steps_per_split=8), suite, splits, seed=2,
+                         batch_size=16)
+    # written out: split k's own stream (seed 2 * stride + k); at step t of segment k < 2 the
+    # next batch of split k + 1's stream too, each image taken from it when a coin (torch.rand
+    # from a generator seeded 2, 16 per step) falls below t / 8; the last segment is pure
+    own = [stream_indices(128, 2 * SPLIT_SEED_STRIDE + k, 16, 24) for k in range(3)]
+    coins = torch.Generator().manual_seed(2)
+    expected, from_next = [], []
+    for k in range(3):
+        for t in range(8):
+            batch = [int(i) + 128 * k for i in next(own[k])]
+            taken = [False] * 16
+            if k < 2:
+                other = [int(i) + 128 * (k + 1) for i in next(own[k + 1])]
+                u = torch.rand(16, generator=coins).tolist()
+                taken = [u[j] < t / 8 for j in range(16)]
+                batch = [other[j] if taken[j] else batch[j] for j in range(16)]
+            expected.append(batch)
+            from_next.append(sum(taken))
+    assert [b.tolist() for b in stream.steps] == expected
+    assert stream.segments == [0] * 8 + [1] * 8 + [2] * 8
+    split_of = [[i // 128 for i in b.tolist()] for b in stream.steps]
+    assert [sum(s == k + 1 for s in split_of[8 * k + t]) for k in range(3) for t in range(8)] \
+        == from_next
+    assert split_of[0] == [0] * 16 and split_of[8] == [1] * 16  # t = 0: the segment's own split
+    assert all(s == 2 for b in split_of[16:] for s in b)
+    # the share from the next split grows with t: 112 of 256 images expected (binomial sd ~6.5)
+    assert abs(sum(from_next) - 112) < 26
+    assert sum(from_next[4:8]) > sum(from_next[0:4]) and sum(from_next[12:16]) > sum(from_next[8:12])
+
+
+def test_a_continual_correlated_stream_reads_each_split_in_its_own_dirichlet_order() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    spec = StreamSpec(kind="continual", correlated=True, delta=0.1, steps_per_split=8)
+    stream = cell_stream(spec, suite, splits, seed=1, batch_size=16)
+    for k, split in enumerate(splits):  # 8 steps of 16: one epoch, split k's first draw
+        labels = suite.dataset(split).tensors[1].numpy()
+        direct = _direct_dirichlet(labels, 0.1, 1 * SPLIT_SEED_STRIDE + k)
+        assert torch.cat(stream.steps[8 * k:8 * k + 8]).tolist() == [i + 128 * k for i in direct]
+
+
+def test_a_mixed_correlated_stream_is_one_dirichlet_order_over_every_split() -> None:
+    suite = TinySuite(n_examples=128)
+    splits = [s for s in suite.splits() if s.role == "eval"]
+    spec = StreamSpec(kind="mixed", correlated=True, delta=0.1)
+    stream = cell_stream(spec, suite, splits, seed=6, batch_size=16)
+    labels = np.concatenate([suite.dataset(s).tensors[1].numpy() for s in splits])
+    assert torch.cat(stream.steps).tolist() == _direct_dirichlet(labels, 0.1, 6)  # one pass
+    assert stream.epoch.tolist() == _direct_dirichlet(labels, 0.1, 6)

@@ -92,6 +92,14 @@ class PredictCounts(BiasStep):
         return {"calls": self.calls}
 
 
+class BatchStatisticsClaimed(BiasStep):
+    source_val_reference = "bn"  # but its model keeps the running statistics
+
+
+class SecondPassClaimed(BiasStep):
+    feature_call = 1  # but a step calls the head once
+
+
 class WrongShape(BiasStep):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)[:, :2]
@@ -188,7 +196,8 @@ def test_accepts_host_builtins():
     check_model_source(load_tiny_cnn)
     results = run_all("adapters", SourceAdapter)
     assert [name for name, _, _ in results] == [
-        "construct", "forward", "predict", "reset", "params/counters", "deterministic"
+        "construct", "forward", "predict", "reset", "params/counters", "deterministic",
+        "declarations"
     ]
     assert all(ok for _, ok, _ in results)
 
@@ -207,6 +216,9 @@ def test_accepts_a_correct_adapting_toy():
         (WrongShape, "forward", "logits shape (16, 2) != (16, 4)"),
         (NotDeterministic, "deterministic", "two fresh instances"),
         (BadParams, "params/counters", "not JSON-serialisable"),
+        (BatchStatisticsClaimed, "declarations", "source_val_reference='bn', but a fresh"),
+        (SecondPassClaimed, "declarations", "feature_call=1, but a step on 16 images called "
+                                            "the classifier head with [16] rows"),
     ],
 )
 def test_rejects_broken_adapters(cls, check, words):
@@ -220,7 +232,7 @@ def test_run_all_reports_each_check():
     results = {name: ok for name, ok, _ in run_all("adapter", NoReset)}
     assert results == {
         "construct": True, "forward": True, "predict": True, "reset": False,
-        "params/counters": True, "deterministic": True,
+        "params/counters": True, "deterministic": True, "declarations": True,
     }
     # a failed setup check stops the list
     assert [(n, ok) for n, ok, _ in run_all("adapters", WrongShape)] == [

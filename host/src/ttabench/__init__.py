@@ -1,5 +1,5 @@
 """ttabench: a test-time-adaptation benchmark host with entry-point plugins."""
 
-from importlib.metadata import version
+from ttabench.version import installed_version
 
-__version__ = version("ttabench")
+__version__ = installed_version("ttabench")

@@ -178,6 +178,23 @@ class Adapter(nn.Module, ABC):
     #: a suite without that split is refused before any work.
     source_data_param: ClassVar[str | None] = None
     source_data_samples: ClassVar[int] = 0
+    #: The labelled source-validation outputs the ``adapted`` view's static estimators compare
+    #: with (``ttabench.runner.views``): what this adapter's model gives on clean data before it
+    #: adapts, in the run's batches. ``"predict"`` (the default, right for any adapter): a
+    #: fresh adapter's own ``predict`` over source val, one pass per run and process;
+    #: ``"bn"``: the batch-statistics model's (an adapter that normalizes with test-batch
+    #: statistics from its first step); ``"source"``: the frozen eval-mode model's (one that
+    #: starts from the running statistics). These two spare the pass where they are the same
+    #: (the conformance kit checks that they are).
+    source_val_reference: ClassVar[Literal["bn", "source", "predict"]] = "predict"
+    #: Which forward pass of a step gives the penultimate features of the logits the step
+    #: returns (the ``adapted`` view's features): the index (0: the first) of the call of
+    #: ``self.model``'s classifier head during the step; the step's logits belong to that
+    #: call's last ``len(x)`` rows (all of them, unless the call ran on the batch after
+    #: earlier images, as a sliding window does). None: a step that calls the head once gives
+    #: that call's; any other step gives none. Read after each step, so a wrapper may set it
+    #: per step.
+    feature_call: int | None = None
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -390,13 +407,17 @@ class Estimator(ABC):
 
     def check_calibration(self, run: dict[str, Any]) -> None:
         """Raise TTABenchError unless this estimator turns its ``value`` into an accuracy by
-        itself for a run with these facts (``model``: the model id, ``num_classes``).
+        itself for a run with these facts (``model``: the model id, ``num_classes``,
+        ``precision``: ``fp32`` or ``bf16``).
 
         A direct estimator always does. A score estimator does when it holds a calibration
-        fitted for such a run; this default says a score estimator holds none. ``ttabench
-        estimate`` asks before any work.
+        fitted for such a run: this default checks the one it holds (``Calibration.check``)
+        and says a score estimator without one has none. ``ttabench run`` asks before any work
+        when a calibration is held, ``ttabench estimate`` always.
         """
-        if self.kind == "score":
+        if self.calibration is not None:
+            self.calibration.check(run)
+        elif self.kind == "score":
             raise TTABenchError(
                 f"{self.name} gives a score, not an accuracy, and has no calibration to map it"
             )
@@ -497,7 +518,9 @@ class TrajectoryContext:
     ``model_id``: the model's id, so a calibration fitted for another model can be refused.
     ``source_val``: the labelled source-validation outputs, for estimators that need them.
     ``num_classes`` is the width of the logits the estimator sees (200 on ImageNet-R's subset);
-    ``model_num_classes`` the model's own output count (1000 there).
+    ``model_num_classes`` the model's own output count (1000 there). ``precision``: the
+    cell's compute precision (``fp32`` or ``bf16``), so a calibration fitted under another
+    one can be refused.
     """
 
     num_classes: int
@@ -508,6 +531,7 @@ class TrajectoryContext:
     model_id: str | None = None
     source_val: Outputs | None = None
     model_num_classes: int | None = None
+    precision: str = "fp32"
 
 
 class TrajectoryEstimator(Estimator):

@@ -11,7 +11,8 @@ File schema (``schema: "ttabench.calibration/1"``)::
      "coefficients": [a2, a1, a0],          # highest power first, as numpy.poly1d
      "output": "percent" | "fraction",      # unit of f's output
      "target": "source",
-     "fitted_for": {"model": ..., "steps": 990, "probe_size": 1000, ...},
+     "fitted_for": {"model": ..., "steps": 990, "probe_size": 1000,
+                    "precision": "fp32", ...},
      "provenance": "where the numbers come from"}
 """
 
@@ -58,8 +59,8 @@ class Calibration:
     def check(self, protocol: dict[str, Any], force: bool = False) -> None:
         """Refuse use under a protocol that differs from ``fitted_for`` on any shared key.
 
-        ``protocol`` holds the facts of the run (model id, steps, probe size...). Keys absent
-        from either side are not compared. ``force=True`` skips the check.
+        ``protocol`` holds the facts of the run (model id, steps, probe size, precision...).
+        Keys absent from either side are not compared. ``force=True`` skips the check.
         """
         if force:
             return

@@ -238,12 +238,16 @@ def _parse_param(text: str) -> tuple[str, Any]:
     help="A parameter for the plugin (VALUE read as TOML, as --set reads it, else a string); "
          "repeatable.",
 )
-def validate(plugin: str, params: tuple[str, ...]) -> None:
+@click.option("--device", default="cpu",
+              help="Where adapters and models are checked: cpu, cuda, cuda:N (default cpu).")
+def validate(plugin: str, params: tuple[str, ...], device: str) -> None:
     """Run the conformance checks on PLUGIN (KIND:NAME, NAME or MODULE:ATTR)."""
+    from ttabench.runner.preflight import resolve_device
     from ttabench.testing import run_all
 
+    where = resolve_device(device)
     kind, label, obj = _resolve_for_validation(plugin)
-    results = run_all(kind, obj, **dict(_parse_param(p) for p in params))
+    results = run_all(kind, obj, device=where, **dict(_parse_param(p) for p in params))
     for name, ok, message in results:
         click.echo(f"{'ok  ' if ok else 'FAIL'}  {name}" + (f": {message}" if message else ""))
     failed = sum(not ok for _, ok, _ in results)

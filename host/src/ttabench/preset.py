@@ -203,13 +203,16 @@ def spec_value(spec: Any, keys: tuple[str, ...]) -> Any:
     """What the run spec holds for a fact's leaf (None when it holds nothing there)."""
     section, rest = keys[0], keys[1:]
     if section == "options":
-        return getattr(spec, rest[0], None)
+        return spec.stream.name if rest[0] == "stream" else getattr(spec, rest[0], None)
     if section == "run":
         key = rest[0]
         if key == "adapter":
             return list(spec.adapters)
         if key == "estimators":
             return [e for e in spec.estimators if e not in spec.baselines]
+        if key == "stream":  # ``stream = "continual"``, or a leaf of ``[run.stream]``
+            field = rest[1] if len(rest) > 1 else "kind"
+            return spec.stream.name if field == "kind" else getattr(spec.stream, field, None)
         return getattr(spec, key, None)
     name = rest[0]
     params = {"suite": {spec.suite: spec.suite_options}, "adapter": spec.adapter_params,

@@ -1,16 +1,21 @@
 """``ttabench diff RUN_A RUN_B``: why two runs' numbers differ.
 
 Each side is a run folder (its ``cells/``) or one cell file. Cells are paired by their identity
-(suite, split, adapter, seed): a cell of one side without a partner is listed as present in
-only that side. For each pair, every fact of the cell record that can change the numbers is
+(suite, split, adapter, seed). A multi-split stream's cell is named after its stream
+(``continual/eval/order-0``), so two runs whose streams differ in kind or order would share no
+cell: the cells of such streams left unpaired are paired by (suite, role, adapter, seed) when
+both sides hold as many of them, in name order, and the pairing is listed
+(``paired_across_streams``), so the stream's kind and order show as facts. A cell of one side
+without a partner is listed as present in only that side. For each pair, every fact of the cell record that can change the numbers is
 compared: the whole protocol record (model id and weights hash, suite options and record,
 stream, adapter and its parameters and plugin, estimators with their parameters and
 calibrations, batch size, steps, precision, device type, threads, torch, preset), the images
 the cell scored (``n_examples``) and the environment (library versions, device, machine, git
 revision). A fact that differs is reported once with its values and the number of pairs it
 differs in, in groups ordered by consequence (``GROUPS``): model, data, stream, adapter,
-estimators, preset, compute, libraries, machine, then file paths (a moved data folder changes
-no number).
+estimators, preset, compute, libraries, machine, then paths: the cell's ``location`` (where the
+data and the weights were read from, recorded beside the key, not in it) and any other file
+location, which change no number (a moved data folder reruns nothing).
 
 Tables: for each (target, suite, model, adapter) table of both leaderboards
 (``leaderboard.json`` of a run folder, else rebuilt from the cells) the entries whose MAE moved
@@ -36,15 +41,18 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("suite", "n_examples")),
     ("stream", ("stream", "batch_size", "steps", "data_path")),
     ("adapter", ("adapter",)),
-    ("estimators", ("estimators",)),
+    ("estimators", ("estimators", "reference")),
     ("preset", ("preset",)),
-    ("compute", ("compute", "device_type", "threads")),
+    ("compute", ("compute", "device_type", "threads", "cuda")),
     ("libraries", ("torch", "versions")),
-    ("machine", ("device", "device_name", "machine", "git_revision")),
+    ("machine", ("device", "device_name", "machine", "git_revision", "cuda_visible_devices")),
 )
 #: Keys whose values are file locations: compared last, as a separate group.
 PATH_KEYS = frozenset({"root", "data_dir", "val_dir", "weights", "checkpoint", "source_val",
                        "class_map_file", "labels_file"})
+#: The cell's record of where its data and weights were read from (``Cell.location``): every
+#: fact under it is a path fact, whatever its key.
+LOCATION = "location"
 #: Protocol fields that say which cell it is (paired on), not how it was computed.
 IDENTITY = ("split", "seed")
 
@@ -87,6 +95,7 @@ class RunDiff:
     facts: list[FactDifference] = field(default_factory=list)
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
+    paired_across_streams: list[str] = field(default_factory=list)
     pairs: int = 0
     tables: list[MovedEntry] = field(default_factory=list)
     tables_compared: bool = False
@@ -117,6 +126,30 @@ def describe_identity(key: tuple[str, str, str, str], cell: Cell) -> str:
     return f"{key[0]} split {key[1]}, adapter {key[2]}, seed {key[3]} (cell {cell.key})"
 
 
+def is_stream_cell(cell: Cell) -> bool:
+    """Whether the cell is a multi-split stream's (its stream record has an ``order``)."""
+    stream = cell.protocol.get("stream")
+    return isinstance(stream, dict) and "order" in stream
+
+
+def pair_across_streams(side_a: dict[tuple[str, str, str, str], Cell],
+                        side_b: dict[tuple[str, str, str, str], Cell]) -> list[tuple[Cell, Cell]]:
+    """Unpaired multi-split stream cells paired by (suite, role, adapter, seed): where both
+    sides hold the same number of them, in the order of their names."""
+    def groups(side: dict[tuple[str, str, str, str], Cell],
+               other: dict[tuple[str, str, str, str], Cell]) -> dict[tuple[str, ...], list[Cell]]:
+        out: dict[tuple[str, ...], list[Cell]] = {}
+        for key, cell in sorted(side.items()):
+            if key not in other and is_stream_cell(cell):
+                out.setdefault((key[0], cell.role, key[2], key[3]), []).append(cell)
+        return out
+
+    in_a, in_b = groups(side_a, side_b), groups(side_b, side_a)
+    return [pair for group, cells in sorted(in_a.items())
+            if len(cells) == len(in_b.get(group, []))
+            for pair in zip(cells, in_b[group], strict=True)]
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as ``{"a.b.c": leaf}``; lists and other leaves are kept whole."""
     if isinstance(value, dict) and value:
@@ -128,16 +161,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def facts(cell: Cell) -> dict[str, Any]:
-    """Every compared fact of one cell, flattened (see the module docstring)."""
+    """Every compared fact of one cell, flattened (see the module docstring); the cell's
+    ``location`` under ``location.``."""
     protocol = {k: v for k, v in cell.protocol.items() if k not in IDENTITY}
     environment = dict(cell.environment)
     environment.pop("threads", None)  # the protocol's own thread count is the fact
-    return flatten({**protocol, "n_examples": cell.n_examples, **environment})
+    flat = flatten({**protocol, "n_examples": cell.n_examples, **environment})
+    if cell.location:
+        flat.update(flatten(cell.location, LOCATION))
+    return flat
 
 
 def group_of(fact: str) -> str:
-    """The group a dotted fact belongs to (``paths`` for a file location)."""
-    if fact.split(".")[-1] in PATH_KEYS:
+    """The group a dotted fact belongs to (``paths`` for a file location and for everything
+    the cell's ``location`` records)."""
+    if fact.split(".")[0] == LOCATION or fact.split(".")[-1] in PATH_KEYS:
         return "paths"
     head = fact.split(".")[0]
     for name, heads in GROUPS:
@@ -159,15 +197,23 @@ def compare_cells(a: list[Cell], b: list[Cell], result: RunDiff) -> None:
     side_b = {identity(c): c for c in b}
     if len(a) == 1 and len(b) == 1 and not set(side_a) & set(side_b):
         side_b = {identity(a[0]): b[0]}  # two cell files: compare them whatever their split
+    pairs = [(side_a[k], side_b[k]) for k in sorted(set(side_a) & set(side_b))]
+    across = pair_across_streams(side_a, side_b)
+    pairs += across
+    result.paired_across_streams = [f"A {ca.split.get('name')} (cell {ca.key}) with B "
+                                    f"{cb.split.get('name')} (cell {cb.key})"
+                                    for ca, cb in across]
+    matched_a = {ca.key for ca, _ in across}
+    matched_b = {cb.key for _, cb in across}
     result.only_in_a = [describe_identity(k, c) for k, c in sorted(side_a.items())
-                        if k not in side_b]
+                        if k not in side_b and c.key not in matched_a]
     result.only_in_b = [describe_identity(k, c) for k, c in sorted(side_b.items())
-                        if k not in side_a]
+                        if k not in side_a and c.key not in matched_b]
     counts: dict[tuple[str, str, str], int] = {}
     values: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-    for key in sorted(set(side_a) & set(side_b)):
+    for cell_a, cell_b in pairs:
         result.pairs += 1
-        fa, fb = facts(side_a[key]), facts(side_b[key])
+        fa, fb = facts(cell_a), facts(cell_b)
         for fact in sorted(set(fa) | set(fb)):
             va, vb = fa.get(fact), fb.get(fact)
             if _frozen(va) != _frozen(vb):
@@ -283,10 +329,15 @@ def format_diff(result: RunDiff) -> str:
         found = [d for d in result.facts if d.group == group]
         if not found:
             continue
-        title = "paths (file locations; they change no number)" if group == "paths" else group
+        title = ("paths (where the data and weights were read from; they change no number)"
+                 if group == "paths" else group)
         lines.append(f"== {title} ==")
         for d in found:
             lines.append(f"  {d.fact}: A {_shown(d.a)} | B {_shown(d.b)} ({d.pairs} pair(s))")
+    if result.paired_across_streams:
+        lines.append(f"== cells paired across streams (same suite, role, adapter, seed) "
+                     f"({len(result.paired_across_streams)}) ==")
+        lines += [f"  {line}" for line in result.paired_across_streams]
     for side, only in (("A", result.only_in_a), ("B", result.only_in_b)):
         if only:
             lines.append(f"== cells only in {side} ({len(only)}) ==")

@@ -133,6 +133,11 @@ def parse_stream_kind(text: str) -> tuple[str, bool]:
     return name, correlated
 
 
+#: How a continual or gradual stream orders its splits: ``randperm`` seeded by each order seed,
+#: or the suite's own order (the authors' loops over their corruption lists).
+SPLIT_ORDERS: tuple[str, ...] = ("seeded", "suite")
+
+
 def _stream_kind(value: Any) -> bool:
     parse_stream_kind(value)
     return True
@@ -208,6 +213,16 @@ STREAM_OPTIONS: tuple[Option, ...] = (
     _opt("stream.delta", 0.1, Rule(_finite_non_negative, "a non-negative number"),
          "Dirichlet concentration of a correlated stream's class order (small: long runs of one "
          "class; 0: sorted by class).", "--delta", kind=float),
+    _opt("stream.split_order", "seeded", Rule(lambda v: v in SPLIT_ORDERS,
+                                              f"one of {', '.join(SPLIT_ORDERS)}"),
+         "Split order of a continual or gradual stream: seeded (a permutation per --order-seed) "
+         "or suite (the suite's own order, e.g. CIFAR-10-C's gaussian_noise ... "
+         "jpeg_compression, as the authors' loops; one cell per role).", "--split-order",
+         kind=SPLIT_ORDERS),
+    _opt("stream.shuffle", True, Rule(lambda v: isinstance(v, bool), "true or false"),
+         "Shuffle each split's images (seeded epochs); --no-shuffle: the files' order, as the "
+         "authors' loaders read them (robustbench load_cifar10c(shuffle=False)).",
+         "--shuffle/--no-shuffle", kind=bool),
     _int_opt("stream.stats_window", 0, (0, None),
              "Batch statistics over a sliding window of this many recent images, for batches "
              "smaller than it (0: each batch's own; a batch of 1 on a model with batch norm "
@@ -253,6 +268,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     _opt("channels_last", False, Rule(lambda v: isinstance(v, bool), "true or false"),
          "channels_last memory format (CUDA only).", "--channels-last/--no-channels-last",
          kind=bool),
+    _opt("deterministic", False, Rule(lambda v: isinstance(v, bool), "true or false"),
+         "CUDA: deterministic kernels (cuDNN deterministic, no benchmark): the same seed on the "
+         "same GPU gives the same numbers; recorded. The CPU is already.",
+         "--deterministic/--no-deterministic", kind=bool),
     _opt("output", "runs/default", STRING, "Run folder (cells/, leaderboard files).",
          "--output", "-o"),
     _opt("preset", None, STRING, "A named published protocol (see `ttabench presets`).",
@@ -300,7 +319,9 @@ def _default(path: str) -> Any:
 @dataclass(frozen=True)
 class StreamSpec:
     """What stream a run feeds its adapters (see ``ttabench.runner.streams``); defaults from
-    ``STREAM_OPTIONS``. ``kind`` is one of ``STREAM_KINDS``; ``correlated`` adds label shift."""
+    ``STREAM_OPTIONS``. ``kind`` is one of ``STREAM_KINDS``; ``correlated`` adds label shift;
+    ``split_order`` is one of ``SPLIT_ORDERS``; ``shuffle`` False reads each split in the
+    files' order. A combination that contradicts itself is a TTABenchError."""
 
     kind: str = _default("stream.kind")
     correlated: bool = False
@@ -309,6 +330,19 @@ class StreamSpec:
     order_seeds: tuple[int, ...] = tuple(_default("stream.order_seeds"))
     delta: float = _default("stream.delta")
     stats_window: int = _default("stream.stats_window")
+    split_order: str = _default("stream.split_order")
+    shuffle: bool = _default("stream.shuffle")
+
+    def __post_init__(self) -> None:
+        if self.split_order not in SPLIT_ORDERS:
+            raise TTABenchError(f"split_order must be one of {', '.join(SPLIT_ORDERS)}, got "
+                                f"{self.split_order!r}")
+        if self.split_order == "suite" and self.kind not in ("continual", "gradual"):
+            raise TTABenchError(f"split order 'suite' orders the splits of a continual or "
+                                f"gradual stream; this stream is {self.name}")
+        if not self.shuffle and self.correlated:
+            raise TTABenchError(f"a {self.name} stream orders each split by class; "
+                                "--no-shuffle (the files' order) contradicts it")
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> StreamSpec:
@@ -392,6 +426,11 @@ class RunSpec:
     cache_mib: int = _default("cache_mib")
     precision: str = _default("precision")
     channels_last: bool = _default("channels_last")
+    #: CUDA: deterministic kernels (``ttabench.runner.device_facts``); the CPU is already.
+    deterministic: bool = _default("deterministic")
+    #: The device facts the cells are planned under (``device_facts``), found by the process
+    #: that plans them; worker processes check theirs against them.
+    device_facts: dict[str, Any] | None = None
     #: Extra keyword options of the model source (``trust_pickle`` from ``--trust-pickle``).
     model_options: dict[str, Any] = field(default_factory=dict)
     #: The estimators that are the configuration's baselines (role ``baseline``).
@@ -478,6 +517,7 @@ def given_options(params: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["BOOT_UNITS", "CORRELATED", "MAP_KINDS", "MAX_SEED", "MAX_THREADS", "NAMES", "Option",
-           "PRECISIONS", "RUN_OPTIONS", "Rule", "RunSpec", "STREAM_KINDS", "STREAM_OPTIONS",
+           "PRECISIONS", "RUN_OPTIONS", "Rule", "RunSpec", "SPLIT_ORDERS", "STREAM_KINDS",
+           "STREAM_OPTIONS",
            "STRING", "ScoringSpec", "StreamSpec", "check_map_kinds", "config_defaults", "option",
            "given_options", "parse_stream_kind", "shown", "spec_options"]

@@ -44,6 +44,8 @@ from ttabench.api import (
     TrajectoryPlan,
 )
 from ttabench.errors import TTABenchError
+from ttabench.models.base import find_classifier
+from ttabench.runner.passes import batch_statistics_copy
 
 #: (check name, the check, whether later checks are pointless when it fails)
 Check = tuple[str, Callable[[], None], bool]
@@ -92,10 +94,10 @@ def _images(n: int, seed: int, noise: float = 20.0) -> tuple[torch.Tensor, torch
     return images.float() / 255.0, labels
 
 
-def _batches(count: int, seed: int = 123) -> list[torch.Tensor]:
-    """``count`` batches of BATCH noisy tiny images (a shifted target stream)."""
+def _batches(count: int, seed: int = 123, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """``count`` batches of BATCH noisy tiny images (a shifted target stream), on ``device``."""
     x, _ = _images(count * BATCH, seed=seed, noise=80.0)
-    return list(x.split(BATCH))
+    return list(x.to(device).split(BATCH))
 
 
 def _outputs(
@@ -172,12 +174,13 @@ def _raise_first(what: str, results: list[CheckResult]) -> None:
 # --------------------------------------------------------------------------- adapters
 
 
-def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
+def _adapter_checks(adapter_cls: type, params: dict[str, Any],
+                    device: torch.device | str = "cpu") -> list[Check]:
     num_classes = _tiny_model().num_classes
 
     def build() -> Adapter:
         torch.manual_seed(SEED)
-        return adapter_cls(_fresh_model(), **params)
+        return adapter_cls(_fresh_model().to(device), **params)
 
     def run(adapter: Adapter, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         torch.manual_seed(SEED)
@@ -192,7 +195,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
         build()
 
     def forward() -> None:
-        x = _batches(1)[0]
+        x = _batches(1, device=device)[0]
         logits = build()(x)
         _ensure(isinstance(logits, torch.Tensor), f"forward returned {type(logits).__name__}")
         shape = (x.shape[0], num_classes)
@@ -201,7 +204,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
 
     def predict() -> None:
         adapter = build()
-        first, x = _batches(2)
+        first, x = _batches(2, device=device)
         # the step-0 snapshot, then one once running state (statistics, memories) exists
         for moment in ("before the first step", "after a step"):
             state, counters = _state(adapter), adapter.counters()
@@ -218,7 +221,7 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     def reset() -> None:
         adapter = build()
         before = _state(adapter)
-        batches = _batches(3)
+        batches = _batches(3, device=device)
         first = run(adapter, batches)
         adapter.reset()
         changed = _state_diff(before, adapter)
@@ -230,15 +233,41 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
     def records() -> None:
         adapter = build()
         _json_dict(adapter.params(), "params()")
-        adapter(_batches(1)[0])
+        adapter(_batches(1, device=device)[0])
         counters = adapter.counters()
         _ensure(isinstance(counters, dict), f"counters() returned {type(counters).__name__}")
 
     def deterministic() -> None:
-        batches = _batches(3)
+        batches = _batches(3, device=device)
         first, second = run(build(), batches), run(build(), batches)
         same = all(torch.equal(a, b) for a, b in zip(first, second))
         _ensure(same, "two fresh instances with the same seed and batches gave other logits")
+
+    def declarations() -> None:
+        x = _batches(1)[0]
+        reference = adapter_cls.source_val_reference
+        _ensure(reference in ("bn", "source", "predict"),
+                f"source_val_reference {reference!r} is not 'bn', 'source' or 'predict'")
+        if reference != "predict":  # a fresh adapter's predict is that model's output
+            model = _fresh_model()
+            declared = batch_statistics_copy(model) if reference == "bn" else model
+            with torch.no_grad():
+                gap = float((build().predict(x) - declared(x)).abs().max())
+            _ensure(gap <= 1e-5, f"source_val_reference={reference!r}, but a fresh adapter's "
+                    f"predict differs from that model's logits by {gap:.3g}")
+        adapter = build()
+        if adapter.feature_call is None:
+            return
+        rows: list[int] = []
+        head = adapter.model.get_submodule(find_classifier(adapter.model) or "")
+        handle = head.register_forward_hook(lambda _m, inputs, _o: rows.append(len(inputs[0])))
+        try:
+            adapter(x)
+        finally:
+            handle.remove()
+        _ensure(adapter.feature_call < len(rows) and rows[adapter.feature_call] == len(x),
+                f"feature_call={adapter.feature_call}, but a step on {len(x)} images called the "
+                f"classifier head with {rows or 'no'} rows")
 
     return [
         ("construct", is_adapter, True),
@@ -247,18 +276,22 @@ def _adapter_checks(adapter_cls: type, params: dict[str, Any]) -> list[Check]:
         ("reset", reset, False),
         ("params/counters", records, False),
         ("deterministic", deterministic, False),
+        ("declarations", declarations, False),
     ]
 
 
-def check_adapter(adapter_cls: type, **params: Any) -> None:
-    """Check an Adapter subclass on tiny-cnn; ``params`` go to ``adapter_cls(model, **params)``.
+def check_adapter(adapter_cls: type, *, device: torch.device | str = "cpu", **params: Any) -> None:
+    """Check an Adapter subclass on tiny-cnn on ``device``; ``params`` go to
+    ``adapter_cls(model, **params)``.
 
     Checks: a ``name``; one step on 16 float images gives finite (B, num_classes) logits;
     ``predict`` (after a step) changes no parameter, buffer or counter; ``reset`` restores every parameter and buffer and makes
     the same batches give the same logits again; ``params()`` is JSON-serialisable and
-    ``counters()`` a dict; two fresh instances with the same seed give identical logits.
+    ``counters()`` a dict; two fresh instances with the same seed give identical logits; a
+    fresh adapter's ``predict`` is the model its ``source_val_reference`` names (unless
+    ``"predict"``), and the call its ``feature_call`` names exists with the batch's rows.
     """
-    _raise_first(_label(adapter_cls), _run(_adapter_checks(adapter_cls, params)))
+    _raise_first(_label(adapter_cls), _run(_adapter_checks(adapter_cls, params, device)))
 
 
 # --------------------------------------------------------------------------- estimators
@@ -579,6 +612,7 @@ def _model_checks(
     arg: str | None = None,
     cache_dir: Path | str | None = None,
     num_classes: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[Check]:
     loaded: list[LoadedModel] = []
 
@@ -605,7 +639,7 @@ def _model_checks(
         size = _input_size(m.preprocessing)
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(SEED))
         with torch.no_grad():
-            logits = m.module.eval()(x)
+            logits = m.module.eval().to(device)(x.to(device))
         shape = (2, m.num_classes)
         _ensure(tuple(logits.shape) == shape, f"logits shape {tuple(logits.shape)} != {shape}")
         _ensure(bool(torch.isfinite(logits).all()), "non-finite logits")
@@ -674,9 +708,10 @@ def _label(obj: Any) -> str:
     return getattr(obj, "__qualname__", None) or repr(obj)
 
 
-def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
+def run_all(kind: str, obj: Any, *, device: torch.device | str = "cpu",
+            **params: Any) -> list[CheckResult]:
     """Every check for a plugin of ``kind`` (adapters, adapter wrappers, estimators, suites,
-    models, commands).
+    models, commands); adapters (wrapped ones too) and models run on ``device``.
 
     ``params`` go to the plugin: constructor parameters for adapters and estimators, options
     (and ``data_dir``) for suites, ``arg``/``cache_dir``/``num_classes`` for model sources.
@@ -686,20 +721,21 @@ def run_all(kind: str, obj: Any, **params: Any) -> list[CheckResult]:
 
     kind = normalize_kind(kind)
     if kind == "adapters":
-        return _run(_adapter_checks(obj, params))
+        return _run(_adapter_checks(obj, params, device))
     if kind == "estimators":
         return _run(_estimator_checks(obj, params))
     if kind == "suites":
         data_dir = params.pop("data_dir", None)
         return _run(_suite_checks(obj, data_dir, params))
     if kind == "models":
-        return _run(_model_checks(obj, **params))
+        return _run(_model_checks(obj, **params, device=device))
     if kind == "adapter_wrappers":
-        return _run(_wrapper_checks(obj, params))
+        return _run(_wrapper_checks(obj, params, device))
     return _run(_command_checks(obj))
 
 
-def _wrapper_checks(wrapper: Any, params: dict[str, Any]) -> list[Check]:
+def _wrapper_checks(wrapper: Any, params: dict[str, Any],
+                    device: torch.device | str = "cpu") -> list[Check]:
     """An adapter wrapper (``<wrapper>:<adapter>``) turns an adapter class into an adapter
     class that passes the adapter checks; checked on the host's ``source`` adapter."""
     from ttabench.adapters import SourceAdapter
@@ -713,13 +749,13 @@ def _wrapper_checks(wrapper: Any, params: dict[str, Any]) -> list[Check]:
         wrapped.append(cls)
 
     checks: list[Check] = [("wrap", wraps, True)]
-    return checks + [(f"wrapped {name}", functools.partial(_deferred, wrapped, i), fatal)
+    return checks + [(f"wrapped {name}", functools.partial(_deferred, wrapped, i, device), fatal)
                      for i, (name, _, fatal) in enumerate(_adapter_checks(SourceAdapter, params))]
 
 
-def _deferred(wrapped: list[type], index: int) -> None:
+def _deferred(wrapped: list[type], index: int, device: torch.device | str) -> None:
     """Run the ``index``-th adapter check on the wrapped class (built by the ``wrap`` check)."""
-    _adapter_checks(wrapped[0], {})[index][1]()
+    _adapter_checks(wrapped[0], {}, device)[index][1]()
 
 
 __all__ = [

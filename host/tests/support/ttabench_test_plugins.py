@@ -38,6 +38,29 @@ class RecordingStatic(StaticEstimator):
         return EstimateResult(value=value, estimate=value)
 
 
+class DrawingStatic(StaticEstimator):
+    """Direct estimator that draws from torch's global generator (as a bootstrap would)."""
+
+    name = "drawing-static"
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        value = float(torch.rand(1))
+        return EstimateResult(value=value, estimate=value)
+
+
+class AdaptedRecorder(StaticEstimator):
+    """Direct, computed in the ``adapted`` view only (features and source val asked for);
+    remembers every ``(target, source_val)`` it was given in ``RECORD["adapted"]``."""
+
+    name = "adapted-recorder"
+    view = "adapted"
+    needs = frozenset({"features", "source_val"})
+
+    def estimate(self, target: Outputs, source_val: Outputs | None) -> EstimateResult:
+        RECORD.setdefault("adapted", []).append((target, source_val))
+        return EstimateResult(value=0.5, estimate=0.5)
+
+
 class FailsOffFrozen(StaticEstimator):
     """Direct: 0.5 on the frozen model's own outputs; NaN on more than ``nan_above`` rows (the
     adapted view's stream); else raises when the logits are not the frozen ones (bn view)."""
@@ -259,6 +282,24 @@ class NoSourceValTiny(TinySuite):
 
     def source_val(self):
         return None
+
+
+def report_gpu(seconds: float) -> tuple[int, str | None]:
+    """A pool task: the worker that ran it and the GPUs it sees (``CUDA_VISIBLE_DEVICES``),
+    after ``seconds`` (so that every worker of a pool gets a task)."""
+    time.sleep(seconds)
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def ray_task_view(seconds: float) -> tuple[int, str | None, str]:
+    """What a Ray task sees: its process, its visible GPUs (``report_gpu``) and the device the
+    runner runs a ``cuda:1`` run on there."""
+    import ray
+
+    from ttabench.runner.worker import on_own_gpu
+
+    pid, visible = report_gpu(seconds)
+    return pid, visible, on_own_gpu({"device": "cuda:1"}, bool(ray.get_gpu_ids()))["device"]
 
 
 class ConstantAdapter(Adapter):

@@ -46,6 +46,8 @@ class BNEMA(ResettableAdapter):
     ``momentum`` overrides every layer's own."""
 
     name = "bn-ema"
+    source_val_reference = "source"  # the running statistics, before a batch moves them
+    feature_call = 1  # the eval-mode pass; the train-mode pass before it only moves statistics
 
     def __init__(self, model: nn.Module, *, momentum: float | None = None) -> None:
         super().__init__(model.eval().requires_grad_(False))

@@ -103,6 +103,10 @@ class CoTTA(ResettableAdapter):
     initial seed) seeds the augmentation and restore draws."""
 
     name = "cotta"
+    #: The teacher's pass on the batch itself (the augmented passes follow it); its features go
+    #: with the step's logits also when these are the augmentation average.
+    feature_call = 0
+    source_val_reference = "bn"  # the teacher normalizes with batch statistics
 
     def __init__(self, model: nn.Module, *, family: str | None = None,
                  num_classes: int | None = None, lr: float | None = None,

@@ -17,6 +17,10 @@ updated (eval mode, running statistics). Per batch of N images:
   E(Y) = sum(u Y - (W Y) Y + Y log max(Y, 1e-20)) changes by at most 1e-8 |E| (from the
   third iteration on).
 
+A batch of one image (the first step of a sliding window, ``--batch-size 1``): their rbf scale
+is 0 and their code gives NaN; here W = (1), the diagonal every rbf affinity has (kNN: W = 0,
+as theirs; linear: W = (1), as theirs).
+
 The adapter returns the logits -u + W Y of the last iteration, whose softmax is LAME's Y.
 ``predict`` computes the same (no state: a step changes nothing).
 """
@@ -45,6 +49,8 @@ def affinity_matrix(features: torch.Tensor, kind: str, knn: int) -> torch.Tensor
     if kind == "kNN":
         nearest = distances.topk(min(knn + 1, n), -1, largest=False).indices[:, 1:]
         return torch.zeros(n, n, device=features.device).scatter_(-1, nearest, 1.0)
+    if n == 1:  # the rbf scale of one point is 0 (their code: 0/0, NaN); its diagonal is 1
+        return torch.ones(1, 1, device=features.device)
     scale = distances.topk(min(knn, n), -1, largest=False).values[:, -1].mean()
     return torch.exp(-distances.pow(2) / (2 * scale.pow(2)))
 
@@ -97,9 +103,6 @@ class LAME(Adapter):
 
     @torch.no_grad()
     def adjusted(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if x.shape[0] < 2:  # the rbf scale of one point is 0, their code gives NaN
-            raise TTABenchError("lame needs at least 2 images per batch: its affinity relates "
-                                "the images of a batch; use a larger --batch-size")
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_hook(
             lambda _m, inputs, _out: captured.append(inputs[0]))

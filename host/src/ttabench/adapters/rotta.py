@@ -56,6 +56,8 @@ class RoTTA(ResettableAdapter):
     ``lr`` default to ``configs/adapter/rotta.yaml``; ``seed`` seeds the augmentation."""
 
     name = "rotta"
+    source_val_reference = "source"  # robust statistics start from the running ones
+    feature_call = 0  # the teacher's eval pass on the batch (an update's passes follow it)
 
     def __init__(self, model: nn.Module, *, memory_size: int = 64, update_frequency: int = 64,
                  nu: float = 0.001, alpha: float = 0.05, lambda_t: float = 1.0,

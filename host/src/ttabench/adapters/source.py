@@ -14,6 +14,7 @@ class SourceAdapter(Adapter):
     """No adaptation: eval mode, running statistics, nothing updated."""
 
     name = "source"
+    source_val_reference = "source"
 
     def __init__(self, model: nn.Module, **params: Any) -> None:
         if params:

@@ -34,29 +34,40 @@ from ttabench.runner.cells import (
     cell_key,
     cell_path,
     environment_record,
+    group_key,
     in_shard,
     is_finished,
     locations,
 )
 from ttabench.runner.decoded_cache import LoaderOptions
-from ttabench.runner.execute import CellInputs, CellOutput, run_cell, seed_everything
+from ttabench.runner.device_facts import check_same_facts, configure_device, device_facts
+from ttabench.runner.execute import (
+    CellInputs,
+    CellOutput,
+    build_adapter,
+    run_cell,
+    seed_everything,
+)
 from ttabench.runner.logit_cache import FOLDER as LOGIT_FOLDER
 from ttabench.runner.logit_cache import LogitCache, source_val_record, view_record
-from ttabench.runner.passes import check_label_range, has_batch_norm, source_pass
+from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
     check_batch_statistics,
+    check_calibrations,
     check_compute_options,
     check_severities,
     check_some_split_fits,
     check_steps,
     check_stream_length,
     check_stream_seeds,
+    planned_device,
     resolve_device,
 )
 from ttabench.runner.streams import stream_cells, stream_record
 from ttabench.runner.resources import cpu_cores, default_threads, default_workers
-from ttabench.runner.views import batch_statistics_val
+from ttabench.runner.shared import SharedCache
+from ttabench.runner.views import adapter_reference, reference_passes, reference_record
 from ttabench.spec import PRECISIONS, RunSpec
 from ttabench.suites.images import check_num_classes
 
@@ -79,12 +90,24 @@ def plugin_record(kind: str, name: str) -> dict[str, Any]:
 class Benchmark:
     """A loaded run: suite, model, plugins, and the planned cells."""
 
-    def __init__(self, spec: RunSpec, show_progress: bool = False,
+    def __init__(self, spec: RunSpec, show_progress: bool = False, runs_cells: bool = True,
                  suite: Suite | None = None) -> None:
+        """``runs_cells`` False: this process only plans and records the cells, which run
+        elsewhere (a Ray driver): the device is not looked for here, and the key holds the
+        settings of ``device_facts`` but not the GPU model (each cell's ``environment`` names
+        the GPU that ran it). ``suite``: the loaded suite, when another Benchmark of the run
+        (another model) loaded it already."""
         self.spec = spec
         self.show_progress = show_progress
-        self.device = resolve_device(spec.device)
+        self.device = resolve_device(spec.device) if runs_cells else planned_device(spec.device)
         check_compute_options(self.device, spec.precision, spec.channels_last, PRECISIONS)
+        configure_device(self.device, spec.deterministic, runs_cells)
+        here = device_facts(self.device, gpu_known=runs_cells)
+        if spec.device_facts is None:
+            spec.device_facts = here
+        elif runs_cells:
+            check_same_facts(spec.device_facts, here)
+        self.device_facts = spec.device_facts
         cores = cpu_cores()
         torch.set_num_threads(int(spec.threads or default_threads(cores, spec.jobs)))
         # The intra-op thread count changes the numbers on the CPU, so the key records the
@@ -112,6 +135,9 @@ class Benchmark:
         check_steps(spec.steps, self.estimators, spec.stream)
         self.cache = (LogitCache(Path(spec.output) / LOGIT_FOLDER)
                       if spec.logit_cache and spec.output else None)
+        check_calibrations(self.estimators, {"model": self.model.model_id,
+                                             "num_classes": self.model.num_classes,
+                                             "precision": spec.precision})
         self.adapter_classes = {name: registry.get("adapters", name) for name in spec.adapters}
         needs_source = any(cls.source_data_param for cls in self.adapter_classes.values())
         self.source_data = self.suite.source_val() if needs_source else None
@@ -123,7 +149,9 @@ class Benchmark:
         self._source_val: Outputs | None = None
         self._source_val_done = False
         self._source_val_bn: Outputs | None = None
-        self._source_val_entries: dict[str, str] | None = None
+        self._source_val_entries: dict[str, str] = {}
+        self._source_val_adapted: dict[str, Outputs | None] = {}
+        self.shared = SharedCache()
         self._plans: list[CellPlan] | None = None
 
     # ------------------------------------------------------------------ planning
@@ -171,13 +199,18 @@ class Benchmark:
             "steps": self.spec.steps,
             "seed": seed,
             "data_path": {"cache_mib": self.spec.cache_mib},
+            **({"reference": reference_record()} if self._uses_source_val() else {}),
             "compute": {"precision": self.spec.precision,
                         "channels_last": self.spec.channels_last},
             "device_type": self.device.type,
+            **({"cuda": self.device_facts} if self.device_facts else {}),
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
             "torch": torch.__version__,
             **({"preset": self.spec.preset} if self.spec.preset else {}),
         }
+
+    def _uses_source_val(self) -> bool:
+        return any("source_val" in est.needs for est in self.estimators.values())
 
     def _source_data_record(self, adapter: str) -> dict[str, Any]:
         """What decides an adapter's source data (how many images, batch size), for the key."""
@@ -189,8 +222,9 @@ class Benchmark:
                                 "batch_size": self.spec.batch_size, "seed": "the cell's seed"}}
 
     def plan(self) -> list[CellPlan]:
-        """Every cell of the run, in a fixed order (the stream's cells, then adapter, then
-        seed); planned once per process (a worker looks up every cell it runs in it)."""
+        """Every cell of the run, in a fixed order (the stream's cells, then seed, then adapter:
+        the cells of a group, which share their adapter-independent work, one after another);
+        planned once per process (a worker looks up every cell it runs in it)."""
         if self._plans is not None:
             return list(self._plans)
         cells = []
@@ -202,8 +236,8 @@ class Benchmark:
         for split, order, order_seed in stream_cells(self.spec.stream, selected):
             check_stream_length(self.spec.stream, self.suite, order, self.spec.batch_size,
                                 self.estimators, split.name)
-            for adapter in self.spec.adapters:
-                for seed in self.spec.seeds:
+            for seed in self.spec.seeds:
+                for adapter in self.spec.adapters:
                     protocol = self.protocol(split, adapter, seed, order, order_seed)
                     cells.append(CellPlan(split, seed, protocol, cell_key(protocol),
                                           None if self.spec.stream.resets else order))
@@ -226,9 +260,8 @@ class Benchmark:
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
         """Labelled source-validation outputs, computed once per process when needed."""
-        needed = self.cache is not None or any(
-            "source_val" in est.needs for est in [*self.estimators.values(),
-                                                  *self.pool_estimators.values()])
+        needed = self._uses_source_val() or self.cache is not None or any(
+            "source_val" in est.needs for est in self.pool_estimators.values())
         if not needed or self._source_val_done:
             return self._source_val
         self._source_val_done = True
@@ -237,27 +270,43 @@ class Benchmark:
             return None
         want = any("features" in est.needs for est in self.estimators.values())
         seed_everything(0)
-        result = source_pass(self.model.module.to(self.device), dataset, self.device,
-                             classifier=self.model.classifier, want_features=want,
-                             class_subset=self.suite.class_subset,
-                             what="the source model on source-validation data")
-        check_label_range(result.labels, result.outputs.logits.shape[1],
+        self._source_val, self._source_val_bn = reference_passes(
+            self.model.module, dataset, self.device,
+            max(self.spec.batch_size, self.spec.stream.stats_window), self.loader,
+            precision=self.spec.precision, channels_last=self.spec.channels_last,
+            classifier=self.model.classifier, want_features=want,
+            class_subset=self.suite.class_subset)
+        check_label_range(self._source_val.labels, self._source_val.logits.shape[1],
                           f"the source-validation split of suite {self.suite.name!r}")
-        self._source_val = Outputs(result.outputs.logits, result.labels, result.outputs.features)
-        if has_batch_norm(self.model.module):
-            self._source_val_bn = batch_statistics_val(
-                self.model.module, dataset, self.device,
-                max(self.spec.batch_size, self.spec.stream.stats_window),
-                classifier=self.model.classifier, want_features=want,
-                class_subset=self.suite.class_subset)
-        else:
-            self._source_val_bn = self._source_val
         return self._source_val
 
     def source_val_bn(self) -> Outputs | None:
         """Source val through the batch-statistics model (see ``ttabench.runner.views``)."""
         self.source_val()
         return self._source_val_bn
+
+    def source_val_adapted(self, adapter: str) -> Outputs | None:
+        """Source val as ``adapter``'s model gives it before adapting, the ``adapted`` view's
+        reference (``Adapter.source_val_reference``): the batch-statistics model's, the frozen
+        model's, or a fresh adapter's ``predict`` over it (computed once per process)."""
+        cls = self.adapter_classes[adapter]
+        if cls.source_val_reference == "source":
+            return self.source_val()
+        if cls.source_val_reference == "bn" or self.source_val() is None:
+            return self.source_val_bn()
+        if adapter not in self._source_val_adapted:
+            seed_everything(0)
+            fresh, _ = build_adapter(cls, self.model.module,
+                                     self.spec.adapter_params.get(adapter, {}), self.device,
+                                     self.source_data, self.spec.batch_size, 0, self.loader)
+            self._source_val_adapted[adapter] = adapter_reference(
+                fresh, self.suite.source_val(), self.device,
+                max(self.spec.batch_size, self.spec.stream.stats_window), self.loader,
+                precision=self.spec.precision, channels_last=self.spec.channels_last,
+                classifier=self.model.classifier,
+                want_features=any("features" in e.needs for e in self.estimators.values()),
+                class_subset=self.suite.class_subset)
+        return self._source_val_adapted[adapter]
 
     def execute(self, plan: CellPlan) -> Cell:
         """Run one cell and return its finished record."""
@@ -268,11 +317,13 @@ class Benchmark:
             adapter_params=dict(self.spec.adapter_params.get(adapter, {})),
             estimators=self.estimators, seed=plan.seed, batch_size=self.spec.batch_size,
             steps=self.spec.steps, device=self.device, source_val=self.source_val(),
-            source_val_bn=self.source_val_bn(), source_data=self.source_data, loader=self.loader,
+            source_val_bn=self.source_val_bn(), source_val_adapted=self.source_val_adapted(adapter),
+            source_data=self.source_data, loader=self.loader,
             cache_bytes=self.spec.cache_mib << 20, precision=self.spec.precision,
             channels_last=self.spec.channels_last,
             show_progress=self.show_progress, counters=self.counters,
             stream=self.spec.stream, order=plan.order,
+            shared=self.shared, group=group_key(plan.protocol),
         )
         out = run_cell(inputs)
         outputs = self._keep_outputs(plan, out) if self.cache is not None else {}
@@ -315,16 +366,24 @@ class Benchmark:
         return {**digests, **self._source_val_in_cache(plan.protocol)}
 
     def _source_val_in_cache(self, protocol: dict[str, Any]) -> dict[str, str]:
-        """The source-val entries of this process's model (stored once per process)."""
+        """The entries of this model's source-val outputs in each view (the ``adapted`` view's
+        is the cell's adapter's reference, ``source_val_adapted``), each stored once per
+        process."""
         assert self.cache is not None
-        if self._source_val_entries is None:
-            self._source_val_entries = {}
-            batch = max(self.spec.batch_size, self.spec.stream.stats_window)
-            for view, val in (("source", self.source_val()), ("bn", self.source_val_bn())):
-                if val is not None:
-                    record = source_val_record(protocol, view, batch, val.features is not None)
-                    self._source_val_entries[f"source_val:{view}"] = self.cache.put(record, val)
-        return dict(self._source_val_entries)
+        adapter = protocol["adapter"]["name"]
+        batch = max(self.spec.batch_size, self.spec.stream.stats_window)
+        found = {}
+        for view, name, compute in (
+                ("source", "source", self.source_val), ("bn", "bn", self.source_val_bn),
+                ("adapted", f"adapted:{adapter}", lambda: self.source_val_adapted(adapter))):
+            if name not in self._source_val_entries:
+                val = compute()
+                if val is None:
+                    continue
+                record = source_val_record(protocol, view, batch, val.features is not None)
+                self._source_val_entries[name] = self.cache.put(record, val)
+            found[f"source_val:{view}"] = self._source_val_entries[name]
+        return found
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
               **body: Any) -> Cell:

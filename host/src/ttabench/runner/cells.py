@@ -5,8 +5,9 @@ continual, gradual or mixed stream, a sequence of them. Its key is the first 16 
 the SHA-256 of the canonical JSON of its protocol record (``cell_key``): everything that decides
 its numbers (suite and its options and record, split, the stream and its order, model id and
 weights hash, adapter and its resolved parameters, estimator parameters and plugin versions,
-batch size, steps, seed, torch version, device type, and the intra-op thread count on the
-CPU). Where the data and the
+batch size, steps, seed, torch version, device type, the intra-op thread count on the CPU,
+and on CUDA the GPU model, CUDA and cuDNN versions, TF32 and determinism settings:
+``ttabench.runner.device_facts``). Where the data and the
 weights live is no such fact: the key holds their identity (names relative to the data folder,
 sizes, digests, the weights hash) and ``locations`` puts the absolute paths (the suite's
 ``location()`` and ``location_options``, the model spec and its files) beside the key, in the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -87,6 +89,13 @@ def cell_key(protocol: dict[str, Any]) -> str:
     if protocol.get("stream") == DEFAULT_STREAM_RECORD:
         protocol = {k: v for k, v in protocol.items() if k != "stream"}
     return protocol_key(protocol)
+
+
+def group_key(protocol: dict[str, Any]) -> str:
+    """The key of a cell's group: ``protocol_key`` of its protocol without the adapter. Cells
+    of one group read the same images in the same order and share their adapter-independent
+    work (``ttabench.runner.shared``)."""
+    return protocol_key({k: v for k, v in protocol.items() if k != "adapter"})
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -154,6 +163,8 @@ def library_versions() -> dict[str, str | None]:
 def environment_record(device: torch.device) -> dict[str, Any]:
     """Facts recorded beside the protocol: versions, git revision, machine, device."""
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if device.type == "cuda" else None
     return {"versions": library_versions(), "git_revision": git_revision(),
             "device": str(device), "device_name": device_name, "machine": platform.machine(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            **({"cuda_visible_devices": visible} if visible is not None else {})}

@@ -36,12 +36,19 @@ from ttabench.runner.config import (
     names,
     override_notes,
 )
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions
+from ttabench.runner.device_facts import configure_device, device_facts, device_line
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.preflight import check_pool_estimators, check_ray_address, resolve_device
+from ttabench.runner.preflight import (
+    check_pool_estimators,
+    check_ray_address,
+    planned_device,
+    resolve_device,
+)
 from ttabench.runner.rescore import score_from_cache, write_cells
-from ttabench.runner.resources import cpu_cores, resolve_jobs
+from ttabench.runner.resources import cpu_cores, default_workers, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
-from ttabench.spec import RunSpec, ScoringSpec, given_options, option, shown, spec_options
+from ttabench.spec import PRECISIONS, RunSpec, ScoringSpec, given_options, option, shown, spec_options
 
 
 def check_given(given: dict[str, Any]) -> None:
@@ -157,10 +164,13 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
         if dry_run:
             click.echo("\n".join(presets.describe(protocol_preset, spec)))
         spec.preset = presets.check(protocol_preset, spec, allow_deviation)
-    if executor == "ray" and spec.device is None:
-        gpus = float(config.data.get("executor", {}).get("ray", {}).get("num_gpus", 0))
-        spec.device = "cuda" if gpus > 0 else "cpu"
-    n_jobs = resolve_jobs(spec.jobs, resolve_device(spec.device).type, cpu_cores())
+    local = executor != "ray"  # Ray tasks find their device on their own node
+    if not local:
+        from ttabench.runner.ray_executor import task_device
+
+        spec.device = task_device(spec.device, config.data.get("executor", {}).get("ray", {}))
+    device_type = (resolve_device(spec.device) if local else planned_device(spec.device)).type
+    n_jobs = resolve_jobs(spec.jobs, device_type, cpu_cores())
     spec.jobs = n_jobs if executor == "local" else 1
     out = Path(str(given.get("output") or config.run["output"]))
     if quick and not given.get("output"):
@@ -178,7 +188,7 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
 
         check_pools(spec)
         lines = []
-        for bench in load_benchmarks(spec, show_progress=False):
+        for bench in load_benchmarks(spec, show_progress=False, runs_cells=local):
             lines += describe(bench, bench.plan())
         print_overrides(config, given, spec.suite, examples)
         click.echo("\n".join(lines))
@@ -186,7 +196,9 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     with RunFolder.claim(out, shard_of) as folder:
         check_pools(spec)  # after the claim: a run into a folder in use is refused at once
         t = time.perf_counter()
-        benches = load_benchmarks(spec, show_progress=True)
+        benches = load_benchmarks(spec, show_progress=True, runs_cells=local)
+        first = benches[0]
+        click.echo(f"device: {device_line(first.device, first.device_facts, first.threads)}")
         setup_time = time.perf_counter() - t
         plans = {bench.spec.model: bench.plan() for bench in benches}
         every = [plan for model_plans in plans.values() for plan in model_plans]
@@ -238,11 +250,12 @@ def check_pools(spec: RunSpec) -> None:
                           spec.model_list, spec.logit_cache, spec.steps, spec.stream)
 
 
-def load_benchmarks(spec: RunSpec, show_progress: bool) -> list[Benchmark]:
+def load_benchmarks(spec: RunSpec, show_progress: bool, runs_cells: bool) -> list[Benchmark]:
     """One loaded ``Benchmark`` per model of the run, in order (the suite loaded once)."""
     benches: list[Benchmark] = []
     for model in spec.model_list:
         benches.append(Benchmark(spec.for_model(model), show_progress=show_progress,
+                                 runs_cells=runs_cells,
                                  suite=benches[0].suite if benches else None))
     return benches
 
@@ -278,9 +291,14 @@ def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: Run
 
         backend = RayBackend(ray_address, config.data.get("executor", {}).get("ray", {}))
     elif jobs > 1 and len(todo) > 1:
-        from ttabench.runner.pool import PoolBackend
+        from ttabench.runner.pool import PoolBackend, visible_gpus, worker_gpus
 
-        backend = PoolBackend(jobs=min(jobs, len(todo)))
+        gpus = []
+        if bench.device.type == "cuda":
+            visible = visible_gpus()
+            gpus = worker_gpus(bench.device, visible,
+                               [torch.cuda.get_device_name(i) for i in range(len(visible))])
+        backend = PoolBackend(jobs=min(jobs, len(todo)), gpus=gpus)
     else:
         backend = LocalBackend()
     return run_cells(bench, todo, out, backend, retries=retries)
@@ -387,6 +405,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     from ttabench.runner.execute import CellInputs, run_cell
     from ttabench.runner.preflight import (
         check_adapter_setup,
+        check_compute_options,
         check_split_size,
         check_steps,
         resolve_device,
@@ -418,6 +437,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     if len(spec.model_list) > 1:
         raise TTABenchError(f"estimate takes one --model, got {len(spec.model_list)} "
                             f"({', '.join(spec.model_list)})")
+    check_compute_options(dev, spec.precision, spec.channels_last, PRECISIONS)
+    configure_device(dev, spec.deterministic)
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
     if isinstance(est, PoolEstimator):
         raise TTABenchError(f"{name} compares models: it needs a run of several models on "
@@ -432,7 +453,8 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     adapter_params = spec.adapter_params.get(adapter_name, {})
     loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
     try:
-        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes})
+        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes,
+                               "precision": spec.precision})
     except TTABenchError as err:
         raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
                             f"this model (see `ttabench fit`)") from None
@@ -442,12 +464,20 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     suite = FolderSuite(folder, loaded.num_classes, str(data))
     adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
     check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
+    # the folder is decoded once for every seed (within the cache's budget), by loader workers
+    probe = est.plan().probe_size if isinstance(est, TrajectoryEstimator) else 0
+    decoded = DecodedCache(len(folder), spec.cache_mib << 20, keep_first=probe)
+    workers = spec.num_workers
+    if workers is None:
+        workers = default_workers(cpu_cores(), 1, streams_from_disk=True)
+    loader = LoaderOptions(workers=workers, pin_memory=dev.type == "cuda")
     values, estimates = [], []
     for s in seeds:
         out = run_cell(CellInputs(
             suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=adapter_cls,
             adapter_params=adapter_params, estimators={name: est},
-            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev,
+            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev, loader=loader,
+            decoded=decoded, precision=spec.precision, channels_last=spec.channels_last,
             show_progress=not as_json, labelled=False))
         view = est.view if isinstance(est, StaticEstimator) else None
         result = out.result(name, view or est.target)
@@ -468,6 +498,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
         "interval": seed_interval(estimates),
         "estimates": estimates, "params": est.params(),
         "trajectory": isinstance(est, TrajectoryEstimator),
+        "device": device_line(dev, device_facts(dev), torch.get_num_threads()),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -478,4 +509,5 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
                    f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
                    f"on {len(folder)} images of {data}"
                    + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
+        click.echo(f"device: {report['device']}", err=True)
     sys.stdout.flush()

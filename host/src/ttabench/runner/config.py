@@ -37,7 +37,14 @@ from typing import Any
 from ttabench import registry
 from ttabench.errors import TTABenchError
 from ttabench.models.pools import expand_models
-from ttabench.spec import RunSpec, ScoringSpec, StreamSpec, config_defaults, option
+from ttabench.spec import (
+    STREAM_OPTIONS,
+    RunSpec,
+    ScoringSpec,
+    StreamSpec,
+    config_defaults,
+    option,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -361,9 +368,9 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
     if n_examples is not None:
         suite_options["n_examples"] = n_examples
     stream = dict(run.get("stream") or {})
-    for name in ("stream", "window", "steps_per_split", "order_seed", "delta", "stats_window"):
-        if given.get(name) not in (None, (), []):
-            stream[option(name).path[-1]] = value(name)
+    for opt in STREAM_OPTIONS:
+        if given.get(opt.name) not in (None, (), []):
+            stream[opt.path[-1]] = value(opt.name)
     threads = value("threads")
     stream_spec = StreamSpec.from_table(stream)
     models = expand_models(names(value("model")))
@@ -391,6 +398,7 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
         cache_mib=int(value("cache_mib")),
         precision=str(value("precision")),
         channels_last=bool(value("channels_last")),
+        deterministic=bool(value("deterministic")),
         model_options={**({"trust_pickle": True} if trust_pickle else {}),
                        **({"trust_torchscript": True} if trust_torchscript else {})},
         baselines=roster if baselines else [],

@@ -43,7 +43,8 @@ class DecodedCache:
     """Decoded images (any dtype, one shape) and the labels of a split, by dataset index.
 
     ``slot[i]`` is the row of image ``i`` in the storage, or -1 when it is not kept. Labels are
-    kept for every image added (8 bytes each, not counted in the budget).
+    kept for every image added (8 bytes each, not counted in the budget). One cache may serve
+    several cells of the same split (``ttabench estimate``'s seeds).
     """
 
     def __init__(self, n: int, budget_bytes: int, keep_first: int = 0) -> None:
@@ -57,9 +58,11 @@ class DecodedCache:
         self._storage: torch.Tensor | None = None
 
     def add(self, indices: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Record a decoded batch: its labels, and as many of its images as the budget (plus
-        the first ``keep_first`` images ever added) allows."""
-        self.labels[indices] = labels
+        """Record a decoded batch: its labels, and as many of its images not kept yet as the
+        budget (plus the first ``keep_first`` images ever added) allows."""
+        self.labels[indices] = torch.as_tensor(labels, dtype=torch.long)
+        new = self.slot[indices] < 0
+        indices, images = indices[new], images[new]
         per_image = images[0].numel() * images.element_size() if len(images) else 0
         room = max(self.keep_first - self.added, 0)
         if per_image:
@@ -85,9 +88,18 @@ class DecodedCache:
             self.rows = [self._storage]
         return self._storage
 
+    def gather(self, indices: torch.Tensor, pin: bool) -> torch.Tensor:
+        """The kept images at ``indices`` as one batch, in pinned host memory when ``pin`` (a
+        copy to the GPU then need not wait: ``ttabench.runner.compute.batch_to_device``)."""
+        storage = self.storage()
+        out = torch.empty((len(indices), *storage.shape[1:]), dtype=storage.dtype,
+                          pin_memory=pin)
+        return torch.index_select(storage, 0, self.slot[indices], out=out)
+
 
 class StreamReader:
-    """Batches of a split by index: from the cache where it holds them, else decoded.
+    """Batches of a split by index: from the cache where it holds them, else decoded through
+    the loader (worker processes when ``options.workers``: never on the main thread then).
 
     ``decodes`` counts images read from the dataset through this reader.
     """
@@ -97,34 +109,38 @@ class StreamReader:
         self.decodes = 0
 
     def fill(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Decode every index batch (the first read of a split), add it to the cache, and yield
-        ``(images, labels)`` as the dataset gives them."""
-        for idx, (images, labels) in zip(index_batches, self.options.loader(
-                self.dataset, [i.tolist() for i in index_batches])):
-            self.decodes += len(idx)
-            yield images, labels
-            self.cache.add(idx, images, labels)
+        """``batches`` that add what they decode to the cache (the first read of a split)."""
+        return self.batches(index_batches, keep=True)
 
-    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(images, labels)`` for each index batch, in order; images keep the dataset's dtype."""
+    def batches(self, index_batches: list[torch.Tensor],
+                keep: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, labels)`` for each index batch, in order; images keep the dataset's
+        dtype (in pinned memory where the options pin). Images the cache lacks are decoded
+        (and, with ``keep``, added to it after their batch was used)."""
+        pin = self.options.pin_memory
         hits = [self.cache.slot[idx] >= 0 for idx in index_batches]
         missing = [idx[~hit].tolist() for idx, hit in zip(index_batches, hits)]
         needed = [m for m in missing if m]
         decoded = iter(self.options.loader(self.dataset, needed)) if needed else iter(())
         for idx, hit, miss in zip(index_batches, hits, missing):
-            labels = self.cache.labels[idx]
             if not miss:
-                yield self.cache.storage()[self.cache.slot[idx]], labels
+                yield self.cache.gather(idx, pin), self.cache.labels[idx]
                 continue
-            images, _ = next(decoded)
+            images, got = next(decoded)
+            got = torch.as_tensor(got)
             self.decodes += len(miss)
             if len(miss) == len(idx):
-                yield images, labels
-                continue
-            merged = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype)
-            merged[hit] = self.cache.storage()[self.cache.slot[idx[hit]]]
-            merged[~hit] = images
-            yield merged, labels
+                yield images, got
+            else:
+                merged = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype,
+                                     pin_memory=pin)
+                merged[hit] = self.cache.gather(idx[hit], False)
+                merged[~hit] = images
+                labels = self.cache.labels[idx]
+                labels[~hit] = got.long()
+                yield merged, labels
+            if keep:
+                self.cache.add(idx[~hit], images, got)
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` as one batch."""

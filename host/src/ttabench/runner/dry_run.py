@@ -9,6 +9,7 @@ from typing import Any
 from ttabench.api import TrajectoryEstimator
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan
+from ttabench.runner.device_facts import device_line
 
 
 def _fmt(params: dict[str, Any]) -> str:
@@ -40,13 +41,15 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
         + (f", {len(suite.label_sets)} label sets" if suite.label_sets else "")
         + f", source val: {'yes' if suite.source_val() is not None else 'none'}",
         f"model {model.model_id} ({model.num_classes} classes, weights {model.weights_hash[:16]}), "
-        f"device {bench.device}",
+        f"device {device_line(bench.device, bench.device_facts, bench.threads)}",
         f"batch size {spec.batch_size}, seeds {spec.seeds}, steps {facts['steps']} "
         f"(--steps {spec.steps}; checkpoints {facts['checkpoints']})",
         f"probe: {facts['probe_size']} images, draw {facts['probe_draw']}, chunk {facts['chunk']}",
         f"stream {spec.stream.name}: window {spec.stream.window} steps"
         + ("" if spec.stream.resets else
            f", {spec.stream.steps_per_split or 'one pass of'} steps per split")
+        + (", splits in the suite's order" if spec.stream.split_order == "suite" else "")
+        + ("" if spec.stream.shuffle else ", each split in the files' order (not shuffled)")
         + (f", delta {spec.stream.delta}" if spec.stream.correlated else "")
         + (f", batch statistics over the last {spec.stream.stats_window} images"
            if spec.stream.stats_window > spec.batch_size else ""),

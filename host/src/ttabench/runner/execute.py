@@ -22,12 +22,13 @@ adaptation's batches. The order of work (see ``ttabench.api`` for the contracts)
 3. per window of ``W`` steps, the online accuracy and every estimator's estimate of it
    (``ttabench.runner.windows``).
 
-Every static estimator is computed once per view (``ttabench.runner.views``).
+Every static estimator is computed once per view (``ttabench.runner.views``). Step 1 and the
+static estimates in the ``source`` and ``bn`` views do not depend on the adapter: they are
+computed once per group of cells that differ only in it and reused (``ttabench.runner.shared``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -49,13 +50,19 @@ from ttabench.api import (
     Suite,
     TrajectoryContext,
     TrajectoryEstimator,
-    to_unit_float,
 )
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import (
+    HostCopies,
+    batch_to_device,
+    compute_context,
+    first_non_finite_row,
+    prepare_model,
+)
 from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
 from ttabench.runner.first_snapshot import step0_snapshot
 from ttabench.runner.passes import (
-    FeatureHook,
+    StepFeatures,
     accuracy,
     check_finite,
     check_label_range,
@@ -67,17 +74,11 @@ from ttabench.runner.preflight import check_split_size
 from ttabench.runner.stream import source_batches, stream_start
 from ttabench.records import ViewResult, WindowRecord
 from ttabench.runner.small_batch import SlidingWindow
+from ttabench.runner.shared import RandomState, SharedCache, SharedWork
 from ttabench.runner.streams import CellStream, cell_stream
 from ttabench.runner.views import View, estimate_views, safe_result
 from ttabench.runner.windows import static_windows, trajectory_windows, window_accuracy
 from ttabench.spec import RunSpec, StreamSpec
-
-
-def compute_context(inputs: CellInputs) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bfloat16 on CUDA when ``precision == "bf16"``, else nothing."""
-    if inputs.precision == "bf16":
-        return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -103,9 +104,15 @@ class CellInputs:
     device: torch.device
     source_val: Outputs | None = None
     source_val_bn: Outputs | None = None
+    #: Source val as the adapter sees it before adapting: the ``adapted`` view's reference
+    #: (``Adapter.source_val_reference``, ``Benchmark.source_val_adapted``).
+    source_val_adapted: Outputs | None = None
     source_data: Dataset | None = None
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     cache_bytes: int = RunSpec.cache_mib << 20
+    #: A cache of the stream's decoded images shared with other cells of the same stream (its
+    #: own budget applies); None: the cell makes its own, of ``cache_bytes``.
+    decoded: DecodedCache | None = None
     precision: str = "fp32"
     channels_last: bool = False
     show_progress: bool = False
@@ -115,6 +122,10 @@ class CellInputs:
     #: stream reads, in order (None: ``[split]``).
     stream: StreamSpec = field(default_factory=StreamSpec)
     order: list[SplitSpec] | None = None
+    #: Where the adapter-independent work of the cell's group (``group``, the cell's key
+    #: without its adapter) is kept between cells; None: computed for this cell alone.
+    shared: SharedCache | None = None
+    group: str | None = None
 
 
 def _count(inputs: CellInputs, name: str) -> None:
@@ -166,21 +177,31 @@ class Trajectory:
     online_rows: torch.Tensor | None = None
 
 
-def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
-    """The cell's adapter on a fresh copy of the model (with its source data when it takes
-    some), inside the sliding window of ``stats_window`` images when batches are smaller."""
-    model = copy.deepcopy(inputs.model.module).to(inputs.device)
-    params = dict(inputs.adapter_params)
+def build_adapter(cls: type[Adapter], module: torch.nn.Module, params: dict[str, Any],
+                  device: torch.device, source_data: Dataset | None, batch_size: int,
+                  seed: int, loader: LoaderOptions) -> tuple[Adapter, dict[str, Any] | None]:
+    """``cls`` on a fresh copy of ``module`` (with its source data, ``source_batches`` drawn
+    with ``seed``, when it takes some) and the facts of that data."""
+    model = copy.deepcopy(module).to(device)
+    params = dict(params)
     source_facts = None
-    if inputs.adapter_cls.source_data_param:
-        if inputs.source_data is None:
-            raise TTABenchError(f"adapter {inputs.adapter_cls.name!r} needs the suite's labelled "
+    if cls.source_data_param:
+        if source_data is None:
+            raise TTABenchError(f"adapter {cls.name!r} needs the suite's labelled "
                                 "source-validation split")
         batches_of_source, source_facts = source_batches(
-            inputs.source_data, inputs.adapter_cls.source_data_samples, inputs.batch_size,
-            inputs.seed)
-        params[inputs.adapter_cls.source_data_param] = batches_of_source
-    adapter = inputs.adapter_cls(model, **params)
+            source_data, cls.source_data_samples, batch_size, seed, loader)
+        params[cls.source_data_param] = batches_of_source
+    return cls(model, **params), source_facts
+
+
+def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
+    """The cell's adapter (``build_adapter``), inside the sliding window of ``stats_window``
+    images when batches are smaller."""
+    adapter, source_facts = build_adapter(inputs.adapter_cls, inputs.model.module,
+                                          inputs.adapter_params, inputs.device,
+                                          inputs.source_data, inputs.batch_size, inputs.seed,
+                                          inputs.loader)
     if inputs.stream.stats_window > inputs.batch_size:
         adapter = SlidingWindow(adapter, inputs.stream.stats_window)
     return adapter, source_facts
@@ -198,14 +219,15 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     epoch_order = stream.epoch
     probe_idx = epoch_order[: min(probe.size, len(epoch_order))]
-    probe_images = reader.take(probe_idx) if probe.size else None
+    # the probe stays on the device, as the dataset gives it (uint8: a quarter of float32)
+    probe_images = reader.take(probe_idx).to(inputs.device) if probe.size else None
     adapter, source_facts = _adapter(inputs)
     for est in trajectory.values():
         est.reset()
 
     def predict(part_rows: slice) -> torch.Tensor:
         assert probe_images is not None
-        part = to_unit_float(probe_images[part_rows]).to(inputs.device)
+        part = batch_to_device(probe_images[part_rows], inputs.device, inputs.channels_last)
         return restrict(adapter.predict(part), class_subset).float().cpu()
 
     def snapshot(step: int) -> None:
@@ -226,27 +248,28 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
     snapshot(0)
     record = WindowRecord(window=inputs.stream.window)
     resets = int(adapter.counters().get("resets", 0))
-    online_logits: list[torch.Tensor] = []
-    online_features: list[torch.Tensor] | None = [] if want_features else None
+    # no step waits for the device: outputs come back without a wait (HostCopies) and are
+    # checked and counted once the trajectory has run
+    online_logits = HostCopies()
+    online_features: HostCopies | None = HostCopies() if want_features else None
+    labels: list[torch.Tensor] = []
     progress = tqdm(total=len(stream.steps), desc=f"adapt {inputs.split.name}", leave=False,
                     disable=not inputs.show_progress)
     for step, (x, y) in enumerate(reader.batches(stream.steps), start=1):
-        x = to_unit_float(x).to(inputs.device)
+        x = batch_to_device(x, inputs.device, inputs.channels_last)
         for est in trajectory.values():
             est.before_step(step, x, adapter, class_subset)
-        hook = FeatureHook(adapter.model, inputs.model.classifier if online_features is not None
-                           else None)
+        hook = StepFeatures(adapter, inputs.model.classifier if online_features is not None
+                            else None, online_features, len(x))
         try:
             raw = adapter(x)
         finally:
-            features = hook.close()
-        if online_features is not None:  # kept only when the step ran one forward pass
-            online_features = (online_features + [features]
-                               if features is not None and len(features) == len(x) else None)
+            hook.remove()
+        if online_features is not None and not hook.usable():
+            online_features = None  # a step without the declared features (feature_call None)
         logits = restrict(raw, class_subset)
-        online_logits.append(logits.detach().float().cpu())
-        check_finite(logits, f"the adapter at step {step}")
-        record.correct_per_step.append(int(correct(logits, y, inputs.suite.label_sets).sum()))
+        online_logits.add(logits)
+        labels.append(y)
         record.images_per_step.append(len(y))
         record.segment_per_step.append(stream.segments[step - 1])
         now = int(adapter.counters().get("resets", 0))
@@ -259,6 +282,14 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         progress.update(1)
     progress.close()
     _count(inputs, "trajectory")
+    logits_seen = online_logits.gather()
+    if logits_seen is not None:
+        if (bad := first_non_finite_row(logits_seen)) is not None:
+            step_of_row = int(np.searchsorted(np.cumsum(record.images_per_step), bad, "right")) + 1
+            check_finite(logits_seen[bad:bad + 1], f"the adapter at step {step_of_row}")
+        right = correct(logits_seen, torch.cat(labels), inputs.suite.label_sets)
+        record.correct_per_step = [int(part.sum()) for part in right.split(record.images_per_step)]
+    features_seen = online_features.gather() if online_features is not None else None
     context = TrajectoryContext(
         num_classes=source_logits.shape[1],
         steps_run=len(stream.steps),
@@ -268,12 +299,13 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         model_id=inputs.model.model_id,
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
+        precision=inputs.precision,
     )
     online = online_rows = None
-    if online_logits:
-        online_rows = rows[torch.cat(stream.steps[: len(online_logits)])]
-        online = Outputs(logits=torch.cat(online_logits), frozen_logits=source_logits[online_rows],
-                         features=torch.cat(online_features) if online_features else None)
+    if logits_seen is not None:
+        online_rows = rows[torch.cat(stream.steps[: len(labels)])]
+        online = Outputs(logits=logits_seen, frozen_logits=source_logits[online_rows],
+                         features=features_seen)
     seen = sum(record.images_per_step)
     results = {name: safe_result(lambda est=est: est.compute(context))
                for name, est in trajectory.items()}  # window_results come after compute
@@ -332,20 +364,12 @@ def stats_batch(inputs: CellInputs) -> int:
     return max(inputs.batch_size, inputs.stream.stats_window)
 
 
-def run_cell(inputs: CellInputs) -> CellOutput:
-    """Execute one cell and return its targets, estimator results, adapter facts and timings."""
+def _shared_work(inputs: CellInputs, active: dict[str, Estimator], probe: ProbeSetup,
+                 adapts: bool, steps: int) -> SharedWork:
+    """The cell's adapter-independent work (``ttabench.runner.shared``): its stream, the source
+    and bn passes from one read of each image, the ``source`` and ``bn`` targets and views, and
+    every static estimate in those views."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    seed_everything(inputs.seed)
-    skipped = {name: reason for name, est in inputs.estimators.items()
-               if (reason := _skip_reason(est, inputs))}
-    active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
-    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
-    probe = probe_setup(trajectory)
-    adapts = bool(trajectory or inputs.steps) or not inputs.stream.resets
-    steps = max([inputs.steps, *probe.wanted.keys()])
-    if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
-        steps = -1
     stream = cell_stream(inputs.stream, inputs.suite, inputs.order or [inputs.split], inputs.seed,
                          inputs.batch_size, steps if adapts else 0, stream_start(probe.draw),
                          inputs.loader)
@@ -355,17 +379,15 @@ def run_cell(inputs: CellInputs) -> CellOutput:
         raise TTABenchError(f"the stream has {len(stream.steps)} steps, fewer than the last "
                             f"checkpoint ({max(probe.wanted)}) an estimator needs")
     want_features = any("features" in est.needs for est in active.values())
-    module = inputs.model.module.to(inputs.device)
-    if inputs.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    module = prepare_model(inputs.model.module, inputs.device, inputs.channels_last)
 
     t = time.perf_counter()
-    cache = DecodedCache(stream.size, inputs.cache_bytes if adapts else 0,
-                         keep_first=probe.size if adapts else 0)
+    cache = inputs.decoded if inputs.decoded is not None else DecodedCache(
+        stream.size, inputs.cache_bytes if adapts else 0, keep_first=probe.size if adapts else 0)
     reader = StreamReader(stream.dataset, cache, inputs.loader)
-    with compute_context(inputs):
+    with compute_context(inputs.precision, inputs.device):
         passes = split_passes(module, reader, stream.epoch, stats_batch(inputs), inputs.device,
-                              classifier=inputs.model.classifier, want_features=want_features,
+                              channels_last=inputs.channels_last, classifier=inputs.model.classifier, want_features=want_features,
                               class_subset=inputs.suite.class_subset,
                               what=f"the source model on split {inputs.split.name!r}")
     _count(inputs, "source_pass")
@@ -379,7 +401,6 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     # the passes' rows are the epoch's images by index: rows[i] is image i's row
     rows = torch.full((stream.size,), -1, dtype=torch.long)
     rows[torch.sort(stream.epoch).values] = torch.arange(n)
-    static = {name: est for name, est in active.items() if isinstance(est, StaticEstimator)}
     targets: dict[str, float | None] = {"source": None, "bn": None}
     if inputs.labelled:
         targets["source"] = accuracy(passes.source.logits, labels, inputs.suite.label_sets)
@@ -393,10 +414,46 @@ def run_cell(inputs: CellInputs) -> CellOutput:
                                  frozen_logits=source_logits),
                    inputs.source_val_bn if passes.bn is not passes.source else inputs.source_val),
     }
-
     t = time.perf_counter()
-    per_view = estimate_views(static, views)
+    static = estimate_views(_static(active), views)
     timings["static_estimators"] = time.perf_counter() - t
+    return SharedWork(stream=stream, cache=cache, passes=passes, rows=rows, targets=targets,
+                      views=views, static=static, timings=timings, decodes=reader.decodes,
+                      random_state=RandomState.now())
+
+
+def _static(estimators: dict[str, Estimator]) -> dict[str, StaticEstimator]:
+    return {name: est for name, est in estimators.items() if isinstance(est, StaticEstimator)}
+
+
+def run_cell(inputs: CellInputs) -> CellOutput:
+    """Execute one cell and return its targets, estimator results, adapter facts and timings.
+
+    The adapter-independent work comes from ``inputs.shared`` when a cell of the same group
+    (``inputs.group``) computed it, else is computed here (and kept there)."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    seed_everything(inputs.seed)
+    skipped = {name: reason for name, est in inputs.estimators.items()
+               if (reason := _skip_reason(est, inputs))}
+    active = {name: est for name, est in inputs.estimators.items() if name not in skipped}
+    trajectory = {name: est for name, est in active.items() if isinstance(est, TrajectoryEstimator)}
+    probe = probe_setup(trajectory)
+    adapts = bool(trajectory or inputs.steps) or not inputs.stream.resets
+    steps = max([inputs.steps, *probe.wanted.keys()])
+    if steps == 0 and trajectory:  # step-only estimators and no --steps: one epoch
+        steps = -1
+    shared = inputs.shared if inputs.shared is not None else SharedCache()
+    work, computed = shared.get(inputs.group,
+                                lambda: _shared_work(inputs, active, probe, adapts, steps))
+    work.random_state.restore()  # as right after the passes, computed here or not
+    timings.update(work.timings if computed else dict.fromkeys(work.timings, 0.0))
+    stream, targets = work.stream, dict(work.targets)
+    n = len(stream.epoch)
+    reader = StreamReader(stream.dataset, work.cache, inputs.loader)
+    static = _static(active)
+    want_features = any("features" in est.needs for est in active.values())
+    per_view = work.static_results()
 
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
                                   "probe_draw": None, "adapter_params": {},
@@ -404,14 +461,14 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     results: dict[str, ViewResult] = {}
     windows: dict[str, list[ViewResult]] = {}
     record = None
-    outputs = {name: view.target for name, view in views.items()}
+    outputs = {name: view.target for name, view in work.views.items()}
     online_rows = None
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
-        with compute_context(inputs):
-            run = _trajectory(inputs, reader, stream, rows, source_logits, trajectory, probe,
-                              want_features, passes.bn.logits)
+        with compute_context(inputs.precision, inputs.device):
+            run = _trajectory(inputs, reader, stream, work.rows, work.passes.source.logits,
+                              trajectory, probe, want_features, work.passes.bn.logits)
         timings["adaptation"] = time.perf_counter() - t
         adaptation, results, windows, record = run.adaptation, run.results, run.windows, run.steps
         if inputs.labelled:
@@ -419,10 +476,10 @@ def run_cell(inputs: CellInputs) -> CellOutput:
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
             outputs["adapted"], online_rows = run.online, run.online_rows
-            adapted_view = View("adapted", run.online, views["bn"].source_val)
+            adapted_view = View("adapted", run.online, inputs.source_val_adapted)
             t = time.perf_counter()
             for name, by_view in estimate_views(
-                    {k: e for k, e in static.items() if e.view is None},
+                    {k: e for k, e in static.items() if e.view in (None, "adapted")},
                     {"adapted": adapted_view}).items():
                 per_view[name].update(by_view)
             windows.update(static_windows(static, adapted_view, record))
@@ -430,12 +487,14 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     adapted = adaptation.pop("adapted")
     targets["adapted"] = adapted if inputs.labelled else None
     timings["total"] = time.perf_counter() - start
+    decodes = reader.decodes + (work.decodes if computed else 0)
     return CellOutput(
         n_examples=n,
         data={"skipped_files": sum(inputs.suite.skipped_files.get(s.name, 0)
                                    for s in stream.splits),
-              "decodes": reader.decodes, "decodes_per_image": reader.decodes / n,
-              "cached_images": cache.cached, "cache_bytes_used": cache.used_bytes,
+              "passes": "computed" if computed else "reused",
+              "decodes": decodes, "decodes_per_image": decodes / n,
+              "cached_images": work.cache.cached, "cache_bytes_used": work.cache.used_bytes,
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
         adaptation=adaptation, timings=timings, windows=windows, steps=record,

@@ -14,7 +14,9 @@ decides its numbers. A cell records its entries' digests in ``Cell.outputs``. Th
   parameters, the steps, and the trajectory estimators, whose checkpoints decide how long
   adaptation runs, all decide the online logits);
 - source val through the frozen (``source_val:source``) or batch-statistics
-  (``source_val:bn``, with its batch) model: the suite, the model and the compute facts;
+  (``source_val:bn``, with its batch) model, or as the cell's adapter gives it before adapting
+  (``source_val:adapted``, the ``adapted`` view's reference, with the adapter): the suite, the
+  model and the compute facts;
 
 and every record says whether the entry holds penultimate features.
 
@@ -52,7 +54,7 @@ UNKEYED = ("data_path", "preset")
 #: Protocol facts the ``source`` and ``bn`` passes do not depend on (they run first).
 ADAPTATION_FACTS = ("adapter", "steps", "estimators")
 #: The facts a source-val pass depends on.
-SOURCE_VAL_FACTS = ("suite", "model", "compute", "device_type", "threads", "torch")
+SOURCE_VAL_FACTS = ("suite", "model", "compute", "device_type", "cuda", "threads", "torch")
 
 
 def entry_digest(record: dict[str, Any]) -> str:
@@ -76,11 +78,19 @@ def view_record(protocol: dict[str, Any], view: str, trajectory: Iterable[str],
 
 def source_val_record(protocol: dict[str, Any], view: str, batch: int,
                       features: bool) -> dict[str, Any]:
-    """The key record of source val through the ``view`` model (``source``: frozen;
-    ``bn``: batch statistics in batches of ``batch``)."""
+    """The key record of source val in ``view``: through the frozen model (``source``), the
+    batch-statistics model in batches of ``batch`` (``bn``), or as the cell's adapter gives it
+    before adapting (``adapted``: its ``source_val_reference``, so the adapter and its
+    parameters are keyed too); always batched in the seeded reference order
+    (``ttabench.runner.views.reference_record``)."""
+    from ttabench.runner.views import reference_record
+
     facts = {k: protocol.get(k) for k in SOURCE_VAL_FACTS}
+    facts["reference"] = reference_record()
     if view != "source":
         facts["batch"] = batch
+    if view == "adapted":
+        facts["adapter"] = protocol.get("adapter")
     return {"schema": CACHE_SCHEMA, "view": f"source_val:{view}", "features": features,
             "protocol": facts}
 

@@ -13,14 +13,16 @@ model's outputs do not depend on order, so they are put back in dataset order af
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ttabench.api import Outputs, to_unit_float
+from ttabench.api import Adapter, Outputs, to_unit_float
 from ttabench.errors import TTABenchError
+from ttabench.runner.compute import HostCopies, batch_to_device
 from ttabench.runner.decoded_cache import StreamReader
 from ttabench.runner.stream import batches_of
 
@@ -77,29 +79,73 @@ def check_finite(logits: torch.Tensor, what: str) -> None:
 
 
 class FeatureHook:
-    """Captures the input of a module (the classifier head) on every forward call."""
+    """Collects the input of a module (the classifier head) on every forward call, flattened,
+    into ``copies`` (``HostCopies``: no wait for the device per call); ``rows`` counts them."""
 
-    def __init__(self, model: nn.Module, classifier: str | None) -> None:
-        self.features: list[torch.Tensor] = []
+    def __init__(self, model: nn.Module, classifier: str | None,
+                 copies: HostCopies | None = None) -> None:
+        self.copies = copies if copies is not None else HostCopies()
+        self.rows = 0
         self.handle = None
         if classifier is not None:
             module = model.get_submodule(classifier)
             self.handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self.features.append(inputs[0].detach().flatten(1).float().cpu())
+        self.copies.add(inputs[0].flatten(1))
+        self.rows += len(inputs[0])
 
-    def close(self) -> torch.Tensor | None:
+    def remove(self) -> None:
+        """Stop collecting."""
         if self.handle is not None:
             self.handle.remove()
-        return torch.cat(self.features) if self.features else None
+
+    def close(self) -> torch.Tensor | None:
+        """Stop collecting; every feature row collected (None when there was none)."""
+        self.remove()
+        return self.copies.gather()
 
 
-def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+class StepFeatures(FeatureHook):
+    """During one adaptation step on ``batch`` images, the penultimate features of the logits
+    the step returns, as the adapter declares (``Adapter.feature_call``, read at each call of
+    the head, so a wrapper may set it within the step): the last ``batch`` rows of the declared
+    call into ``copies``; with None, of every call, and the step gives its features only when
+    it made exactly one (``usable``)."""
+
+    def __init__(self, adapter: Adapter, classifier: str | None, copies: HostCopies | None,
+                 batch: int) -> None:
+        super().__init__(adapter.model, classifier, copies)
+        self.adapter, self.batch, self.calls = adapter, batch, 0
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        wanted = self.adapter.feature_call
+        if (wanted is None or wanted == self.calls) and len(inputs[0]) >= self.batch:
+            self.copies.add(inputs[0][-self.batch:].flatten(1))
+            self.rows += self.batch
+        self.calls += 1
+
+    def usable(self) -> bool:
+        """Whether the step gave its features; a declared call it never made is an error."""
+        wanted = self.adapter.feature_call
+        if wanted is None:
+            return self.calls == 1 and self.rows == self.batch
+        if self.rows != self.batch:
+            raise TTABenchError(
+                f"adapter {self.adapter.name!r} declares feature_call={wanted}, but its step on "
+                f"{self.batch} images called the classifier head {self.calls} time(s) without a "
+                f"call {wanted} of {self.batch} rows or more")
+        return True
+
+
+def _forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             what: str) -> torch.Tensor:
     """``model(x)``; a failure inside the model (most often images of a size it cannot take)
     is a one-line error naming the input shape."""
     try:
         return model(x)
+    except torch.cuda.OutOfMemoryError:
+        raise  # the batch, not the input size (``describe_error`` names the fix)
     except RuntimeError as exc:
         raise TTABenchError(
             f"{what} failed on images of shape {tuple(x.shape[1:])}: "
@@ -164,6 +210,7 @@ def split_passes(
     batch_size: int,
     device: torch.device,
     *,
+    channels_last: bool = False,
     classifier: str | None = None,
     want_features: bool = False,
     class_subset: list[int] | None = None,
@@ -178,28 +225,55 @@ def split_passes(
     """
     model.eval()
     bn_model = batch_statistics_copy(model) if has_batch_norm(model) else None
-    hooks = [FeatureHook(m, classifier if want_features else None)
-             for m in (model, bn_model) if m is not None]
+    nets = [(model, model, what)]
+    if bn_model is not None:
+        nets.append((bn_model, bn_model, "the batch-statistics model"))
+    outputs, labels = model_passes(nets, reader, order, batch_size, device,
+                                   channels_last=channels_last,
+                                   classifier=classifier if want_features else None,
+                                   class_subset=class_subset, what=what)
+    return SplitPasses(source=outputs[0], bn=outputs[-1], labels=labels)
+
+
+def model_passes(
+    nets: list[tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module, str]],
+    reader: StreamReader,
+    order: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    *,
+    channels_last: bool,
+    classifier: str | None,
+    class_subset: list[int] | None,
+    what: str,
+) -> tuple[list[Outputs], torch.Tensor]:
+    """Each ``(forward, module, name)`` of ``nets`` on every batch of
+    ``batches_of(order, batch_size)`` (``forward``'s logits; features: the input of
+    ``module``'s ``classifier``, when given), each image read once; outputs and labels in
+    dataset order (``out[argsort(order)]``)."""
+    hooks = [FeatureHook(module, classifier) for _, module, _ in nets]
     chunks = batches_of(order, batch_size)
-    logits: list[list[torch.Tensor]] = [[] for _ in hooks]
+    logits = [HostCopies() for _ in nets]  # no batch waits for the device
     labels = []
     try:
         for x, y in reader.fill(chunks):
             labels.append(integer_labels(y, f"the data given to {what}"))
-            x = to_unit_float(x).to(device, non_blocking=True)
-            for part, (net, name) in zip(logits, ((model, what), (bn_model, "the batch-statistics model"))):
-                out = restrict(_forward(net, x, name), class_subset).float().cpu()
-                check_finite(out, name)
-                part.append(out)
+            x = batch_to_device(x, device, channels_last)
+            for part, (forward, _, name) in zip(logits, nets):
+                part.add(restrict(_forward(forward, x, name), class_subset))
     finally:
         features = [hook.close() for hook in hooks]
     if not labels:
         raise TTABenchError("the split is empty")
     back = torch.argsort(torch.cat(chunks))
-    outputs = [Outputs(logits=torch.cat(part)[back], labels=None,
-                       features=None if feats is None else feats[back])
-               for part, feats in zip(logits, features)]
-    return SplitPasses(source=outputs[0], bn=outputs[-1], labels=torch.cat(labels)[back])
+    outputs = []
+    for part, feats, (_, _, name) in zip(logits, features, nets):
+        out = part.gather()
+        assert out is not None
+        check_finite(out, name)
+        outputs.append(Outputs(logits=out[back], labels=None,
+                               features=None if feats is None else feats[back]))
+    return outputs, torch.cat(labels)[back]
 
 
 def batch_statistics_copy(model: nn.Module) -> nn.Module:

@@ -3,8 +3,9 @@
 Each refuses, with one line naming the option or key that fixes it, what would otherwise fail
 in every cell or, worse, silently give other numbers: a device this machine does not have,
 severities the suite does not have, ``--steps`` below the last checkpoint an estimator needs,
-adapter parameters the adapter refuses or source data the suite lacks, and a split too small
-for one stream batch or for an estimator's probe.
+a calibration fitted for another model or precision, adapter parameters the adapter refuses or
+source data the suite lacks, and a split too small for one stream batch or for an estimator's
+probe.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def planned_device(name: str | None) -> torch.device:
+    """The device cells will run on elsewhere (Ray tasks), not looked for on this machine: a
+    Ray head needs no GPU of its own. The name must still be a device."""
+    try:
+        return torch.device(name or "cpu")
+    except (RuntimeError, TypeError):
+        raise TTABenchError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+
+
 def check_severities(severities: list[int], suite: Suite) -> None:
     """Refuse a severity the suite does not have (it would silently keep only the splits
     without a severity, such as ``clean``)."""
@@ -87,6 +97,20 @@ def check_adapter_setup(name: str, cls: type[Adapter], params: dict[str, Any], m
         raise TTABenchError(f"adapter {name!r}: bad parameters {params}: {err}") from None
     except TTABenchError as err:
         raise TTABenchError(f"adapter {name!r} ({params}): {err}") from None
+
+
+def check_calibrations(estimators: dict[str, Estimator], facts: dict[str, Any]) -> None:
+    """Refuse an estimator's calibration fitted for another model, class count or precision
+    than the run's ``facts`` (``model``, ``num_classes``, ``precision``): every cell would
+    refuse it anyway, after its work. The estimator decides (``check_calibration``; a forced
+    calibration passes)."""
+    for name, est in estimators.items():
+        if est.calibration is None:
+            continue
+        try:
+            est.check_calibration(facts)
+        except TTABenchError as err:
+            raise TTABenchError(f"estimator {name}: {err}") from None
 
 
 def check_steps(steps: int, estimators: dict[str, Estimator],

@@ -8,6 +8,13 @@ it atomically into the output folder, so workers need no shared filesystem for r
 
 Resources per task come from ``[executor.ray]`` in the config: ``num_cpus`` (default 1),
 ``num_gpus`` (default 0; fractions such as 0.25 let several small cells share one device).
+They are given to ``ray.remote`` itself, where a task with GPUs gets a fresh worker process
+(Ray's ``max_calls=1`` for GPU tasks): Ray makes the task's GPU the only one visible, and a
+process that started CUDA on one GPU must not run a task given another. Inside a task the
+run's ``cuda`` or ``cuda:N`` is that GPU (``cuda:0``). The head node needs no GPU: it plans the
+cells (``Benchmark(runs_cells=False)``: the key holds the kernel settings; each cell's
+``environment`` names the GPU that ran it), and ``--device cuda`` with ``num_gpus = 0`` is
+refused before any work.
 A task that raises or whose worker dies is retried ``retries`` times by the driver (a new
 task), then recorded as a failed cell with its error; the other cells go on. Ctrl-C cancels
 what is in flight; the finished cells are already on disk, so a rerun resumes.
@@ -20,11 +27,27 @@ from __future__ import annotations
 from typing import Any
 
 from ttabench.errors import TTABenchError
+from ttabench.records import Cell
 from ttabench.runner.benchmark import Benchmark
 from ttabench.runner.cells import CellPlan
 from ttabench.runner.executor import Outcome
+from ttabench.runner.preflight import planned_device
 from ttabench.runner.views import describe_error
-from ttabench.runner.worker import execute_cell_described
+from ttabench.runner.worker import execute_cell_described, on_own_gpu
+
+
+def task_device(device: str | None, options: dict[str, Any]) -> str:
+    """The device of a run's Ray tasks: ``--device``, else ``cuda`` when each task gets GPUs
+    (``[executor.ray] num_gpus`` > 0), else ``cpu``. A CUDA device with ``num_gpus = 0`` is
+    refused before any work: Ray would hide every GPU from the tasks."""
+    gpus = float(options.get("num_gpus", 0))
+    if device is None:
+        return "cuda" if gpus > 0 else "cpu"
+    if planned_device(device).type == "cuda" and gpus <= 0:
+        raise TTABenchError(f"--device {device} with --executor ray needs GPUs for its tasks: "
+                            "set [executor.ray] num_gpus (e.g. --set executor.ray.num_gpus=1; "
+                            "a fraction shares one GPU)")
+    return device
 
 
 def _import_ray() -> Any:
@@ -33,6 +56,13 @@ def _import_ray() -> Any:
     except ImportError:
         raise TTABenchError("the ray executor needs Ray: pip install '.[ray]'") from None
     return ray
+
+
+def run_in_task(spec_data: dict[str, Any], key: str) -> Cell:
+    """One cell in a Ray task, on the task's own GPU when it was given one."""
+    import ray
+
+    return execute_cell_described(on_own_gpu(spec_data, bool(ray.get_gpu_ids())), key)
 
 
 class RayBackend:
@@ -56,12 +86,16 @@ class RayBackend:
             elif "num_cpus_total" in self.options:
                 init["num_cpus"] = int(self.options["num_cpus_total"])
             self.ray.init(**init)
-        self._task = self.ray.remote(execute_cell_described).options(
-            num_cpus=float(self.options.get("num_cpus", 1)),
-            num_gpus=float(self.options.get("num_gpus", 0)),
-            max_retries=0, retry_exceptions=False)
+        self._task = self.remote(run_in_task)
         self._spec_data = bench.spec.to_dict()
         self._pending: dict[Any, CellPlan] = {}
+
+    def remote(self, fn: Any) -> Any:
+        """``fn`` as a Ray task with the run's resources, given to ``ray.remote`` (see the
+        module docstring); Ray retries nothing, the driver does."""
+        return self.ray.remote(num_cpus=float(self.options.get("num_cpus", 1)),
+                               num_gpus=float(self.options.get("num_gpus", 0)),
+                               max_retries=0, retry_exceptions=False)(fn)
 
     def accepts(self) -> bool:
         return True

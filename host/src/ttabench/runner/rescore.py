@@ -67,15 +67,17 @@ class _CellViews:
 
 def _views(cell: Cell, cache: LogitCache) -> _CellViews:
     target = {v: cache.load(cell.outputs[v]) for v in VIEWS if v in cell.outputs}
-    val = {v: (cache.load(cell.outputs[key]) if (key := _val_key(v)) in cell.outputs else None)
-           for v in target}
+    val = {v: (cache.load(cell.outputs[key]) if (key := _val_key(cell, v)) in cell.outputs
+               else None) for v in target}
     return _CellViews(cell, target, val)
 
 
-def _val_key(view: str) -> str:
-    """The source-val entry a view reads: frozen for ``source``, batch statistics else (every
-    adapter starts from the batch-statistics model, ``ttabench.runner.views``)."""
-    return "source_val:source" if view == "source" else "source_val:bn"
+def _val_key(cell: Cell, view: str) -> str:
+    """The source-val entry a view reads, as the cell read it (``ttabench.runner.views``):
+    ``source_val:VIEW``; a cell stored before the adapted view had its own reference read the
+    batch-statistics one there."""
+    key = f"source_val:{view}"
+    return key if key in cell.outputs or view != "adapted" else "source_val:bn"
 
 
 def _skip_reason(est: Estimator, views: _CellViews) -> str | None:

@@ -14,6 +14,9 @@ images, on the buffer. ``SlidingWindow`` does the same around any adapter, for a
 - ``predict(x)`` (probe snapshots, an estimator's extra passes) with fewer than ``L`` images:
   on ``x`` after the buffer's most recent ``L - len(x)`` images, the rows of ``x``.
 
+The features of a step's logits are the last rows of the inner pass that gave them
+(``feature_call``: the inner adapter's on an update, the one ``predict`` call otherwise).
+
 While the buffer holds one image, BatchNorm1d layers (which have no spatial statistics) use
 their running statistics, as the reference does.
 """
@@ -64,8 +67,10 @@ class SlidingWindow(Adapter):
         if self.arrived >= self.length:
             self.arrived = 0
             self.updates += 1
+            self.feature_call = self.inner.feature_call
             logits = self._run(self.inner, self.buffer)
         else:
+            self.feature_call = None  # one predict call
             logits = self._run(self.inner.predict, self.buffer)
         return logits[-len(x):]
 

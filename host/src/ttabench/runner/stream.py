@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ttabench.errors import TTABenchError
+from ttabench.runner.decoded_cache import LoaderOptions
 
 #: How the probe is drawn (``ttabench.api.TrajectoryPlan.probe_draw``), in the order of the draw
 #: the adaptation stream starts at (see ``stream_start``).
@@ -102,16 +103,18 @@ def gather(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch
     return images, labels
 
 
-def source_batches(dataset: Dataset, samples: int, batch_size: int,
-                   seed: int) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
+def source_batches(dataset: Dataset, samples: int, batch_size: int, seed: int,
+                   loader: LoaderOptions | None = None,
+                   ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
     """Labelled source batches for an adapter that asks for them (``Adapter.source_data_param``)
     and the facts recorded about them.
 
     The first ``samples`` images of a permutation of ``dataset`` (the suite's source-validation
     split) drawn with ``seed``, in ``batches_of(..., batch_size)``. EATA's authors draw their
     Fisher samples the same way: a random subset of clean validation images, shuffled, in
-    batches of the test batch size. The batches are read as they are consumed (one pass),
-    never held all at once.
+    batches of the test batch size. The batches are read through ``loader`` (its worker
+    processes decode them, not the main thread) as they are consumed (one pass), never held
+    all at once.
     """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=generator)[:samples]
@@ -119,4 +122,5 @@ def source_batches(dataset: Dataset, samples: int, batch_size: int,
     facts = {"split": "source_val", "samples": len(order), "batch_size": batch_size,
              "batches": len(chunks), "seed": seed,
              "draw": "first samples of a seeded permutation of the source-validation split"}
-    return (gather(dataset, idx) for idx in chunks), facts
+    read = (loader or LoaderOptions()).loader(dataset, [idx.tolist() for idx in chunks])
+    return iter(read), facts

@@ -19,7 +19,11 @@ Kinds, named as mariodoebler/test-time-adaptation names its settings (``classifi
   uniform permutation.
 
 The order of a multi-split stream is ``randperm(n_splits)`` seeded with the order seed, over the
-role's selected splits in the suite's order; it is recorded in the cell's protocol.
+role's selected splits in the suite's order, or, with ``split_order = "suite"``, the suite's
+order itself (qinenergy/cotta ``cifar/cifar10c.py`` loops over its ``CORRUPTION.TYPE`` list so);
+it is recorded in the cell's protocol. ``shuffle = false`` reads every epoch of a split in the
+files' order (``arange``), as the authors' loaders do (robustbench ``load_cifar10c(...,
+shuffle=False)`` in DequanWang/tent and qinenergy/cotta ``cifar10c.py``).
 """
 
 from __future__ import annotations
@@ -87,10 +91,14 @@ def correlated_order(labels: np.ndarray, delta: float, rng: np.random.Generator)
     return np.concatenate(order)
 
 
-def _orders(n: int, seed: int, labels: np.ndarray | None, delta: float) -> Iterator[torch.Tensor]:
+def _orders(n: int, seed: int, labels: np.ndarray | None, delta: float,
+            shuffle: bool = True) -> Iterator[torch.Tensor]:
     """The epochs of a split's stream: ``randperm(n)`` draws seeded ``seed`` (``epochs``);
     with ``labels``, correlated orders drawn one after another from a generator seeded
-    ``seed``."""
+    ``seed``; without ``shuffle``, ``arange(n)`` every epoch (the files' order)."""
+    if not shuffle:
+        while True:
+            yield torch.arange(n)
     if labels is None:
         yield from epochs(n, seed)
     rng = np.random.default_rng(seed)
@@ -156,19 +164,19 @@ def cell_stream(spec: StreamSpec, suite: Suite, splits: list[SplitSpec], seed: i
     if spec.resets:
         n = sizes[0]
         steps = n // batch_size if steps < 0 else steps
-        epoch = next(_orders(n, seed, labels, spec.delta))
-        batches = list(epoch_batches(_orders(n, seed, labels, spec.delta), n, batch_size, steps,
-                                     start)) if steps else []
+        epoch = next(_orders(n, seed, labels, spec.delta, spec.shuffle))
+        batches = list(epoch_batches(_orders(n, seed, labels, spec.delta, spec.shuffle), n,
+                                     batch_size, steps, start)) if steps else []
         return CellStream(splits, whole, epoch, batches, [0] * len(batches))
     if spec.kind == "mixed":
         total = int(offsets[-1])
         count = spec.steps_per_split * len(splits) or total // batch_size
-        batches = list(epoch_batches(_orders(total, seed, labels, spec.delta), total, batch_size,
-                                count))
+        batches = list(epoch_batches(_orders(total, seed, labels, spec.delta, spec.shuffle),
+                                     total, batch_size, count))
         return CellStream(splits, whole, _first_seen(batches), batches, [0] * len(batches))
     per_split = [spec.steps_per_split or size // batch_size for size in sizes]
     streams = [epoch_batches(_orders(size, seed * SPLIT_SEED_STRIDE + k, split_labels(k),
-                                     spec.delta), size, batch_size, sum(per_split))
+                                     spec.delta, spec.shuffle), size, batch_size, sum(per_split))
                for k, size in enumerate(sizes)]
     coins = torch.Generator().manual_seed(seed)
     batches, segments = [], []
@@ -206,15 +214,19 @@ def stream_pools(splits: list[SplitSpec]) -> dict[str, list[SplitSpec]]:
 def stream_cells(spec: StreamSpec, splits: list[SplitSpec]) -> list[tuple[SplitSpec, list[SplitSpec], int | None]]:
     """The cells of a stream over the selected ``splits``: ``(the cell's split record, the
     splits it reads in order, its order seed)``. ``reset-each-split``: one per split; ``mixed``:
-    one per role (no order); ``continual`` and ``gradual``: one per role and order seed."""
+    one per role (no order); ``continual`` and ``gradual``: one per role and order seed, or one
+    per role in the suite's order (``split_order = "suite"``)."""
     if spec.resets:
         return [(s, [s], None) for s in splits]
+    suite_order = spec.split_order == "suite"
     out = []
     for role, pool in stream_pools(splits).items():
-        seeds: list[int | None] = [None] if spec.kind == "mixed" else list(spec.order_seeds)
+        seeds: list[int | None] = ([None] if spec.kind == "mixed" or suite_order
+                                   else list(spec.order_seeds))
         for order_seed in seeds:
             order = pool if order_seed is None else split_order(pool, order_seed)
-            name = f"{spec.name}/{role}" + ("" if order_seed is None else f"/order-{order_seed}")
+            name = f"{spec.name}/{role}" + ("/suite-order" if suite_order else
+                                            "" if order_seed is None else f"/order-{order_seed}")
             out.append((SplitSpec(name=name, dataset=name, severity=None, role=role), order,
                         order_seed))
     return out
@@ -234,6 +246,10 @@ def stream_record(spec: StreamSpec, order: list[SplitSpec], order_seed: int | No
         record.update(steps_per_split=spec.steps_per_split, order=[s.name for s in order])
         if order_seed is not None:
             record.update(order_seed=order_seed, split_seed_stride=SPLIT_SEED_STRIDE)
+        elif spec.split_order == "suite":
+            record.update(split_order="suite", split_seed_stride=SPLIT_SEED_STRIDE)
+    if not spec.shuffle:
+        record["shuffle"] = False
     return record
 
 

@@ -6,15 +6,22 @@ Each accuracy target has a view, the outputs of the model whose accuracy it is:
   and source val through the same frozen model;
 - ``bn``: the same weights normalizing with test-batch statistics: the logits (and features)
   of the ``bn`` target's own pass, in exactly its batches of ``batch_size`` over the first
-  stream epoch; source val through the batch-statistics model in dataset order, in batches of
-  ``batch_size`` (a final batch of one merged into the one before);
+  stream epoch; source val through the batch-statistics model in batches of ``batch_size``
+  drawn from a seeded shuffle of it (``reference_passes``; a final batch of one merged into the
+  one before);
 - ``adapted``: the adapter's online logits along the trajectory (every step's batch, the
-  outputs the ``adapted`` accuracy counts); source val as for ``bn``, since every adapter
-  starts from the batch-statistics model (adapters normalize with batch statistics), and a
-  pass of source val through the adapting model would need a model state per step.
+  outputs the ``adapted`` accuracy counts); source val as the adapter's model gives it before
+  it adapts (``Adapter.source_val_reference``): a fresh adapter's own ``predict`` over source
+  val in the batches above (``"predict"``, the default: LAME, ``bn-alpha``, ROID's prior
+  correction), or, where the adapter declares it the same, the ``bn`` view's (``"bn"``:
+  adapters that normalize with test-batch statistics from the first step, the
+  entropy-minimization family, SAR, DeYO, CoTTA) or the frozen model's (``"source"``:
+  ``source``, ``bn-ema``, RoTTA's robust BatchNorm). A pass of source val through the
+  adapting model would need a model state per step.
 
-No view costs a forward pass beyond the one its target already needs (plus one source-val pass
-per process for the batch-statistics model). Each view's target outputs carry the frozen
+No view costs a forward pass beyond the one its target already needs (plus, once per process,
+the batch-statistics model on source val, from the same read as the frozen model's pass, and
+a ``"predict"`` adapter's pass over it). Each view's target outputs carry the frozen
 model's logits on the same samples (``Outputs.frozen_logits``), for estimators that compare
 models. A static estimator with ``view`` set is computed on that view only; its result is
 view-free. An estimator that raises or returns a non-finite value in one view records a failure
@@ -28,21 +35,17 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ttabench.api import EstimateResult, Outputs, StaticEstimator, to_unit_float
+from ttabench.api import Adapter, EstimateResult, Outputs, StaticEstimator
 from ttabench.errors import TTABenchError
 from ttabench.records import VIEWS, ViewResult
-from ttabench.runner.passes import (
-    FeatureHook,
-    batch_statistics_copy,
-    check_finite,
-    integer_labels,
-    restrict,
-)
-from ttabench.runner.stream import batches_of
+from ttabench.runner.compute import compute_context, prepare_model
+from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions, StreamReader
+from ttabench.runner.passes import model_passes, split_passes
 
 
 @dataclass
@@ -54,32 +57,79 @@ class View:
     source_val: Outputs | None
 
 
-@torch.no_grad()
-def batch_statistics_val(model: torch.nn.Module, dataset: Dataset, device: torch.device,
-                         batch_size: int, *, classifier: str | None, want_features: bool,
-                         class_subset: list[int] | None) -> Outputs:
-    """Labelled source val through the batch-statistics model (``bn`` and ``adapted`` views):
-    dataset order, batches of ``batch_size`` (a final batch of one merged into the one before)."""
-    bn_model = batch_statistics_copy(model).to(device)
-    chunks = batches_of(torch.arange(len(dataset)), batch_size)
-    loader = DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks])
-    hook = FeatureHook(bn_model, classifier if want_features else None)
-    logits, labels = [], []
-    try:
-        for x, y in loader:
-            logits.append(restrict(bn_model(to_unit_float(x).to(device)), class_subset).float().cpu())
-            labels.append(integer_labels(y, "the source-validation split"))
-    finally:
-        features = hook.close()
-    out = torch.cat(logits)
-    check_finite(out, "the batch-statistics model on source-validation data")
-    return Outputs(out, torch.cat(labels), features)
+#: The seed of the shuffle that batches labelled source val for the reference passes
+#: (recorded in every cell's protocol as ``reference``).
+REFERENCE_SEED = 0
+
+
+def reference_record() -> dict[str, Any]:
+    """How the labelled reference is batched, for the protocol of a cell that uses it."""
+    return {"source_val_order": "seeded shuffle", "seed": REFERENCE_SEED}
+
+
+def reference_order(n: int) -> torch.Tensor:
+    """The order source val is batched in for every reference pass: ``randperm(n)`` drawn with
+    ``REFERENCE_SEED``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))
+
+
+def reference_passes(model: torch.nn.Module, dataset: Dataset, device: torch.device,
+                     batch_size: int, loader: LoaderOptions, *, precision: str,
+                     channels_last: bool, classifier: str | None, want_features: bool,
+                     class_subset: list[int] | None) -> tuple[Outputs, Outputs]:
+    """Labelled source val through the frozen model (``source`` view) and through the
+    batch-statistics model (``bn`` and ``adapted`` views), from one read of each image.
+
+    Batches of ``batch_size`` are cut from ``randperm(len(dataset))`` drawn with
+    ``REFERENCE_SEED`` (``batches_of``: a final batch of one joins the one before), never from
+    file order: a folder split lists its images class by class, so file-order batches would
+    hold one or two classes and batch statistics unlike any test batch's. Rows come back in
+    dataset order, labelled. Without batch normalization both are the same outputs.
+
+    Computed as the cells compute (``ttabench.runner.compute``): under the run's precision
+    and memory format, so a view never compares bf16 target outputs with an fp32 reference.
+    """
+    reader = StreamReader(dataset, DecodedCache(len(dataset), 0), loader)
+    model = prepare_model(model, device, channels_last)
+    with compute_context(precision, device):
+        passes = split_passes(model, reader, reference_order(len(dataset)), batch_size, device,
+                              channels_last=channels_last, classifier=classifier,
+                              want_features=want_features, class_subset=class_subset,
+                              what="the source model on source-validation data")
+    labels = passes.labels
+    source = Outputs(passes.source.logits, labels, passes.source.features)
+    if passes.bn is passes.source:
+        return source, source
+    return source, Outputs(passes.bn.logits, labels, passes.bn.features)
+
+
+def adapter_reference(adapter: Adapter, dataset: Dataset, device: torch.device,
+                      batch_size: int, loader: LoaderOptions, *, precision: str,
+                      channels_last: bool, classifier: str | None, want_features: bool,
+                      class_subset: list[int] | None) -> Outputs:
+    """Labelled source val through a fresh adapter's ``predict`` (nothing adapts), in the
+    batches and under the compute facts of ``reference_passes``, rows in dataset order: the
+    ``adapted`` view's reference for an adapter whose ``source_val_reference`` is
+    ``"predict"``."""
+    reader = StreamReader(dataset, DecodedCache(len(dataset), 0), loader)
+    with compute_context(precision, device):
+        (outputs,), labels = model_passes(
+            [(adapter.predict, adapter.model, f"adapter {adapter.name!r}")], reader,
+            reference_order(len(dataset)), batch_size, device, channels_last=channels_last,
+            classifier=classifier if want_features else None, class_subset=class_subset,
+            what=f"adapter {adapter.name!r} on source-validation data")
+    return Outputs(outputs.logits, labels, outputs.features)
 
 
 def describe_error(err: BaseException) -> str:
-    """The message of a TTABenchError, else ``Type: message (file:line)``, on one line."""
+    """The message of a TTABenchError, else ``Type: message (file:line)``, on one line; out
+    of GPU memory also names the options that make a cell need less."""
     if isinstance(err, TTABenchError):
         return str(err)
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        first = " ".join(str(err).split(".")[0].split())
+        return (f"out of GPU memory ({first}); lower --batch-size, or --jobs when several cells "
+                "share a GPU")
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
     return f"{type(err).__name__}: {err}{where}".replace("\n", " ")

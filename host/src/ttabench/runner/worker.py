@@ -4,11 +4,17 @@ A worker receives the run specification as plain data and a cell key. It builds 
 ``Benchmark`` (suite, model, plugins) and plans its cells on first use, and reuses both for
 every later cell of the same run: a cell is looked up by its key in that plan. It returns the
 finished cell (``ttabench.records.Cell``) for the driver to write.
+
+A worker given a GPU of its own (a ``--jobs`` worker on a CUDA run, see
+``ttabench.runner.pool``; a Ray task with ``num_gpus``) sees that GPU alone, through
+``CUDA_VISIBLE_DEVICES`` set before CUDA starts, so the run's ``cuda`` or ``cuda:N`` is its
+``cuda:0`` (``on_own_gpu``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +37,31 @@ class _Loaded:
 
 _LOADED: dict[str, _Loaded] = {}
 
+#: Whether this process was given a GPU of its own (``give_gpu``).
+_OWN_GPU = False
+
+
+def give_gpu(gpu: str) -> None:
+    """Make GPU ``gpu`` (a physical id or UUID) the only one this process sees; before CUDA
+    starts in it (a worker's first act)."""
+    global _OWN_GPU
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _OWN_GPU = True
+
+
+def on_own_gpu(spec_data: dict[str, Any], own_gpu: bool) -> dict[str, Any]:
+    """The spec as a process with a GPU of its own runs it: a CUDA device is its ``cuda:0``
+    (the run's ``cuda:N`` names the GPU among the driver's, not among the one visible here)."""
+    device = spec_data.get("device")
+    if own_gpu and device and str(device).startswith("cuda"):
+        return {**spec_data, "device": "cuda:0"}
+    return spec_data
+
 
 def _loaded(spec_data: dict[str, Any]) -> _Loaded:
     """This process's loaded run for the spec, built and planned once (explicit plugins
     registered first)."""
+    spec_data = on_own_gpu(spec_data, _OWN_GPU)
     key = json.dumps(spec_data, sort_keys=True, default=str)
     if key not in _LOADED:
         for plugin in spec_data.get("plugins", []):

@@ -150,19 +150,22 @@ def labelled_points(
 def protocol_facts(
     cells: list[Cell], estimator: str, score: str = VALUE, strict: bool = True
 ) -> dict[str, Any]:
-    """What a map fitted on these cells is tied to: model, suite, steps, probe size.
+    """What a map fitted on these cells is tied to: model, suite, steps, probe size, precision.
 
     ``steps`` comes from a score name ending in ``@N`` (e.g. ``"wf@200"``), else from the
-    estimator's ``estimate_at`` param when it is one number; ``probe_size`` from its params.
+    estimator's ``estimate_at`` param when it is one number; ``probe_size`` from its params;
+    ``precision`` from the cells' protocol (``compute.precision``; fp32 where not recorded).
     Several suites are recorded joined by ``+``. If the cells disagree on another fact, raise
     TTABenchError (``strict``) or leave that fact out.
     """
-    facts: dict[str, set[Any]] = {"model": set(), "suite": set(), "steps": set(), "probe_size": set()}
+    facts: dict[str, set[Any]] = {"model": set(), "suite": set(), "steps": set(),
+                                   "probe_size": set(), "precision": set()}
     at = re.search(r"@(\d+)$", score) if score != VALUE else None
     for cell in cells:
         model = cell.protocol.get("model", {}).get("id") or cell.model
         facts["model"].add(model)
         facts["suite"].add(cell.suite)
+        facts["precision"].add(cell.protocol.get("compute", {}).get("precision", "fp32"))
         rec = cell.estimators.get(estimator)
         params = rec.params if rec is not None else {}
         steps = params.get("estimate_at")
