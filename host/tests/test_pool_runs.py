@@ -57,7 +57,7 @@ def test_one_cell_per_model_and_split_each_keeping_its_views(pool_run: Path) -> 
     cache = LogitCache(pool_run / FOLDER)
     for cell in cells:
         assert set(cell.outputs) == {"source", "bn", "adapted", "source_val:source",
-                                     "source_val:bn"}
+                                     "source_val:bn", "source_val:adapted"}
         adapted = cache.load(cell.outputs["adapted"])
         assert len(adapted.logits) == 3 * 32  # three steps of 32 images
         # the frozen logits of the adapted rows are rows of the source view's outputs
@@ -84,8 +84,8 @@ def test_gde_is_the_mean_agreement_with_the_other_models_in_the_same_view(pool_r
 
 
 def test_ttaline_reads_the_adapted_outputs_of_every_model(pool_run: Path) -> None:
-    """The record equals TTALine called directly on the adapted outputs and the batch-statistics
-    source val of the model and its peers (on tiny, every model is right on every source-val
+    """The record equals TTALine called directly on the adapted outputs and the adapted view's
+    source-val reference of the model and its peers (on tiny, every model is right on every source-val
     image, so agreement-on-the-line refuses: the same failure either way)."""
     cells = cells_of(pool_run)
     cache = LogitCache(pool_run / FOLDER)
@@ -93,10 +93,10 @@ def test_ttaline_reads_the_adapted_outputs_of_every_model(pool_run: Path) -> Non
     peers = [c for c in cells if c.split == cell.split and c.model != cell.model]
     with pytest.raises(TTABenchError, match="strictly between 0 and 1") as err:
         TTALine().estimate(
-            cache.load(cell.outputs["adapted"]), cache.load(cell.outputs["source_val:bn"]),
+            cache.load(cell.outputs["adapted"]), cache.load(cell.outputs["source_val:adapted"]),
             Peers(tuple(p.model for p in peers),
                   tuple(cache.load(p.outputs["adapted"]) for p in peers),
-                  tuple(cache.load(p.outputs["source_val:bn"]) for p in peers)))
+                  tuple(cache.load(p.outputs["source_val:adapted"]) for p in peers)))
     recorded = cell.estimators["ttaline"]
     assert recorded.target == "adapted" and recorded.views == {}
     assert recorded.result is not None and recorded.result.failed == str(err.value)

@@ -46,9 +46,9 @@ def make_cells(cache: LogitCache) -> list[Cell]:
                                  if view == "source" else
                                  cache.put(view_record(protocol, view, [], False), out,
                                            frozen=frozen, frozen_rows=rows))
-            for view in ("source", "bn"):
-                val = Outputs(noisy(val_labels, 0.95 - 0.04 * m - 0.02 * (view == "bn"),
-                                    100 + m), labels=val_labels)
+            for k, view in enumerate(("source", "bn", "adapted")):
+                val = Outputs(noisy(val_labels, 0.95 - 0.04 * m - 0.02 * k, 100 + m),
+                              labels=val_labels)
                 outputs[f"source_val:{view}"] = cache.put(
                     source_val_record(protocol, view, 32, False), val)
             cells.append(Cell(key=f"{seed:08x}{m:08x}", status="ok", model=f"m{m}", seed=seed,
@@ -69,8 +69,7 @@ def scored(tmp_path: Path) -> tuple[list[Cell], LogitCache]:
 
 
 def inputs(cache: LogitCache, cell: Cell, view: str) -> tuple[Outputs, Outputs]:
-    val = "source_val:source" if view == "source" else "source_val:bn"
-    return cache.load(cell.outputs[view]), cache.load(cell.outputs[val])
+    return cache.load(cell.outputs[view]), cache.load(cell.outputs[f"source_val:{view}"])
 
 
 def test_slots_group_the_models_of_one_split_stream_and_seed(scored) -> None:
@@ -116,3 +115,19 @@ def test_views_differ_here(scored) -> None:
     cells, _ = scored
     values = {v: cells[0].estimators["gde"].views[v].value for v in VIEWS}
     assert len(set(values.values())) == 3
+
+
+def test_cells_stored_before_the_adapted_reference_read_the_batch_statistics_one(
+        tmp_path: Path) -> None:
+    cache = LogitCache(tmp_path)
+    cells = [c for c in make_cells(cache) if c.seed == 0]
+    for cell in cells:
+        del cell.outputs["source_val:adapted"]
+    score_from_cache(cells, {"aline-s": ALineS()}, {}, cache, lambda name: {})
+    cell = cells[0]
+    peers = cells[1:]
+    val = cache.load(cell.outputs["source_val:bn"])
+    expected = ALineS().estimate(cache.load(cell.outputs["adapted"]), val, Peers(
+        tuple(p.model for p in peers), tuple(cache.load(p.outputs["adapted"]) for p in peers),
+        tuple(cache.load(p.outputs["source_val:bn"]) for p in peers))).value
+    assert cell.estimators["aline-s"].views["adapted"].value == expected
