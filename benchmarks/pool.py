@@ -158,8 +158,46 @@ def analyse(folder: Path) -> dict:
             per_model[model] = entry
         cross = board.cross_model[board.cross_model["target"] == target]
         result["per_target"][target] = {"models": per_model,
-                                        "cross_model": cross.to_dict("records")}
+                                        "cross_model": cross.to_dict("records"),
+                                        "summary": summary(per_model)}
+    adapted = board.pairs[board.pairs["target"] == "adapted"]
+    both = adapted[adapted["entry"].isin(["ttaline", "aline-d"])].pivot_table(
+        index="key", columns="entry", values="estimate")
+    result["ttaline_minus_aline_d_adapted"] = (
+        float((both["ttaline"] - both["aline-d"]).abs().max()) if both.shape[1] == 2 else None)
     return result
+
+
+def summary(per_model: dict) -> dict:
+    """Over the models of one target: the mean MAE of each column of the table, and how often
+    WF (its LOO-chosen entry) is better, worse or neither against TTALine and the chosen
+    baseline (the paired difference's interval excluding 0 or not)."""
+    import numpy as np
+
+    def mean(values: list) -> float | None:
+        found = [v for v in values if v is not None and not np.isnan(v)]
+        return float(np.mean(found)) if len(found) == len(values) else None
+
+    out: dict = {"mean_mae": {
+        "baseline": mean([e["baseline_mae"] for e in per_model.values()]),
+        "wf": mean([e["wf"]["mae"] if e["wf"] else None for e in per_model.values()]),
+        **{n: mean([e["pool"][n]["mae"] if e["pool"][n] else None for e in per_model.values()])
+           for n in POOL}}}
+
+    def count(pairs: list[dict | None]) -> dict:
+        tally = {"wf better": 0, "wf worse": 0, "neither": 0}
+        for vs in pairs:
+            if vs is None:
+                continue
+            key = ("wf better" if vs["diff_high"] < 0 else "wf worse" if vs["diff_low"] > 0
+                   else "neither")
+            tally[key] += 1
+        return tally
+
+    out["vs_ttaline"] = count([e.get("wf_vs_ttaline") for e in per_model.values()])
+    out["vs_baseline"] = count([e["vs_baseline"].get(e["wf"]["entry"]) if e["wf"] else None
+                                for e in per_model.values()])
+    return out
 
 
 # --------------------------------------------------------------------------- the report
@@ -273,6 +311,27 @@ def markdown(result: dict) -> str:
     both = [n for n, ok in reached.items() if len(ok) == len(OFFLINE_MODELS) and all(ok)]
     lines += ["", "Reached by: " + (", ".join(both) if both else
                                     "**no estimator** (on both models at once)") + ".", ""]
+    lines += ["## Summary over the seven models", "",
+              "Mean MAE (pp) over the models of each column (LOO-chosen entries as in the "
+              "tables below), and in how many models WF's LOO-chosen entry is better, worse or "
+              "neither (paired interval holding 0) than TTALine and than the chosen baseline:",
+              ""]
+    rows = []
+    for target in ("source", "bn", "adapted"):
+        summ = result["per_target"][target]["summary"]
+        means = summ["mean_mae"]
+        rows.append([f"`{target}`", _num(means["baseline"]), _num(means["wf"]),
+                     *[_num(means[n]) for n in POOL],
+                     "{wf better}/{wf worse}/{neither}".format(**summ["vs_ttaline"]),
+                     "{wf better}/{wf worse}/{neither}".format(**summ["vs_baseline"])])
+    lines += _table(["target", "baseline", "WF", *POOL, "WF vs TTALine (better/worse/neither)",
+                     "WF vs baseline (better/worse/neither)"], rows)
+    same = result.get("ttaline_minus_aline_d_adapted")
+    lines += ["", "TTALine estimates the adapted models' accuracy (target `adapted`); computed in "
+              "the adapted view only, it is scored in every table like WF. In the `adapted` "
+              "table it is ALine-D on the adapted view (largest difference of their estimates "
+              f"there: {_num(same, 6)}). Calibration has five datasets with one split each at "
+              "severity 3, so leaving one calibration cell out is leaving one dataset out.", ""]
     lines += ["## Per target", ""]
     for target in ("source", "bn", "adapted"):
         lines += _target_section(result, target) + [""]
