@@ -1,17 +1,30 @@
-"""The offline quality benchmark: the plugin's candidates against the baselines on mnist-c,
-one table per target.
+"""The offline quality study: the plugin's candidates against every baseline, both offline
+models, three stream seeds, the full protocol, calibrated on the meta-set.
 
-One command runs (or, with ``--folder``, re-scores) a normal ``ttabench run`` of the
-candidates (``--estimator``, default ``enigma``) with every baseline of plugins.toml and writes
-benchmarks/results/quality.md and quality.json from its leaderboard: for each target
-(``source``, the paper's; ``bn``; ``adapted``) every entry's MAE with its bootstrap interval
-(datasets, then splits within them), the chosen baseline of that table (lowest leave-one-out
-MAE on the calibration splits), the best baseline after the fact, and each candidate's paired
-difference to the chosen baseline (Holm-corrected across the table's comparisons).
+One command (after ``benchmarks/protocol_choice.py``, whose per-model choice of learning rate
+and step count it reads)::
 
-    python benchmarks/quality.py [--quick] [--estimator enigma,enigma-source] [--folder DIR]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/quality.py
 
-Runs resume: a rerun with every cell finished only re-scores and rewrites the summary.
+runs, per model (``mnist-cnn``, ``mnist-resnet``), under ``runs/quality/<model>``:
+
+1. into ``eval/``, the 75 evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000
+   digits each) at stream seeds 0, 1 and 2;
+2. into ``meta/``, the 134 sets of the calibration meta-set (``[suite.mnist-c] calibration =
+   "meta-set"``, built from the 500 source-validation digits; 23 families, none an evaluation
+   corruption) at stream seed 0: calibration is done once per model;
+
+with the candidates ``CANDIDATES`` and every baseline of plugins.toml on the same cells (one
+adaptation trajectory per cell: RDumb at the model's chosen lr, probe 1,000, snapshots up to
+its chosen step count), then ``ttabench leaderboard`` with all five map kinds. Every choice is
+the leaderboard's: leave-one-dataset-out on the meta-set's families (the chosen baseline and
+the chosen candidate of each table, ``[best]`` scores, ``[stack]`` features, map kinds).
+Writes ``benchmarks/results/quality.{md,json}``: per model and target the chosen baseline and
+candidate and the ratio of their evaluation MAEs with a 95 % bootstrap interval (datasets,
+then cells within them, i.e. splits and seeds), each plugin estimator's own LODO-chosen
+entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow (the file
+prints the command with them, and says what the cells hold: cells per seed, meta-set sets);
+``--analyse-only`` scores and reads the finished cells without running more. Runs resume.
 """
 
 from __future__ import annotations
@@ -24,44 +37,140 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+import numpy as np
+import pandas as pd
+
+from ttabench.scoring import metrics
+from ttabench.scoring.leaderboard import load_cells
+from ttabench.store import write_bytes_atomic, write_json_atomic
+from ttabench.suites.npy_layout import CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TTABENCH = [sys.executable, "-m", "ttabench"]
+MODELS = ("mnist-cnn", "mnist-resnet")
+SEEDS = (0, 1, 2)
+CANDIDATES = ("enigma", "enigma-source", "enigma-signals", "enigma-signals-source",
+              "enigma-stack", "enigma-stack-source")
+TRAJECTORY_STEPS = (50, 100, 200, 400, 990)
+KINDS = "lin,quad,iso,logit-lin,logit-quad"
+EVAL_SPLITS = ",".join(f"{c}-*" for c in CORRUPTIONS)
+N_BOOT = 1000
+TARGET_RATIO = 0.70
+COMMAND = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/quality.py"
 
 
-def run(estimators: str, quick: bool, folder: Path | None) -> Path:
-    """The run folder: ``folder`` re-scored, else a fresh (resumable) run of the candidates."""
-    if folder is not None:
-        cmd = [*TTABENCH, "leaderboard", str(folder)]
-    else:
-        folder = ROOT / "runs" / ("quality-quick" if quick else "quality")
-        cmd = [*TTABENCH, "run", "-e", estimators, "-o", str(folder), *(["--quick"] if quick else [])]
-    print("$", " ".join(cmd[2:]), flush=True)
+def chosen_protocol(model: str) -> tuple[float, int]:
+    """The lr and step count ``benchmarks/protocol_choice.py`` chose for ``model``."""
+    path = RESULTS / "protocol_choice.json"
+    try:
+        chosen = json.loads(path.read_text())["models"][model]["chosen"]
+    except (OSError, KeyError, ValueError):
+        sys.exit(f"error: no choice for {model} in {path}; run benchmarks/protocol_choice.py")
+    return float(chosen["lr"]), int(chosen["steps"])
+
+
+def protocol_sets(model: str) -> list[str]:
+    """The ``--set`` options of the study for ``model`` (meta-set, lr, probe, snapshots)."""
+    lr, steps = chosen_protocol(model)
+    checkpoints = "[" + ",".join(map(str, [0, *[k for k in TRAJECTORY_STEPS if k <= steps]])) + "]"
+    sets = ["suite.mnist-c.calibration=meta-set", f"adapter.rdumb.lr={lr}"]
+    for name in CANDIDATES:
+        sets += [f"estimator.{name}.probe_size=1000", f"estimator.{name}.checkpoints={checkpoints}"]
+        if name in ("enigma", "enigma-source"):
+            sets.append(f"estimator.{name}.estimate_at={steps}")
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def _ttabench(*args: str) -> None:
+    cmd = [sys.executable, "-m", "ttabench", *args]
+    print("$ ttabench", " ".join(args), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-    return folder
 
 
-def summarize(board: dict) -> list[dict]:
-    """Per target: the table's baseline choice, its ranked rows and the candidates' standing."""
-    out = []
+def run(folder: Path, model: str, seeds: list[int], meta_sets: str) -> None:
+    """The evaluation cells (``seeds``) into ``folder/eval``, the meta-set cells of
+    ``meta_sets`` (seed 0) into ``folder/meta`` (two folders: two runs may then proceed side by
+    side)."""
+    common = ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
+              "--map-kinds", "lin", *protocol_sets(model)]
+    _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
+              "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
+    _ttabench("run", *common, "--seed", "0", "--splits", meta_sets, "-o", str(folder / "meta"))
+
+
+def score(folder: Path) -> None:
+    """``ttabench leaderboard`` over both run folders, written into ``folder``."""
+    _ttabench("leaderboard", *map(str, run_folders(folder)), "--output", str(folder),
+              "--map-kinds", KINDS, "--n-boot", str(N_BOOT))
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The study's run folders of one model: evaluation and meta-set cells."""
+    return [folder / "eval", folder / "meta"]
+
+
+def protocol_facts(folder: Path) -> dict:
+    """What the finished cells hold: evaluation splits and seeds, meta-set sets and families."""
+    cells = [c for c in load_cells(run_folders(folder)) if c.status == "ok"]
+    evals = [c for c in cells if c.role == "eval"]
+    calib = [c for c in cells if c.role == "calibration"]
+    return {"eval_cells": len(evals), "eval_splits": len({c.split["name"] for c in evals}),
+            "eval_families": len({c.dataset for c in evals}),
+            "seeds": sorted({c.seed for c in evals}),
+            "cells_per_seed": {str(s): sum(c.seed == s for c in evals)
+                               for s in sorted({c.seed for c in evals})},
+            "meta_sets": len(calib), "meta_families": len({c.dataset for c in calib})}
+
+
+def ratio_interval(pairs: pd.DataFrame, a: str, b: str) -> tuple[float, float, float]:
+    """MAE(a) / MAE(b) on their common eval cells, with a 95 % paired bootstrap interval
+    (datasets, then cells within each: ``metrics.boot_mae_samples``)."""
+    pa = pairs[pairs["entry"] == a].set_index("key")
+    pb = pairs[pairs["entry"] == b].set_index("key")
+    keys = sorted(set(pa.index) & set(pb.index))
+    datasets = list(pa.loc[keys, "dataset"])
+    err_a = np.abs(pa.loc[keys, "estimate"].to_numpy() - pa.loc[keys, "true"].to_numpy())
+    err_b = np.abs(pb.loc[keys, "estimate"].to_numpy() - pb.loc[keys, "true"].to_numpy())
+    sa = metrics.boot_mae_samples(err_a, datasets, N_BOOT, 0)
+    sb = metrics.boot_mae_samples(err_b, datasets, N_BOOT, 0)
+    point = metrics.mae_by_dataset(err_a, np.zeros(len(keys)), datasets) / \
+        metrics.mae_by_dataset(err_b, np.zeros(len(keys)), datasets)
+    low, high = np.quantile(sa / sb, [0.025, 0.975])
+    return float(point), float(low), float(high)
+
+
+def summarize(folder: Path, model: str) -> dict:
+    """Per target: the choices, the candidate's ratio, each plugin estimator's own entry."""
+    board = json.loads((folder / "leaderboard.json").read_text())
+    pairs = pd.read_csv(folder / "pairs.csv")
+    out = {"model": model, "online": board["online"][0] if board["online"] else {},
+           "statistics": board["statistics"], "facts": protocol_facts(folder), "targets": {}}
     for block in board["targets"]:
-        for table in block["tables"]:
-            rows = [r for r in table["rows"] if r.get("mae") is not None]
-            out.append({
-                "target": block["target"],
-                "group": {k: table[k] for k in ("suite", "model", "adapter")},
-                "chosen_baseline": table.get("chosen_baseline"),
-                "chosen_calib_loo": table.get("chosen_calib_loo"),
-                "chosen_mae": table.get("chosen_mae"),
-                "best_after_the_fact": table.get("best_after_the_fact"),
-                "best_after_the_fact_mae": table.get("best_after_the_fact_mae"),
-                "rows": [{k: r.get(k) for k in ("rank", "entry", "role", "mae", "ci_low",
-                                                "ci_high", "worst", "calib_loo", "vs", "diff",
-                                                "diff_low", "diff_high", "p_holm", "significant")}
-                         for r in rows],
-            })
+        table = block["tables"][0]
+        target = block["target"]
+        rows = [r for r in table["rows"] if r.get("mae") is not None]
+        part = pairs[pairs["target"] == target]
+        base, cand = table.get("chosen_baseline"), table.get("chosen_candidate")
+        summary = {k: table.get(k) for k in (
+            "chosen_baseline", "chosen_calib_loo", "chosen_mae", "chosen_candidate",
+            "candidate_calib_loo", "candidate_mae", "best_after_the_fact",
+            "best_after_the_fact_mae", "n_calib_datasets")}
+        if base and cand:
+            summary["ratio"] = ratio_interval(part, cand, base)
+        per_estimator = {}
+        for name in CANDIDATES:
+            mine = [r for r in rows if r["estimator"] == name and r.get("calib_loo") is not None]
+            if mine:
+                best = min(mine, key=lambda r: (round(r["calib_loo"], 9), r["entry"]))
+                per_estimator[name] = {"entry": best["entry"], "calib_loo": best["calib_loo"],
+                                       "mae": best["mae"], "input": best.get("input"),
+                                       "ratio": ratio_interval(part, best["entry"], base)
+                                       if base else None}
+        summary["per_estimator"] = per_estimator
+        summary["rows"] = [{k: r.get(k) for k in (
+            "rank", "entry", "role", "input", "mae", "ci_low", "ci_high", "worst", "calib_loo",
+            "vs", "diff", "diff_low", "diff_high", "p_holm")} for r in rows]
+        out["targets"][target] = summary
     return out
 
 
@@ -69,65 +178,109 @@ def _f(value: float | None, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def markdown(tables: list[dict], board: dict, meta: dict) -> str:
-    lines = ["# Quality on the offline suite (mnist-c, mnist-cnn): one table per target", "",
-             f"`{meta['command']}` on {meta['date']} ({meta['machine']}, torch {meta['torch']}),"
-             f" from the run folder `{meta['folder']}`.", "", board["statistics"], "",
-             "Each table scores every estimator on the outputs of the model whose accuracy is "
-             "the target (`source`: frozen model; `bn`: batch statistics, in the target's own "
-             "batches; `adapted`: the adapter's online outputs); candidates (the plugin's "
-             "trajectory estimators) appear in every table with maps fitted against that "
-             "table's target.", ""]
-    online = board["online"][0] if board["online"] else {}
-    lines += [f"Mean accuracy: source {_f(online.get('source'), '.1f')} %, bn "
-              f"{_f(online.get('bn'), '.1f')} %, adapted {_f(online.get('adapted'), '.1f')} %.", ""]
-    lines += ["## Where the candidates stand against the chosen same-view baseline", "",
-              "| target | candidate | MAE | chosen baseline | its MAE | difference [95% CI] | "
-              "p (Holm) |", "|---|---|---|---|---|---|---|"]
-    for t in tables:
-        for r in t["rows"]:
-            if r["role"] == "candidate":
+def _ratio(r: list[float] | None) -> str:
+    return "-" if not r else f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]"
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Quality on mnist-c: the plugin's candidates against the baselines, calibrated on "
+             "the meta-set (the models, seeds and sets run are in the table below)", "",
+             f"`{report['command']}` on {report['date']} ({report['machine']}).", "",
+             "Protocol: the evaluation splits of mnist-c (15 corruptions x 5 severities, 2,000 "
+             "digits each) at the stream seeds listed below; calibration on the sets of the "
+             "meta-set (built from the 500 source-validation digits, no evaluation corruption) "
+             "at stream seed 0. RDumb, batch 64, probe 1,000 (stream draw, chunks of 100); the lr "
+             "and step count per model were chosen on the meta-set "
+             "(`benchmarks/results/protocol_choice.md`): "
+             + "; ".join(f"{m} lr {p['lr']:g}, {p['steps']} steps"
+                         for m, p in report["protocols"].items()) + ". Every score estimator "
+             "maps its score with each of lin, quad, iso, logit-lin, logit-quad, fitted on the "
+             "meta-set cells. The chosen baseline and the chosen candidate of a table are the "
+             "entries of their role with the lowest leave-one-dataset-out MAE on the meta-set "
+             "(families left out whole; `[best]` and `[stack]` entries with their choice inside "
+             "the loop); evaluation cells never enter a choice.", "",
+             "| model | evaluation cells | splits (families) | seeds (cells each) | meta-set "
+             "sets (families) |", "|---|---|---|---|---|",
+             *[f"| {m['model']} | {f['eval_cells']} | {f['eval_splits']} ({f['eval_families']}) "
+               f"| {', '.join(f'{s} ({n})' for s, n in f['cells_per_seed'].items())} | "
+               f"{f['meta_sets']} ({f['meta_families']}) |"
+               for m in report["models"] for f in [m["facts"]]], "",
+             report["models"][0]["statistics"], "",
+             "## The target: a plugin estimator at <= 0.70x the chosen same-view baseline", "",
+             "Ratio = evaluation MAE of the chosen candidate / that of the chosen baseline, 95 % "
+             "paired bootstrap interval over datasets, then cells (splits and seeds) within them.",
+             "", "| model | target | chosen baseline (calib LODO) | its MAE | chosen candidate "
+             "(calib LODO) | its MAE | ratio [95 %] | <= 0.70 | best baseline after the fact |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for model in report["models"]:
+        for target in ("source", "bn"):
+            t = model["targets"][target]
+            met = "yes" if t.get("ratio") and t["ratio"][0] <= TARGET_RATIO else "no"
+            lines.append(
+                f"| {model['model']} | {target} | {t['chosen_baseline']} "
+                f"({_f(t['chosen_calib_loo'])}) | {_f(t['chosen_mae'])} | "
+                f"{t['chosen_candidate']} ({_f(t['candidate_calib_loo'])}) | "
+                f"{_f(t['candidate_mae'])} | {_ratio(t.get('ratio'))} | {met} | "
+                f"{t['best_after_the_fact']} ({_f(t['best_after_the_fact_mae'])}) |")
+    lines += ["", "## Each plugin estimator: its own entry chosen by LODO, against the chosen "
+              "baseline", "", "| model | target | estimator | entry (calib LODO) | input | MAE | "
+              "ratio [95 %] |", "|---|---|---|---|---|---|---|"]
+    for model in report["models"]:
+        for target in ("source", "bn"):
+            for name, e in model["targets"][target]["per_estimator"].items():
+                lines.append(f"| {model['model']} | {target} | {name} | {e['entry']} "
+                             f"({_f(e['calib_loo'])}) | {e['input'] or '-'} | {_f(e['mae'])} | "
+                             f"{_ratio(e['ratio'])} |")
+    for model in report["models"]:
+        online = model["online"]
+        lines += ["", f"## {model['model']}", "",
+                  f"Mean accuracy over the evaluation cells: source "
+                  f"{_f(online.get('source'), '.1f')} %, bn {_f(online.get('bn'), '.1f')} %, "
+                  f"adapted {_f(online.get('adapted'), '.1f')} %."]
+        for target, t in model["targets"].items():
+            lines += ["", f"### Target `{target}`", "",
+                      "| rank | entry | role | MAE | 95% CI | worst | calib LODO | vs chosen "
+                      "baseline |", "|---|---|---|---|---|---|---|---|"]
+            for r in t["rows"]:
                 diff = ("-" if r["diff"] is None else
-                        f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]")
-                lines.append(f"| {t['target']} | {r['entry']} | {_f(r['mae'])} | "
-                             f"{t['chosen_baseline']} | {_f(t['chosen_mae'])} | {diff} | "
-                             f"{_f(r['p_holm'], '.3f')} |")
-    for t in tables:
-        lines += ["", f"## Target `{t['target']}`", "",
-                  f"Chosen baseline (calibration leave-one-out {_f(t['chosen_calib_loo'])} pp): "
-                  f"**{t['chosen_baseline']}**, {_f(t['chosen_mae'])} pp on evaluation. Best "
-                  f"baseline after the fact (evaluation MAE, for reference only): "
-                  f"{t['best_after_the_fact']}, {_f(t['best_after_the_fact_mae'])} pp.", "",
-                  "| rank | entry | role | MAE | 95% CI | worst | calib LOO | vs chosen baseline |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in t["rows"]:
-            diff = ("-" if r["diff"] is None else
-                    f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}], p_holm "
-                    f"{r['p_holm']:.3f}")
-            lines.append(f"| {r['rank']} | {r['entry']} | {r['role']} | {_f(r['mae'])} | "
-                         f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}] | {_f(r['worst'])} | "
-                         f"{_f(r['calib_loo'])} | {diff} |")
+                        f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}], "
+                        f"p_holm {r['p_holm']:.3f}")
+                lines.append(f"| {r['rank']} | {r['entry']} | {r['role']} | {_f(r['mae'])} | "
+                             f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}] | {_f(r['worst'])} | "
+                             f"{_f(r['calib_loo'])} | {diff} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--estimator", default="enigma", help="the candidates (comma list)")
-    parser.add_argument("--quick", action="store_true", help="the --quick smoke protocol")
-    parser.add_argument("--folder", type=Path, default=None,
-                        help="re-score this finished run folder instead of running")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="stream seeds of the evaluation cells")
+    parser.add_argument("--meta-sets", default="meta-*",
+                        help="the meta-set sets run for calibration (a --splits selection)")
+    parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args()
-    folder = run(args.estimator, args.quick, args.folder)
-    board = json.loads((folder / "leaderboard.json").read_text())
-    meta = {"command": "python " + " ".join(["benchmarks/quality.py", *sys.argv[1:]]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-            "torch": torch.__version__, "folder": str(folder)}
-    tables = summarize(board)
+    models = args.models.split(",")
+    for model in models:
+        if not args.analyse_only:
+            run(args.runs / model, model, [int(s) for s in args.seeds.split(",")],
+                args.meta_sets)
+        score(args.runs / model)
+    # the command that runs (resuming) and scores these very cells
+    options = [f"--models {args.models}"] if args.models != ",".join(MODELS) else []
+    options += [f"--seeds {args.seeds}"] if args.seeds != ",".join(map(str, SEEDS)) else []
+    options += [f"--meta-sets '{args.meta_sets}'"] if args.meta_sets != "meta-*" else []
+    report = {
+        "command": " ".join([COMMAND, *options]), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "protocols": {m: dict(zip(("lr", "steps"), chosen_protocol(m))) for m in models},
+        "models": [summarize(args.runs / m, m) for m in models],
+    }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({**meta, "tables": tables}, indent=2) + "\n")
-    (RESULTS / "quality.md").write_text(markdown(tables, board, meta))
-    print((RESULTS / "quality.md").read_text())
+    write_json_atomic(RESULTS / "quality.json", report)
+    write_bytes_atomic(RESULTS / "quality.md", markdown(report))
+    print(markdown(report))
 
 
 if __name__ == "__main__":

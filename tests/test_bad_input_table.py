@@ -198,6 +198,10 @@ ROWS: list[Row] = [
     ("estimate --data-dir", lambda t: ["estimate", "-e", "ac", "-m", "tiny-cnn", "--data",
                                        str(t), "--data-dir", str(t)],
      "--data-dir (a suite's data folder) has no meaning here"),
+    ("estimate with two stream seeds", lambda t: ["estimate", "-e", "ac", "-m", "tiny-cnn",
+                                                  "--data", str(t), "--seed", "5", "--seed",
+                                                  "9"],
+     "estimate takes one --seed (the stream seed of the estimate)"),
     # cells
     ("leaderboard of damaged cells only", lambda t: ["leaderboard", str(t), "--output",
                                                      str(t / "lb")] if write_json(
@@ -326,14 +330,14 @@ def test_a_leaderboard_of_two_settings_is_refused(tmp_path, finished_run, config
     assert "come from two settings (their protocols differ in 'batch_size')" in line
 
 
-def test_estimate_uses_the_seeds_given(tmp_path, config):
+def test_estimate_uses_the_seed_given(tmp_path, config):
     folder = tmp_path / "images"
     folder.mkdir()
     for k in range(40):
         Image.fromarray(np.full((16, 16, 3), 6 * k, dtype=np.uint8)).save(folder / f"{k}.png")
     result = CliRunner().invoke(main, ["estimate", "-e", "ac", "-m", "tiny-cnn", "--data",
-                                       str(tmp_path / "images"), "--seed", "5", "--seed", "9",
-                                       "--json", "--batch-size", "8", "-a", "tent", "--steps",
-                                       "2", "--config", str(config)])
+                                       str(tmp_path / "images"), "--seed", "5", "--json",
+                                       "--batch-size", "8", "-a", "tent", "--steps", "2",
+                                       "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output[result.output.index("{"):])["seeds"] == [5, 9]
+    assert json.loads(result.output[result.output.index("{"):])["seed"] == 5

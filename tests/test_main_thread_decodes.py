@@ -1,7 +1,7 @@
 """No image is decoded on the main thread where a suite streams from disk: the cell's passes
 and stream (a continual one too), the labelled source-val reference (read once per process) and EATA's Fisher
 images all go through the loader's worker processes; ``ttabench estimate`` decodes its folder
-once for all its seeds. Reads are counted, not timed: every read in any process (a counter
+once for all its cells. Reads are counted, not timed: every read in any process (a counter
 in shared memory, which the forked loader workers inherit) and the reads of the main process.
 """
 
@@ -105,7 +105,9 @@ def test_a_continual_stream_is_decoded_by_workers_only():
     assert SPLITS.main == 0 and SPLITS.every.value == cells[0].data["decodes"] > 0
 
 
-def test_estimate_decodes_its_folder_once_for_all_seeds(tmp_path, monkeypatch, config):
+def test_estimate_decodes_its_folder_once_for_all_cells(tmp_path, monkeypatch, config):
+    """The estimate and the three resamples of its interval (a trajectory estimator adapts on
+    each) read the folder decoded once, by the loader's workers."""
     root = tmp_path / "folder"
     root.mkdir()
     for i in range(96):
@@ -119,9 +121,9 @@ def test_estimate_decodes_its_folder_once_for_all_seeds(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(images, "decode", counted)
     result = CliRunner().invoke(main, [
-        "estimate", "--config", str(config), "-e", "ac", "-m", "tiny-cnn", "--data", str(root),
-        "--image-size", "16", "--resize", "16", "--bootstrap", "3", "--threads", "1",
-        "--batch-size", "32"])
+        "estimate", "--config", str(config), "-e", "aetta", "-a", "tent", "-m", "tiny-cnn",
+        "--data", str(root), "--image-size", "16", "--resize", "16", "--bootstrap", "3",
+        "--threads", "1", "--batch-size", "32", "--steps", "2"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"interval over 3 stream seeds", result.output)
+    assert re.search(r"normal bootstrap over the 96 images \(3 resamples", result.output)
     assert decodes.every.value == 96 and decodes.main == 0

@@ -155,6 +155,21 @@ def test_every_stream_calls_every_hook_of_a_trajectory_estimator() -> None:
         assert all(w.failed is None for w in cell.estimators["aetta"].windows), kind
 
 
+def test_every_stream_hands_the_static_views_to_trajectory_estimators() -> None:
+    """``TrajectoryContext.views``: the very outputs the static estimators read, on every image
+    of the cell's stream (AC on them is the host's AC of that view)."""
+    for kind in ("reset-each-split", "continual", "gradual", "mixed"):
+        plugins.ScriptedWindows.VIEWS.clear()
+        spec = RunSpec(**TINY, adapters=["batch-stats"], estimators=["scripted-windows", "ac"],
+                       splits=["noise-*"], stream=StreamSpec(kind=kind, window=2))
+        bench = Benchmark(spec)
+        cell = bench.execute(bench.plan()[0])
+        assert set(plugins.ScriptedWindows.VIEWS) == {"source", "bn"}, kind
+        for view, (rows, confidence) in plugins.ScriptedWindows.VIEWS.items():
+            assert rows == cell.n_examples, (kind, view)
+            assert confidence == pytest.approx(cell.estimators["ac"].views[view].value), kind
+
+
 def test_per_window_accuracy_and_scores_by_hand() -> None:
     spec = RunSpec(**TINY, adapters=["constant"], estimators=["scripted-windows", "ac"],
                    stream=StreamSpec(kind="continual", steps_per_split=4, window=3))

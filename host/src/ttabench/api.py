@@ -148,6 +148,8 @@ class LoadedModel:
     ``module`` maps float images in [0, 1] of shape (N, 3, H, W) to logits (N, num_classes)
     and applies its own normalization (``preprocessing`` records the constants).
     ``classifier`` names the final ``nn.Linear`` whose input is the penultimate embedding.
+    ``class_names``: the name of each output index, when the model records them (a labelled
+    folder's class folders may use them, ``ttabench.suites.labelled_folder``); not in any key.
     """
 
     module: nn.Module
@@ -156,6 +158,7 @@ class LoadedModel:
     weights_hash: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
     classifier: str | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 # --------------------------------------------------------------------------- adapters
@@ -398,7 +401,9 @@ class Estimator(ABC):
     @property
     def score_input(self) -> str | None:
         """The score a fitted calibration of this estimator maps to an accuracy (``"value"`` or
-        a key of ``EstimateResult.scores``), recorded in every cell; None: none is fitted."""
+        a key of ``EstimateResult.scores``), recorded in every cell; None: none is fitted;
+        ``STACK_INPUT``: every named score is a feature of one monotone stack the leaderboard
+        fits (``ttabench.scoring.stack``, entry ``<name>[stack]``)."""
         return None
 
     def params(self) -> dict[str, Any]:
@@ -520,7 +525,12 @@ class TrajectoryContext:
     ``num_classes`` is the width of the logits the estimator sees (200 on ImageNet-R's subset);
     ``model_num_classes`` the model's own output count (1000 there). ``precision``: the
     cell's compute precision (``fp32`` or ``bf16``), so a calibration fitted under another
-    one can be refused.
+    one can be refused. ``views``: the static views' outputs on the whole split, the very
+    objects the static estimators were given (``ttabench.runner.views``): view name
+    (``source``, ``bn``) -> (target outputs, labels withheld, with ``frozen_logits``; that
+    view's labelled source-val outputs or None), so an estimator can combine the trajectory
+    with static scores without another forward pass (what ``derive`` computed on them is
+    shared); empty when the host passes none.
     """
 
     num_classes: int
@@ -532,6 +542,7 @@ class TrajectoryContext:
     source_val: Outputs | None = None
     model_num_classes: int | None = None
     precision: str = "fp32"
+    views: dict[str, tuple[Outputs, Outputs | None]] = field(default_factory=dict)
 
 
 class TrajectoryEstimator(Estimator):
@@ -611,6 +622,7 @@ from ttabench.schemas import Count, Finite, Fraction, Record, Size  # noqa: E402
 from ttabench.schemas import parse as parse_record  # noqa: E402
 from ttabench.store import write_json_atomic  # noqa: E402
 from ttabench.runner.stream import PROBE_DRAWS, first_epoch, stream_indices  # noqa: E402
+from ttabench.scoring.stack import STACK_INPUT  # noqa: E402
 
 __all__ = [
     "Count",
@@ -666,6 +678,7 @@ __all__ = [
     "PROBE_DRAWS",
     "Peers",
     "PoolEstimator",
+    "STACK_INPUT",
     "Role",
     "SplitSpec",
     "StaticEstimator",

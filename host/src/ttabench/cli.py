@@ -1,7 +1,7 @@
 """The ``ttabench`` command line: a click group whose subcommands are resolved lazily.
 
-``ls`` and ``validate`` live here. ``run`` (and its alias ``continual``), ``estimate``, ``fit``
-and ``leaderboard`` are named
+``ls`` and ``validate`` live here. ``run`` (and its alias ``continual``), ``estimate``,
+``calibrate``, ``fit`` and ``leaderboard`` are named
 by ``module:attr`` in ``BUILTIN_COMMANDS`` and imported only when invoked, and every entry point
 of group ``ttabench.commands`` adds a subcommand. A subcommand that fails to import becomes a
 stub that prints one ``error:`` line. ``--help`` and ``ls`` import no command or plugin: their
@@ -34,7 +34,8 @@ from ttabench.source_docs import describe
 BUILTIN_COMMANDS: dict[str, str] = {
     "run": "ttabench.runner.command:run",
     "continual": "ttabench.runner.command:continual",
-    "estimate": "ttabench.runner.command:estimate",
+    "estimate": "ttabench.calibrate.estimate_command:estimate",
+    "calibrate": "ttabench.calibrate.command:calibrate",
     "fit": "ttabench.scoring.command:fit",
     "leaderboard": "ttabench.scoring.command:leaderboard",
     "diff": "ttabench.run_diff:diff",

@@ -208,6 +208,115 @@ class CalibrationSchema(Record):
         return self
 
 
+# ----------------------------------------------------------------------------- model calibrations
+
+#: What a stored map is: an estimator's own accuracy (``direct``: a direct estimator; ``own``: a
+#: score estimator's own calibration), or a fitted map of ``ttabench.scoring.map_kinds``.
+STORED_MAP_KINDS = ("direct", "own", "lin", "quad", "iso", "logit-lin", "logit-quad")
+_POLYNOMIAL_TERMS = {"lin": 2, "quad": 3, "logit-lin": 2, "logit-quad": 3}
+
+
+class StoredMapSchema(Record):
+    """One entry's way from an estimator's result to an accuracy: ``input`` names the score a
+    fitted map reads (``value`` or a named score); a polynomial kind holds its coefficients
+    (highest power first), ``iso`` its knots (increasing scores, accuracies in [0, 1])."""
+
+    kind: Literal["direct", "own", "lin", "quad", "iso", "logit-lin", "logit-quad"]
+    input: str | None = None
+    coefficients: list[Finite] = Field(default_factory=list)
+    knots_x: list[Finite] = Field(default_factory=list)
+    knots_y: list[Fraction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> StoredMapSchema:
+        fitted = self.kind not in ("direct", "own")
+        if fitted != (self.input is not None):
+            raise ValueError(f"a {self.kind} map {'needs' if fitted else 'takes no'} 'input'")
+        terms = _POLYNOMIAL_TERMS.get(self.kind, 0)
+        if len(self.coefficients) != terms:
+            raise ValueError(f"a {self.kind} map has {terms} coefficients, got "
+                             f"{len(self.coefficients)}")
+        knots = 1 if self.kind == "iso" else 0
+        if len(self.knots_x) != len(self.knots_y) or (knots and not self.knots_x) or (
+                not knots and self.knots_x):
+            raise ValueError("an iso map has as many knots_x as knots_y (at least one); other "
+                             "kinds have none")
+        if any(b <= a for a, b in zip(self.knots_x, self.knots_x[1:])):
+            raise ValueError("knots_x must increase")
+        return self
+
+
+class CalibratedEntrySchema(Record):
+    """An estimator with one stored map, and its calibration error on the meta-set: the
+    leave-one-dataset-out MAE (pp, per-dataset averaged) and the 95% quantile of the absolute
+    leave-one-dataset-out errors (a fraction)."""
+
+    name: str = Field(min_length=1)
+    estimator: str = Field(min_length=1)
+    map: StoredMapSchema
+    lodo_mae: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+    error_q95: Fraction
+    n_cells: Count
+    n_datasets: Count
+
+
+class ModelIdentitySchema(Record):
+    """The model a calibration was made for: the spec it was loaded by, its id, the hash of its
+    weights and its class count."""
+
+    spec: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+    weights_hash: str = Field(min_length=1)
+    num_classes: Count
+
+
+class CalibrationProtocolSchema(Record):
+    """How every estimate of a calibration is made (an estimate repeats it exactly): the
+    adapter and every plugin's parameters, the stream's batch size, steps and kind, the
+    preprocessing, the compute precision and memory format, and the target accuracy the maps
+    were fitted against."""
+
+    target: Literal["source", "bn", "adapted"]
+    adapter: str = Field(min_length=1)
+    adapter_params: dict[str, Any] = Field(default_factory=dict)
+    estimator_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    batch_size: Count
+    steps: Size
+    stream: str
+    image_size: Count
+    resize: Count | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+
+
+class ModelCalibrationSchema(Record):
+    """A model calibration file (``ttabench.calibrate.record.ModelCalibration``): entries with
+    distinct names, the chosen one among them, and the choice's own (nested) calibration error
+    when it could be computed."""
+
+    schema_: Literal["ttabench.model-calibration/1"] = Field(alias="schema")
+    model: ModelIdentitySchema
+    protocol: CalibrationProtocolSchema
+    entries: list[CalibratedEntrySchema] = Field(min_length=1)
+    chosen: str
+    choice_lodo_mae: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] | None = None
+    choice_error_q95: Fraction | None = None
+    skipped: dict[str, str] = Field(default_factory=dict)
+    labelled: dict[str, Any] = Field(default_factory=dict)
+    meta_set: dict[str, Any] = Field(default_factory=dict)
+    created: str = ""
+    provenance: str = ""
+
+    @model_validator(mode="after")
+    def _chosen_is_an_entry(self) -> ModelCalibrationSchema:
+        names = [e.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError("entry names must be distinct")
+        if self.chosen not in names:
+            raise ValueError(f"chosen entry {self.chosen!r} is not among the entries")
+        return self
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -224,5 +333,6 @@ class CheckpointMetaSchema(Record):
         default=None, min_length=3, max_length=3)
 
 
-__all__ = ["CalibrationSchema", "CellSchema", "WindowRecordSchema", "RunRecordSchema", "CheckpointMetaSchema", "Count", "Finite",
+__all__ = ["CalibratedEntrySchema", "CalibrationProtocolSchema", "ModelCalibrationSchema",
+           "ModelIdentitySchema", "STORED_MAP_KINDS", "StoredMapSchema", "CalibrationSchema", "CellSchema", "WindowRecordSchema", "RunRecordSchema", "CheckpointMetaSchema", "Count", "Finite",
            "Fraction", "MAX_COUNT", "Record", "Seed", "Size", "parse"]

@@ -516,8 +516,25 @@ def given_options(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def single_model(given: dict[str, Any], command: str) -> dict[str, Any]:
+    """``given`` (``given_options``) with its ``model``, a list from the repeatable
+    ``--model``, as the one model spec a command of one model takes; a TTABenchError when the
+    command line names several (or a pool)."""
+    from ttabench.models.pools import expand_models
+
+    named = [m.strip() for value in given.get("model") or [] for m in str(value).split(",")
+             if m.strip()]
+    if not named:
+        return given
+    models = expand_models(named)
+    if len(models) != 1:
+        raise TTABenchError(f"{command} takes one --model, got {len(models)} "
+                            f"({', '.join(models)})")
+    return {**given, "model": models[0]}
+
+
 __all__ = ["BOOT_UNITS", "CORRELATED", "MAP_KINDS", "MAX_SEED", "MAX_THREADS", "NAMES", "Option",
            "PRECISIONS", "RUN_OPTIONS", "Rule", "RunSpec", "SPLIT_ORDERS", "STREAM_KINDS",
            "STREAM_OPTIONS",
            "STRING", "ScoringSpec", "StreamSpec", "check_map_kinds", "config_defaults", "option",
-           "given_options", "parse_stream_kind", "shown", "spec_options"]
+           "given_options", "parse_stream_kind", "shown", "single_model", "spec_options"]

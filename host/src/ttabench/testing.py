@@ -375,14 +375,21 @@ def _trajectory_estimate(estimator: TrajectoryEstimator, seed: int) -> EstimateR
         estimator.on_step(step, x, adapter(x), adapter)
         if step in plan.checkpoints:
             estimator.on_snapshot(step, snapshot(step))
+    # the static views: the frozen model on the stream (source) and a perturbed copy of its
+    # logits standing in for the batch-statistics model (bn), each with labelled source val
+    frozen = _outputs(stream, None, False)
+    frozen = dataclasses.replace(frozen, frozen_logits=frozen.logits)
+    bn = dataclasses.replace(frozen, logits=frozen.logits + torch.randn(
+        frozen.logits.shape, generator=generator))
+    val = _outputs(*_images(128, seed=1), features=False)
     context = TrajectoryContext(
         num_classes=_tiny_model().num_classes,
         steps_run=last,
         probe_size=n_probe,
         probe_source_logits=base.clone(),
         dataset_size=len(stream),
-        source_val=(_outputs(*_images(128, seed=1), features=False)
-                    if "source_val" in estimator.needs else None),
+        source_val=val if "source_val" in estimator.needs else None,
+        views={"source": (frozen, val), "bn": (bn, val)},
     )
     return estimator.compute(context)
 

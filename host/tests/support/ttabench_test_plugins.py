@@ -362,11 +362,13 @@ class BatchStatsAdapter(Adapter):
 
 class ScriptedWindows(TrajectoryEstimator):
     """Per window ``w`` the estimate ``(w mod 4) / 4``; counts every hook the host calls
-    (``CALLS``)."""
+    (``CALLS``) and keeps, per static view of its context, the row count and the mean
+    max-softmax of the target outputs (``VIEWS``)."""
 
     name = "scripted-windows"
     target = "adapted"
     CALLS: dict[str, int] = {"before_step": 0, "on_step": 0}
+    VIEWS: dict[str, tuple[int, float]] = {}
 
     def plan(self) -> TrajectoryPlan:
         return TrajectoryPlan(probe_size=0, checkpoints=())
@@ -386,6 +388,10 @@ class ScriptedWindows(TrajectoryEstimator):
                 for w in range(self.steps // window)]
 
     def compute(self, context: TrajectoryContext) -> EstimateResult:
+        self.VIEWS.clear()
+        for view, (target, _) in context.views.items():
+            confidence = torch.softmax(target.logits.double(), 1).max(1).values
+            self.VIEWS[view] = (len(target.logits), float(confidence.mean()))
         return EstimateResult(value=0.5, estimate=0.5)
 
     def reset(self) -> None:

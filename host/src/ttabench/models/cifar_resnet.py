@@ -21,6 +21,9 @@ from ttabench.errors import TTABenchError
 from ttabench.models.base import NormalizedModel, find_classifier, weights_hash
 
 NUM_CLASSES = 10
+#: CIFAR-10's class names in label order (the output index of each).
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck")
 
 
 def pyautoattack_examples() -> Path:
@@ -69,4 +72,5 @@ def load_cifar10_resnet18(
         preprocessing={"mean": [0.0] * 3, "std": [1.0] * 3, "input_size": 32,
                        "normalization": "none (inputs in [0, 1])"},
         classifier=find_classifier(module),
+        class_names=CLASS_NAMES,
     )

@@ -354,7 +354,8 @@ class Benchmark:
         assert self.cache is not None
         trajectory = [n for n, e in self.estimators.items() if isinstance(e, TrajectoryEstimator)]
         digests: dict[str, str] = {}
-        for view, outputs in out.outputs.items():
+        for view, seen in out.view_outputs.items():
+            outputs = seen.target
             record = view_record(plan.protocol, view, trajectory, outputs.features is not None)
             if view == "source":
                 digests[view] = self.cache.put(record, outputs)

@@ -1,4 +1,5 @@
-"""``ttabench run``, its alias ``ttabench continual`` and ``ttabench estimate``.
+"""``ttabench run`` and its alias ``ttabench continual`` (and what ``ttabench estimate`` and
+``ttabench calibrate`` share with them: ``FolderSuite``, ``input_geometry``).
 
 Their options are made from the run specification (``ttabench.spec.RUN_OPTIONS``): one click
 option per flagged option, each defaulting to the configuration's value, which defaults to the
@@ -7,21 +8,18 @@ option's own; what the command line gives is checked by the same rules as the fi
 
 from __future__ import annotations
 
-import json
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import torch
 
 from ttabench import registry
-from ttabench.api import PoolEstimator, SplitSpec, StaticEstimator, Suite, TrajectoryEstimator
+from ttabench.api import SplitSpec, Suite
 from ttabench.config_schema import check_layer
 from ttabench.config_schema import validate as validate_config
 from ttabench.errors import Interrupted, TTABenchError
@@ -33,11 +31,9 @@ from ttabench.runner.config import (
     RunConfig,
     build_spec,
     load_config,
-    names,
     override_notes,
 )
-from ttabench.runner.decoded_cache import DecodedCache, LoaderOptions
-from ttabench.runner.device_facts import configure_device, device_facts, device_line
+from ttabench.runner.device_facts import device_line
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
 from ttabench.runner.preflight import (
     check_pool_estimators,
@@ -46,9 +42,9 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.rescore import score_from_cache, write_cells
-from ttabench.runner.resources import cpu_cores, default_workers, resolve_jobs
+from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
-from ttabench.spec import PRECISIONS, RunSpec, ScoringSpec, given_options, option, shown, spec_options
+from ttabench.spec import RunSpec, ScoringSpec, given_options, option, shown, spec_options
 
 
 def check_given(given: dict[str, Any]) -> None:
@@ -304,14 +300,6 @@ def execute_cells(bench: Benchmark, todo: list[CellPlan], out: Path, config: Run
     return run_cells(bench, todo, out, backend, retries=retries)
 
 
-def seed_interval(estimates: list[float]) -> list[float]:
-    """The 2.5th and 97.5th percentiles of the per-seed estimates, each rounded outward to an
-    observed estimate (numpy's ``lower`` and ``higher`` methods): with fewer than 40 seeds this
-    is their range, so it always contains every estimate, the reported one included."""
-    return [float(np.percentile(estimates, 2.5, method="lower")),
-            float(np.percentile(estimates, 97.5, method="higher"))]
-
-
 class FolderSuite(Suite):
     """One unlabelled folder as a single-split suite (labels are -1, never used)."""
 
@@ -328,20 +316,6 @@ class FolderSuite(Suite):
 
     def record(self) -> dict[str, Any]:
         return {"suite": self.name, "root": self.root, "n": len(self._dataset)}
-
-
-def stream_seeds(given: list[int], bootstrap: int, ctx: click.Context) -> list[int]:
-    """The stream seeds of ``estimate``: the ``--seed`` values when several are given (a
-    ``--bootstrap`` given too must count them), else ``--bootstrap`` consecutive seeds from the
-    one ``--seed`` (else ``[run] seeds``, else 0)."""
-    if len(given) > 1:
-        explicit = ctx.get_parameter_source("bootstrap") is not click.core.ParameterSource.DEFAULT
-        if explicit and bootstrap != len(given):
-            raise TTABenchError(f"--bootstrap {bootstrap} contradicts the {len(given)} --seed "
-                                "values; give one of them")
-        return given
-    start = given[0] if given else 0
-    return [start + i for i in range(bootstrap)]
 
 
 def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
@@ -367,147 +341,3 @@ def input_geometry(preprocessing: dict[str, Any], image_size: int | None,
     if preprocessing.get("crop_pct"):
         return size, int(math.floor(size / float(preprocessing["crop_pct"])))
     return size, size if recorded else 256
-
-
-@click.command()
-@spec_options("estimator", "adapter", "model", "seed", "steps", "batch_size", "data_dir",
-              "device", "threads")
-@click.option("--config", "config_path", default=None, help="Config file (default ./plugins.toml).")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.NAME.KEY=VALUE",
-              help="Override a config leaf (VALUE read as TOML), e.g. adapter.tent.lr=0.01.")
-@click.option("--trust-pickle", is_flag=True,
-              help="Also load a checkpoint file that is a whole pickled nn.Module (runs the code "
-                   "it names: only for files you made or trust).")
-@click.option("--trust-torchscript", is_flag=True,
-              help="Also load a checkpoint file that is a TorchScript program (runs its program: "
-                   "only for files you made or trust).")
-@click.option("--data", "data", required=True, help="Folder of unlabelled images (recursive).")
-@click.option("--image-size", type=click.IntRange(min=1), default=None,
-              help="Center-crop size (default: the model's input size, else 224).")
-@click.option("--resize", type=click.IntRange(min=1), default=None,
-              help="Resize the shorter side before the crop (default: the model's recorded "
-                   "preprocessing, else 256).")
-@click.option("--calibration", default=None, help="Calibration id or file for a score estimator.")
-@click.option("--bootstrap", type=click.IntRange(min=1), default=5,
-              help="Repeats over seeds for the interval.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
-             trust_torchscript: bool, data: str, image_size: int | None, resize: int | None,
-             calibration: str | None, bootstrap: int, as_json: bool, **params: Any) -> None:
-    """Label-free accuracy estimate for one model on one folder of unlabelled images.
-
-    Everything that can be checked is checked before any image is adapted on: the estimator
-    (a score estimator needs a calibration fitted for this model), the adapter, the steps,
-    and the folder's size against the probe and the batch.
-    """
-    from ttabench.paths import cache_dir
-    from ttabench.runner.benchmark import _instantiate
-    from ttabench.runner.execute import CellInputs, run_cell
-    from ttabench.runner.preflight import (
-        check_adapter_setup,
-        check_compute_options,
-        check_split_size,
-        check_steps,
-        resolve_device,
-    )
-    from ttabench.suites.images import UnlabelledFolder
-
-    if params.get("data_dir") is not None:
-        raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
-                            "folder) has no meaning here: drop it")
-    config = load_config(config_path, overrides=list(sets))
-    validate_config(config)
-    given = given_options(params)
-    check_given(given)
-    chosen = names(given.get("estimator"))
-    if len(chosen) != 1:
-        raise TTABenchError("estimate takes exactly one --estimator")
-    name = chosen[0]
-    if calibration:
-        config.data.setdefault("estimator", {}).setdefault(name, {})["calibration"] = calibration
-    spec = build_spec(config, baselines=False, trust_pickle=trust_pickle,
-                      trust_torchscript=trust_torchscript, **given)
-    seeds = stream_seeds(spec.seeds, bootstrap, click.get_current_context())
-    print_overrides(config, {k: v for k, v in given.items() if k != "estimator"}, "",
-                    [(f"--calibration {calibration}", ["estimator", name, "calibration"])]
-                    if calibration else [])
-    if spec.threads:
-        torch.set_num_threads(int(spec.threads))
-    dev = resolve_device(spec.device)
-    if len(spec.model_list) > 1:
-        raise TTABenchError(f"estimate takes one --model, got {len(spec.model_list)} "
-                            f"({', '.join(spec.model_list)})")
-    check_compute_options(dev, spec.precision, spec.channels_last, PRECISIONS)
-    configure_device(dev, spec.deterministic)
-    est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
-    if isinstance(est, PoolEstimator):
-        raise TTABenchError(f"{name} compares models: it needs a run of several models on "
-                            "labelled data (`ttabench run --model mnist-pool -e "
-                            f"{name}`), not one model on a folder")
-    if "source_val" in est.needs:
-        raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
-                            "use an estimator that does not (see `ttabench ls estimators`)")
-    check_steps(spec.steps, {name: est})
-    adapter_name = spec.adapters[0]
-    adapter_cls = registry.get("adapters", adapter_name)
-    adapter_params = spec.adapter_params.get(adapter_name, {})
-    loaded = registry.load_model(spec.model, cache_dir=cache_dir(), options=spec.model_options)
-    try:
-        est.check_calibration({"model": loaded.model_id, "num_classes": loaded.num_classes,
-                               "precision": spec.precision})
-    except TTABenchError as err:
-        raise TTABenchError(f"{err}; pass --calibration ID|FILE of a calibration fitted for "
-                            f"this model (see `ttabench fit`)") from None
-    check_adapter_setup(adapter_name, adapter_cls, adapter_params, loaded, None, "folder")
-    size, shorter = input_geometry(loaded.preprocessing, image_size, resize)
-    folder = UnlabelledFolder(data, image_size=size, resize=shorter)
-    suite = FolderSuite(folder, loaded.num_classes, str(data))
-    adapts = spec.steps > 0 or isinstance(est, TrajectoryEstimator)
-    check_split_size(len(folder), str(data), {name: est}, spec.batch_size, adapts)
-    # the folder is decoded once for every seed (within the cache's budget), by loader workers
-    probe = est.plan().probe_size if isinstance(est, TrajectoryEstimator) else 0
-    decoded = DecodedCache(len(folder), spec.cache_mib << 20, keep_first=probe)
-    workers = spec.num_workers
-    if workers is None:
-        workers = default_workers(cpu_cores(), 1, streams_from_disk=True)
-    loader = LoaderOptions(workers=workers, pin_memory=dev.type == "cuda")
-    values, estimates = [], []
-    for s in seeds:
-        out = run_cell(CellInputs(
-            suite=suite, split=suite.splits()[0], model=loaded, adapter_cls=adapter_cls,
-            adapter_params=adapter_params, estimators={name: est},
-            seed=s, batch_size=spec.batch_size, steps=spec.steps, device=dev, loader=loader,
-            decoded=decoded, precision=spec.precision, channels_last=spec.channels_last,
-            show_progress=not as_json, labelled=False))
-        view = est.view if isinstance(est, StaticEstimator) else None
-        result = out.result(name, view or est.target)
-        if result is None or result.failed is not None:
-            raise TTABenchError(f"{name} failed: {result.failed if result else 'no result'}")
-        if result.estimate is None:  # a plugin that said it could: do not run the other seeds
-            raise TTABenchError(
-                f"{name} gave a score ({result.value:.4g}) but no accuracy; pass --calibration "
-                "ID|FILE (see `ttabench fit`)")
-        values.append(result.value)
-        estimates.append(result.estimate)
-    report = {
-        "estimator": name, "model": loaded.model_id, "adapter": adapter_name,
-        "target": est.target, "data": str(data), "n_images": len(folder),
-        "skipped_files": folder.skipped_files,
-        "preprocessing": {"image_size": size, "resize": shorter},
-        "estimate": estimates[0], "score": values[0], "seeds": seeds,
-        "interval": seed_interval(estimates),
-        "estimates": estimates, "params": est.params(),
-        "trajectory": isinstance(est, TrajectoryEstimator),
-        "device": device_line(dev, device_facts(dev), torch.get_num_threads()),
-    }
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        lo, hi = report["interval"]
-        skipped = report["skipped_files"]
-        click.echo(f"{name}: estimated {est.target} accuracy {100 * estimates[0]:.2f}% "
-                   f"(95% interval over {len(seeds)} stream seeds: {100 * lo:.2f}-{100 * hi:.2f}%) "
-                   f"on {len(folder)} images of {data}"
-                   + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
-        click.echo(f"device: {report['device']}", err=True)
-    sys.stdout.flush()

@@ -210,11 +210,13 @@ def _adapter(inputs: CellInputs) -> tuple[Adapter, dict[str, Any] | None]:
 def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, rows: torch.Tensor,
                 source_logits: torch.Tensor, trajectory: dict[str, TrajectoryEstimator],
                 probe: ProbeSetup, want_features: bool,
-                bn_logits: torch.Tensor | None = None) -> Trajectory:
+                bn_logits: torch.Tensor | None = None,
+                views: dict[str, View] | None = None) -> Trajectory:
     """Run the adapter along the cell's stream, feeding every trajectory estimator every hook
     (``before_step``, ``on_step``, ``on_snapshot`` at its checkpoints). ``rows[i]`` is image
     ``i``'s row of the pass outputs (``source_logits``, ``bn_logits``), which spare the step-0
-    snapshot the chunks it already holds."""
+    snapshot the chunks it already holds; ``views`` (the static views, on every image of the
+    cell's stream) are handed to the estimators in their context."""
     class_subset = inputs.suite.class_subset
     wanted, chunk, probe_draw = probe.wanted, probe.chunk, probe.draw
     epoch_order = stream.epoch
@@ -300,6 +302,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         source_val=inputs.source_val,
         model_num_classes=inputs.model.num_classes,
         precision=inputs.precision,
+        views={name: (view.target, view.source_val) for name, view in (views or {}).items()},
     )
     online = online_rows = None
     if logits_seen is not None:
@@ -340,9 +343,11 @@ class CellOutput:
     #: Per estimator its result per window (``ttabench.runner.windows``); the step record.
     windows: dict[str, list[ViewResult]] = field(default_factory=dict)
     steps: WindowRecord | None = None
-    #: Each view's target outputs (what the logit cache keeps), and the rows of the
-    #: ``source`` view's outputs that the ``adapted`` view's rows are (``online_rows``).
-    outputs: dict[str, Outputs] = field(default_factory=dict)
+    #: The views the static estimators were computed on (``source``, ``bn``, and ``adapted``
+    #: when the cell adapted), for a caller that recomputes them (``ttabench estimate``'s
+    #: bootstrap over images) or keeps them (the logit cache), and the rows of the ``source``
+    #: view's outputs that the ``adapted`` view's rows are (``online_rows``).
+    view_outputs: dict[str, View] = field(default_factory=dict)
     online_rows: torch.Tensor | None = None
 
     def result(self, name: str, view: str) -> ViewResult | None:
@@ -454,6 +459,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     static = _static(active)
     want_features = any("features" in est.needs for est in active.values())
     per_view = work.static_results()
+    views = dict(work.views)  # this cell's: the shared static views, its own adapted one
 
     adaptation: dict[str, Any] = {"adapted": None, "steps": 0, "probe_size": 0,
                                   "probe_draw": None, "adapter_params": {},
@@ -461,22 +467,23 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     results: dict[str, ViewResult] = {}
     windows: dict[str, list[ViewResult]] = {}
     record = None
-    outputs = {name: view.target for name, view in work.views.items()}
     online_rows = None
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
         with compute_context(inputs.precision, inputs.device):
             run = _trajectory(inputs, reader, stream, work.rows, work.passes.source.logits,
-                              trajectory, probe, want_features, work.passes.bn.logits)
+                              trajectory, probe, want_features, work.passes.bn.logits,
+                              work.views)
         timings["adaptation"] = time.perf_counter() - t
         adaptation, results, windows, record = run.adaptation, run.results, run.windows, run.steps
         if inputs.labelled:
             record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
-            outputs["adapted"], online_rows = run.online, run.online_rows
-            adapted_view = View("adapted", run.online, inputs.source_val_adapted)
+            online_rows = run.online_rows
+            adapted_view = views["adapted"] = View("adapted", run.online,
+                                                   inputs.source_val_adapted)
             t = time.perf_counter()
             for name, by_view in estimate_views(
                     {k: e for k, e in static.items() if e.view in (None, "adapted")},
@@ -498,4 +505,4 @@ def run_cell(inputs: CellInputs) -> CellOutput:
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
         adaptation=adaptation, timings=timings, windows=windows, steps=record,
-        outputs=outputs, online_rows=online_rows)
+        view_outputs=views, online_rows=online_rows)

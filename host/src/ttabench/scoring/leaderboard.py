@@ -7,10 +7,13 @@ estimates that target from that target's view (``ttabench.scoring.maps``), is sc
 eval cells against it, and is ranked within that table only. No output ranks entries of
 different targets together.
 
-Best baseline of a table: the ``baseline``-role entry with the lowest leave-one-out MAE on the
-calibration cells (a mapped entry: its map refitted without each cell; a direct one: its plain
-error there), never looking at evaluation results. The table also names the best baseline
-after the fact (lowest evaluation MAE), labelled as such, for reference only.
+Chosen baseline of a table: the ``baseline``-role entry with the lowest leave-one-dataset-out
+MAE on the calibration cells (``ttabench.scoring.lodo``: a mapped entry's map refitted without
+each calibration dataset in turn; a stack with its feature selection redone inside that loop;
+a direct entry: its plain error there, nothing being fitted), never looking at evaluation
+results. The chosen candidate is picked the same way among the ``candidate``-role entries.
+The table also names the best baseline after the fact (lowest evaluation MAE), labelled as
+such, for reference only.
 
 Paired differences: every other entry of a table against the chosen baseline,
 ``diff = MAE_entry - MAE_baseline`` on the cells both scored, with a paired bootstrap interval
@@ -39,7 +42,7 @@ from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.aliases import find_aliases
 from ttabench.scoring.cross_model import rank_correlation
-from ttabench.scoring.map_kinds import MIN_POINTS
+from ttabench.scoring.lodo import NAME as LODO, SHORT as LODO_SHORT
 from ttabench.scoring.windows import WINDOW_TARGET, window_cells
 from ttabench.scoring.maps import (
     KIND_OF_MAP,
@@ -47,7 +50,7 @@ from ttabench.scoring.maps import (
     Entry,
     build_entries,
     direct_estimate,
-    kind_loo_mae,
+    kind_lodo_mae,
     labelled_points,
     record,
     role,
@@ -132,7 +135,8 @@ TABLE_COLUMNS = [
 CROSS_MODEL_COLUMNS = ["suite", "adapter", "target", "entry", "spearman", "ci_low", "ci_high",
                        "n_models", "n_splits", "n_datasets", "n_undefined"]
 CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
-                  "best_after_the_fact", "best_after_the_fact_mae"]
+                  "best_after_the_fact", "best_after_the_fact_mae", "chosen_candidate",
+                  "candidate_calib_loo", "candidate_mae", "n_calib_datasets"]
 
 
 @dataclass
@@ -143,7 +147,8 @@ class Leaderboard:
     (skipped entries last, with ``note``). MAE, CI, worst case and differences are in pp.
     ``alias_of``: the entry a row repeats exactly in its table (``alias_column``), read by
     every writer (such a row is shown once, as a note of the row it repeats).
-    ``choices``: per (group, target) the chosen baseline (calibration leave-one-out) and the
+    ``choices``: per (group, target) the chosen baseline and candidate (calibration
+    leave-one-dataset-out) and the
     best baseline after the fact (evaluation MAE). ``per_severity`` / ``per_dataset``: MAE per
     target, long format. ``online``: per group, the mean accuracy (%) of each target over eval
     cells, per-dataset averaged. ``pairs``: every (estimate, true) pair behind the table.
@@ -231,19 +236,23 @@ def _paired(a: _Scored, b: _Scored, n_boot: int, seed: int,
 
 
 def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | None:
-    """The entry's leave-one-out MAE (pp) on the calibration cells against ``target``.
+    """The entry's leave-one-dataset-out MAE (pp) on the calibration cells against ``target``.
 
-    A mapped entry: ``maps.kind_loo_mae`` of its map's kind on its calibration cells; a direct
-    entry (or one with its own calibration): its plain MAE there, since nothing was fitted on
-    them. None without at least two usable calibration cells (or, for a map, when a cell left
-    out leaves too few distinct scores to fit it).
+    A ``[best]`` or ``[stack]`` entry: its nested error (``Entry.calibration_lodo``, the choice
+    redone inside the loop); another mapped entry: ``maps.kind_lodo_mae`` of its map's kind on
+    its calibration cells; a direct entry (or one with its own
+    calibration): its plain MAE there, since nothing was fitted on them. None without at least
+    two usable calibration cells (or, for a map, when a dataset left out leaves too few points
+    or distinct scores to fit it).
     """
+    if entry.nested:
+        return entry.calibration_lodo
     if entry.map in KIND_OF_MAP:
         keys = set(entry.calibration_keys.get(target, []))
         kind = KIND_OF_MAP[entry.map]
         _, x, y, datasets = labelled_points([c for c in calib if c.key in keys], entry.estimator,
                                             entry.input or VALUE, target)
-        mae = kind_loo_mae(kind, x, y, datasets) if len(x) > MIN_POINTS[kind] else np.inf
+        mae = kind_lodo_mae(kind, x, y, datasets)
         return float(mae) if np.isfinite(mae) else None
     est: list[float] = []
     true: list[float] = []
@@ -259,6 +268,13 @@ def calibration_loo(entry: Entry, target: str, calib: list[Cell]) -> float | Non
     return metrics.mae_by_dataset(est, true, of_dataset) if len(est) >= 2 else None
 
 
+def _lowest_loo(entries: list[Entry], loo: dict[str, float | None]) -> Entry | None:
+    """The entry with the lowest calibration error, None if none has one. Errors equal to
+    1e-9 pp (float noise of two exact fits) tie; ties go to the first name."""
+    known = [e for e in entries if loo[e.name] is not None]
+    return min(known, key=lambda e: (round(float(loo[e.name] or 0.0), 9), e.name)) if known else None
+
+
 def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot: int, seed: int,
                  unit: str, map_kinds: tuple[str, ...]) -> dict[str, list[Any]]:
     """The rows of one target's table of one group (see the module docstring)."""
@@ -270,15 +286,19 @@ def _score_table(labels: dict[str, str], target: str, cells: list[Cell], n_boot:
                     key=lambda e: (scored[e.name].mae, e.name))
     loo = {e.name: calibration_loo(e, target, calib) for e in ranked}
     baselines = [e for e in ranked if e.role == "baseline"]
-    by_loo = [e for e in baselines if loo[e.name] is not None]
-    chosen = min(by_loo, key=lambda e: (loo[e.name], e.name)) if by_loo else None
+    chosen = _lowest_loo([e for e in ranked if e.role == "baseline"], loo)
+    candidate = _lowest_loo([e for e in ranked if e.role == "candidate"], loo)
     after = baselines[0] if baselines else None
     choice = {**labels, "target": target,
               "chosen_baseline": chosen.name if chosen else None,
               "chosen_calib_loo": loo[chosen.name] if chosen else None,
               "chosen_mae": scored[chosen.name].mae if chosen else None,
               "best_after_the_fact": after.name if after else None,
-              "best_after_the_fact_mae": scored[after.name].mae if after else None}
+              "best_after_the_fact_mae": scored[after.name].mae if after else None,
+              "chosen_candidate": candidate.name if candidate else None,
+              "candidate_calib_loo": loo[candidate.name] if candidate else None,
+              "candidate_mae": scored[candidate.name].mae if candidate else None,
+              "n_calib_datasets": len({c.dataset for c in calib if truth(c, target) is not None})}
     diffs = {e.name: d for e in ranked if chosen is not None and e is not chosen
              and (d := _paired(scored[e.name], scored[chosen.name], n_boot, seed, unit))}
     adjusted = dict(zip(diffs, metrics.holm([d.p_value for d in diffs.values()])))
@@ -501,19 +521,42 @@ def statistics_note(lb: Leaderboard) -> str:
             f"{unit} ({lb.n_boot} resamples, seed {lb.seed}). `vs chosen baseline`: paired "
             f"difference entry minus the table's chosen baseline (negative: better); p-values "
             f"Holm-corrected across the comparisons of each table (* = Holm-adjusted p < "
-            f"{ALPHA}). Each table ranks the entries of one target only.")
+            f"{ALPHA}). Each table ranks the entries of one target only. Every choice made on "
+            f"calibration data (the chosen baseline and candidate, the score of a `[best]` "
+            f"entry, the features of a `[stack]`) uses its {LODO} ({LODO_SHORT}) error: each "
+            f"calibration dataset (a corruption family with all its severities, or a family "
+            f"of the calibration meta-set) predicted by a map fitted on the other datasets "
+            f"only.")
 
 
 def choice_line(lb: Leaderboard, group: tuple[str, str, str], target: str) -> str:
-    """The table's chosen baseline and its best baseline after the fact, in words."""
-    hit = _select(lb.choices, group, target)
-    if hit.empty or hit["chosen_baseline"].iloc[0] is None:
-        return "no baseline entry in this table"
+    """The table's chosen baseline and candidate and its best baseline after the fact, in
+    words."""
+    return _choice_words(_select(lb.choices, group, target))
+
+
+def _choice_words(hit: pd.DataFrame) -> str:
+    """A table's choices (its row of ``Leaderboard.choices`` or ``window_choices``) in words."""
+    if hit.empty or (hit["chosen_baseline"].iloc[0] is None
+                     and hit["chosen_candidate"].iloc[0] is None):
+        return "no baseline or candidate entry with a calibration error in this table"
     c = hit.iloc[0]
-    return (f"chosen baseline (lowest leave-one-out MAE on the calibration splits): "
-            f"{c['chosen_baseline']} (calibration {_fmt(c['chosen_calib_loo'])} pp, evaluation "
-            f"{_fmt(c['chosen_mae'])} pp); best baseline after the fact (lowest evaluation MAE, "
-            f"for reference only): {c['best_after_the_fact']} ({_fmt(c['best_after_the_fact_mae'])} pp)")
+    how = (f"lowest {LODO} MAE over {_count(c['n_calib_datasets'])} calibration datasets")
+    parts = []
+    if c["chosen_baseline"] is not None:
+        parts.append(f"chosen baseline ({how}): {c['chosen_baseline']} (calibration "
+                     f"{_fmt(c['chosen_calib_loo'])} pp, evaluation {_fmt(c['chosen_mae'])} pp)")
+    if c["chosen_candidate"] is not None:
+        ratio = (c["candidate_mae"] / c["chosen_mae"]
+                 if c["chosen_baseline"] is not None and c["chosen_mae"] else None)
+        parts.append(f"chosen candidate (same rule): {c['chosen_candidate']} (calibration "
+                     f"{_fmt(c['candidate_calib_loo'])} pp, evaluation {_fmt(c['candidate_mae'])}"
+                     f" pp" + (f", {ratio:.2f}x the chosen baseline" if ratio is not None else "")
+                     + ")")
+    if c["best_after_the_fact"] is not None:
+        parts.append(f"best baseline after the fact (lowest evaluation MAE, for reference "
+                     f"only): {c['best_after_the_fact']} ({_fmt(c['best_after_the_fact_mae'])} pp)")
+    return "; ".join(parts)
 
 
 def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.DataFrame:
@@ -540,8 +583,8 @@ def _main_view(lb: Leaderboard, group: tuple[str, str, str], target: str) -> pd.
         row.update({
             "pearson": _fmt(r["pearson"]), "spearman": _fmt(r["spearman"]),
             "cells": _count(r["n_cells"]), "datasets": _count(r["n_datasets"]),
-            "calib": _count(r["n_calib"]) if r["map"] in KIND_OF_MAP else "-",
-            "calib LOO": _fmt(r["calib_loo"]),
+            "calib": _count(r["n_calib"]) if r["map"] in (*KIND_OF_MAP, "stack") else "-",
+            f"calib {LODO_SHORT}": _fmt(r["calib_loo"]),
             "vs chosen baseline": "-" if pd.isna(r["diff"]) else (
                 f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
                 f"p_holm {r['p_holm']:.3f}" + (" *" if r["significant"] else "")
@@ -563,7 +606,7 @@ def window_view(lb: Leaderboard, group: tuple[str, str, str]) -> pd.DataFrame:
             "rank": _fmt(r["rank"]), "entry": r["entry"], "role": _fmt(r["role"]),
             "MAE": _fmt(r["mae"]), "95% CI": f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
             "worst": _fmt(r["worst"]), "windows": _count(r["n_cells"]),
-            "datasets": _count(r["n_datasets"]), "calib LOO": _fmt(r["calib_loo"]),
+            "datasets": _count(r["n_datasets"]), f"calib {LODO_SHORT}": _fmt(r["calib_loo"]),
             "vs chosen baseline": "-" if pd.isna(r["diff"]) else (
                 f"{r['vs']}: {r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] "
                 f"p_holm {r['p_holm']:.3f}" + (" *" if r["significant"] else "")),
@@ -580,10 +623,7 @@ def window_sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
         view = window_view(lb, group)
         if view.empty:
             continue
-        hit = _select(lb.window_choices, group)
-        choice = (f"chosen baseline (lowest leave-one-out MAE on the calibration windows): "
-                  f"{hit['chosen_baseline'].iloc[0]}" if len(hit) and
-                  hit["chosen_baseline"].iloc[0] is not None else "no baseline entry")
+        choice = _choice_words(_select(lb.window_choices, group))
         out.append((f"per window of {steps} steps: MAE (pp) against each window's online "
                     f"accuracy, {_title(group)}", choice, view))
     return out

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.isotonic import IsotonicRegression
+from scipy.stats import rankdata
+from sklearn.isotonic import isotonic_regression
 
 from ttabench.calibration import fit_polynomial
 from ttabench.errors import TTABenchError
@@ -52,6 +52,19 @@ class FittedMap:
         return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float64)
 
 
+def _isotonic(x: np.ndarray, y: np.ndarray) -> FittedMap:
+    """Isotonic regression of ``y`` on ``x`` (scikit-learn's ``IsotonicRegression`` restated:
+    equal scores pooled into their weighted mean accuracy, pool adjacent violators on the
+    distinct scores, increasing unless the Spearman correlation is negative), as knots."""
+    distinct, inverse = np.unique(x, return_inverse=True)
+    weights = np.bincount(inverse).astype(np.float64)
+    means = np.bincount(inverse, weights=y) / weights
+    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+    increasing = len(distinct) == 1 or float(rx @ ry) >= 0  # constant: no direction
+    fitted = isotonic_regression(means, sample_weight=weights, increasing=increasing)
+    return FittedMap("iso", knots=(tuple(map(float, distinct)), tuple(map(float, fitted))))
+
+
 def fit_map_kind(kind: str, x: Sequence[float] | np.ndarray,
                  y: Sequence[float] | np.ndarray) -> FittedMap:
     """Fit a map of ``kind`` (one of ``MAP_KINDS``) from scores ``x`` to accuracies ``y``."""
@@ -61,10 +74,7 @@ def fit_map_kind(kind: str, x: Sequence[float] | np.ndarray,
     if len(xs) != len(ys) or len(xs) < 2:
         raise TTABenchError(f"a map needs at least 2 (score, accuracy) pairs, got {len(xs)}")
     if kind == "iso":
-        rho = spearmanr(xs, ys).statistic if len(np.unique(xs)) > 1 else 1.0
-        model = IsotonicRegression(increasing=bool(np.nan_to_num(rho, nan=1.0) >= 0),
-                                   out_of_bounds="clip").fit(xs, ys)
-        return FittedMap(kind, knots=(tuple(model.X_thresholds_), tuple(model.y_thresholds_)))
+        return _isotonic(xs, ys)
     target = ys
     if kind.startswith("logit-"):
         clipped = np.clip(ys, EPS, 1.0 - EPS)

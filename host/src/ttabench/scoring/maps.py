@@ -17,9 +17,14 @@ Each estimator found in them becomes one or more entries:
   calibration cells (those on which every mapped estimator has a score and the target's truth
   is known), with the same kinds;
 - a score estimator whose cells carry alternative ``scores`` (e.g. ``"wf@100"``) also gets
-  ``"<est>[best] (<kind>)"`` per kind: the score name with the lowest leave-one-out MAE of
-  that kind's map on the calibration cells (declared target) is chosen, never looking at eval
-  cells.
+  ``"<est>[best] (<kind>)"`` per kind: the score name with the lowest leave-one-dataset-out
+  MAE (``ttabench.scoring.lodo``) of that kind's map on the calibration cells is chosen,
+  never looking at eval cells; its calibration error is nested (the choice redone without
+  each held-out dataset);
+- a score estimator whose ``input`` is ``STACK_INPUT`` also gets ``"<est>[stack]"``: one
+  monotone stack over its named scores (``ttabench.scoring.stack``), its features chosen by
+  leave-one-dataset-out on the same calibration cells; its calibration error is nested (the
+  selection redone without each held-out dataset).
 
 An entry's ``role`` is its estimator's (``candidate`` or ``baseline``). Estimators skipped or
 failed in every eval cell, and maps that cannot be fitted, are returned as ``Skipped`` with the
@@ -45,9 +50,16 @@ from ttabench.scoring.map_kinds import (
     FittedMap,
     check_map_kinds,
     fit_map_kind,
-    loo_predictions,
 )
-from ttabench.scoring.metrics import mae_by_dataset
+from ttabench.scoring.lodo import lodo_mae, nested_choice_lodo
+from ttabench.scoring.stack import (
+    MAX_FEATURES,
+    STACK_INPUT,
+    StackMap,
+    fit_stack,
+    nested_lodo,
+    select_features,
+)
 
 # The accuracy targets a cell records, each with its view (``ttabench.records.VIEWS``).
 TARGETS: tuple[str, ...] = VIEWS
@@ -73,9 +85,14 @@ class Entry:
     role: str = "baseline"
     input: str | None = None  # the score a map reads: "value" or a name from ``scores``
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
-    maps: dict[str, Calibration | FittedMap] = field(default_factory=dict)
+    maps: dict[str, Calibration | FittedMap | StackMap] = field(default_factory=dict)
     calibration_keys: dict[str, list[str]] = field(default_factory=dict)
     note: str = ""
+    #: A calibration error the builder computed itself (pp): the nested leave-one-dataset-out
+    #: error of a ``[best]`` or ``[stack]`` entry (its choice redone without each held-out
+    #: dataset), None when that cannot be computed; read when ``nested``.
+    calibration_lodo: float | None = None
+    nested: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,37 +236,10 @@ def fit_map(
     )
 
 
-def loo_mae(x: np.ndarray, y: np.ndarray, datasets: list[str], degree: int) -> float:
-    """Leave-one-out MAE (pp, per-dataset averaged) of a degree-``degree`` polynomial map.
-
-    Point i is predicted by the map fitted on all other points, clipped to [0, 1]. ``inf``
-    when some fit is impossible (too few distinct scores once a point is left out).
-    """
-    preds = np.empty(len(x))
-    for i in range(len(x)):
-        keep = np.arange(len(x)) != i
-        if len(np.unique(x[keep])) <= degree:
-            return math.inf
-        try:
-            with np.errstate(all="ignore"):
-                coef = np.polyfit(x[keep], y[keep], degree)
-        except np.linalg.LinAlgError:
-            return math.inf
-        preds[i] = np.clip(np.polyval(coef, x[i]), 0.0, 1.0)
-    return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
-
-
-def kind_loo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: list[str]) -> float:
-    """Leave-one-out MAE (pp, per-dataset averaged) of a ``kind`` map: ``loo_mae`` for the
-    polynomial kinds; for the others point i is predicted by ``fit_map_kind`` on all other
-    points (``inf`` when such a fit is impossible)."""
-    if kind in POLYNOMIAL:
-        return loo_mae(x, y, datasets, POLYNOMIAL[kind])
-    try:
-        preds = loo_predictions(kind, x, y, [str(i) for i in range(len(x))])
-    except TTABenchError:
-        return math.inf
-    return mae_by_dataset(preds, y, datasets) if np.isfinite(preds).all() else math.inf
+def kind_lodo_mae(kind: str, x: np.ndarray, y: np.ndarray, datasets: list[str]) -> float:
+    """Leave-one-dataset-out MAE (pp, per-dataset averaged) of a ``kind`` map
+    (``ttabench.scoring.lodo``); ``inf`` when some fit is impossible."""
+    return lodo_mae(kind, x, y, datasets)
 
 
 def _estimators(cells: list[Cell]) -> list[str]:
@@ -286,6 +276,7 @@ class _Builder:
         self.skipped: list[Skipped] = []
         self.roles: dict[str, str] = {}
         self.kinds: dict[str, str] = {}
+        self.inputs: dict[str, str | None] = {}
 
     def build(self) -> tuple[list[Entry], list[Skipped]]:
         mapped: list[tuple[str, str, str]] = []  # (estimator, declared target, note)
@@ -305,6 +296,7 @@ class _Builder:
                 self.skipped.append(Skipped(name, name, reason, count))
             self.roles[name] = recs[0].role
             self.kinds[name] = recs[0].kind
+            self.inputs[name] = recs[0].input
             declared = self.target
             if recs[0].kind == "direct":
                 if not self._add_direct(name, declared, "direct", note):
@@ -357,6 +349,8 @@ class _Builder:
             for kind in self.map_kinds:
                 self._add_map(f"{name} ({kind})", name, declared, VALUE, kind, calib, note)
                 self._add_best(name, declared, kind, calib, note)
+            if self.inputs.get(name) == STACK_INPUT:
+                self._add_stack(name, declared, calib, note)
 
     def _add_map(
         self, entry_name: str, name: str, declared: str, score: str, kind: str,
@@ -398,9 +392,10 @@ class _Builder:
                 entry.estimates[target][cell.key] = float(cal(value))
         self.entries.append(entry)
 
-    def _add_best(self, name: str, declared: str, kind: str, calib: list[Cell],
-                  note: str) -> None:
-        """``<est>[best] (<kind>)``: the alternative score chosen on calibration cells only."""
+    def _named_scores(self, name: str, declared: str,
+                      calib: list[Cell]) -> tuple[list[Cell], list[str]]:
+        """The calibration cells with a ``declared`` truth, and the score names that every
+        one of them carries (finite), sorted."""
         cells = [c for c in calib if truth(c, declared) is not None]
         candidates: set[str] | None = None
         for cell in cells:
@@ -408,14 +403,20 @@ class _Builder:
             names = ({s for s in rec.scores if score_of(rec, s) is not None}
                      if rec is not None else set())
             candidates = names if candidates is None else candidates & names
+        return cells, sorted(candidates or ())
+
+    def _add_best(self, name: str, declared: str, kind: str, calib: list[Cell],
+                  note: str) -> None:
+        """``<est>[best] (<kind>)``: the alternative score chosen on calibration cells only."""
+        cells, candidates = self._named_scores(name, declared, calib)
         if not candidates:
             return
         entry_name = f"{name}[best] ({kind})"
-        if len(cells) < MIN_POINTS[kind] + 1:
+        if len({c.dataset for c in cells}) < 2:
             self.skipped.append(Skipped(
                 entry_name, name,
-                f"{len(cells)} calibration cells; choosing a score by leave-one-out needs "
-                f"at least {MIN_POINTS[kind] + 1}",
+                f"calibration cells of {len({c.dataset for c in cells})} dataset(s); choosing "
+                "a score by leave-one-dataset-out needs at least 2",
                 len(cells),
             ))
             return
@@ -425,22 +426,65 @@ class _Builder:
             self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
             return
         self._add_map(entry_name, name, declared, chosen, kind, calib, note)
+        if self.entries and self.entries[-1].name == entry_name:  # its error, choice inside
+            y = np.array([truth(c, declared) for c in cells], dtype=np.float64)
+            scores = {s: (kind, np.array([score_of(record(c, name, declared), s)  # type: ignore[arg-type]
+                                          for c in cells], dtype=np.float64)) for s in candidates}
+            nested = nested_choice_lodo(scores, y, [c.dataset for c in cells])
+            self.entries[-1].calibration_lodo = nested if math.isfinite(nested) else None
+            self.entries[-1].nested = True
+
+    def _add_stack(self, name: str, declared: str, calib: list[Cell], note: str) -> None:
+        """``<est>[stack]``: the monotone stack over the estimator's named scores, its features
+        chosen by leave-one-dataset-out on the calibration cells (``ttabench.scoring.stack``)."""
+        entry_name = f"{name}[stack]"
+        cells, features = self._named_scores(name, declared, calib)
+        if not features or len({c.dataset for c in cells}) < 2:
+            self.skipped.append(Skipped(
+                entry_name, name,
+                f"{len(features)} named scores on calibration cells of "
+                f"{len({c.dataset for c in cells})} dataset(s); a stack needs scores and at "
+                "least 2 datasets", len(cells)))
+            return
+        x = np.array([[score_of(record(c, name, declared), f) for f in features]  # type: ignore[arg-type]
+                      for c in cells], dtype=np.float64)
+        y = np.array([truth(c, declared) for c in cells], dtype=np.float64)
+        datasets = [c.dataset for c in cells]
+        chosen, _ = select_features(x, y, datasets, features, MAX_FEATURES)
+        columns = [features.index(f) for f in chosen]
+        try:
+            stack = fit_stack(x[:, columns], y, chosen)
+        except TTABenchError as err:
+            self.skipped.append(Skipped(entry_name, name, str(err), len(cells)))
+            return
+        nested = nested_lodo(x, y, datasets, features, MAX_FEATURES)
+        entry = Entry(entry_name, name, "stack", declared, role=self.roles[name],
+                      input="+".join(chosen) or "(constant)", note=note,
+                      calibration_lodo=nested if math.isfinite(nested) else None, nested=True)
+        entry.maps[declared] = stack
+        entry.calibration_keys[declared] = [c.key for c in cells]
+        entry.estimates[declared] = {}
+        for cell in self.eval:
+            rec = record(cell, name, declared)
+            values = [score_of(rec, f) for f in chosen] if rec is not None else [None]
+            if all(v is not None for v in values):
+                entry.estimates[declared][cell.key] = float(
+                    stack.predict(np.array([values], dtype=np.float64))[0])
+        self.entries.append(entry)
 
 
 def select_score(
     calib: list[Cell], estimator: str, candidates: list[str], target: str, kind: str
 ) -> str:
-    """The candidate score with the lowest leave-one-out MAE of a ``kind`` map against
-    ``target`` on ``calib``.
+    """The candidate score with the lowest leave-one-dataset-out MAE of a ``kind`` map
+    against ``target`` on ``calib``.
 
     Only calibration cells are read; ties go to the first name in sorted order.
     """
     best: tuple[float, str] | None = None
     for score in sorted(candidates):
         _, x, y, datasets = labelled_points(calib, estimator, score, target)
-        if len(x) < MIN_POINTS[kind] + 1:
-            continue
-        mae = kind_loo_mae(kind, x, y, datasets)
+        mae = kind_lodo_mae(kind, x, y, datasets)
         if math.isfinite(mae) and (best is None or mae < best[0]):
             best = (mae, score)
     if best is None:

@@ -28,8 +28,17 @@ import pandas as pd
 
 from ttabench.records import Cell
 from ttabench.store import write_bytes_atomic
-from ttabench.scoring.leaderboard import Leaderboard, _groups, _main_view, _select, group_aliases
+from ttabench.scoring.leaderboard import (
+    Leaderboard,
+    _groups,
+    _main_view,
+    _select,
+    choice_line,
+    group_aliases,
+    statistics_note,
+)
 from ttabench.scoring.maps import TARGETS, record, role, score_of, truth
+from ttabench.scoring.stack import StackMap
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -72,6 +81,8 @@ class TargetTable:
     per_severity: dict[str, dict[str, float]]
     per_dataset: dict[str, dict[str, float]]
     aliases: dict[str, str] = field(default_factory=dict)
+    #: The table's chosen baseline and candidate, and how they were chosen (``choice_line``).
+    choice: str = ""
 
 
 @dataclass
@@ -80,6 +91,8 @@ class Report:
     tables: list[TargetTable]
     protocol: list[tuple[str, str]]
     links: tuple[str, ...] = LINKS
+    #: How the intervals, tests and calibration choices were made (``statistics_note``).
+    statistics: str = ""
 
 
 # ----------------------------------------------------------------------------- the adapter
@@ -95,7 +108,9 @@ def _panels(group_cells: list[Cell], lb: Leaderboard, group: tuple[str, str, str
         entry = entries.get(r["entry"])
         if entry is None or pd.isna(r["mae"]):
             continue
-        mapping = entry.maps.get(target)
+        # a 1-D map's curve over its score; a stack reads several scores: points only
+        found = entry.maps.get(target)
+        mapping = None if isinstance(found, StackMap) else found
         map_input = entry.input if mapping is not None else None  # the score the map reads
         points = []
         for p in pairs[pairs["entry"] == r["entry"]].itertuples(index=False):
@@ -184,8 +199,10 @@ def report_from_leaderboard(lb: Leaderboard, cells: list[Cell]) -> Report:
                                  for r in ds[ds["entry"] == n].itertuples(index=False)}
                              for n in names if n in set(ds["entry"])},
                 aliases=shown,
+                choice=choice_line(lb, group, target),
             ))
-    return Report("ttabench report", tables, _protocol(cells, lb))
+    return Report("ttabench report", tables, _protocol(cells, lb),
+                  statistics=statistics_note(lb))
 
 
 # ----------------------------------------------------------------------------- SVG plots
@@ -371,7 +388,9 @@ def _section(table: TargetTable) -> str:
              f"<h2>Target {_e(table.target)}: suite {_e(suite)}, model {_e(model)}, adapter "
              f"{_e(adapter)}</h2>",
              '<p class="note">MAE in pp against this target, per-dataset averaged; click a '
-             "header to sort.</p>", _table_html(table)]
+             "header to sort.</p>",
+             *([f'<p class="note">{_e(table.choice)}.</p>'] if table.choice else []),
+             _table_html(table)]
     if table.aliases:
         parts.append('<p class="note">' + "; ".join(
             f"{_e(a)}: alias of {_e(of)} (same numbers, shown once)"
@@ -413,7 +432,9 @@ def render(report: Report) -> str:
     body = "\n".join(_section(t) for t in report.tables) or "<p>(no scored entries)</p>"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(report.title)}</title><style>{STYLE}</style></head><body>\n"
-            f"<h1>{_e(report.title)}</h1>\n<p>Files: {links}</p>\n<ul>{contents}</ul>\n{body}\n"
+            f"<h1>{_e(report.title)}</h1>\n<p>Files: {links}</p>\n"
+            + (f'<p class="note">{_e(report.statistics)}</p>\n' if report.statistics else "")
+            + f"<ul>{contents}</ul>\n{body}\n"
             f'<h2>Protocol</h2><table class="facts">{facts}</table>\n'
             f"<script>{SCRIPT}</script>\n</body></html>\n")
 

@@ -5,8 +5,9 @@ A cell's stream is cut into windows of ``W`` steps (``ttabench.records.WindowRec
 accuracy and, for every estimator that gave one, its result for that window. The windows keep
 their cell's dataset and role, so the usual table (``ttabench.scoring.leaderboard``) scores
 them: per-dataset averaged MAE, maps of score estimators fitted on the calibration windows,
-the baseline chosen on them, intervals resampling datasets (a stream cell's dataset is its
-split order: orders, then the windows of every seed within them).
+the baseline chosen on them leaving out a dataset's windows together (leave-one-dataset-out),
+intervals resampling datasets (a stream cell's dataset is its split order: orders, then the
+windows of every seed within them).
 """
 
 from __future__ import annotations

@@ -297,8 +297,10 @@ def ensure_mnistc(root: Path, seed: int = DEFAULT_SEED, progress: bool = True) -
 
 class MNISTC(CorruptionArraySuite):
     """The ``mnist-c`` suite: 15 corruptions x 5 severities scored (2,000 digits each); the 4
-    holdout corruptions x 5 and ``clean`` are calibration splits; ``source_val`` is 500 clean
-    digits. Built on first use (about a minute on 2 cores). Options as in
+    holdout corruptions x 5 and ``clean`` are calibration splits (or, with
+    ``calibration="meta-set"``, the 134 sets of the calibration meta-set built from the 500
+    ``source_val`` digits); ``source_val`` is 500 clean digits. Built on first use (about a
+    minute on 2 cores; the meta-set about as long again). Options as in
     ``CorruptionArraySuite`` plus ``seed`` (the split and corruption seed, default 0)."""
 
     name = "mnist-c"
@@ -313,13 +315,14 @@ class MNISTC(CorruptionArraySuite):
         n_examples: Any = None,
         holdout: Any = True,
         seed: Any = DEFAULT_SEED,
+        calibration: Any = "holdout",
     ) -> None:
         try:
             self.seed = int(seed)
         except (TypeError, ValueError):
             raise TTABenchError(f"mnist-c: seed must be an integer, got '{seed}'") from None
         self.manifest = ensure_mnistc(suite_root(data_dir, self.seed), self.seed)
-        super().__init__(data_dir, corruptions, severities, n_examples, holdout)
+        super().__init__(data_dir, corruptions, severities, n_examples, holdout, calibration)
 
     def _root(self, data_dir: str | Path | None) -> Path:
         return suite_root(data_dir, self.seed)

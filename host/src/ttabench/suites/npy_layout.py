@@ -15,6 +15,12 @@ and ``clean`` become ``calibration`` splits when their files exist. ``source_val
 ``source_val.npy`` when present, else ``clean.npy`` (for CIFAR-10-C: put the CIFAR-10 test set
 there), else None.
 
+Option ``calibration = "meta-set"`` replaces those calibration splits by the sets of the
+calibration meta-set (``ttabench.suites.meta_set``) built from ``source_val.npy`` (labelled
+images the model was not trained on, and not the evaluation images): ``meta-<family>-<j>``,
+dataset ``meta-<family>``, as many images as an evaluation split (before ``n_examples``),
+cached under ``<cache>/meta-sets``. Its recipe is checked against the evaluation corruptions.
+
 Arrays are opened with ``np.load(mmap_mode="r")``: a split reads only its own rows.
 """
 
@@ -54,6 +60,8 @@ CORRUPTIONS: tuple[str, ...] = (
 HOLDOUT: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 CLEAN = "clean"
+#: Where a suite's calibration splits come from (the ``calibration`` option).
+CALIBRATIONS: tuple[str, ...] = ("holdout", "meta-set")
 
 
 # --------------------------------------------------------------------------- option parsing
@@ -223,8 +231,10 @@ class CorruptionArraySuite(Suite):
 
     Options (strings accepted, as the CLI passes them): ``corruptions`` (list or comma string,
     default the canonical 15), ``severities`` (1-5), ``n_examples`` (first n of every severity
-    block and of the clean split), ``holdout`` (add the holdout corruptions and
-    ``clean`` as calibration splits when their files exist).
+    block, of the clean split and of every meta-set set), ``holdout`` (add the holdout
+    corruptions and ``clean`` as calibration splits when their files exist), ``calibration``
+    (``"holdout"``, the default: those splits; ``"meta-set"``: the sets of the calibration
+    meta-set instead, see the module docstring).
     """
 
     name = "corruption-arrays"
@@ -242,7 +252,12 @@ class CorruptionArraySuite(Suite):
         severities: Any = None,
         n_examples: Any = None,
         holdout: Any = True,
+        calibration: Any = "holdout",
     ) -> None:
+        if calibration not in CALIBRATIONS:
+            raise TTABenchError(f"{self.name}: calibration must be one of "
+                                f"{', '.join(CALIBRATIONS)}, got {calibration!r}")
+        self.calibration = str(calibration)
         self.root = self._root(data_dir)
         self.corruptions = parse_names(corruptions, CORRUPTIONS, CORRUPTIONS)
         self.severities = parse_severities(severities)
@@ -268,6 +283,25 @@ class CorruptionArraySuite(Suite):
                 check_labels(self.root / f"{labels}.npy", self.num_classes)
         for images in ("clean", "source_val"):
             self._check_label_count(images)
+        self.meta_folder: Path | None = None
+        self.meta_manifest: dict[str, Any] = {}
+        if self.calibration == "meta-set":
+            self._build_meta_set()
+
+    def _build_meta_set(self) -> None:
+        """Build (or find in the cache) the meta-set of ``source_val.npy``."""
+        from ttabench.suites.meta_set import DEFAULT_RECIPE, cached_meta_set, check_recipe
+
+        images, labels = self.root / "source_val.npy", self.root / "source_val_labels.npy"
+        if not (images.is_file() and labels.is_file()):
+            raise TTABenchError(
+                f"{self.name}: calibration='meta-set' needs labelled images the model was not "
+                f"trained on and that are not the evaluation images, in {images} and "
+                f"{labels.name}; put them there or use calibration='holdout'")
+        check_recipe(DEFAULT_RECIPE, CORRUPTIONS)
+        self.meta_folder, self.meta_manifest = cached_meta_set(
+            np.load(images), np.load(labels), DEFAULT_RECIPE, seed=0,
+            set_size=self.n_per_severity)
 
     # ----------------------------------------------------------------- layout checks
 
@@ -329,7 +363,12 @@ class CorruptionArraySuite(Suite):
     # ----------------------------------------------------------------- Suite API
 
     def splits(self) -> list[SplitSpec]:
-        """The 15 (or chosen) corruptions x severities, then holdout x severities, then clean."""
+        """The 15 (or chosen) corruptions x severities, then holdout x severities and clean,
+        or the meta-set's sets (``calibration="meta-set"``)."""
+        if self.calibration == "meta-set":
+            return corruption_splits(self.corruptions, [], self.severities, clean=False) + [
+                SplitSpec(s["name"], s["dataset"], None, "calibration")
+                for s in self.meta_manifest["sets"]]
         return corruption_splits(self.corruptions, self.holdout_present, self.severities,
                                  clean=self.holdout and self.has_clean)
 
@@ -338,6 +377,11 @@ class CorruptionArraySuite(Suite):
 
     def dataset(self, split: SplitSpec) -> ArrayRows:
         """Rows of the split's severity block (first ``n_examples`` of it)."""
+        meta = {s["name"]: s for s in self.meta_manifest.get("sets", [])}
+        if split.name in meta and self.meta_folder is not None:
+            found = meta[split.name]
+            return ArrayRows(self.meta_folder / found["file"], self.meta_folder / found["labels"],
+                             found["start"], self._take(found["length"]))
         if split.dataset == CLEAN:
             if not self.has_clean:
                 raise TTABenchError(f"{self.name}: no clean.npy in {self.root}")
@@ -391,6 +435,12 @@ class CorruptionArraySuite(Suite):
             "image_size": list(self.image_shape),
             "num_classes": self.num_classes,
             "source_val": None if source_val is None else source_val.images_path.name,
+            "calibration": self.calibration,
+            **({"meta_set": {"key": self.meta_manifest["key"], "seed": self.meta_manifest["seed"],
+                             "set_size": self.meta_manifest["set_size"],
+                             "n_sets": len(self.meta_manifest["sets"]),
+                             "recipe": self.meta_manifest["recipe"]}}
+               if self.calibration == "meta-set" else {}),
         }
 
     def location(self) -> dict[str, Any]:
