@@ -151,3 +151,38 @@ def test_bad_tables_are_refused() -> None:
         rank_correlation([0.1, 0.1], [0.2, 0.3], ["a", "b"], ["s", "s"], ["d", "d"])
     with pytest.raises(ValueError, match="non-finite"):
         rank_correlation([float("nan")], [0.2], ["a"], ["s"], ["d"])
+
+
+def test_the_leaderboard_ranks_the_models_of_a_run_per_split() -> None:
+    """A leaderboard of cells of three models has a cross-model table: per (target, entry) the
+    mean over datasets of the mean over their splits of Spearman's rho across the models."""
+    from scipy.stats import spearmanr
+
+    from cell_builders import make_cell, static
+    from ttabench.scoring.leaderboard import build_leaderboard
+    from ttabench.spec import ScoringSpec
+
+    rng = np.random.default_rng(0)
+    splits = [("fog-1", "fog"), ("fog-2", "fog"), ("snow-1", "snow")]
+    truth = {(m, s): float(rng.uniform(0.3, 0.9)) for m in range(3) for s, _ in splits}
+    guess = {k: float(np.clip(v + rng.normal(0, 0.15), 0.01, 0.99)) for k, v in truth.items()}
+    cells = [make_cell(s, d, 1, "eval", {"source": truth[(m, s)]},
+                       {"ac": static("direct", {"source": guess[(m, s)]})}, model=f"m{m}")
+             for m in range(3) for s, d in splits]
+    cells += [make_cell("clean", "clean", None, "calibration", {"source": 0.9},
+                        {"ac": static("direct", {"source": 0.8})}, model=f"m{m}")
+              for m in range(3)]
+    board = build_leaderboard(cells, ScoringSpec(n_boot=20))
+    row = board.cross_model[(board.cross_model["target"] == "source")
+                            & (board.cross_model["entry"] == "ac")].iloc[0]
+
+    def rho(split: str) -> float:
+        return float(spearmanr([guess[(m, split)] for m in range(3)],
+                               [truth[(m, split)] for m in range(3)])[0])
+
+    expected = ((rho("fog-1") + rho("fog-2")) / 2 + rho("snow-1")) / 2
+    assert row["spearman"] == pytest.approx(expected, abs=1e-12)
+    assert (row["n_models"], row["n_splits"], row["n_datasets"]) == (3, 3, 2)
+    assert row["ci_low"] <= row["spearman"] <= row["ci_high"]
+    single = build_leaderboard([c for c in cells if c.model == "m0"], ScoringSpec(n_boot=20))
+    assert single.cross_model.empty  # one model: nothing to rank

@@ -120,6 +120,49 @@ def test_aline_estimators_match_the_notebook_for_any_model_of_the_pool(m: int) -
     assert s.extras["pairs"] == d.extras["pairs"] == 20
 
 
+def test_aline_and_gde_on_a_pool_worked_by_hand() -> None:
+    """Three models, four ID and four OOD samples, every number worked out by hand.
+
+    ID predictions m0 = 0000, m1 = 0011, m2 = 0111, labels 0021: ID accuracies 1/2, 3/4, 1/2,
+    so with ``c = Phi^-1(3/4)`` their probits are ``a = (0, c, 0)``. ID agreements of the pairs
+    (0,1), (0,2), (1,2): 1/2, 1/4, 3/4, probits ``x = (0, -c, c)``. OOD predictions 0000, 0111,
+    0122: agreements 1/4, 1/4, 1/2, probits ``y = (-c, -c, 0)``. Least squares of y on x:
+    ``slope = sum(x (y - mean y)) / sum(x^2) = c^2 / (2 c^2) = 1/2``, ``bias = mean y = -2c/3``.
+    ALine-S: ``Phi(a_m / 2 - 2c/3)`` = Phi(-2c/3), Phi(-c/6), Phi(-2c/3). ALine-D: one equation
+    per pair, ``(w_i + w_j) / 2 = y_ij + (1/2) ((a_i + a_j) / 2 - x_ij)``: w0 + w1 = -3c/2,
+    w0 + w2 = -c, w1 + w2 = -c/2, so ``w = (-c, -c/2, 0)`` and ALine-D = (1/4, Phi(-c/2), 1/2).
+    GDE of m0 on OOD: agreements 1/4 with m1 and with m2, mean 1/4."""
+    c = norm.ppf(0.75)
+    id_preds = [np.array(p) for p in ([0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 1, 1])]
+    ood_preds = [np.array(p) for p in ([0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 2, 2])]
+    labels = np.array([0, 0, 2, 1])
+    accs = [float(np.mean(p == labels)) for p in id_preds]
+    assert accs == [0.5, 0.75, 0.5]
+    aline_s = [norm.cdf(-2 * c / 3), norm.cdf(-c / 6), norm.cdf(-2 * c / 3)]
+    aline_d = [0.25, norm.cdf(-c / 2), 0.5]
+
+    got = aline([torch.from_numpy(p) for p in id_preds], accs,
+                [torch.from_numpy(p) for p in ood_preds])
+    assert got.pairs == ((0, 1), (0, 2), (1, 2))
+    assert got.slope == pytest.approx(0.5, abs=1e-12)
+    assert got.bias == pytest.approx(-2 * c / 3, abs=1e-12)
+    assert got.aline_s == pytest.approx(aline_s, abs=1e-12)
+    assert got.aline_d == pytest.approx(aline_d, abs=1e-12)
+    pred_s, pred_d, slope, bias = aline_reference(id_preds, accs, ood_preds)  # the notebook
+    assert (slope, bias) == pytest.approx((0.5, -2 * c / 3), abs=1e-12)
+    assert list(norm.cdf(pred_s)) == pytest.approx(aline_s, abs=1e-12)
+    assert list(pred_d) == pytest.approx(aline_d, abs=1e-12)
+
+    vals = [Outputs(_one_hot(p), labels=torch.from_numpy(labels)) for p in id_preds]
+    ood = [Outputs(_one_hot(p)) for p in ood_preds]
+    peers = Peers(("m1", "m2"), (ood[1], ood[2]), (vals[1], vals[2]))
+    assert ALineS().estimate(ood[0], vals[0], peers).value == pytest.approx(aline_s[0], abs=1e-12)
+    assert ALineD().estimate(ood[0], vals[0], peers).value == pytest.approx(0.25, abs=1e-12)
+    assert GDE().estimate(ood[0], None, peers).value == pytest.approx(0.25, abs=1e-12)
+    assert GDE(peer="m2").estimate(ood[1], None, Peers(("m0", "m2"), (ood[0], ood[2]),
+                                                       (None, None))).value == 0.5
+
+
 # --------------------------------------------------------------------------- GDE
 
 

@@ -476,10 +476,12 @@ class PoolEstimator(Estimator):
     outputs of that view and every peer's outputs of the same view (an estimator of the ``bn``
     target reads the bn-view outputs of every model it uses), and scores the result in that
     view's table. ``min_peers``: the fewest peers it works with (a run with fewer models is
-    refused before any work; ``estimate`` raises TTABenchError when handed fewer). The run
-    loop does not hand peers' outputs to estimators yet: the host's pool estimators
-    (``ttabench.estimators.pool``) are importable and pass the conformance kit, but are not
-    registered.
+    refused before any work; ``estimate`` raises TTABenchError when handed fewer). A run of
+    several models (``--model a,b,c`` or a pool) computes it once every model's cells are
+    done, from the outputs each cell kept in the run's logit cache
+    (``ttabench.runner.rescore``): a cell's peers are the other models' cells of the same
+    split, stream, seed and adapter. It is in no cell's key, so adding one to a finished run
+    (``ttabench leaderboard --rescore -e NAME``) runs no model.
     """
 
     #: The views this estimator is computed in, each result scored in that view's table.

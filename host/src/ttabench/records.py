@@ -117,6 +117,10 @@ class Cell:
     adaptation: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     windows: WindowRecord | None = None
+    #: The logit-cache entries of this cell's view outputs and its model's source-val outputs
+    #: (view or ``source_val:VIEW`` -> digest; ``ttabench.runner.logit_cache``); empty when
+    #: the run kept none.
+    outputs: dict[str, str] = field(default_factory=dict)
     schema: str = CELL_SCHEMA
 
     @property

@@ -143,6 +143,9 @@ class CellSchema(Record):
     timings: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
         default_factory=dict)
     windows: WindowRecordSchema | None = None
+    outputs: dict[Literal["source", "bn", "adapted", "source_val:source", "source_val:bn",
+                          "source_val:adapted"],
+                  Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _finished_cell_is_whole(self) -> CellSchema:

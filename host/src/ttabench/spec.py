@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import click
@@ -231,8 +231,9 @@ STREAM_OPTIONS: tuple[Option, ...] = (
 
 RUN_OPTIONS: tuple[Option, ...] = (
     _opt("suite", "tiny", STRING, "Suite name (see `ttabench ls suites`).", "--suite", "-s"),
-    _opt("model", "tiny-cnn", STRING, "Model spec, e.g. mnist-cnn, timm:resnet50, path.pt.",
-         "--model", "-m"),
+    _opt("model", "tiny-cnn", NAMES, "Model spec(s), e.g. mnist-cnn, timm:resnet50, path.pt; "
+         "repeatable or comma list, a pool name (mnist-pool) stands for its members.",
+         "--model", "-m", multiple=True, names=True),
     _opt("adapter", None, NAMES, "Adapter(s); repeatable or comma list (default: the first "
          "estimator's preferred one, else source).", "--adapter", "-a", multiple=True,
          names=True),
@@ -279,6 +280,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
                                             f"map kinds from {', '.join(MAP_KINDS)}"),
          f"Map kinds fitted for every score estimator, comma-separated, from "
          f"{', '.join(MAP_KINDS)}.", "--map-kinds"),
+    _opt("logit_cache", True, Rule(lambda v: isinstance(v, bool), "true or false"),
+         "Keep every view's outputs in <output>/logits (content-addressed safetensors), so "
+         "`ttabench leaderboard --rescore` adds static and pool estimators without a forward "
+         "pass.", "--logit-cache/--no-logit-cache", kind=bool),
     _int_opt("n_boot", 1000, (1, None), "Bootstrap resamples for the intervals.", "--n-boot"),
     _opt("boot_unit", "dataset", Rule(lambda v: v in BOOT_UNITS, "'dataset' or 'split' (the "
                                       "bootstrap's resampling unit)"),
@@ -395,6 +400,7 @@ class RunSpec:
     (``to_dict`` / ``from_dict``). Defaults are ``RUN_OPTIONS``'."""
 
     suite: str
+    #: The model this Benchmark loads (one of ``models``).
     model: str
     adapters: list[str]
     estimators: list[str]
@@ -433,6 +439,22 @@ class RunSpec:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     #: The protocol preset of the run and its deviations (``ttabench.preset.record``), or None.
     preset: dict[str, Any] | None = None
+    #: Every model of the run, pools expanded (``ttabench.models.pools``); empty: ``[model]``.
+    #: One ``Benchmark`` runs one of them (``for_model``).
+    models: list[str] = field(default_factory=list)
+    #: Whether cells keep their views' outputs in the run folder's logit cache.
+    logit_cache: bool = _default("logit_cache")
+    #: The run folder (set by ``ttabench run``; None: no folder, so no logit cache).
+    output: str | None = None
+
+    @property
+    def model_list(self) -> list[str]:
+        """The run's models: ``models``, or ``[model]``."""
+        return list(self.models) or [self.model]
+
+    def for_model(self, model: str) -> RunSpec:
+        """This run's spec for one of its models."""
+        return replace(self, model=model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -510,9 +532,26 @@ def given_options(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def single_model(given: dict[str, Any], command: str) -> dict[str, Any]:
+    """``given`` (``given_options``) with its ``model``, a list from the repeatable
+    ``--model``, as the one model spec a command of one model takes; a TTABenchError when the
+    command line names several (or a pool)."""
+    from ttabench.models.pools import expand_models
+
+    named = [m.strip() for value in given.get("model") or [] for m in str(value).split(",")
+             if m.strip()]
+    if not named:
+        return given
+    models = expand_models(named)
+    if len(models) != 1:
+        raise TTABenchError(f"{command} takes one --model, got {len(models)} "
+                            f"({', '.join(models)})")
+    return {**given, "model": models[0]}
+
+
 __all__ = ["BOOT_UNITS", "CORRELATED", "MAP_KINDS", "MAX_SEED", "MAX_THREADS", "NAMES", "Option",
            "PRECISIONS", "RUN_OPTIONS", "Rule", "RunSpec", "SPLIT_ORDERS", "STREAM_KINDS",
            "STREAM_OPTIONS",
            "STRING", "ScoringSpec", "StreamSpec", "check_map_kinds", "config_defaults", "option",
-           "trust_options",
-           "given_options", "parse_stream_kind", "shown", "spec_options"]
+           "given_options", "parse_stream_kind", "shown", "single_model", "spec_options",
+           "trust_options"]

@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from ttabench import registry
-from ttabench.api import TARGETS, TrajectoryEstimator
+from ttabench.api import TARGETS, PoolEstimator, TrajectoryEstimator
 from ttabench.calibrate.choose import lowest, nested_choice, score_entries
 from ttabench.calibrate.interval import conformal_quantile
 from ttabench.calibrate.record import (
@@ -42,7 +42,14 @@ from ttabench.runner.preflight import resolve_device
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
 from ttabench.scoring.maps import truth
-from ttabench.spec import MAP_KINDS, check_map_kinds, given_options, spec_options, trust_options
+from ttabench.spec import (
+    MAP_KINDS,
+    check_map_kinds,
+    given_options,
+    single_model,
+    spec_options,
+    trust_options,
+)
 from ttabench.store import check_writable_folder
 from ttabench.suites.labelled_folder import read_listing
 
@@ -136,7 +143,7 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
     started = time.perf_counter()
     config = load_config(config_path, overrides=list(sets))
     validate_config(config)
-    given = given_options(params)
+    given = single_model(given_options(params), "calibrate")
     check_given(given)
     kinds = check_map_kinds(given.get("map_kinds") or list(MAP_KINDS))
     spec = build_spec(config, baselines=not no_baselines, trust_pickle=trust_pickle,
@@ -147,6 +154,11 @@ def calibrate(labelled: Path, labels: Path | None, output: Path, target: str,
                             f"(reset-each-split); the config asks for {spec.stream.name}")
     if len(spec.adapters) != 1:
         raise TTABenchError(f"calibrate takes one adapter, got {', '.join(spec.adapters)}")
+    pool = [n for n in spec.estimators
+            if issubclass(registry.get("estimators", n), PoolEstimator)]
+    if pool:
+        raise TTABenchError(f"{pool[0]} compares models and calibrate runs one; score it in a "
+                            f"run of several (`ttabench run --model mnist-pool -e {pool[0]}`)")
     if output.is_dir():
         raise TTABenchError(f"--output {output} is a folder; name the calibration file")
     check_writable_folder(output.resolve().parent, "--output")

@@ -27,7 +27,14 @@ import click
 import torch
 
 from ttabench import registry
-from ttabench.api import Estimator, LoadedModel, Outputs, StaticEstimator, TrajectoryEstimator
+from ttabench.api import (
+    Estimator,
+    LoadedModel,
+    Outputs,
+    PoolEstimator,
+    StaticEstimator,
+    TrajectoryEstimator,
+)
 from ttabench.calibrate.estimate import (
     Estimated,
     FolderRun,
@@ -53,7 +60,15 @@ from ttabench.runner.preflight import (
     resolve_device,
 )
 from ttabench.runner.resources import cpu_cores, default_workers
-from ttabench.spec import PRECISIONS, RunSpec, given_options, option, spec_options, trust_options
+from ttabench.spec import (
+    PRECISIONS,
+    RunSpec,
+    given_options,
+    option,
+    single_model,
+    spec_options,
+    trust_options,
+)
 from ttabench.suites.images import UnlabelledFolder
 
 
@@ -106,6 +121,10 @@ def _plain(given: dict[str, Any], config_path: str | None, sets: tuple[str, ...]
                     [(f"--calibration {calibration}", ["estimator", name, "calibration"])]
                     if calibration else [])
     est = _instantiate("estimators", name, spec.estimator_params.get(name, {}))
+    if isinstance(est, PoolEstimator):
+        raise TTABenchError(f"{name} compares models: it needs a run of several models on "
+                            f"labelled data (`ttabench run --model mnist-pool -e {name}`), not "
+                            "one model on a folder")
     if "source_val" in est.needs:
         raise TTABenchError(f"{name} needs labelled source-validation data; on a bare folder "
                             "use an estimator that does not (see `ttabench ls estimators`), "
@@ -296,7 +315,7 @@ def estimate(config_path: str | None, sets: tuple[str, ...], trust_pickle: bool,
     if params.get("data_dir") is not None:
         raise TTABenchError("estimate reads the images of --data; --data-dir (a suite's data "
                             "folder) has no meaning here: drop it")
-    given = given_options(params)
+    given = single_model(given_options(params), "estimate")
     check_given(given)
     seeds = given.get("seed") or [0]
     if len(seeds) > 1:

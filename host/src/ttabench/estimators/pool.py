@@ -126,6 +126,7 @@ class TTALine(ALineS):
     ``method``: ``"d"`` (ALine-D, default) or ``"s"`` (ALine-S)."""
 
     name = "ttaline"
+    target = "adapted"
     views: ClassVar[tuple[Target, ...]] = ("adapted",)
 
     def __init__(self, method: str = "d", low: float = AGREEMENT_LOW,

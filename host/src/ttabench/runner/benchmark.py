@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from ttabench import registry
-from ttabench.api import Estimator, Outputs, SplitSpec, StaticEstimator, TrajectoryEstimator
+from ttabench.api import (
+    Estimator,
+    Outputs,
+    PoolEstimator,
+    SplitSpec,
+    StaticEstimator,
+    Suite,
+    TrajectoryEstimator,
+)
 from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
 from ttabench.records import Cell, EstimatorRecord, read_cell
@@ -33,7 +41,15 @@ from ttabench.runner.cells import (
 )
 from ttabench.runner.decoded_cache import LoaderOptions
 from ttabench.runner.device_facts import check_same_facts, configure_device, device_facts
-from ttabench.runner.execute import CellInputs, build_adapter, run_cell, seed_everything
+from ttabench.runner.execute import (
+    CellInputs,
+    CellOutput,
+    build_adapter,
+    run_cell,
+    seed_everything,
+)
+from ttabench.runner.logit_cache import FOLDER as LOGIT_FOLDER
+from ttabench.runner.logit_cache import LogitCache, source_val_record, view_record
 from ttabench.runner.passes import check_label_range
 from ttabench.runner.preflight import (
     check_adapter_setup,
@@ -64,7 +80,7 @@ def _instantiate(kind: str, name: str, params: dict[str, Any]) -> Any:
         raise TTABenchError(f"{kind[:-1]} {name!r}: bad parameters {params}: {err}") from None
 
 
-def _plugin_record(kind: str, name: str) -> dict[str, Any]:
+def plugin_record(kind: str, name: str) -> dict[str, Any]:
     """Name, kind, object path, distribution and version of a plugin (not its load status)."""
     record = asdict(registry.info(kind, name))
     record.pop("status", None)
@@ -74,11 +90,13 @@ def _plugin_record(kind: str, name: str) -> dict[str, Any]:
 class Benchmark:
     """A loaded run: suite, model, plugins, and the planned cells."""
 
-    def __init__(self, spec: RunSpec, show_progress: bool = False, runs_cells: bool = True) -> None:
+    def __init__(self, spec: RunSpec, show_progress: bool = False, runs_cells: bool = True,
+                 suite: Suite | None = None) -> None:
         """``runs_cells`` False: this process only plans and records the cells, which run
         elsewhere (a Ray driver): the device is not looked for here, and the key holds the
         settings of ``device_facts`` but not the GPU model (each cell's ``environment`` names
-        the GPU that ran it)."""
+        the GPU that ran it). ``suite``: the loaded suite, when another Benchmark of the run
+        (another model) loaded it already."""
         self.spec = spec
         self.show_progress = show_progress
         self.device = resolve_device(spec.device) if runs_cells else planned_device(spec.device)
@@ -95,7 +113,8 @@ class Benchmark:
         # The intra-op thread count changes the numbers on the CPU, so the key records the
         # count in effect, and worker processes are told it explicitly through the spec.
         self.threads = spec.threads = torch.get_num_threads()
-        self.suite = registry.make_suite(spec.suite, data_dir=spec.data_dir, **spec.suite_options)
+        self.suite = suite or registry.make_suite(spec.suite, data_dir=spec.data_dir,
+                                                  **spec.suite_options)
         self.model = registry.load_model(spec.model, cache_dir=cache_dir(),
                                          num_classes=self.suite.num_classes,
                                          options=spec.model_options)
@@ -104,11 +123,18 @@ class Benchmark:
         if workers is None:
             workers = default_workers(cores, spec.jobs, self.suite.streams_from_disk)
         self.loader = LoaderOptions(workers=workers, pin_memory=self.device.type == "cuda")
-        self.estimators: dict[str, Estimator] = {
+        every: dict[str, Estimator] = {
             name: _instantiate("estimators", name, spec.estimator_params.get(name, {}))
             for name in spec.estimators
         }
+        #: The estimators a cell runs; those that compare models (``PoolEstimator``) are
+        #: computed from the logit cache once every model's cells are done
+        #: (``ttabench.runner.rescore``), so they are in no cell's key.
+        self.estimators = {n: e for n, e in every.items() if not isinstance(e, PoolEstimator)}
+        self.pool_estimators = {n: e for n, e in every.items() if isinstance(e, PoolEstimator)}
         check_steps(spec.steps, self.estimators, spec.stream)
+        self.cache = (LogitCache(Path(spec.output) / LOGIT_FOLDER)
+                      if spec.logit_cache and spec.output else None)
         check_calibrations(self.estimators, {"model": self.model.model_id,
                                              "num_classes": self.model.num_classes,
                                              "precision": spec.precision})
@@ -123,6 +149,7 @@ class Benchmark:
         self._source_val: Outputs | None = None
         self._source_val_done = False
         self._source_val_bn: Outputs | None = None
+        self._source_val_entries: dict[str, str] = {}
         self._source_val_adapted: dict[str, Outputs | None] = {}
         self.shared = SharedCache()
         self._plans: list[CellPlan] | None = None
@@ -163,10 +190,10 @@ class Benchmark:
                                     self.spec.batch_size),
             "model": model,
             "adapter": {"name": adapter, "params": self.spec.adapter_params.get(adapter, {}),
-                        "plugin": _plugin_record("adapters", adapter),
+                        "plugin": plugin_record("adapters", adapter),
                         **self._source_data_record(adapter)},
             "estimators": {name: {"params": est.params(),
-                                  "plugin": _plugin_record("estimators", name)}
+                                  "plugin": plugin_record("estimators", name)}
                            for name, est in sorted(self.estimators.items())},
             "batch_size": self.spec.batch_size,
             "steps": self.spec.steps,
@@ -233,7 +260,9 @@ class Benchmark:
     # ------------------------------------------------------------------ execution
     def source_val(self) -> Outputs | None:
         """Labelled source-validation outputs, computed once per process when needed."""
-        if not self._uses_source_val() or self._source_val_done:
+        needed = self._uses_source_val() or self.cache is not None or any(
+            "source_val" in est.needs for est in self.pool_estimators.values())
+        if not needed or self._source_val_done:
             return self._source_val
         self._source_val_done = True
         dataset = self.suite.source_val()
@@ -297,6 +326,7 @@ class Benchmark:
             shared=self.shared, group=group_key(plan.protocol),
         )
         out = run_cell(inputs)
+        outputs = self._keep_outputs(plan, out) if self.cache is not None else {}
         estimators: dict[str, EstimatorRecord] = {}
         for name, est in self.estimators.items():
             record = EstimatorRecord(
@@ -315,7 +345,46 @@ class Benchmark:
             estimators[name] = record
         return self._cell(plan, "ok", None, 1, n_examples=out.n_examples, data=out.data,
                           targets=out.targets, estimators=estimators,
-                          adaptation=out.adaptation, timings=out.timings, windows=out.steps)
+                          adaptation=out.adaptation, timings=out.timings, windows=out.steps,
+                          outputs=outputs)
+
+    def _keep_outputs(self, plan: CellPlan, out: CellOutput) -> dict[str, str]:
+        """Store the cell's view outputs and the model's source-val outputs in the logit
+        cache (``ttabench.runner.logit_cache``); their digests, by view."""
+        assert self.cache is not None
+        trajectory = [n for n, e in self.estimators.items() if isinstance(e, TrajectoryEstimator)]
+        digests: dict[str, str] = {}
+        for view, seen in out.view_outputs.items():
+            outputs = seen.target
+            record = view_record(plan.protocol, view, trajectory, outputs.features is not None)
+            if view == "source":
+                digests[view] = self.cache.put(record, outputs)
+            else:
+                rows = (out.online_rows if view == "adapted"
+                        else torch.arange(len(outputs.logits)))
+                digests[view] = self.cache.put(record, outputs, frozen=digests["source"],
+                                               frozen_rows=rows)
+        return {**digests, **self._source_val_in_cache(plan.protocol)}
+
+    def _source_val_in_cache(self, protocol: dict[str, Any]) -> dict[str, str]:
+        """The entries of this model's source-val outputs in each view (the ``adapted`` view's
+        is the cell's adapter's reference, ``source_val_adapted``), each stored once per
+        process."""
+        assert self.cache is not None
+        adapter = protocol["adapter"]["name"]
+        batch = max(self.spec.batch_size, self.spec.stream.stats_window)
+        found = {}
+        for view, name, compute in (
+                ("source", "source", self.source_val), ("bn", "bn", self.source_val_bn),
+                ("adapted", f"adapted:{adapter}", lambda: self.source_val_adapted(adapter))):
+            if name not in self._source_val_entries:
+                val = compute()
+                if val is None:
+                    continue
+                record = source_val_record(protocol, view, batch, val.features is not None)
+                self._source_val_entries[name] = self.cache.put(record, val)
+            found[f"source_val:{view}"] = self._source_val_entries[name]
+        return found
 
     def _cell(self, plan: CellPlan, status: str, error: str | None, attempts: int,
               **body: Any) -> Cell:

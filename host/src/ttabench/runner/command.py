@@ -18,12 +18,13 @@ from typing import Any
 import click
 import torch
 
+from ttabench import registry
 from ttabench.api import SplitSpec, Suite
 from ttabench.config_schema import check_layer
 from ttabench.config_schema import validate as validate_config
 from ttabench.errors import Interrupted, TTABenchError
 from ttabench.records import Cell
-from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
+from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells, plugin_record
 from ttabench.runner.cells import CellPlan, is_finished, parse_shard
 from ttabench.runner.config import (
     Layer,
@@ -34,10 +35,24 @@ from ttabench.runner.config import (
 )
 from ttabench.runner.device_facts import device_line
 from ttabench.runner.executor import Backend, LocalBackend, run_cells
-from ttabench.runner.preflight import check_ray_address, planned_device, resolve_device
+from ttabench.runner.preflight import (
+    check_pool_estimators,
+    check_ray_address,
+    planned_device,
+    resolve_device,
+)
+from ttabench.runner.rescore import score_from_cache, write_cells
 from ttabench.runner.resources import cpu_cores, resolve_jobs
 from ttabench.runner.run_folder import RunFolder
-from ttabench.spec import ScoringSpec, given_options, option, shown, spec_options, trust_options
+from ttabench.spec import (
+    RunSpec,
+    ScoringSpec,
+    given_options,
+    option,
+    shown,
+    spec_options,
+    trust_options,
+)
 
 
 def check_given(given: dict[str, Any]) -> None:
@@ -155,57 +170,101 @@ def run(config_path: str | None, sets: tuple[str, ...], n_examples: int | None,
     out = Path(str(given.get("output") or config.run["output"]))
     if quick and not given.get("output"):
         out = out.with_name(out.name + "-quick")
+    spec.output = None if dry_run else str(out)
     shard_of = parse_shard(shard)
-    click.echo(f"config: {config.source}; suite {spec.suite}, model {spec.model}, "
-               f"adapters {', '.join(spec.adapters)}, estimators {', '.join(spec.estimators)}, "
-               f"stream {spec.stream.name}")
+    click.echo(f"config: {config.source}; suite {spec.suite}, model{'s' * (len(spec.model_list) > 1)} "
+               f"{', '.join(spec.model_list)}, adapters {', '.join(spec.adapters)}, "
+               f"estimators {', '.join(spec.estimators)}, stream {spec.stream.name}")
     # said once every check before work has passed (an error is then the one line on stderr)
     examples = ([(f"--n-examples {n_examples}", ["suite", spec.suite, "n_examples"])]
                 if n_examples else [])
     if dry_run:  # plans and prints; claims no folder and writes nothing
         from ttabench.runner.dry_run import describe
 
-        bench = Benchmark(spec, show_progress=False, runs_cells=local)
-        plans = bench.plan()
+        check_pools(spec)
+        lines = []
+        for bench in load_benchmarks(spec, show_progress=False, runs_cells=local):
+            lines += describe(bench, bench.plan())
         print_overrides(config, given, spec.suite, examples)
-        click.echo("\n".join(describe(bench, plans)))
+        click.echo("\n".join(lines))
         return
     with RunFolder.claim(out, shard_of) as folder:
+        check_pools(spec)  # after the claim: a run into a folder in use is refused at once
         t = time.perf_counter()
-        bench = Benchmark(spec, show_progress=True, runs_cells=local)
-        click.echo(f"device: {device_line(bench.device, bench.device_facts, bench.threads)}")
+        benches = load_benchmarks(spec, show_progress=True, runs_cells=local)
+        first = benches[0]
+        click.echo(f"device: {device_line(first.device, first.device_facts, first.threads)}")
         setup_time = time.perf_counter() - t
-        plans = bench.plan()
+        plans = {bench.spec.model: bench.plan() for bench in benches}
+        every = [plan for model_plans in plans.values() for plan in model_plans]
         print_overrides(config, given, spec.suite, examples)
-        todo = pending_cells(plans, out, shard_of)
-        click.echo(f"{len(plans)} cells planned, {len(todo)} to run"
+        todo = {model: pending_cells(model_plans, out, shard_of)
+                for model, model_plans in plans.items()}
+        click.echo(f"{len(every)} cells planned, {sum(map(len, todo.values()))} to run"
+                   + (f" over {len(plans)} models" if len(plans) > 1 else "")
                    + (f" (shard {shard})" if shard else "") + f"; output {out}")
         t = time.perf_counter()
+        counts = {"ok": 0, "failed": 0}
         try:
-            counts = execute_cells(bench, todo, out, config, executor=executor,
-                                   retries=retries, ray_address=ray_address, jobs=n_jobs)
+            for bench in benches:
+                ran = execute_cells(bench, todo[bench.spec.model], out, config,
+                                    executor=executor, retries=retries,
+                                    ray_address=ray_address, jobs=n_jobs)
+                counts = {k: counts[k] + ran.get(k, 0) for k in counts}
         except KeyboardInterrupt as stop:
-            finished = sum(is_finished(out, p.key) for p in plans)
+            finished = sum(is_finished(out, p.key) for p in every)
             raise Interrupted(stop.signum if isinstance(stop, Interrupted) else signal.SIGINT,
-                              f"{finished} of {len(plans)} cells finished are kept in {out}; "
+                              f"{finished} of {len(every)} cells finished are kept in {out}; "
                               "rerun the same command to resume") from None
         cells_time = time.perf_counter() - t
         t = time.perf_counter()
-        cells = collect_cells(out, plans)
+        cells = collect_cells(out, every)
+        pool_phase(benches[0], cells, out)
+        pool_time = time.perf_counter() - t
+        t = time.perf_counter()
         finish_run(out, cells, spec.scoring)
         phases = {"setup (suite + model)": setup_time, "cells": cells_time,
+                  "pool estimators": pool_time,
                   "scoring": time.perf_counter() - t, "total": time.perf_counter() - started}
-        todo_keys = {p.key for p in todo}
-        ran = [c for c in cells if c.status == "ok" and c.key in todo_keys]
+        todo_keys = {p.key for model_todo in todo.values() for p in model_todo}
+        ran_cells = [c for c in cells if c.status == "ok" and c.key in todo_keys]
         for key in ("source_and_bn_pass", "static_estimators", "adaptation"):
-            phases[f"cells: {key}"] = sum(c.timings.get(key, 0.0) for c in ran)
+            phases[f"cells: {key}"] = sum(c.timings.get(key, 0.0) for c in ran_cells)
         folder.record({"spec": spec.to_dict(), "scoring": spec.to_dict()["scoring"],
                        "config": config.source, "overrides": config.overrides,
-                       "cells": len(plans)}, counts, phases)
+                       "cells": len(every)}, counts, phases)
     failed = [c for c in cells if c.status == "failed"]
     if failed:
         raise TTABenchError(f"{len(failed)} cell(s) failed, first: {failed[0].split['name']}: "
                             f"{failed[0].error} (results of the others are in {out})")
+
+
+def check_pools(spec: RunSpec) -> None:
+    """Refuse a pool estimator the run cannot feed (``check_pool_estimators``)."""
+    check_pool_estimators({n: registry.get("estimators", n) for n in spec.estimators},
+                          spec.model_list, spec.logit_cache, spec.steps, spec.stream)
+
+
+def load_benchmarks(spec: RunSpec, show_progress: bool, runs_cells: bool) -> list[Benchmark]:
+    """One loaded ``Benchmark`` per model of the run, in order (the suite loaded once)."""
+    benches: list[Benchmark] = []
+    for model in spec.model_list:
+        benches.append(Benchmark(spec.for_model(model), show_progress=show_progress,
+                                 runs_cells=runs_cells,
+                                 suite=benches[0].suite if benches else None))
+    return benches
+
+
+def pool_phase(bench: Benchmark, cells: list[Cell], out: Path) -> None:
+    """Compute the run's pool estimators for every finished cell from the logit cache, with
+    each cell's peers (``ttabench.runner.rescore``), and rewrite the cells."""
+    if not bench.pool_estimators or bench.cache is None:
+        return
+    roles = {name: "baseline" if name in bench.spec.baselines else "candidate"
+             for name in bench.pool_estimators}
+    updated = score_from_cache(cells, dict(bench.pool_estimators), roles, bench.cache,
+                               lambda name: plugin_record("estimators", name))
+    write_cells(out, updated)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

@@ -4,7 +4,8 @@
 
     [run]                        # the keys of ttabench.spec.RUN_OPTIONS (defaults there)
     suite = "mnist-c"            # suite name (ttabench.suites)
-    model = "mnist-cnn"          # model spec (ttabench.models), e.g. "timm:resnet50"
+    model = "mnist-cnn"          # model spec (ttabench.models), e.g. "timm:resnet50"; a list
+                                 # or a pool name ("mnist-pool") runs several models
     adapter = "rdumb"            # optional; default: the estimator's preferred adapter
     estimators = ["..."]         # estimators under test when --estimator is not given
     baselines = ["ac", "cot"]    # always scored on the same cells
@@ -35,6 +36,7 @@ from typing import Any
 
 from ttabench import registry
 from ttabench.errors import TTABenchError
+from ttabench.models.pools import expand_models
 from ttabench.spec import (
     STREAM_OPTIONS,
     RunSpec,
@@ -371,9 +373,12 @@ def build_spec(config: RunConfig, *, baselines: bool = True, trust_pickle: bool 
             stream[opt.path[-1]] = value(opt.name)
     threads = value("threads")
     stream_spec = StreamSpec.from_table(stream)
+    models = expand_models(names(value("model")))
     return RunSpec(
         suite=suite_name,
-        model=str(value("model")),
+        model=models[0],
+        models=models,
+        logit_cache=bool(value("logit_cache")),
         adapters=adapters,
         estimators=estimators,
         suite_options=suite_options,

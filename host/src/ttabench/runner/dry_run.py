@@ -64,7 +64,11 @@ def describe(bench: Benchmark, plans: list[CellPlan]) -> list[str]:
             line += (f"; calibration {cal.id} maps {cal.input} to {cal.target} accuracy, "
                      f"fitted for {cal.fitted_for}")
         lines.append(line)
-    lines.append(f"{len(plans)} cells:")
+    for name, pool_est in bench.pool_estimators.items():
+        lines.append(f"estimator {name} (target {pool_est.target}, {pool_est.kind}, compares "
+                     f"models in views {', '.join(pool_est.views)}): {_fmt(pool_est.params())}; "
+                     "computed from the logit cache once every model's cells are done")
+    lines.append(f"{len(plans)} cells of model {spec.model}:")
     lines.append("key               split | dataset | role | adapter | seed | images | epochs")
     for plan in plans:
         images = sum(suite.size(split) for split in plan.order or [plan.split])

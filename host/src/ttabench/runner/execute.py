@@ -173,6 +173,8 @@ class Trajectory:
     steps: WindowRecord
     results: dict[str, ViewResult]
     windows: dict[str, list[ViewResult]]
+    #: ``online_rows[i]``: the row of the pass outputs (dataset order) of online row ``i``.
+    online_rows: torch.Tensor | None = None
 
 
 def build_adapter(cls: type[Adapter], module: torch.nn.Module, params: dict[str, Any],
@@ -302,10 +304,10 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
         precision=inputs.precision,
         views={name: (view.target, view.source_val) for name, view in (views or {}).items()},
     )
-    online = None
+    online = online_rows = None
     if logits_seen is not None:
-        taken = torch.cat(stream.steps[: len(labels)])
-        online = Outputs(logits=logits_seen, frozen_logits=source_logits[rows[taken]],
+        online_rows = rows[torch.cat(stream.steps[: len(labels)])]
+        online = Outputs(logits=logits_seen, frozen_logits=source_logits[online_rows],
                          features=features_seen)
     seen = sum(record.images_per_step)
     results = {name: safe_result(lambda est=est: est.compute(context))
@@ -321,7 +323,7 @@ def _trajectory(inputs: CellInputs, reader: StreamReader, stream: CellStream, ro
             **({"source_data": source_facts} if source_facts else {}),
         },
         online=online, steps=record, results=results,
-        windows=trajectory_windows(trajectory, record))
+        windows=trajectory_windows(trajectory, record), online_rows=online_rows)
 
 
 @dataclass
@@ -343,8 +345,10 @@ class CellOutput:
     steps: WindowRecord | None = None
     #: The views the static estimators were computed on (``source``, ``bn``, and ``adapted``
     #: when the cell adapted), for a caller that recomputes them (``ttabench estimate``'s
-    #: bootstrap over images).
+    #: bootstrap over images) or keeps them (the logit cache), and the rows of the ``source``
+    #: view's outputs that the ``adapted`` view's rows are (``online_rows``).
     view_outputs: dict[str, View] = field(default_factory=dict)
+    online_rows: torch.Tensor | None = None
 
     def result(self, name: str, view: str) -> ViewResult | None:
         """Estimator ``name``'s result in ``view`` (its view-free one when it has that)."""
@@ -463,6 +467,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
     results: dict[str, ViewResult] = {}
     windows: dict[str, list[ViewResult]] = {}
     record = None
+    online_rows = None
     timings["adaptation"] = 0.0
     if adapts:
         t = time.perf_counter()
@@ -476,6 +481,7 @@ def run_cell(inputs: CellInputs) -> CellOutput:
             record.accuracy = window_accuracy(record.correct_per_step, record.images_per_step,
                                               record.window)
         if run.online is not None:  # timed as static estimation alone, not as adaptation
+            online_rows = run.online_rows
             adapted_view = views["adapted"] = View("adapted", run.online,
                                                    inputs.source_val_adapted)
             t = time.perf_counter()
@@ -499,4 +505,4 @@ def run_cell(inputs: CellInputs) -> CellOutput:
               "loader_workers": inputs.loader.workers, "pin_memory": inputs.loader.pin_memory},
         targets=targets, results=results, views=per_view, skipped=skipped,
         adaptation=adaptation, timings=timings, windows=windows, steps=record,
-        view_outputs=views)
+        view_outputs=views, online_rows=online_rows)

@@ -235,3 +235,30 @@ def check_stream_seeds(seeds: list[int]) -> None:
     if too_large:
         raise TTABenchError(f"--seed {too_large[0]}: a stream through several splits takes seeds "
                             f"up to {largest} (split k is seeded seed * {SPLIT_SEED_STRIDE} + k)")
+
+
+def check_pool_estimators(estimators: dict[str, type[Estimator]], models: list[str],
+                          logit_cache: bool, spec_steps: int, stream: StreamSpec) -> None:
+    """Refuse an estimator that compares models (``PoolEstimator``) in a run with fewer models
+    than it needs, without the logit cache it reads its peers' outputs from, or, when it is
+    computed in the ``adapted`` view only, in a run that does not adapt."""
+    from ttabench.api import PoolEstimator
+
+    adapts = spec_steps > 0 or not stream.resets or any(
+        isinstance(c, type) and issubclass(c, TrajectoryEstimator) for c in estimators.values())
+    for name, cls in estimators.items():
+        if not (isinstance(cls, type) and issubclass(cls, PoolEstimator)):
+            continue
+        if tuple(cls.views) == ("adapted",) and not adapts:
+            raise TTABenchError(
+                f"estimator {name!r} compares the adapted models, but this run does not adapt "
+                "(no trajectory estimator, --steps 0); pass --steps N (e.g. --steps 50)")
+        if len(models) < cls.min_peers + 1:
+            raise TTABenchError(
+                f"estimator {name!r} compares models: it needs at least {cls.min_peers + 1} "
+                f"models, the run has {len(models)} ({', '.join(models)}); pass several, e.g. "
+                "--model mnist-cnn,mnist-resnet,mnist-pool:convmlp, or a pool: --model "
+                "mnist-pool")
+        if not logit_cache:
+            raise TTABenchError(f"estimator {name!r} compares models and reads the other "
+                                "models' outputs from the logit cache; drop --no-logit-cache")

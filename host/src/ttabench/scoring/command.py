@@ -47,19 +47,39 @@ def recorded_scoring(dirs: list[Path]) -> dict[str, Any]:
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Folder for the leaderboard files (default: the first DIR).")
+@click.option("--rescore", is_flag=True,
+              help="First compute static and pool estimators from each DIR's logit cache (no "
+                   "model is loaded, no forward pass): those named by --estimator, else every "
+                   "static and pool estimator of the run (its run.json); their records in the "
+                   "cells are replaced.")
+@click.option("--estimator", "-e", "rescored", multiple=True,
+              help="With --rescore: estimator(s) to add or recompute (repeatable or comma list).")
+@click.option("--set", "sets", multiple=True, metavar="estimator.NAME.KEY=VALUE",
+              help="With --rescore: an estimator parameter (VALUE read as TOML).")
 @spec_options("n_boot", "boot_unit", "boot_seed", "map_kinds")
-def leaderboard(dirs: tuple[Path, ...], output: Path | None, **params: Any) -> None:
+def leaderboard(dirs: tuple[Path, ...], output: Path | None, rescore: bool,
+                rescored: tuple[str, ...], sets: tuple[str, ...], **params: Any) -> None:
     """Rebuild the leaderboard from the finished cells of one or more run folders (DIR...).
 
     Several folders (e.g. the shards of one run) are merged. The scoring options default to
     those the run recorded in the first DIR's run.json (else their defaults). Writes
     leaderboard.csv/.md/.html/.json, pairs.csv, scatter.png and report.html, and prints the
     summary.
+
+    \b
+    With --rescore, estimators that read stored outputs only are computed first, e.g. after a
+    finished pool run:  ttabench leaderboard runs/pool --rescore -e aline-s,atc-mc
     """
     given = given_options(params)
     scoring = ScoringSpec.from_run({**recorded_scoring(list(dirs)), **given})
     out_dir = output or dirs[0]
     check_writable_folder(out_dir, "--output")
+    if rescore:
+        from ttabench.runner.rescore import rescore_folders
+
+        rescore_folders(list(dirs), list(rescored), list(sets))
+    elif rescored or sets:
+        raise TTABenchError("--estimator and --set name what --rescore computes; add --rescore")
     ignored: list[str] = []
     cells = load_cells(list(dirs), ignored)
     report_ignored(ignored)

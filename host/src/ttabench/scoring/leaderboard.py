@@ -41,6 +41,7 @@ from ttabench.spec import ScoringSpec
 from ttabench.store import write_bytes_atomic
 from ttabench.scoring import metrics
 from ttabench.scoring.aliases import find_aliases
+from ttabench.scoring.cross_model import rank_correlation
 from ttabench.scoring.lodo import NAME as LODO, SHORT as LODO_SHORT
 from ttabench.scoring.windows import WINDOW_TARGET, window_cells
 from ttabench.scoring.maps import (
@@ -131,6 +132,8 @@ TABLE_COLUMNS = [
     "ci_high", "worst", "pearson", "spearman", "n_cells", "n_datasets", "n_calib", "calib_loo",
     "vs", "diff", "diff_low", "diff_high", "p_holm", "significant", "note", "alias_of",
 ]
+CROSS_MODEL_COLUMNS = ["suite", "adapter", "target", "entry", "spearman", "ci_low", "ci_high",
+                       "n_models", "n_splits", "n_datasets", "n_undefined"]
 CHOICE_COLUMNS = [*GROUP, "target", "chosen_baseline", "chosen_calib_loo", "chosen_mae",
                   "best_after_the_fact", "best_after_the_fact_mae", "chosen_candidate",
                   "candidate_calib_loo", "candidate_mae", "n_calib_datasets"]
@@ -171,6 +174,10 @@ class Leaderboard:
     window_steps: list[int] = field(default_factory=list)
     #: The entries (with their fitted maps) of every (group, target) table, for the report.
     entries: dict[tuple[tuple[str, str, str], str], list[Entry]] = field(default_factory=dict)
+    #: Cross-model scores (``cross_model_table``): empty unless cells of several models share
+    #: a suite, an adapter and splits.
+    cross_model: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=CROSS_MODEL_COLUMNS))
 
 
 def _group_key(cell: Cell) -> tuple[str, str, str]:
@@ -406,6 +413,7 @@ def build_leaderboard(cells: list[Cell], scoring: ScoringSpec | None = None) -> 
                                                   "split", "severity", "estimate", "true"])
     table["alias_of"] = alias_column(table, pairs)
     return Leaderboard(
+        cross_model=cross_model_table(pairs, n_boot, seed, boot_unit),
         table=table,
         choices=pd.DataFrame(parts["choices"], columns=CHOICE_COLUMNS),
         per_severity=pd.DataFrame(parts["sev"], columns=[*GROUP, "target", "entry", "severity",
@@ -427,6 +435,41 @@ def build_leaderboard(cells: list[Cell], scoring: ScoringSpec | None = None) -> 
         window_steps=sorted({c.windows.window for c in ok if c.windows is not None}),
         entries=entries,
     )
+
+
+def cross_model_table(pairs: pd.DataFrame, n_boot: int, seed: int, unit: str) -> pd.DataFrame:
+    """Per (suite, adapter, target, entry) whose eval pairs cover several models: the
+    cross-model Spearman correlation of estimated and true accuracy (per split across the
+    models, averaged per dataset then over datasets; ``ttabench.scoring.cross_model``), with
+    its bootstrap interval, best first within each (suite, adapter, target)."""
+    rows = []
+    for (suite, adapter, target, entry), part in pairs.groupby(
+            ["suite", "adapter", "target", "entry"], sort=True):
+        if part["model"].nunique() < 2:
+            continue
+        try:
+            rc = rank_correlation(part["estimate"].tolist(), part["true"].tolist(),
+                                  part["model"].tolist(), part["split"].tolist(),
+                                  part["dataset"].tolist(), n_boot=n_boot, seed=seed, unit=unit)
+        except ValueError:  # no split ranks two models of different estimates
+            continue
+        rows.append({"suite": suite, "adapter": adapter, "target": target, "entry": entry,
+                     "spearman": rc.value, "ci_low": rc.low, "ci_high": rc.high,
+                     "n_models": int(part["model"].nunique()), "n_splits": len(rc.per_split),
+                     "n_datasets": len(rc.per_dataset), "n_undefined": len(rc.undefined)})
+    table = pd.DataFrame(rows, columns=CROSS_MODEL_COLUMNS)
+    order = {t: i for i, t in enumerate(TARGETS)}
+    return table.sort_values(["suite", "adapter", "target", "spearman"],
+                             key=lambda c: c.map(order) if c.name == "target" else
+                             (-c if c.name == "spearman" else c)).reset_index(drop=True)
+
+
+def cross_model_view(lb: Leaderboard) -> pd.DataFrame:
+    """The cross-model table as printed (numbers formatted)."""
+    view = lb.cross_model.copy()
+    for column in ("spearman", "ci_low", "ci_high"):
+        view[column] = view[column].map(_fmt)
+    return view
 
 
 # ----------------------------------------------------------------------------- text views
@@ -648,6 +691,10 @@ def _other_sections(lb: Leaderboard) -> list[tuple[str, pd.DataFrame]]:
         online[target] = online[target].map(_fmt)
     sections = [("Mean accuracy (%) of each target over eval cells; adapted = online accuracy",
                  online)]
+    if not lb.cross_model.empty:
+        sections.append(("Cross-model rank correlation (Spearman of estimated vs true accuracy "
+                         "across the models, per split; mean per dataset, then over datasets)",
+                         cross_model_view(lb)))
     if not lb.skipped.empty:
         sections.append(("Skipped or failed", lb.skipped))
     if lb.failed:
@@ -732,6 +779,7 @@ def to_json(lb: Leaderboard) -> dict[str, Any]:
         "statistics": statistics_note(lb),
         "targets": targets, "online": _records(lb.online),
         "skipped": _records(lb.skipped), "failed": lb.failed,
+        "cross_model": _records(lb.cross_model),
         "windows": {"steps": lb.window_steps, "rows": _records(lb.windows),
                     "choices": _records(lb.window_choices)},
     }
@@ -772,6 +820,10 @@ def format_console(lb: Leaderboard) -> str:
             if title.endswith(_title(group)):
                 lines += [f"-- {title} --", view.to_string(index=False), choice]
         lines.append("")
+    if not lb.cross_model.empty:
+        lines.append("-- cross-model rank correlation (Spearman across the models, per split; "
+                     "mean per dataset, then over datasets) --")
+        lines.append(cross_model_view(lb).to_string(index=False))
     lines.append(statistics_note(lb))
     if not lb.skipped.empty:
         lines.append("skipped or failed:")
@@ -839,6 +891,8 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
         "pairs.csv": lb.pairs.to_csv(index=False),
         "scatter.png": scatter_png(lb),
     }
+    if not lb.cross_model.empty:
+        files["cross_model.csv"] = lb.cross_model.to_csv(index=False)
     sections = window_sections(lb)
     if sections:
         files["windows.csv"] = lb.windows.to_csv(index=False)
