@@ -548,7 +548,7 @@ def estimate(check: Check) -> str:
     report = json.loads(done.stdout)
     check.record("estimate", report)
     return (f"ac on {report['n_images']} images: {100 * report['estimate']:.1f}% "
-            f"[{100 * report['interval'][0]:.1f}, {100 * report['interval'][1]:.1f}]); "
+            f"[{100 * report['interval'][0]:.1f}, {100 * report['interval'][1]:.1f}]; "
             f"{report['device']}")
 
 
