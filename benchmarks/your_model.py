@@ -13,7 +13,9 @@ atomically):
    evaluation split holds;
 3. each of the 75 evaluation splits written as a flat folder of 2000 PNGs (no labels), and
    ``ttabench estimate --calibration WORK/calibration.json --data WORK/splits/<split> --all
-   --json`` on it (one process per split), its report kept in ``WORK/estimates/<split>.json``;
+   --json`` on it (one process per split), its report kept in
+   ``WORK/estimates/n<n-boot>-b<bootstrap>/<split>.json`` (reports of other settings are kept
+   apart, never mixed into one table);
 4. the benchmark's own run, ``ttabench run -o WORK/benchmark`` (the default protocol of the
    same ``plugins.toml``; or ``--bench-run DIR``, a finished one): its leaderboard gives the
    benchmark's MAE of the same entries; each split's true ``source`` accuracy is the frozen
@@ -26,10 +28,11 @@ atomically):
 Usage::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/your_model.py [--work runs/your-model]
-        [--jobs 2] [--n-boot 200] [--bootstrap 5] [--limit N]
+        [--jobs 2] [--n-boot 200] [--bootstrap 5] [--limit N] [--note TEXT]
 
 ``--limit N`` estimates only the first N splits (a smoke run: its report goes to
-``WORK/smoke/``, its figures are not findings).
+``WORK/smoke/``, its figures are not findings). ``--note TEXT`` is printed in the report (what
+was reduced from the defaults and why). The report names the commit the code was at.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from PIL import Image
 
 from ttabench import registry
 from ttabench.api import to_unit_float
+from ttabench.runner.cells import git_revision
 from ttabench.scoring.metrics import mae_by_dataset
 from ttabench.store import write_bytes_atomic, write_json_atomic
 
@@ -121,11 +125,18 @@ def leaderboard_maes(bench: Path) -> tuple[dict[str, float], dict[str, Any]]:
     return maes, choice
 
 
+def estimates_folder(work: Path, n_boot: int, bootstrap: int) -> Path:
+    """Where the estimate reports of one bootstrap setting are kept."""
+    return work / "estimates" / f"n{n_boot}-b{bootstrap}"
+
+
 def estimate_all(work: Path, calibration: Path, splits: list[Any],
                  args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Step 3: ``ttabench estimate ... --all --json`` on every split's folder, ``args.jobs``
-    processes at a time (one thread each); a report kept is not computed again."""
-    pending = [s for s in splits if not (work / "estimates" / f"{s.name}.json").is_file()]
+    processes at a time (one thread each); a report kept (for the same ``--n-boot`` and
+    ``--bootstrap``) is not computed again."""
+    kept = estimates_folder(work, args.n_boot, args.bootstrap)
+    pending = [s for s in splits if not (kept / f"{s.name}.json").is_file()]
     running: list[tuple[Any, subprocess.Popen[str]]] = []
     finished = len(splits) - len(pending)
     while pending or running:
@@ -140,11 +151,10 @@ def estimate_all(work: Path, calibration: Path, splits: list[Any],
         out, err = process.communicate()
         if process.returncode:
             raise SystemExit(f"estimate on {split.name} failed: {err.strip()}")
-        write_bytes_atomic(work / "estimates" / f"{split.name}.json", out)
+        write_bytes_atomic(kept / f"{split.name}.json", out)
         finished += 1
         print(f"[{finished}/{len(splits)}] {split.name}", flush=True)
-    return {s.name: json.loads((work / "estimates" / f"{s.name}.json").read_text())
-            for s in splits}
+    return {s.name: json.loads((kept / f"{s.name}.json").read_text()) for s in splits}
 
 
 def summarise(calibration: dict[str, Any], reports: dict[str, dict[str, Any]],
@@ -183,9 +193,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Your model, your data: calibrate on labelled images, estimate on unlabelled folders",
         "",
-        f"`{result['command']}` on {result['date']} ({result['machine']}); "
-        f"{result['seconds']['total']:.0f} s in all.",
+        f"`{result['command']}` at commit `{result['commit']}`, on {result['date']} "
+        f"({result['machine']}); {result['seconds']['total']:.0f} s in all (steps already "
+        "finished by an earlier, interrupted invocation are kept, not timed again).",
         "",
+        *([f"**Note:** {result['note']}", ""] if result.get("note") else []),
         f"`mnist-cnn` calibrated by `ttabench calibrate` from the {result['labelled']} labelled "
         "source-validation digits of `mnist-c` only (PNG class folders; its meta-set: "
         f"{result['meta_set']['n_sets']} sets of {result['meta_set']['set_size']} images, "
@@ -236,6 +248,8 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=5)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--note", default=None,
+                        help="Printed in the report: what was reduced from the defaults and why")
     parser.add_argument("--bench-run", type=Path, default=None,
                         help="A finished `ttabench run` folder of the default protocol whose "
                              "leaderboard gives the benchmark's numbers (default: run it into "
@@ -270,7 +284,7 @@ def main() -> None:
     rows = summarise(calibration, reports, truth, {s.name: s.dataset for s in chosen}, board)
     seconds["total"] = sum(seconds.values())
     result = {
-        "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "command": command, "commit": git_revision(), "note": args.note, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
         "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
         "labelled": len(list((work / "labelled").rglob("*.png"))),
         "meta_set": calibration["meta_set"],

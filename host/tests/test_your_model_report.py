@@ -1,0 +1,80 @@
+"""benchmarks/your_model.py's report: the figures of its table (MAE over the splits, interval
+coverage and width) against a hand-worked example, and what its markdown names (the command,
+the commit, what was reduced), with no run needed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import your_model  # noqa: E402
+
+
+def _entry(name: str, estimate: float, low: float, high: float, s_low: float,
+           s_high: float) -> dict[str, object]:
+    return {"entry": name, "estimate": estimate, "interval": [low, high],
+            "sampling_interval": [s_low, s_high]}
+
+
+CALIBRATION = {"chosen": "b (lin)", "entries": [
+    {"name": "a", "lodo_mae": 3.0, "error_q95": 0.05},
+    {"name": "b (lin)", "lodo_mae": 4.0, "error_q95": 0.02}]}
+
+# three splits of two datasets; truth 0.90, 0.80 (dataset x) and 0.50 (dataset y)
+TRUTH = {"x-1": 0.90, "x-2": 0.80, "y-1": 0.50}
+DATASETS = {"x-1": "x", "x-2": "x", "y-1": "y"}
+REPORTS = {
+    "x-1": {"all": [_entry("b (lin)", 0.92, 0.88, 0.96, 0.91, 0.93),
+                    _entry("a", 0.70, 0.60, 0.80, 0.65, 0.75)]},
+    "x-2": {"all": [_entry("b (lin)", 0.76, 0.70, 0.79, 0.75, 0.77),
+                    _entry("a", 0.80, 0.78, 0.82, 0.79, 0.81)]},
+    "y-1": {"all": [_entry("b (lin)", 0.60, 0.45, 0.75, 0.58, 0.62),
+                    _entry("a", 0.50, 0.40, 0.60, 0.49, 0.51)]},
+}
+
+
+def test_each_entry_s_figures_match_a_hand_worked_example():
+    rows = your_model.summarise(CALIBRATION, REPORTS, TRUTH, DATASETS,
+                                {"b (lin)": 7.5, "a": 9.0})
+    # the chosen entry first, whatever its calibration error
+    assert [r["entry"] for r in rows] == ["b (lin)", "a"]
+    b, a = rows
+    # b: |errors| 2, 4 (dataset x: mean 3) and 10 (dataset y) pp -> (3 + 10) / 2
+    assert b["mae"] == pytest.approx(6.5)
+    # b's intervals: 0.88-0.96 holds 0.90, 0.70-0.79 misses 0.80, 0.45-0.75 holds 0.50
+    assert b["coverage"] == pytest.approx(2 / 3)
+    assert b["mean_width_pp"] == pytest.approx(100 * (0.08 + 0.09 + 0.30) / 3)
+    # sampling halves alone: 0.91-0.93 misses 0.90, 0.75-0.77 misses, 0.58-0.62 misses
+    assert b["sampling_coverage"] == 0.0
+    assert b["mean_sampling_width_pp"] == pytest.approx(100 * (0.02 + 0.02 + 0.04) / 3)
+    assert (b["benchmark_mae"], b["calibration_lodo_mae"], b["error_q95_pp"]) == (7.5, 4.0, 2.0)
+    assert b["chosen"] and not a["chosen"] and b["n_splits"] == 3
+    # a: |errors| 20, 0 (x: 10) and 0 (y) -> 5; 0.60-0.80 misses 0.90, the others hold
+    assert a["mae"] == pytest.approx(5.0)
+    assert a["coverage"] == pytest.approx(2 / 3)
+    assert a["sampling_coverage"] == pytest.approx(2 / 3)
+
+
+def test_the_report_names_its_command_commit_and_what_was_reduced():
+    rows = your_model.summarise(CALIBRATION, REPORTS, TRUTH, DATASETS, {})
+    result = {
+        "command": "python benchmarks/your_model.py --bootstrap 2", "commit": "abc123",
+        "note": "--bootstrap 2 instead of 5: the time this run had", "date": "2026-12-08",
+        "machine": "x86_64, 2 cores", "seconds": {"total": 12.0}, "labelled": 500,
+        "meta_set": {"n_sets": 134, "set_size": 2000}, "n_families": 23, "n_splits": 3,
+        "chosen": "b (lin)", "rows": rows, "benchmark_choice": {}, "n_boot": 200,
+        "bootstrap": 2}
+    text = your_model.markdown(result)
+    assert "`python benchmarks/your_model.py --bootstrap 2` at commit `abc123`" in text
+    assert "**Note:** --bootstrap 2 instead of 5: the time this run had" in text
+    assert "| **b (lin)** (chosen) | 4.00 | 6.50 | - | 66.7 % |" in text
+    del result["note"]
+    assert "Note:" not in your_model.markdown(result)
+
+
+def test_reports_of_other_bootstrap_settings_are_kept_apart(tmp_path):
+    kept = {your_model.estimates_folder(tmp_path, n, b) for n in (100, 200) for b in (2, 5)}
+    assert len(kept) == 4
