@@ -165,7 +165,10 @@ def benchmark_pairs(bench: Path, splits: list[str]) -> tuple[dict[str, float],
 
 
 def leaderboard_maes(bench: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """The ``source`` table of the benchmark's leaderboard: MAE per entry, and its choices."""
+    """The ``source`` table of the benchmark's leaderboard: MAE per entry, and its choices
+    (none while the run has not finished: no ``leaderboard.json`` yet)."""
+    if not (bench / "leaderboard.json").is_file():
+        return {}, {}
     board = json.loads((bench / "leaderboard.json").read_text())
     table = next(t for t in board["targets"] if t["target"] == "source")["tables"][0]
     maes = {row["entry"]: row["mae"] for row in table["rows"] if row.get("mae") is not None}
@@ -263,6 +266,10 @@ def markdown(result: dict[str, Any]) -> str:
         "benchmark's numbers: the `source` table of `ttabench run` with the same "
         "`plugins.toml` (its maps fitted on the same meta-set built from the same 500 digits).",
         "",
+        *([f"**The benchmark run `{result['bench_run']}` had not finished** (no "
+           "`leaderboard.json`): the benchmark's columns are empty; rerun this command once it "
+           "has (every estimate is kept).", ""] if not result.get("bench_finished", True)
+          else []),
         f"Chosen by the calibration: **{result['chosen']}** (leave-one-dataset-out MAE on the "
         f"meta-set {result['rows'][0]['calibration_lodo_mae']:.2f} pp). The benchmark's own "
         f"choices on the same meta-set: baseline {c.get('chosen_baseline')} "
@@ -370,7 +377,8 @@ def main() -> None:
         "n_families": len(calibration["meta_set"]["recipe"]["families"]),
         "n_splits": len(chosen), "chosen": calibration["chosen"], "rows": rows,
         "benchmark_choice": choice, "n_boot": args.n_boot, "bootstrap": args.bootstrap,
-        "seconds": seconds, "smoke_run": bool(args.limit),
+        "seconds": seconds, "smoke_run": bool(args.limit), "bench_run": str(bench),
+        "bench_finished": (bench / "leaderboard.json").is_file(),
         "splits": names if len(chosen) < len(splits) else None, "split_seed": args.split_seed,
         "truth_check_pp": (100 * max(abs(truth[s] - bench_truth[s]) for s in names)
                            if bench_truth else None),

@@ -76,8 +76,22 @@ def test_the_report_names_its_command_commit_and_what_was_reduced():
     assert "`python benchmarks/your_model.py --bootstrap 2` at commit `abc123`" in text
     assert "**Note:** --bootstrap 2 instead of 5: the time this run had" in text
     assert "| **b (lin)** (chosen) | 4.00 | 6.50 | - | - | 66.7 % |" in text
+    assert "had not finished" not in text
     del result["note"]
     assert "Note:" not in your_model.markdown(result)
+
+
+def test_an_unfinished_benchmark_run_leaves_its_columns_empty_and_says_so(tmp_path):
+    assert your_model.leaderboard_maes(tmp_path) == ({}, {})
+    rows = your_model.summarise(CALIBRATION, REPORTS, TRUTH, DATASETS, {})
+    assert all(r["benchmark_mae"] is None for r in rows)
+    result = {
+        "command": "c", "commit": "abc123", "date": "d", "machine": "m",
+        "seconds": {"total": 1.0}, "labelled": 500, "meta_set": {"n_sets": 1, "set_size": 1},
+        "n_families": 1, "n_splits": 3, "chosen": "b (lin)", "rows": rows,
+        "benchmark_choice": {}, "n_boot": 200, "bootstrap": 2, "bench_run": "/runs/x",
+        "bench_finished": False}
+    assert "**The benchmark run `/runs/x` had not finished**" in your_model.markdown(result)
 
 
 def test_reports_of_other_bootstrap_settings_are_kept_apart(tmp_path):
