@@ -59,8 +59,12 @@ from PIL import Image
 
 from ttabench import registry
 from ttabench.api import to_unit_float
+from ttabench.errors import TTABenchError
 from ttabench.paths import cache_dir
+from ttabench.records import Cell, read_cell
 from ttabench.runner.cells import git_revision
+from ttabench.scoring.maps import direct_estimate, record, role
+from ttabench.scoring.maps import truth as cell_truth
 from ttabench.scoring.metrics import mae_by_dataset
 from ttabench.store import write_bytes_atomic, write_json_atomic
 
@@ -163,6 +167,41 @@ def benchmark_pairs(bench: Path, splits: list[str]) -> tuple[dict[str, float],
                                      [r[2] for r in rows])
         truth.update({s: got[s][1] for s in splits})
     return maes, truth
+
+
+def benchmark_direct(bench: Path, splits: list[str], entries: list[str]) -> tuple[
+        dict[str, float], dict[str, float]]:
+    """Before the run has finished (no ``pairs.csv`` yet): the MAE over ``splits`` of each
+    direct entry (an accuracy the estimator gives itself, no map) from the run's finished
+    evaluation cells, read as its leaderboard reads them (``record``, ``direct_estimate``,
+    ``truth`` of ``ttabench.scoring.maps``, target ``source``), and each split's truth there.
+    Mapped entries need the run's calibration cells and are left out; so is every entry when a
+    split's cell is not finished yet."""
+    wanted = set(splits)
+    found: dict[str, Cell] = {}
+    for path in sorted((bench / "cells").glob("*.json")):
+        try:
+            cell = read_cell(path)
+        except TTABenchError:
+            continue
+        if cell.status == "ok" and role(cell) == "eval" and cell.split["name"] in wanted:
+            found[cell.split["name"]] = cell
+    if set(found) != wanted:
+        return {}, {}
+    cells = [found[s] for s in splits]
+    truth_of = {s: cell_truth(found[s], "source") for s in splits}
+    maes = {}
+    for entry in entries:
+        got = []
+        for cell in cells:
+            rec = cell.estimators.get(entry)
+            res = record(cell, entry, "source")
+            got.append(None if rec is None or res is None else direct_estimate(res, rec.kind))
+        if all(v is not None for v in got) and all(t is not None for t in truth_of.values()):
+            maes[entry] = mae_by_dataset([float(v or 0) for v in got],
+                                         [float(truth_of[s] or 0) for s in splits],
+                                         [c.dataset for c in cells])
+    return maes, {s: float(t) for s, t in truth_of.items() if t is not None}
 
 
 def leaderboard_maes(bench: Path) -> tuple[dict[str, float], dict[str, Any]]:
@@ -268,8 +307,10 @@ def markdown(result: dict[str, Any]) -> str:
         "`plugins.toml` (its maps fitted on the same meta-set built from the same 500 digits).",
         "",
         *([f"**The benchmark run `{result['bench_run']}` had not finished** (no "
-           "`leaderboard.json`): the benchmark's columns are empty; rerun this command once it "
-           "has (every estimate is kept).", ""] if not result.get("bench_finished", True)
+           "`leaderboard.json`): the leaderboard's column is empty and the benchmark's MAE on "
+           "the same splits is given for the direct entries only (from its finished evaluation "
+           "cells; a mapped entry needs its calibration cells); rerun this command once it has "
+           "finished (every estimate is kept).", ""] if not result.get("bench_finished", True)
           else []),
         f"Chosen by the calibration: **{result['chosen']}** (leave-one-dataset-out MAE on the "
         f"meta-set {result['rows'][0]['calibration_lodo_mae']:.2f} pp). The benchmark's own "
@@ -363,8 +404,9 @@ def main() -> None:
     truth = true_accuracies(suite, chosen)
     board, choice = leaderboard_maes(bench)
     names = [s.name for s in chosen]
+    direct = [e["name"] for e in calibration["entries"] if e["map"]["kind"] == "direct"]
     same, bench_truth = (benchmark_pairs(bench, names) if (bench / "pairs.csv").is_file()
-                         else ({}, {}))
+                         else benchmark_direct(bench, names, direct))
     rows = summarise(calibration, reports, truth, {s.name: s.dataset for s in chosen}, board,
                      same)
     seconds["total"] = sum(seconds.values())

@@ -134,3 +134,29 @@ def test_the_benchmark_s_mae_over_the_same_splits_is_read_from_its_pairs(tmp_pat
     # over x-1 alone: e 10, f 0
     assert your_model.benchmark_pairs(tmp_path, ["x-1"])[0] == pytest.approx(
         {"e": 10.0, "f": 0.0, "g": 30.0})
+
+
+def test_before_the_run_finishes_direct_entries_are_read_from_its_eval_cells(tmp_path):
+    from cell_builders import every_view, make_cell, static, trajectory
+
+    from ttabench.store import write_json_atomic
+
+    truths = {"x-1": 0.8, "x-2": 0.6, "y-1": 0.5, "z-1": 0.9}
+    cells = [make_cell(name, name[0], 1, "eval", {"source": t, "bn": t - 0.2},
+                       {"cott": static("direct", every_view(
+                            lambda v, t=t, name=name: t + (0.1 if name == "y-1" else 0.02)
+                            - (0.3 if v != "source" else 0.0))),
+                        "mde": static("score", every_view(lambda v: 1.0)),
+                        "enigma": trajectory("score", 0.5)})
+             for name, t in truths.items()]
+    cells.append(make_cell("x-1", "x", 1, "calibration", {"source": 0.1},
+                           {"cott": static("direct", every_view(lambda v: 0.9))}))
+    for cell in cells:
+        write_json_atomic(tmp_path / "cells" / f"{cell.key}.json", cell.to_dict())
+    maes, truth = your_model.benchmark_direct(tmp_path, ["x-1", "x-2", "y-1"],
+                                              ["cott", "mde (lin)"])
+    # cott in the source view: |errors| 2, 2 (x: 2) and 10 (y) pp -> 6; a mapped entry: none
+    assert maes == pytest.approx({"cott": 6.0})
+    assert truth == pytest.approx({"x-1": 0.8, "x-2": 0.6, "y-1": 0.5})
+    # a split whose cell is not finished: nothing
+    assert your_model.benchmark_direct(tmp_path, ["x-1", "w-1"], ["cott"]) == ({}, {})
