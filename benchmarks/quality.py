@@ -22,9 +22,12 @@ the chosen candidate of each table, ``[best]`` scores, ``[stack]`` features, map
 Writes ``benchmarks/results/quality.{md,json}``: per model and target the chosen baseline and
 candidate and the ratio of their evaluation MAEs with a 95 % bootstrap interval (datasets,
 then cells within them, i.e. splits and seeds), each plugin estimator's own LODO-chosen
-entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow (the file
-prints the command with them, and says what the cells hold: cells per seed, meta-set sets);
-``--analyse-only`` scores and reads the finished cells without running more. Runs resume.
+entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow;
+``--extra-seeds`` adds stream seeds run after the meta-set cells, one severity after the other
+in the order of ``--extra-severities`` (all 15 corruptions at each: a run stopped early leaves
+every corruption equally covered). The file prints the command with these options and says
+what the cells hold (cells and severities per seed, meta-set sets); ``--analyse-only`` scores
+and reads the finished cells without running more. Runs resume.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ CANDIDATES = ("enigma", "enigma-source", "enigma-signals", "enigma-signals-sourc
 TRAJECTORY_STEPS = (50, 100, 200, 400, 990)
 KINDS = "lin,quad,iso,logit-lin,logit-quad"
 EVAL_SPLITS = ",".join(f"{c}-*" for c in CORRUPTIONS)
+SEVERITIES = (1, 2, 3, 4, 5)
 N_BOOT = 1000
 TARGET_RATIO = 0.70
 COMMAND = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/quality.py"
@@ -87,15 +91,23 @@ def _ttabench(*args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def run(folder: Path, model: str, seeds: list[int], meta_sets: str) -> None:
+def run(folder: Path, model: str, seeds: list[int], meta_sets: str,
+        extra: tuple[list[int], list[int]] = ([], [])) -> None:
     """The evaluation cells (``seeds``) into ``folder/eval``, the meta-set cells of
     ``meta_sets`` (seed 0) into ``folder/meta`` (two folders: two runs may then proceed side by
-    side)."""
+    side), then the evaluation cells of the extra seeds, one severity after the other
+    (``extra``: seeds, severities in their order)."""
     common = ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
               "--map-kinds", "lin", *protocol_sets(model)]
-    _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
-              "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
+    if seeds:
+        _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
+                  "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
     _ttabench("run", *common, "--seed", "0", "--splits", meta_sets, "-o", str(folder / "meta"))
+    extra_seeds, severities = extra
+    for severity in severities if extra_seeds else []:
+        _ttabench("run", *common, *[a for s in extra_seeds for a in ("--seed", str(s))],
+                  "--splits", ",".join(f"{c}-{severity}" for c in CORRUPTIONS),
+                  "-o", str(folder / "eval"))
 
 
 def score(folder: Path) -> None:
@@ -119,6 +131,9 @@ def protocol_facts(folder: Path) -> dict:
             "seeds": sorted({c.seed for c in evals}),
             "cells_per_seed": {str(s): sum(c.seed == s for c in evals)
                                for s in sorted({c.seed for c in evals})},
+            "severities_per_seed": {str(s): sorted({int(c.split["severity"]) for c in evals
+                                                    if c.seed == s})
+                                    for s in sorted({c.seed for c in evals})},
             "meta_sets": len(calib), "meta_families": len({c.dataset for c in calib})}
 
 
@@ -178,6 +193,14 @@ def _f(value: float | None, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _seed_cells(facts: dict, seed: str, n: int) -> str:
+    """``0 (75)``, or ``1 (15, severity 3)`` for a seed run on some severities only."""
+    severities = facts.get("severities_per_seed", {}).get(seed, list(SEVERITIES))
+    if severities == list(SEVERITIES):
+        return f"{seed} ({n})"
+    return f"{seed} ({n}, severity {', '.join(map(str, severities))})"
+
+
 def _ratio(r: list[float] | None) -> str:
     return "-" if not r else f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]"
 
@@ -202,7 +225,7 @@ def markdown(report: dict) -> str:
              "| model | evaluation cells | splits (families) | seeds (cells each) | meta-set "
              "sets (families) |", "|---|---|---|---|---|",
              *[f"| {m['model']} | {f['eval_cells']} | {f['eval_splits']} ({f['eval_families']}) "
-               f"| {', '.join(f'{s} ({n})' for s, n in f['cells_per_seed'].items())} | "
+               f"| {', '.join(_seed_cells(f, s, n) for s, n in f['cells_per_seed'].items())} | "
                f"{f['meta_sets']} ({f['meta_families']}) |"
                for m in report["models"] for f in [m["facts"]]], "",
              report["models"][0]["statistics"], "",
@@ -259,18 +282,30 @@ def main() -> None:
                         help="stream seeds of the evaluation cells")
     parser.add_argument("--meta-sets", default="meta-*",
                         help="the meta-set sets run for calibration (a --splits selection)")
+    parser.add_argument("--extra-seeds", default="",
+                        help="stream seeds run after the meta-set, severity by severity")
+    parser.add_argument("--extra-severities", default=",".join(map(str, SEVERITIES)),
+                        help="the extra seeds' severities, in the order they run")
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args()
     models = args.models.split(",")
+    seeds, extra_seeds, severities = (
+        [int(s) for s in text.split(",") if s]
+        for text in (args.seeds, args.extra_seeds, args.extra_severities))
+    if not set(severities) <= set(SEVERITIES) or len(set(severities)) != len(severities) \
+            or not severities:
+        sys.exit(f"error: --extra-severities must be among {SEVERITIES}")
     for model in models:
         if not args.analyse_only:
-            run(args.runs / model, model, [int(s) for s in args.seeds.split(",")],
-                args.meta_sets)
+            run(args.runs / model, model, seeds, args.meta_sets, (extra_seeds, severities))
         score(args.runs / model)
     # the command that runs (resuming) and scores these very cells
     options = [f"--models {args.models}"] if args.models != ",".join(MODELS) else []
     options += [f"--seeds {args.seeds}"] if args.seeds != ",".join(map(str, SEEDS)) else []
     options += [f"--meta-sets '{args.meta_sets}'"] if args.meta_sets != "meta-*" else []
+    options += [f"--extra-seeds {args.extra_seeds}"] if extra_seeds else []
+    options += [f"--extra-severities {args.extra_severities}"] \
+        if extra_seeds and severities != list(SEVERITIES) else []
     report = {
         "command": " ".join([COMMAND, *options]), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
