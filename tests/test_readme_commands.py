@@ -19,6 +19,10 @@ prefixes dropped, ``${VAR}`` given an example value) is a command. Each one is
    written. A command that downloads (``fetch DATASET``) or does long work without a dry run
    (``continual``, ``estimate``, ``fit``, ``analyze``) is parsed only.
 
+The manual's pages (``docs/**/*.md``), where the README's detail moved, are checked at the
+parse level too: every ``ttabench`` command by the click tree, and every script a command
+names exists.
+
 ``host/README.md``, the host's own front page, is checked at the parse level: its ``ttabench``
 commands by the click tree, its ``pip install`` lines as above, and every plugin they name
 (``-a``, ``-e``, ``-s``, ``-m``, ``validate KIND:NAME``) must be one the host distribution
@@ -295,6 +299,45 @@ def test_bash_scripts_exist_and_parse(cmd):
     script = ROOT / cmd.argv[1]
     assert script.is_file(), f"no script {cmd.argv[1]}"
     assert subprocess.run(["bash", "-n", str(script)], timeout=60).returncode == 0
+
+
+# --------------------------------------------------------------------------- docs/
+
+DOCS_COMMANDS = [(page.relative_to(ROOT).as_posix(), cmd)
+                 for page in sorted((ROOT / "docs").rglob("*.md"))
+                 for cmd in commands(page.read_text(encoding="utf-8"))]
+#: Programs of the manual's shell blocks that are not checked here (the site's own tools).
+DOCS_UNCHECKED = (".venv/bin/mkdocs", "mkdocs")
+
+
+def unchecked_docs_command(cmd: Command) -> str | None:
+    """Why a command of the manual does not parse or names no existing script, else None."""
+    try:
+        if cmd.program in TTABENCH:
+            resolve(cmd.argv[1:])
+        elif pip_arguments(cmd) is not None:
+            check_pip(pip_arguments(cmd), ROOT)
+        elif cmd.program in (*PYTHON, "bash"):
+            assert (ROOT / cmd.argv[1]).is_file(), f"no script {cmd.argv[1]}"
+        elif cmd.program not in DOCS_UNCHECKED:
+            return f"a program this test cannot check: {cmd.program}"
+    except (AssertionError, click.ClickException) as err:
+        return str(err)
+    return None
+
+
+def test_the_manuals_commands_parse():
+    assert len(DOCS_COMMANDS) > 20
+    problems = [f"{page}: {cmd.line}: {why}" for page, cmd in DOCS_COMMANDS
+                if (why := unchecked_docs_command(cmd)) is not None]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_manual_command_that_does_not_parse_is_caught():
+    for line in ("ttabench run --severities 3,4,5", "python benchmarks/nope.py --dry-run",
+                 "ttabench runn"):
+        cmd = commands(f"```bash\n{line}\n```\n")[0]
+        assert unchecked_docs_command(cmd) is not None, line
 
 
 # --------------------------------------------------------------------------- host/README.md
