@@ -251,7 +251,7 @@ def eval_mae(folders: list[Path], estimator: str, score: str, f: Path | None) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="the data folder (see README: The paper protocol)")
+    parser.add_argument("data", type=Path, help="the data folder (see docs/method/paper-protocol.md)")
     parser.add_argument("--output", "-o", type=Path, default=Path("runs/paper"))
     parser.add_argument("--model", "-m", default=None, help="override the config's model")
     parser.add_argument("--config", type=Path, default=CONFIG)

@@ -22,14 +22,25 @@ the chosen candidate of each table, ``[best]`` scores, ``[stack]`` features, map
 Writes ``benchmarks/results/quality.{md,json}``: per model and target the chosen baseline and
 candidate and the ratio of their evaluation MAEs with a 95 % bootstrap interval (datasets,
 then cells within them, i.e. splits and seeds), each plugin estimator's own LODO-chosen
-entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow (the file
-prints the command with them, and says what the cells hold: cells per seed, meta-set sets);
-``--analyse-only`` scores and reads the finished cells without running more. Runs resume.
+entry, and the full tables. ``--models``, ``--seeds`` and ``--meta-sets`` narrow;
+``--extra-seeds`` adds stream seeds run after the meta-set cells, one severity after the other
+in the order of ``--extra-severities`` (all 15 corruptions at each: a run stopped early leaves
+every corruption equally covered). The file prints the command with these options and says
+what the cells hold (cells and severities per seed, meta-set sets); ``--analyse-only`` scores
+and reads the finished cells without running more. Runs resume.
+
+The file ends with what the full study still lacks and its projected cost: per model run, the
+missing evaluation cells and meta-set sets at that model's mean measured cell time; per model
+not run, its protocol choice and study at the time of one cell, measured by ``--measure-cost``
+(``COST_SPLIT``, seed 0, into ``<runs>/<model>/cost``; at mnist-cnn's lr and steps, the shipped
+default, when the model has no choice of its own) and scaled by step count (time = the
+measured passes + steps x the measured time per adaptation step).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import platform
 import subprocess
@@ -40,10 +51,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ttabench.records import Cell
 from ttabench.scoring import metrics
 from ttabench.scoring.leaderboard import load_cells
 from ttabench.store import write_bytes_atomic, write_json_atomic
+from ttabench.suites.meta_set import DEFAULT_RECIPE, plan_sets
 from ttabench.suites.npy_layout import CORRUPTIONS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol_choice import SETS as CHOICE_SETS  # noqa: E402
+from protocol_choice import STEPS_AT  # noqa: E402  (benchmarks/protocol_choice.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -54,9 +71,19 @@ CANDIDATES = ("enigma", "enigma-source", "enigma-signals", "enigma-signals-sourc
 TRAJECTORY_STEPS = (50, 100, 200, 400, 990)
 KINDS = "lin,quad,iso,logit-lin,logit-quad"
 EVAL_SPLITS = ",".join(f"{c}-*" for c in CORRUPTIONS)
+SEVERITIES = (1, 2, 3, 4, 5)
 N_BOOT = 1000
 TARGET_RATIO = 0.70
 COMMAND = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/quality.py"
+#: The evaluation split of the one cell ``--measure-cost`` times for a model not run.
+COST_SPLIT = "jpeg_compression-3"
+META_NAMES = [spec.name for spec in plan_sets(DEFAULT_RECIPE, 0)]
+
+
+def n_selected(selection: str) -> int:
+    """How many meta-set sets a ``--splits`` selection of them names."""
+    patterns = selection.split(",")
+    return sum(any(fnmatch.fnmatchcase(name, p) for p in patterns) for name in META_NAMES)
 
 
 def chosen_protocol(model: str) -> tuple[float, int]:
@@ -69,9 +96,19 @@ def chosen_protocol(model: str) -> tuple[float, int]:
     return float(chosen["lr"]), int(chosen["steps"])
 
 
-def protocol_sets(model: str) -> list[str]:
-    """The ``--set`` options of the study for ``model`` (meta-set, lr, probe, snapshots)."""
-    lr, steps = chosen_protocol(model)
+def cost_protocol(model: str) -> tuple[float, int]:
+    """``model``'s chosen lr and steps, else mnist-cnn's (plugins.toml's shipped values)."""
+    try:
+        chosen = json.loads((RESULTS / "protocol_choice.json").read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        chosen = {}
+    return chosen_protocol(model if model in chosen else MODELS[0])
+
+
+def protocol_sets(model: str, protocol: tuple[float, int] | None = None) -> list[str]:
+    """The ``--set`` options of the study for ``model`` (meta-set, lr, probe, snapshots), at
+    ``protocol`` (lr, steps) when given, else at the model's chosen one."""
+    lr, steps = protocol or chosen_protocol(model)
     checkpoints = "[" + ",".join(map(str, [0, *[k for k in TRAJECTORY_STEPS if k <= steps]])) + "]"
     sets = ["suite.mnist-c.calibration=meta-set", f"adapter.rdumb.lr={lr}"]
     for name in CANDIDATES:
@@ -87,15 +124,34 @@ def _ttabench(*args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def run(folder: Path, model: str, seeds: list[int], meta_sets: str) -> None:
+def _common(model: str, protocol: tuple[float, int] | None = None) -> list[str]:
+    return ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
+            "--map-kinds", "lin", *protocol_sets(model, protocol)]
+
+
+def measure_cost(folder: Path, model: str) -> None:
+    """One cell of the study's estimators on ``COST_SPLIT`` at ``cost_protocol``, into
+    ``folder/cost`` (resumes: a finished cell is not timed again)."""
+    _ttabench("run", *_common(model, cost_protocol(model)), "--seed", "0",
+              "--splits", COST_SPLIT, "-o", str(folder / "cost"))
+
+
+def run(folder: Path, model: str, seeds: list[int], meta_sets: str,
+        extra: tuple[list[int], list[int]] = ([], [])) -> None:
     """The evaluation cells (``seeds``) into ``folder/eval``, the meta-set cells of
     ``meta_sets`` (seed 0) into ``folder/meta`` (two folders: two runs may then proceed side by
-    side)."""
-    common = ["-m", model, "-e", ",".join(CANDIDATES), "--jobs", "1", "--threads", "1",
-              "--map-kinds", "lin", *protocol_sets(model)]
-    _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
-              "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
+    side), then the evaluation cells of the extra seeds, one severity after the other
+    (``extra``: seeds, severities in their order)."""
+    common = _common(model)
+    if seeds:
+        _ttabench("run", *common, *[a for s in seeds for a in ("--seed", str(s))],
+                  "--splits", EVAL_SPLITS, "-o", str(folder / "eval"))
     _ttabench("run", *common, "--seed", "0", "--splits", meta_sets, "-o", str(folder / "meta"))
+    extra_seeds, severities = extra
+    for severity in severities if extra_seeds else []:
+        _ttabench("run", *common, *[a for s in extra_seeds for a in ("--seed", str(s))],
+                  "--splits", ",".join(f"{c}-{severity}" for c in CORRUPTIONS),
+                  "-o", str(folder / "eval"))
 
 
 def score(folder: Path) -> None:
@@ -119,7 +175,51 @@ def protocol_facts(folder: Path) -> dict:
             "seeds": sorted({c.seed for c in evals}),
             "cells_per_seed": {str(s): sum(c.seed == s for c in evals)
                                for s in sorted({c.seed for c in evals})},
+            "severities_per_seed": {str(s): sorted({int(c.split["severity"]) for c in evals
+                                                    if c.seed == s})
+                                    for s in sorted({c.seed for c in evals})},
             "meta_sets": len(calib), "meta_families": len({c.dataset for c in calib})}
+
+
+def cell_cost(cell: Cell) -> tuple[float, float]:
+    """A cell's seconds outside adaptation and per adaptation step (``timings``)."""
+    t, steps = cell.timings, int(cell.adaptation.get("steps") or 0)
+    adapt = float(t.get("adaptation", 0.0))
+    return float(t["total"]) - adapt, adapt / steps if steps else 0.0
+
+
+def missing_work(folder: Path, protocol: tuple[float, int], meta_sets: str) -> dict | None:
+    """What the full study of ``model`` still lacks, with its projected hours: from the
+    model's own cells when it was run, else from its ``cost`` cell (None: neither exists).
+    A cell at k steps is projected at passes + k x the measured time per step (``cell_cost``);
+    the protocol choice's cells (one estimator, no baselines) at the same rate. For a model
+    not run: also its protocol choice, and that plus seed 0 with the ``meta_sets`` selection."""
+    run_cells = [c for c in load_cells(run_folders(folder)) if c.status == "ok"] \
+        if all(f.is_dir() for f in run_folders(folder)) else []
+    cost_cells = [c for c in load_cells([folder / "cost"]) if c.status == "ok"] \
+        if (folder / "cost").is_dir() else []
+    cells = run_cells or cost_cells
+    if not cells:
+        return None
+    fixed, per_step = (float(np.mean(v)) for v in zip(*map(cell_cost, cells)))
+    steps = protocol[1]
+    evals = {(c.seed, c.split["name"]) for c in run_cells if c.role == "eval"}
+    meta = {c.split["name"] for c in run_cells if c.role == "calibration"}
+    n_eval = len(SEEDS) * len(CORRUPTIONS) * len(SEVERITIES) - len(evals)
+    n_meta = len(META_NAMES) - len(meta)
+    hours = (n_eval + n_meta) * (fixed + steps * per_step) / 3600
+    out = {"measured_on": "its own cells" if run_cells else f"its cost cell ({COST_SPLIT})",
+           "cells_timed": len(cells), "seconds_per_cell": fixed + steps * per_step,
+           "steps": steps, "eval_cells_missing": n_eval, "meta_sets_missing": n_meta,
+           "hours": hours}
+    if not run_cells:
+        choice = sum(n_selected(CHOICE_SETS) * (fixed + max(ks) * per_step)
+                     for ks in STEPS_AT.values())
+        narrowed = (len(CORRUPTIONS) * len(SEVERITIES) + n_selected(meta_sets)) * \
+            (fixed + steps * per_step)
+        out |= {"protocol_choice_hours": choice / 3600,
+                "choice_and_seed0_narrowed_hours": (choice + narrowed) / 3600}
+    return out
 
 
 def ratio_interval(pairs: pd.DataFrame, a: str, b: str) -> tuple[float, float, float]:
@@ -178,6 +278,14 @@ def _f(value: float | None, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _seed_cells(facts: dict, seed: str, n: int) -> str:
+    """``0 (75)``, or ``1 (15, severity 3)`` for a seed run on some severities only."""
+    severities = facts.get("severities_per_seed", {}).get(seed, list(SEVERITIES))
+    if severities == list(SEVERITIES):
+        return f"{seed} ({n})"
+    return f"{seed} ({n}, severity {', '.join(map(str, severities))})"
+
+
 def _ratio(r: list[float] | None) -> str:
     return "-" if not r else f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]"
 
@@ -202,7 +310,7 @@ def markdown(report: dict) -> str:
              "| model | evaluation cells | splits (families) | seeds (cells each) | meta-set "
              "sets (families) |", "|---|---|---|---|---|",
              *[f"| {m['model']} | {f['eval_cells']} | {f['eval_splits']} ({f['eval_families']}) "
-               f"| {', '.join(f'{s} ({n})' for s, n in f['cells_per_seed'].items())} | "
+               f"| {', '.join(_seed_cells(f, s, n) for s, n in f['cells_per_seed'].items())} | "
                f"{f['meta_sets']} ({f['meta_families']}) |"
                for m in report["models"] for f in [m["facts"]]], "",
              report["models"][0]["statistics"], "",
@@ -248,7 +356,37 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {r['rank']} | {r['entry']} | {r['role']} | {_f(r['mae'])} | "
                              f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}] | {_f(r['worst'])} | "
                              f"{_f(r['calib_loo'])} | {diff} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + missing_markdown(report)) + "\n"
+
+
+def missing_markdown(report: dict) -> list[str]:
+    """The section on what the full study still lacks and its projected hours."""
+    lines = ["", "## Not run: what the full study (both models, seeds 0-2, every meta-set set) "
+             "still lacks", "",
+             "Projected from the cell times recorded in the cells (passes + steps x the time "
+             "per adaptation step; one thread per cell), not counting scoring; the machine is "
+             "shared, so a time holds the load of its moment.", ""]
+    run_models = {m["model"] for m in report["models"]}
+    for model, w in report["missing"].items():
+        if w is None:
+            lines.append(f"- `{model}`: not run, no cell timed (`--measure-cost` times one).")
+            continue
+        timed = "1 cell" if w["cells_timed"] == 1 else f"the mean of {w['cells_timed']} cells"
+        cost = (f"{w['seconds_per_cell']:.1f} s per cell at {w['steps']} steps ({timed}, "
+                f"{w['measured_on']})")
+        missing = (f"{w['eval_cells_missing']} evaluation cells and {w['meta_sets_missing']} "
+                   f"meta-set sets, {w['hours']:.1f} h")
+        if model in run_models:
+            lines.append(f"- `{model}`: lacks {missing}; {cost}.")
+        else:
+            lines.append(
+                f"- `{model}`: not run. It has no lr and step count of its own: its protocol "
+                f"choice (`benchmarks/protocol_choice.py --models {model}`) is projected at "
+                f"{w['protocol_choice_hours']:.1f} h, that plus seed 0 with the meta-set sets "
+                f"run here {w['choice_and_seed0_narrowed_hours']:.1f} h, the full study "
+                f"({missing}) then; {cost}, at mnist-cnn's lr and steps (longer if its own "
+                f"choice takes more steps).")
+    return lines
 
 
 def main() -> None:
@@ -259,23 +397,43 @@ def main() -> None:
                         help="stream seeds of the evaluation cells")
     parser.add_argument("--meta-sets", default="meta-*",
                         help="the meta-set sets run for calibration (a --splits selection)")
+    parser.add_argument("--extra-seeds", default="",
+                        help="stream seeds run after the meta-set, severity by severity")
+    parser.add_argument("--extra-severities", default=",".join(map(str, SEVERITIES)),
+                        help="the extra seeds' severities, in the order they run")
+    parser.add_argument("--measure-cost", action="store_true",
+                        help="time one cell of each model left out of --models")
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args()
     models = args.models.split(",")
+    seeds, extra_seeds, severities = (
+        [int(s) for s in text.split(",") if s]
+        for text in (args.seeds, args.extra_seeds, args.extra_severities))
+    if not set(severities) <= set(SEVERITIES) or len(set(severities)) != len(severities) \
+            or not severities:
+        sys.exit(f"error: --extra-severities must be among {SEVERITIES}")
+    absent = [m for m in MODELS if m not in models]
+    for model in absent if args.measure_cost and not args.analyse_only else []:
+        measure_cost(args.runs / model, model)
     for model in models:
         if not args.analyse_only:
-            run(args.runs / model, model, [int(s) for s in args.seeds.split(",")],
-                args.meta_sets)
+            run(args.runs / model, model, seeds, args.meta_sets, (extra_seeds, severities))
         score(args.runs / model)
     # the command that runs (resuming) and scores these very cells
     options = [f"--models {args.models}"] if args.models != ",".join(MODELS) else []
     options += [f"--seeds {args.seeds}"] if args.seeds != ",".join(map(str, SEEDS)) else []
     options += [f"--meta-sets '{args.meta_sets}'"] if args.meta_sets != "meta-*" else []
+    options += [f"--extra-seeds {args.extra_seeds}"] if extra_seeds else []
+    options += [f"--extra-severities {args.extra_severities}"] \
+        if extra_seeds and severities != list(SEVERITIES) else []
+    options += ["--measure-cost"] if args.measure_cost else []
     report = {
         "command": " ".join([COMMAND, *options]), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "protocols": {m: dict(zip(("lr", "steps"), chosen_protocol(m))) for m in models},
         "models": [summarize(args.runs / m, m) for m in models],
+        "missing": {m: missing_work(args.runs / m, chosen_protocol(m) if m in models
+                                    else cost_protocol(m), args.meta_sets) for m in MODELS},
     }
     RESULTS.mkdir(exist_ok=True)
     write_json_atomic(RESULTS / "quality.json", report)

@@ -19,6 +19,15 @@ prefixes dropped, ``${VAR}`` given an example value) is a command. Each one is
    written. A command that downloads (``fetch DATASET``) or does long work without a dry run
    (``continual``, ``estimate``, ``fit``, ``analyze``) is parsed only.
 
+The manual's pages (``docs/**/*.md``), where the README's detail moved, are checked at the
+parse level too: every ``ttabench`` command by the click tree, and every script a command
+names exists.
+
+``host/README.md``, the host's own front page, is checked at the parse level: its ``ttabench``
+commands by the click tree, its ``pip install`` lines as above, and every plugin they name
+(``-a``, ``-e``, ``-s``, ``-m``, ``validate KIND:NAME``) must be one the host distribution
+itself registers, since they are meant to work without the plugin.
+
 A run must exit 0, except: a line whose comment says ``refused`` must be refused (exit 2, one
 ``error:`` line, not one about missing data), and a command may stop with exit 2 and one ``error:`` line that names what
 this machine does not have: a path the line itself gives that does not exist here (the
@@ -45,11 +54,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from ttabench import registry
 from ttabench.cli import main
 from fake_distribution import installed
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+HOST_README = ROOT / "host" / "README.md"
 SHELLS = ("bash", "sh", "shell", "console")
 #: Example values of the shell variables the README's commands use.
 VARIABLES = {"SLURM_ARRAY_TASK_ID": "1"}
@@ -136,6 +147,7 @@ def commands(text: str) -> list[Command]:
 
 
 README_COMMANDS = commands(README.read_text(encoding="utf-8"))
+HOST_COMMANDS = commands(HOST_README.read_text(encoding="utf-8"))
 
 
 def _split_global(args: tuple[str, ...]) -> tuple[list[str], str, list[str]]:
@@ -287,6 +299,99 @@ def test_bash_scripts_exist_and_parse(cmd):
     script = ROOT / cmd.argv[1]
     assert script.is_file(), f"no script {cmd.argv[1]}"
     assert subprocess.run(["bash", "-n", str(script)], timeout=60).returncode == 0
+
+
+# --------------------------------------------------------------------------- docs/
+
+DOCS_COMMANDS = [(page.relative_to(ROOT).as_posix(), cmd)
+                 for page in sorted((ROOT / "docs").rglob("*.md"))
+                 for cmd in commands(page.read_text(encoding="utf-8"))]
+#: Programs of the manual's shell blocks that are not checked here (the site's own tools).
+DOCS_UNCHECKED = (".venv/bin/mkdocs", "mkdocs")
+
+
+def unchecked_docs_command(cmd: Command) -> str | None:
+    """Why a command of the manual does not parse or names no existing script, else None."""
+    try:
+        if cmd.program in TTABENCH:
+            resolve(cmd.argv[1:])
+        elif pip_arguments(cmd) is not None:
+            check_pip(pip_arguments(cmd), ROOT)
+        elif cmd.program in (*PYTHON, "bash"):
+            assert (ROOT / cmd.argv[1]).is_file(), f"no script {cmd.argv[1]}"
+        elif cmd.program not in DOCS_UNCHECKED:
+            return f"a program this test cannot check: {cmd.program}"
+    except (AssertionError, click.ClickException) as err:
+        return str(err)
+    return None
+
+
+def test_the_manuals_commands_parse():
+    assert len(DOCS_COMMANDS) > 20
+    problems = [f"{page}: {cmd.line}: {why}" for page, cmd in DOCS_COMMANDS
+                if (why := unchecked_docs_command(cmd)) is not None]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_manual_command_that_does_not_parse_is_caught():
+    for line in ("ttabench run --severities 3,4,5", "python benchmarks/nope.py --dry-run",
+                 "ttabench runn"):
+        cmd = commands(f"```bash\n{line}\n```\n")[0]
+        assert unchecked_docs_command(cmd) is not None, line
+
+
+# --------------------------------------------------------------------------- host/README.md
+
+#: The options whose values name plugins, and the kind each names.
+PLUGIN_OPTIONS = {"-a": "adapters", "--adapter": "adapters", "-e": "estimators",
+                  "--estimator": "estimators", "-s": "suites", "--suite": "suites",
+                  "-m": "models", "--model": "models"}
+
+
+def named_plugins(args: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(kind, name) of every plugin a ``ttabench`` command line names."""
+    named = []
+    for option, value in zip(args, args[1:]):
+        if option in PLUGIN_OPTIONS:
+            kind = PLUGIN_OPTIONS[option]
+            for name in value.split(","):
+                named.append((kind, registry.model_spec(name)[0] if kind == "models" else name))
+    if args[:1] == ("validate",) and ":" in args[1]:
+        kind, _, name = args[1].partition(":")
+        named.append((kind, name))
+    return named
+
+
+def not_the_hosts(cmd: Command) -> list[str]:
+    """The plugins a command names that the ``ttabench`` distribution does not register."""
+    return [f"{kind}:{name}" for kind, name in named_plugins(cmd.argv[1:])
+            if registry.info(kind, name).distribution != "ttabench"]
+
+
+def test_the_host_readme_has_commands_and_each_parses():
+    host = [c for c in HOST_COMMANDS if c.program in TTABENCH]
+    assert host and any(c.argv[1:2] == ("run",) for c in host)
+    assert {c.program for c in HOST_COMMANDS} <= {*TTABENCH, *PIP}
+    for cmd in host:
+        resolve(cmd.argv[1:])
+    for cmd in HOST_COMMANDS:
+        if pip_arguments(cmd) is not None:
+            check_pip(pip_arguments(cmd), ROOT)
+
+
+def test_the_host_readme_names_only_the_hosts_own_plugins():
+    for cmd in HOST_COMMANDS:
+        if cmd.program in TTABENCH:
+            assert not not_the_hosts(cmd), (cmd.line, not_the_hosts(cmd))
+
+
+def test_a_plugin_command_in_the_host_readme_would_be_caught():
+    line = "ttabench run -s tiny -m tiny-cnn:1 -a rdumb -e ac,enigma"
+    cmd = Command(line, tuple(line.split()), "")
+    assert named_plugins(cmd.argv[1:]) == [("suites", "tiny"), ("models", "tiny-cnn"),
+                                           ("adapters", "rdumb"), ("estimators", "ac"),
+                                           ("estimators", "enigma")]
+    assert not_the_hosts(cmd) == ["adapters:rdumb", "estimators:enigma"]
 
 
 # --------------------------------------------------------------------------- tier 2: run

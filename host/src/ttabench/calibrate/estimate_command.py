@@ -70,6 +70,7 @@ from ttabench.spec import (
     trust_options,
 )
 from ttabench.suites.images import UnlabelledFolder
+from ttabench.suites.labelled_meta_set import LabelledMetaSet
 
 
 @dataclass
@@ -190,7 +191,8 @@ def _labelled_source(cal: ModelCalibration, labelled: Path | None, model: str,
         threads=given.get("threads"), precision=protocol.precision,
         channels_last=protocol.channels_last, model_options=options)
     bench = Benchmark(spec)
-    if getattr(bench.suite, "digest", None) != cal.labelled.get("sha256"):
+    suite = bench.suite
+    if not isinstance(suite, LabelledMetaSet) or suite.digest != cal.labelled.get("sha256"):
         raise TTABenchError(f"the labelled images in {root} are not those the calibration was "
                             f"made from (their content changed); {', '.join(needing)} needs "
                             "those: pass --labelled DIR of the same images, or calibrate again")

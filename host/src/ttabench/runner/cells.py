@@ -21,6 +21,7 @@ finished (``ok``) result and retries failed ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -128,8 +129,11 @@ def is_finished(output: Path, key: str) -> bool:
     return finished_cell(cell_path(output, key)) is not None
 
 
+@functools.cache
 def git_revision() -> str | None:
-    """The source tree's git revision (with ``-dirty``), or None outside a checkout."""
+    """The source tree's git revision (with ``-dirty``), or None outside a checkout. Read once
+    per process, at its first cell: the revision of the code the process imported, not of a
+    tree that moves on while a long run goes on (a commit or checkout during the run)."""
     root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,

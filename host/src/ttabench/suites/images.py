@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ttabench.errors import TTABenchError
+
+if TYPE_CHECKING:
+    from ttabench.api import LoadedModel, Suite
 
 #: File name endings that count as images (compared case-insensitively: ``.JPEG`` matches).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -307,7 +310,7 @@ class UnlabelledFolder(ImageFileDataset):
         self.root = root
 
 
-def check_num_classes(suite: Any, model: Any) -> None:
+def check_num_classes(suite: Suite, model: LoadedModel) -> None:
     """Refuse a model whose output count does not fit the suite, before any work starts.
 
     ``suite.num_classes`` is the number of model outputs the suite's labels refer to; for a
@@ -315,14 +318,13 @@ def check_num_classes(suite: Any, model: Any) -> None:
     classes) every subset index must also be a valid logit index of the model.
     """
     model_classes = int(model.num_classes)
-    model_id = getattr(model, "model_id", type(model).__name__)
-    suite_name = getattr(suite, "name", type(suite).__name__)
+    model_id, suite_name = model.model_id, suite.name
     if model_classes != int(suite.num_classes):
         raise TTABenchError(
             f"model {model_id} has {model_classes} classes but suite {suite_name} has "
             f"{suite.num_classes}; use a model trained on the suite's label set"
         )
-    subset = getattr(suite, "class_subset", None)
+    subset = suite.class_subset
     if subset is not None and (min(subset) < 0 or max(subset) >= model_classes):
         raise TTABenchError(
             f"suite {suite_name} restricts logits to class indices up to {max(subset)} but "
