@@ -19,7 +19,7 @@ ordered kinds), seeds ``SEEDS``. MAE (pp) is averaged over the windows of each (
 then over seeds and datasets; a window's dataset is the corruption of its split (the mixed
 stream has one: ``mixed``). 95% intervals resample datasets, then seeds within each (2000
 resamples). Cells are kept under ``--work`` (default /tmp/streams-bench), so a rerun resumes;
-two worker processes, one thread each. ``--seeds``, ``--orders``, ``--reset-steps``,
+``--jobs`` worker processes (default two), one thread each. ``--seeds``, ``--orders``, ``--reset-steps``,
 ``--eval-corruptions`` and ``--calibration-severities`` shrink the protocol (the defaults are the
 full one); the results file prints the command that made it.
 """
@@ -69,10 +69,11 @@ class Protocol:
     calibration_severities: tuple[int, ...] = tuple(HOLDOUT_SEVERITIES)
 
 
-def stream_cells(work: Path, kind: str, role: str, protocol: Protocol) -> list[Any]:
-    """The cells of one stream kind and role, run through the one runner into ``work``."""
+def stream_cells(work: Path, kind: str, role: str, protocol: Protocol, jobs: int) -> list[Any]:
+    """The cells of one stream kind and role, run through the one runner into ``work`` by
+    ``jobs`` worker processes."""
     from ttabench.runner.benchmark import Benchmark, collect_cells, pending_cells
-    from ttabench.runner.executor import run_cells
+    from ttabench.runner.executor import LocalBackend, run_cells
     from ttabench.runner.pool import PoolBackend
     from ttabench.spec import RunSpec, StreamSpec
 
@@ -92,13 +93,14 @@ def stream_cells(work: Path, kind: str, role: str, protocol: Protocol) -> list[A
                    adapter_params={"rdumb": dict(config["adapter"]["rdumb"])},
                    estimators=estimators, estimator_params=params, baselines=config["run"]["baselines"],
                    seeds=list(protocol.seeds), splits=list(splits), severities=severities, device="cpu",
-                   threads=1, jobs=2, steps=protocol.reset_steps if stream.resets else 0,
+                   threads=1, jobs=jobs, steps=protocol.reset_steps if stream.resets else 0,
                    stream=stream)
     bench = Benchmark(spec)
     plans = [p for p in bench.plan() if p.split.role == role]
     todo = pending_cells(plans, work, None)
     if todo:
-        run_cells(bench, todo, work, PoolBackend(min(2, len(todo))), progress=True)
+        backend = PoolBackend(min(jobs, len(todo))) if jobs > 1 else LocalBackend()
+        run_cells(bench, todo, work, backend, progress=True)
     cells = collect_cells(work, plans)
     if len(cells) != len(plans) or any(c.status != "ok" for c in cells):
         raise SystemExit(f"{kind} {role}: unfinished or failed cells in {work}")
@@ -185,6 +187,8 @@ def loo_mae(name: str, kind: str, windows_: list[dict[str, Any]]) -> float | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/streams-bench"))
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes, one thread each (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="stream seeds (default: %(default)s)")
     parser.add_argument("--orders", type=int, nargs="+", default=list(ORDERS),
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {}
     for kind in KINDS:
         work = args.work / kind.replace("+", "-")
-        data[kind] = {role: windows(stream_cells(work, kind, role, protocol), suite)
+        data[kind] = {role: windows(stream_cells(work, kind, role, protocol, args.jobs), suite)
                       for role in ("calibration", "eval")}
     reset_calibration = data["reset-each-split"]["calibration"]
     ranked = sorted((m, n) for n in static
@@ -241,6 +245,30 @@ def main(argv: list[str] | None = None) -> int:
     write_bytes_atomic(RESULTS / "streams.md", markdown(summary))
     print(markdown(summary))
     return 0
+
+
+def reductions(summary: dict[str, Any]) -> str:
+    """One sentence: what this run left out of the full protocol (the script's defaults)."""
+    full = Protocol()
+    cut = []
+    if tuple(summary["seeds"]) != full.seeds:
+        cut.append(f"seeds {summary['seeds']} instead of {list(full.seeds)}")
+    if tuple(summary["orders"]) != full.orders:
+        cut.append(f"split orders {summary['orders']} instead of {list(full.orders)} (continual, "
+                   "gradual, continual+correlated)")
+    if summary["steps"]["reset-each-split"] != full.reset_steps:
+        cut.append(f"{summary['steps']['reset-each-split']} steps per reset-each-split cell "
+                   f"instead of {full.reset_steps}")
+    if tuple(summary["eval_corruptions"]) != full.eval_corruptions:
+        cut.append(f"{len(summary['eval_corruptions'])} of the {len(full.eval_corruptions)} "
+                   "evaluation corruptions")
+    if tuple(summary["calibration_severities"]) != full.calibration_severities:
+        cut.append(f"calibration severities {summary['calibration_severities']} instead of "
+                   f"{list(full.calibration_severities)}")
+    if not cut:
+        return "The full protocol (nothing reduced)."
+    return ("**Reduced from the full protocol** (`python benchmarks/streams.py` with no "
+            "options): " + "; ".join(cut) + ".")
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -275,7 +303,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "The three static baselines, chosen on the reset-each-split stream's calibration "
         "windows (leave-one-dataset-out for mapped ones): "
         + ", ".join(f"{n} ({summary['static_choice']['calibration_mae_pp'][n]:.2f} pp)"
-                    for n in summary["static_choice"]["chosen"]) + ".", ""]
+                    for n in summary["static_choice"]["chosen"]) + ".", "",
+        reductions(summary), ""]
     names = list(next(iter(summary["kinds"].values()))["entries"])
     lines += ["| stream | online acc. | " + " | ".join(names) + " |",
               "|---|---|" + "---|" * len(names)]
