@@ -1,7 +1,8 @@
 """The default stream (reset-each-split) gives the leaderboard it gave before every stream kind
 went through one runner (issue 26): the reference files in ``tests/data/default_run`` were
 written by the runner before that change (see their README); a run of the same command now
-must reproduce them, cell keys included. Only fields the change adds may differ: the
+must reproduce their point figures (``POINT_COLUMNS``; what later issues changed on purpose
+is listed there). Only fields the change adds may differ: the
 per-window table (``windows.csv``/``.md``, ``leaderboard.json``'s ``windows``), and in each
 cell ``protocol.stream``, ``windows`` and every estimator's ``windows``."""
 
@@ -23,11 +24,37 @@ REFERENCE = ROOT / "tests" / "data" / "default_run"
 COMMAND = "run --n-boot 50"
 
 
+#: Rows a later fix had to move (issue 23): the ``bn`` and ``adapted`` views of the estimators
+#: that compare with labelled source val now batch that reference from a seeded shuffle, not
+#: in file order, so their estimates move; on this fixture only ``doc``'s do.
+MOVED_BY_REFERENCE_SHUFFLE = {("bn", "doc"), ("adapted", "doc")}
+#: What the reference's rows must still give: every point figure. Later issues changed, on
+#: purpose, what is not compared: the intervals and paired tests (issue 25: datasets, then
+#: splits, are resampled), the calibration error and the chosen baseline (issue 25:
+#: leave-one-dataset-out), and the cell keys (issue 23: the reference batching is recorded in
+#: the protocol). The one-runner change itself is checked on the real default run, byte for
+#: byte, in benchmarks/results/runner_default_identity.md.
+POINT_COLUMNS = ["target", "rank", "entry", "estimator", "role", "map", "input", "mae", "worst",
+                 "pearson", "spearman", "n_cells", "n_datasets", "n_calib"]
+PAIR_ORDER = ["target", "entry", "dataset", "split"]
+
+
 def _same_table(name: str, out: Path) -> None:
-    """Equal cell by cell: text exactly, numbers to 1e-9 relative (the files are byte-equal on
-    the machine that wrote the reference; the tolerance only absorbs another CPU's rounding)."""
+    """Equal row by row (pairs in one order) in the compared columns: text exactly, numbers to
+    1e-9 relative (another CPU's rounding), except the rows of ``MOVED_BY_REFERENCE_SHUFFLE``,
+    which must move."""
     old, new = pd.read_csv(REFERENCE / name), pd.read_csv(out / name)
-    pd.testing.assert_frame_equal(new, old, check_exact=False, rtol=1e-9, obj=name)
+    if name == "pairs.csv":
+        old, new = (t.sort_values(PAIR_ORDER).reset_index(drop=True) for t in (old, new))
+        columns, value = [*PAIR_ORDER, "severity", "estimate", "true"], "estimate"
+    else:
+        columns, value = POINT_COLUMNS, "mae"
+    assert old[["target", "entry"]].equals(new[["target", "entry"]]), name
+    moved = pd.Series([(t, e) in MOVED_BY_REFERENCE_SHUFFLE
+                       for t, e in zip(old["target"], old["entry"])])
+    pd.testing.assert_frame_equal(new.loc[~moved, columns], old.loc[~moved, columns],
+                                  check_exact=False, rtol=1e-9, obj=name)
+    assert (old.loc[moved, value] != new.loc[moved, value]).any(), f"{name}: moved rows did not"
 
 
 def test_the_default_stream_reproduces_the_leaderboard_of_the_runner_before_streams(tmp_path):
@@ -39,7 +66,8 @@ def test_the_default_stream_reproduces_the_leaderboard_of_the_runner_before_stre
         _same_table(name, out)
     board = json.loads((out / "leaderboard.json").read_text())
     assert set(board) == {"boot_unit", "created", "failed", "n_boot", "online", "schema", "seed",
-                          "skipped", "statistics", "targets", "windows"}
+                          "skipped", "statistics", "targets", "windows",
+                          "cross_model"}  # windows: issue 26; cross_model: issue 28
     assert board["schema"] == "ttabench.leaderboard/2"
     added = {"windows"}
     for path in (out / "cells").glob("*.json"):

@@ -8,7 +8,7 @@ Library use (the shape tent, EATA and SAR users know)::
     logits = adapter(images)          # float images in [0, 1]
 """
 
-from ttabench.version import installed_version
+from ttabench.api import installed_version
 from ttabench_enigma.adapters import EATA, ETA, RDumb, Tent, softmax_entropy
 from ttabench_enigma.calibrations import list_calibrations, load_calibration
 from ttabench_enigma.estimator import (

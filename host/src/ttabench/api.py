@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ttabench.version import installed_version  # the plugin reads its own version with it
 from ttabench.adaptation.family import FAMILY_RULE, check_family, dataset_family
 from ttabench.adaptation.modes import eval_mode
 from ttabench.adaptation.optimizer import OptimizerSetting
@@ -625,6 +626,7 @@ from ttabench.runner.stream import PROBE_DRAWS, first_epoch, stream_indices  # n
 from ttabench.scoring.stack import STACK_INPUT  # noqa: E402
 
 __all__ = [
+    "installed_version",
     "Count",
     "Finite",
     "Fraction",
